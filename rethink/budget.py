@@ -1,0 +1,38 @@
+"""Epoch budgets of the arms (Scratch-E, Scratch-B) and learning-rate schedules as fractions of a run."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+PAPER_MILESTONES = (0.5, 0.75)  # lr ×0.1 at 50% and 75% of training
+
+
+def scratch_b_epochs(base_epochs: int, base_flops: float, pruned_flops: float) -> int:
+    """Scratch-B: the epochs that give the pruned model the base model's training FLOPs (paper: int())."""
+    if pruned_flops <= 0 or base_flops <= 0:
+        raise ValueError(f"FLOPs must be positive, got base={base_flops}, pruned={pruned_flops}")
+    return int(base_epochs * base_flops / pruned_flops)
+
+
+def milestone_epochs(epochs: int, milestones: Sequence[float] = PAPER_MILESTONES) -> list[int]:
+    """Epoch indices where a step schedule decays: int(fraction × epochs), as in the paper's code."""
+    return [int(m * epochs) for m in milestones]
+
+
+def lr_at(
+    epoch: int,
+    epochs: int,
+    base_lr: float,
+    schedule: str = "step",
+    milestones: Sequence[float] = PAPER_MILESTONES,
+    gamma: float = 0.1,
+) -> float:
+    """Learning rate of 0-based `epoch` in a run of `epochs` epochs."""
+    if schedule == "step":
+        return base_lr * gamma ** sum(epoch >= m for m in milestone_epochs(epochs, milestones))
+    if schedule == "cosine":
+        return 0.5 * base_lr * (1.0 + math.cos(math.pi * epoch / epochs))
+    if schedule == "constant":
+        return base_lr
+    raise ValueError(f"unknown lr schedule {schedule!r}; valid names: step, cosine, constant")

@@ -1,0 +1,93 @@
+"""Checkpoints: arch spec + state_dict (+ masks), written atomically, loaded with weights_only=True."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .models import ArchSpec, ModelError, build_model
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, truncated, unsafe, or whose weights do not match its arch spec."""
+
+
+@dataclass(frozen=True, eq=False)
+class Checkpoint:
+    spec: ArchSpec
+    state_dict: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor] | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    spec: ArchSpec,
+    masks: dict[str, torch.Tensor] | None = None,
+    meta: dict | None = None,
+) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "arch": spec.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "masks": None if masks is None else {k: v.detach().cpu().bool() for k, v in masks.items()},
+        "meta": dict(meta or {}),
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # never a half-written checkpoint under the real name
+    return path
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path}: refused, not a weights-only checkpoint ({str(e).splitlines()[0]})") from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({e})") from e
+    if not isinstance(payload, dict) or not {"arch", "state_dict"} <= set(payload):
+        raise CheckpointError(f"{path}: not a rethink checkpoint (needs 'arch' and 'state_dict')")
+    try:
+        spec = ArchSpec.from_dict(payload["arch"])
+    except (ModelError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{path}: bad arch spec: {e}") from e
+    return Checkpoint(spec, payload["state_dict"], payload.get("masks"), payload.get("meta") or {})
+
+
+def model_from_checkpoint(ckpt: Checkpoint, source: str = "checkpoint") -> nn.Module:
+    """Build the model of the arch spec and load the weights; a mismatch is an error naming the tensors."""
+    try:
+        model = build_model(ckpt.spec)
+    except ModelError as e:
+        raise CheckpointError(f"{source}: {e}") from e
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(ckpt.state_dict))
+    unexpected = sorted(set(ckpt.state_dict) - set(expected))
+    shapes = [
+        f"{k}: {tuple(ckpt.state_dict[k].shape)} vs spec {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in ckpt.state_dict and ckpt.state_dict[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"{source}: weights do not match arch spec {ckpt.spec.model} {list(ckpt.spec.widths)}: "
+            f"missing={missing[:5]} unexpected={unexpected[:5]} shape mismatches={shapes[:5]}"
+        )
+    model.load_state_dict(ckpt.state_dict)
+    return model
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, Checkpoint]:
+    ckpt = read_checkpoint(path)
+    return model_from_checkpoint(ckpt, str(path)), ckpt

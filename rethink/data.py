@@ -1,0 +1,346 @@
+"""Datasets (a registry), stratified splits, and a device-resident loader with batched augmentation."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+
+class DataError(ValueError):
+    """Bad dataset name, missing files or malformed arrays; the message says how to fix it."""
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A labelled image dataset: uint8 images N×C×H×W and int64 labels, with its official test split."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    label_names: tuple[str, ...] = ()
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def input_size(self) -> int:
+        return int(self.x_train.shape[2])
+
+
+DATASETS: dict[str, Callable[..., Dataset]] = {}
+
+
+def register_dataset(name: str):
+    def wrap(fn: Callable[..., Dataset]) -> Callable[..., Dataset]:
+        DATASETS[name] = fn
+        return fn
+
+    return wrap
+
+
+def dataset_names() -> list[str]:
+    return sorted(DATASETS) + ["npz:PATH"]
+
+
+def load_dataset(name: str, root: str | Path = "data", download: bool = False) -> Dataset:
+    """Load a registered dataset by name, or `npz:PATH` for any npz in the cifar10-5k format."""
+    if name.startswith("npz:"):
+        return load_npz(name[4:])
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}")
+    return DATASETS[name](root=Path(root), download=download)
+
+
+def _to_nchw(x: np.ndarray, key: str, source: str) -> np.ndarray:
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim == 4 and x.shape[-1] in (1, 3):
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    raise DataError(f"{source}: {key!r} has shape {x.shape}; expected N×H×W or N×H×W×C with C in (1, 3)")
+
+
+def from_arrays(name: str, arrays: dict[str, np.ndarray], label_names=(), source: str | None = None) -> Dataset:
+    """Validate x_train/y_train/x_test/y_test arrays (uint8 images, integer labels) into a Dataset."""
+    source = source or name
+    for key in ("x_train", "y_train", "x_test", "y_test"):
+        if key not in arrays:
+            raise DataError(f"{source}: missing key {key!r}; an npz needs x_train, y_train, x_test, y_test")
+    for key in ("x_train", "x_test"):
+        if arrays[key].dtype != np.uint8:
+            raise DataError(f"{source}: {key!r} has dtype {arrays[key].dtype}; images must be uint8 (0-255)")
+    for key in ("y_train", "y_test"):
+        if not np.issubdtype(arrays[key].dtype, np.integer) or arrays[key].ndim != 1:
+            raise DataError(f"{source}: {key!r} must be a 1-D integer array, got {arrays[key].dtype}")
+    for split in ("train", "test"):
+        nx, ny = len(arrays[f"x_{split}"]), len(arrays[f"y_{split}"])
+        if nx != ny:
+            raise DataError(f"{source}: 'x_{split}' has {nx} images but 'y_{split}' has {ny} labels")
+    x_train = _to_nchw(arrays["x_train"], "x_train", source)
+    x_test = _to_nchw(arrays["x_test"], "x_test", source)
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DataError(f"{source}: 'x_train' images {x_train.shape[1:]} differ from 'x_test' {x_test.shape[1:]}")
+    y_train, y_test = arrays["y_train"].astype(np.int64), arrays["y_test"].astype(np.int64)
+    if y_train.min() < 0:
+        raise DataError(f"{source}: 'y_train' has negative labels")
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    return Dataset(name, x_train, y_train, x_test, y_test, num_classes, tuple(str(s) for s in label_names))
+
+
+def load_npz(path: str | Path) -> Dataset:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"npz dataset file not found: {path} (give npz:PATH with an existing file)")
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    return from_arrays(f"npz:{path}", arrays, arrays.get("label_names", ()), source=str(path))
+
+
+@register_dataset("digits")
+def load_digits(root: Path | None = None, download: bool = False) -> Dataset:
+    """scikit-learn's bundled 8×8 digits (1,797 images; no download), with a fixed stratified 20% test split."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)
+    y = d.target.astype(np.int64)
+    idx_train, idx_test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=0)
+    arrays = {"x_train": x[idx_train], "y_train": y[idx_train], "x_test": x[idx_test], "y_test": y[idx_test]}
+    return from_arrays("digits", arrays, [str(i) for i in range(10)])
+
+
+# The CIFAR python format: pickled dicts of 'data' (N×3072 uint8, CHW-flat) and labels.
+_CIFAR = {
+    "cifar10": dict(
+        folder="cifar-10-batches-py",
+        train=[f"data_batch_{i}" for i in range(1, 6)],
+        test=["test_batch"],
+        label_key="labels",
+        meta=("batches.meta", "label_names"),
+        torchvision="CIFAR10",
+    ),
+    "cifar100": dict(
+        folder="cifar-100-python",
+        train=["train"],
+        test=["test"],
+        label_key="fine_labels",
+        meta=("meta", "fine_label_names"),
+        torchvision="CIFAR100",
+    ),
+}
+
+
+def _read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    with open(path, "rb") as f:
+        entry = pickle.load(f, encoding="latin1")
+    x = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    return x, np.asarray(entry[label_key], dtype=np.int64)
+
+
+def load_cifar(name: str, root: Path, download: bool = False) -> Dataset:
+    """CIFAR-10/100 from `root` in the python format; torchvision downloads it when allowed."""
+    info = _CIFAR[name]
+    folder = Path(root) / info["folder"]
+    needed = [folder / f for f in info["train"] + info["test"]]
+    if not all(p.is_file() for p in needed):
+        if not download:
+            missing = [p.name for p in needed if not p.is_file()]
+            raise DataError(
+                f"{name} not found: looked in {folder} and missing {', '.join(missing)}. "
+                f"Pass --download (needs internet) or put the python-format batches there "
+                f"(or use --data-root to point at them)."
+            )
+        import torchvision
+
+        getattr(torchvision.datasets, info["torchvision"])(str(root), train=True, download=True)
+        getattr(torchvision.datasets, info["torchvision"])(str(root), train=False, download=True)
+    arrays: dict[str, np.ndarray] = {}
+    for split in ("train", "test"):
+        batches = [_read_cifar_batch(folder / f, info["label_key"]) for f in info[split]]
+        arrays[f"x_{split}"] = np.concatenate([x for x, _ in batches]).transpose(0, 2, 3, 1)  # to NHWC
+        arrays[f"y_{split}"] = np.concatenate([y for _, y in batches])
+    names: list[str] = []
+    meta_file, meta_key = info["meta"]
+    if (folder / meta_file).is_file():
+        with open(folder / meta_file, "rb") as f:
+            names = list(pickle.load(f, encoding="latin1").get(meta_key, []))
+    return from_arrays(name, arrays, names, source=str(folder))
+
+
+@register_dataset("cifar10")
+def load_cifar10(root: Path, download: bool = False) -> Dataset:
+    return load_cifar("cifar10", root, download)
+
+
+@register_dataset("cifar100")
+def load_cifar100(root: Path, download: bool = False) -> Dataset:
+    return load_cifar("cifar100", root, download)
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """Train and evaluation arrays chosen for one run: train/val (trials) or train+val/test (final)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_eval: np.ndarray
+    y_eval: np.ndarray
+    num_classes: int
+    eval_name: str  # "val" or "test"
+
+
+def train_val_split(ds: Dataset, val_fraction: float = 0.1, seed: int = 0) -> Split:
+    """A stratified validation split carved from the training set; the test set is not touched."""
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    idx_tr, idx_val = train_test_split(
+        np.arange(len(ds.y_train)), test_size=val_fraction, stratify=ds.y_train, random_state=seed
+    )
+    return Split(
+        ds.x_train[idx_tr], ds.y_train[idx_tr], ds.x_train[idx_val], ds.y_train[idx_val], ds.num_classes, "val"
+    )
+
+
+def train_test(ds: Dataset) -> Split:
+    """The whole training set (train+val) against the test set: for final evaluation only."""
+    return Split(ds.x_train, ds.y_train, ds.x_test, ds.y_test, ds.num_classes, "test")
+
+
+def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units."""
+    xf = x.astype(np.float64) / 255.0
+    mean = xf.mean(axis=(0, 2, 3))
+    std = xf.std(axis=(0, 2, 3))
+    return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
+
+
+AUGMENTATIONS = ("none", "flip", "crop-flip", "crop-flip-cutout")
+
+
+def check_augmentation(policy: str) -> str:
+    if policy not in AUGMENTATIONS:
+        raise DataError(f"unknown augmentation {policy!r}; valid names: {', '.join(AUGMENTATIONS)}")
+    return policy
+
+
+def default_pad(size: int) -> int:
+    """The paper's pad 4 on 32×32 images, scaled with the image size (1 on 8×8 digits)."""
+    return max(1, round(size / 8))
+
+
+@dataclass(frozen=True)
+class EpochDraws:
+    """All random choices of one epoch, drawn on the CPU from (seed, epoch): identical on any device."""
+
+    order: torch.Tensor  # permutation of the sample indices
+    flip: torch.Tensor  # bool per sample, in `order`
+    shift: torch.Tensor  # (N, 2) crop offsets in [0, 2*pad], in `order`
+    cutout: torch.Tensor  # (N, 2) cutout centres, in `order`
+
+
+def draw_epoch(n: int, size: int, seed: int, epoch: int, shuffle: bool, pad: int) -> EpochDraws:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=g) if shuffle else torch.arange(n)
+    flip = torch.rand(n, generator=g) < 0.5
+    shift = torch.randint(0, 2 * pad + 1, (n, 2), generator=g)
+    cutout = torch.randint(0, size, (n, 2), generator=g)
+    return EpochDraws(order, flip, shift, cutout)
+
+
+def random_crop(x: torch.Tensor, shift: torch.Tensor, pad: int) -> torch.Tensor:
+    """Zero-pad by `pad` and crop back to the input size at per-sample offsets (torchvision's RandomCrop)."""
+    n, c, h, w = x.shape
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    rows = (shift[:, 0:1] + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+    cols = (shift[:, 1:2] + torch.arange(w, device=x.device)).view(n, 1, 1, w)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+    chan = torch.arange(c, device=x.device).view(1, c, 1, 1)
+    return xp[batch, chan, rows, cols]
+
+
+def cutout_mask(centres: torch.Tensor, size: int, hole: int) -> torch.Tensor:
+    """(N, 1, size, size) mask that zeroes a hole×hole square (clipped at the border) around each centre."""
+    ar = torch.arange(size, device=centres.device).view(1, -1)
+    lo = centres - hole // 2
+    lo_r, lo_c = lo[:, 0:1], lo[:, 1:2]
+    inside_r = (ar >= lo_r) & (ar < lo_r + hole)
+    inside_c = (ar >= lo_c) & (ar < lo_c + hole)
+    hole_mask = inside_r[:, :, None] & inside_c[:, None, :]
+    return (~hole_mask).unsqueeze(1)
+
+
+class DeviceLoader:
+    """Keeps one split on the device as a uint8 tensor and yields normalized, augmented batches.
+
+    Augmentation runs batched on the device; the random draws come from (seed, epoch) so the same seed
+    gives the same batches on any device.
+    """
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        mean: np.ndarray,
+        std: np.ndarray,
+        batch_size: int,
+        augment: str = "none",
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        pad: int | None = None,
+        channels_last: bool = False,
+    ):
+        if batch_size < 1:
+            raise DataError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = torch.device(device)
+        self.x = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+        self.y = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(self.device)
+        self.mean = torch.as_tensor(mean, device=self.device).view(1, -1, 1, 1) * 255.0
+        self.std = torch.as_tensor(std, device=self.device).view(1, -1, 1, 1) * 255.0
+        self.batch_size, self.augment, self.shuffle = batch_size, check_augmentation(augment), shuffle
+        self.size = int(self.x.shape[-1])
+        pad = default_pad(self.size) if pad is None else pad
+        self.drop_last, self.seed, self.pad, self.channels_last = drop_last, seed, pad, channels_last
+        self.hole = max(1, self.size // 2)  # cutout 16×16 on 32×32 (DeVries & Taylor 2017)
+
+    def __len__(self) -> int:
+        n = len(self.y)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self) * self.batch_size if self.drop_last else len(self.y)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.y)
+        d = draw_epoch(n, self.size, self.seed, epoch, self.shuffle, self.pad)
+        order = d.order.to(self.device, non_blocking=True)
+        flip = d.flip.to(self.device, non_blocking=True)
+        shift = d.shift.to(self.device, non_blocking=True)
+        centres = d.cutout.to(self.device, non_blocking=True)
+        for b in range(len(self)):
+            sl = slice(b * self.batch_size, min((b + 1) * self.batch_size, n))
+            idx = order[sl]
+            xb = self.x[idx]
+            if self.augment.startswith("crop"):
+                xb = random_crop(xb, shift[sl], self.pad)
+            if self.augment != "none":
+                xb = torch.where(flip[sl].view(-1, 1, 1, 1), xb.flip(-1), xb)
+            xb = (xb.float() - self.mean) / self.std
+            if self.augment == "crop-flip-cutout":
+                xb = xb * cutout_mask(centres[sl], self.size, self.hole)
+            if self.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            yield xb, self.y[idx]
+
+    __iter__ = None  # use .epoch(k): an epoch index is required for reproducible draws

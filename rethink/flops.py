@@ -1,0 +1,55 @@
+"""FLOPs accounting. Unit: multiply-accumulates (MACs) of conv and linear layers for one image's
+forward pass, the unit of Li et al. 2017 and Liu et al. 2019 ("FLOPs" there). Counted with
+torch.utils.flop_counter, which reports 2 FLOPs per MAC; BN, ReLU, pooling and shortcuts are not counted.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+TRAIN_FLOPS_PER_FORWARD = 3  # forward + backward ≈ 3× forward
+
+
+def _counted(model: nn.Module, input_shape: tuple[int, int, int]) -> FlopCounterMode:
+    p = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype))
+    finally:
+        model.train(was_training)
+    return counter
+
+
+def forward_flops(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    """Dense MACs of one forward pass of one image of shape (C, H, W)."""
+    return int(_counted(model, input_shape).get_total_flops()) // 2
+
+
+def nonzero_forward_flops(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    """MACs counting only non-zero conv weights (unstructured pruning); linear layers stay dense."""
+    counter = _counted(model, input_shape)
+    per_module = counter.get_flop_counts()
+    prefix = type(model).__name__
+    total = counter.get_total_flops()
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            dense = sum(per_module.get(f"{prefix}.{name}", {}).values())
+            density = float((m.weight != 0).sum()) / m.weight.numel()
+            total -= dense * (1.0 - density)
+    return int(round(total)) // 2
+
+
+def param_count(model: nn.Module, nonzero: bool = False) -> int:
+    """Number of parameters (BN included); with nonzero=True only the non-zero ones."""
+    if nonzero:
+        return int(sum(int((p != 0).sum()) for p in model.parameters()))
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def training_flops(forward_macs: int, images_seen: int) -> float:
+    """Training compute of a run in MACs: 3 × forward × images seen."""
+    return float(TRAIN_FLOPS_PER_FORWARD * forward_macs * images_seen)

@@ -1,0 +1,254 @@
+"""One training loop with callbacks (SGD, step/cosine schedules, device-resident data); returns a history."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import torch
+from torch import nn
+
+from .budget import lr_at
+from .data import AUGMENTATIONS, DeviceLoader, Split, channel_stats
+
+SCHEDULES = ("step", "cosine", "constant")
+
+
+class ConfigError(ValueError):
+    """A training config field out of range; the message names the field."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, epoch: int, value: float):
+        super().__init__(f"training loss became {value} at epoch {epoch}; lower the learning rate")
+        self.epoch, self.value = epoch, value
+
+
+class StopTraining(Exception):
+    """Raised by a callback to end training early (e.g. an hpo pruner); the history so far is kept."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The recipe. Defaults are the paper's: SGD 0.9, wd 1e-4, batch 64, lr 0.1, 160 epochs, ×0.1 at 50/75%."""
+
+    epochs: int = 160
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    schedule: str = "step"
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    gamma: float = 0.1
+    augment: str = "crop-flip"
+    label_smoothing: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
+        checks = {
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "lr": math.isfinite(self.lr) and self.lr > 0,
+            "momentum": 0 <= self.momentum < 1,
+            "weight_decay": math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+            "milestones": all(0 < m < 1 for m in self.milestones),
+            "gamma": 0 < self.gamma <= 1,
+            "label_smoothing": 0 <= self.label_smoothing < 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"train config: {name}={getattr(self, name)!r} is out of range")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"train config: schedule={self.schedule!r}; valid names: {', '.join(SCHEDULES)}")
+        if self.augment not in AUGMENTATIONS:
+            raise ConfigError(f"train config: augment={self.augment!r}; valid names: {', '.join(AUGMENTATIONS)}")
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError("train config: nesterov=True needs momentum > 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"milestones": list(self.milestones)}
+
+    def digest(self) -> str:
+        return config_digest(self.to_dict())
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+def config_digest(d: dict) -> str:
+    """A short stable hash of a JSON-able config: names runs and finds reusable results."""
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int
+    lr: float
+    train_loss: float
+    train_acc: float
+    eval_loss: float
+    eval_acc: float
+    images_per_s: float
+    seconds: float
+
+
+@dataclass
+class History:
+    epochs: list[EpochMetrics] = field(default_factory=list)
+    eval_name: str = "val"
+    stopped_early: bool = False
+    images_seen: int = 0
+
+    @property
+    def final(self) -> EpochMetrics:
+        return self.epochs[-1]
+
+    @property
+    def best_eval_acc(self) -> float:
+        return max(e.eval_acc for e in self.epochs)
+
+
+class Callback:
+    """Hooks of the loop; override what you need. on_epoch_end may raise StopTraining."""
+
+    def on_train_start(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None: ...
+
+    def after_backward(self, model: nn.Module) -> None: ...
+
+    def after_step(self, model: nn.Module) -> None: ...
+
+    def on_epoch_end(self, metrics: EpochMetrics, model: nn.Module) -> None: ...
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How to run, not what to train: the same config trains the same model whatever these are."""
+
+    device: str = "auto"
+    channels_last: bool | None = None  # default: on CUDA
+    bf16: bool | None = None  # default: on CUDA; on CPU only when asked
+
+    def resolve(self) -> tuple[torch.device, bool, bool]:
+        dev = torch.device(
+            "cuda"
+            if self.device == "auto" and torch.cuda.is_available()
+            else ("cpu" if self.device == "auto" else self.device)
+        )
+        cuda = dev.type == "cuda"
+        return dev, cuda if self.channels_last is None else self.channels_last, cuda if self.bf16 is None else self.bf16
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_loaders(
+    split: Split, config: TrainConfig, device: torch.device, channels_last: bool = False
+) -> tuple[DeviceLoader, DeviceLoader]:
+    """Train loader (augmented, shuffled) and eval loader, both normalized by training-set statistics."""
+    mean, std = channel_stats(split.x_train)
+    train = DeviceLoader(
+        split.x_train,
+        split.y_train,
+        mean,
+        std,
+        config.batch_size,
+        config.augment,
+        shuffle=True,
+        seed=config.seed,
+        device=device,
+        channels_last=channels_last,
+    )
+    evaluation = DeviceLoader(
+        split.x_eval, split.y_eval, mean, std, max(256, config.batch_size), device=device, channels_last=channels_last
+    )
+    return train, evaluation
+
+
+def evaluate(model: nn.Module, loader: DeviceLoader, bf16: bool = False) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over a loader, in eval mode; one host sync."""
+    model.eval()
+    loss = torch.zeros((), device=loader.device)
+    correct = torch.zeros((), device=loader.device, dtype=torch.long)
+    with torch.no_grad(), torch.autocast(loader.device.type, torch.bfloat16, enabled=bf16):
+        for x, y in loader.epoch(0):
+            out = model(x).float()
+            loss += nn.functional.cross_entropy(out, y, reduction="sum")
+            correct += (out.argmax(1) == y).sum()
+    n = len(loader.y)
+    return float(loss) / n, float(correct) / n
+
+
+def train(
+    model: nn.Module, split: Split, config: TrainConfig, callbacks: list[Callback] = (), runtime: Runtime = Runtime()
+) -> History:
+    """Train `model` in place on split.train, evaluating on split.eval after every epoch."""
+    device, channels_last, bf16 = runtime.resolve()
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    train_loader, eval_loader = make_loaders(split, config, device, channels_last)
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.ndim > 1 else no_decay).append(p)
+    # The paper decays every parameter (BN included): keep one group with the same weight decay.
+    optimizer = torch.optim.SGD(
+        decay + no_decay,
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay,
+    )
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    for cb in callbacks:
+        cb.on_train_start(model, optimizer)
+    history = History(eval_name=split.eval_name)
+    for epoch in range(config.epochs):
+        lr = lr_at(epoch, config.epochs, config.lr, config.schedule, config.milestones, config.gamma)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        model.train()
+        start = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for x, y in train_loader.epoch(epoch):
+            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+                out = model(x)
+                loss = criterion(out.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            for cb in callbacks:
+                cb.after_backward(model)
+            optimizer.step()
+            for cb in callbacks:
+                cb.after_step(model)
+            loss_sum += loss.detach() * len(y)
+            correct += (out.detach().argmax(1) == y).sum()
+        n = train_loader.num_samples
+        train_loss, train_acc = float(loss_sum) / n, float(correct) / n  # the epoch's one host sync
+        seconds = time.perf_counter() - start
+        history.images_seen += n
+        if not math.isfinite(train_loss):
+            raise NonFiniteLoss(epoch, train_loss)
+        eval_loss, eval_acc = evaluate(model, eval_loader, bf16)
+        metrics = EpochMetrics(epoch, lr, train_loss, train_acc, eval_loss, eval_acc, n / seconds, seconds)
+        history.epochs.append(metrics)
+        try:
+            for cb in callbacks:
+                cb.on_epoch_end(metrics, model)
+        except StopTraining:
+            history.stopped_early = True
+            break
+    return history

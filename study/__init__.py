@@ -1,0 +1,1 @@
+"""The experiment layer: specs, Optuna studies and MLflow tracking around `rethink`."""

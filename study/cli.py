@@ -1,0 +1,70 @@
+"""The `rethink` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rethink.checkpoint import CheckpointError
+from rethink.data import AUGMENTATIONS, DataError
+from rethink.models import ModelError
+from rethink.train import SCHEDULES, ConfigError, TrainConfig
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    p.add_argument("--dataset", default="digits", help="digits, cifar10, cifar100 or npz:PATH")
+    p.add_argument("--data-root", default="data", help="folder holding (or receiving) CIFAR files")
+    p.add_argument("--download", action="store_true", help="download CIFAR if missing (needs internet)")
+    p.add_argument("--model", default="vgg11")
+    p.add_argument("--width-scale", type=float, default=1.0, help="scale every registered width")
+    p.add_argument("--widths", default=None, help="comma-separated per-layer widths (overrides --width-scale)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--nesterov", action="store_true")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
+    p.add_argument("--augment", choices=AUGMENTATIONS, default=d.augment)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--out", default="runs", help="folder for checkpoints")
+
+
+def add_tracking_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: env or sqlite:///mlflow.db)")
+    p.add_argument("--experiment", default="rethink", help="MLflow experiment name")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rethink", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train one model and record one MLflow run")
+    add_train_args(p)
+    add_tracking_args(p)
+    return parser
+
+
+USER_ERRORS = (DataError, ModelError, ConfigError, CheckpointError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            from .train_command import run_train
+
+            return run_train(args)
+    except USER_ERRORS as e:
+        print(f"rethink {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rethink {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

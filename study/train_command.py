@@ -1,0 +1,109 @@
+"""`rethink train`: one model, one MLflow run (params, per-epoch metrics, checkpoint, dataset)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+
+from rethink.checkpoint import save_checkpoint
+from rethink.data import load_dataset, train_val_split
+from rethink.flops import forward_flops, param_count, training_flops
+from rethink.models import ArchSpec, build_model, default_spec
+from rethink.train import NonFiniteLoss, Runtime, TrainConfig, config_digest, seed_everything, train
+
+from .progress import PrintProgress
+from .tracking import MlflowEpochLogger, configure, end_failed, log_dataset
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        momentum=args.momentum,
+        nesterov=args.nesterov,
+        weight_decay=args.weight_decay,
+        schedule=args.schedule,
+        augment=args.augment,
+        seed=args.seed,
+    )
+
+
+def spec_from_args(args: argparse.Namespace, in_channels: int, num_classes: int, size: int) -> ArchSpec:
+    spec = default_spec(args.model, in_channels, num_classes, size, args.width_scale)
+    if args.widths:
+        try:
+            widths = tuple(int(w) for w in args.widths.split(","))
+        except ValueError as e:
+            raise ValueError(f"--widths must be comma-separated integers, got {args.widths!r}") from e
+        spec = ArchSpec(args.model, widths, in_channels, num_classes, size)
+    build_model(spec)  # validates widths before any tracking starts
+    return spec
+
+
+def run_train(args: argparse.Namespace) -> int:
+    config = config_from_args(args)  # ConfigError names the bad field
+    ds = load_dataset(args.dataset, args.data_root, args.download)
+    spec = spec_from_args(args, ds.in_channels, ds.num_classes, ds.input_size)
+    split = train_val_split(ds, args.val_fraction, config.seed)
+    uri = configure(args.tracking_uri, args.experiment)
+
+    seed_everything(config.seed)
+    model = build_model(spec)
+    macs = forward_flops(model, (spec.in_channels, spec.input_size, spec.input_size))
+    digest = config_digest(
+        {"dataset": ds.name, "arch": spec.to_dict(), "train": config.to_dict(), "val_fraction": args.val_fraction}
+    )
+    with mlflow.start_run(run_name=f"train-{spec.model}-{digest[:6]}") as run:
+        mlflow.log_params(
+            {
+                **{f"train.{k}": v for k, v in config.to_dict().items()},
+                "dataset": ds.name,
+                "model": spec.model,
+                "widths": ",".join(map(str, spec.widths)),
+                "val_fraction": args.val_fraction,
+            }
+        )
+        mlflow.set_tags({"rethink.kind": "train", "rethink.digest": digest})
+        log_dataset(ds)
+        mlflow.log_metrics({"flops_forward": macs, "params": param_count(model)})
+        callbacks = [MlflowEpochLogger(run.info.run_id, split.eval_name), PrintProgress(config.epochs, "train ")]
+        start = time.perf_counter()
+        try:
+            history = train(model, split, config, callbacks, Runtime(device=args.device))
+        except NonFiniteLoss as e:
+            end_failed(str(e))
+            print(f"rethink train: run {run.info.run_id} FAILED: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            end_failed("interrupted by the user (SIGINT)", "KILLED")
+            raise
+        wall = time.perf_counter() - start
+        ckpt = save_checkpoint(
+            Path(args.out) / digest / "model.pt",
+            model,
+            spec,
+            meta={"train": config.to_dict(), "dataset": ds.name, "digest": digest},
+        )
+        mlflow.log_artifact(str(ckpt), artifact_path="checkpoint")
+        mlflow.log_dict(spec.to_dict(), "arch_spec.json")
+        final = history.final
+        mlflow.log_metrics(
+            {
+                "final_val_acc": final.eval_acc,
+                "best_val_acc": history.best_eval_acc,
+                "wall_seconds": wall,
+                "train_flops": training_flops(macs, history.images_seen),
+            }
+        )
+    print(
+        f"val accuracy {final.eval_acc:.4f} (best {history.best_eval_acc:.4f}) after {len(history.epochs)} "
+        f"epochs in {wall:.1f}s"
+    )
+    print(f"MLflow run {run.info.run_id} in {uri}; checkpoint {ckpt.resolve()}")
+    print(f"browse: mlflow ui --backend-store-uri {uri}")
+    return 0

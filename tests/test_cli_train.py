@@ -1,0 +1,74 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from conftest import REPO
+from rethink.checkpoint import load_checkpoint
+from study.cli import main
+
+ARGS = ["train", "--model", "vgg11", "--width-scale", "0.25", "--lr", "0.05", "--augment", "none"]
+
+
+def test_train_records_one_complete_run(tracking_uri, tmp_path):
+    assert main(ARGS + ["--epochs", "4", "--experiment", "t"]) == 0
+    runs = mlflow.search_runs(experiment_names=["t"], output_format="list")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.lr"] == "0.05" and run.data.params["dataset"] == "digits"
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_acc")
+    assert [m.step for m in history] == [0, 1, 2, 3]
+    assert run.data.metrics["final_val_acc"] == history[-1].value > 0.5
+    assert run.inputs.dataset_inputs[0].dataset.name == "digits"
+    local = mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="checkpoint", dst_path=str(tmp_path / "dl")
+    )
+    model, ckpt = load_checkpoint(Path(local) / "model.pt")
+    assert ckpt.spec.model == "vgg11" and ckpt.spec.in_channels == 1
+
+
+def test_nan_loss_ends_run_failed_with_reason(tracking_uri):
+    assert main(ARGS + ["--epochs", "2", "--lr", "1e6", "--experiment", "nan"]) == 1
+    (run,) = mlflow.search_runs(experiment_names=["nan"], output_format="list")
+    assert run.info.status == "FAILED"
+    assert "nan" in run.data.tags["failure_reason"]
+
+
+@pytest.mark.parametrize(
+    "flag, value, expect",
+    [("--dataset", "mnist", "valid names"), ("--model", "alexnet", "valid names"), ("--lr", "-1", "lr=-1")],
+)
+def test_bad_input_is_a_clear_error_before_any_run(tracking_uri, capsys, flag, value, expect):
+    assert main(ARGS + [flag, value, "--experiment", "bad"]) == 2
+    assert expect in capsys.readouterr().err
+    assert mlflow.get_experiment_by_name("bad") is None
+
+
+@pytest.mark.slow
+def test_mlflow_run_logs_into_the_project_run(tmp_path):
+    """`mlflow run . --env-manager local`: the command resumes the project run instead of nesting one."""
+    mlflow_bin = shutil.which("mlflow", path=os.path.dirname(sys.executable))
+    env = os.environ | {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+    }
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(var, None)
+    proc = subprocess.run(
+        [mlflow_bin, "run", str(REPO), "--env-manager", "local", "-P", "epochs=2", "--experiment-name", "proj"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    (run,) = mlflow.search_runs(experiment_names=["proj"], output_format="list")
+    assert run.info.status == "FINISHED"
+    assert len(mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_acc")) == 2

@@ -1,0 +1,77 @@
+import math
+
+import pytest
+import torch
+
+from rethink.budget import lr_at, milestone_epochs, scratch_b_epochs
+from rethink.data import train_val_split
+from rethink.models import build_model, default_spec
+from rethink.train import Callback, ConfigError, NonFiniteLoss, StopTraining, TrainConfig, seed_everything, train
+
+
+def _run(digits, callbacks=(), **kw):
+    split = train_val_split(digits, 0.15, seed=0)
+    seed_everything(0)
+    model = build_model(default_spec("vgg11", 1, 10, 8, 0.25))
+    cfg = TrainConfig(**({"epochs": 8, "lr": 0.05, "augment": "none"} | kw))
+    return model, train(model, split, cfg, list(callbacks))
+
+
+def test_short_training_clearly_beats_chance(digits):
+    _, history = _run(digits)
+    assert len(history.epochs) == 8 and history.eval_name == "val"
+    assert history.final.eval_acc > 0.85  # chance is 0.10
+    assert history.final.train_loss < history.epochs[0].train_loss
+    assert [e.lr for e in history.epochs] == pytest.approx([0.05] * 4 + [0.005] * 2 + [0.0005] * 2)
+    assert history.images_seen == 8 * len(train_val_split(digits, 0.15, seed=0).y_train)
+
+
+def test_same_seed_same_trajectory(digits):
+    _, a = _run(digits, epochs=2, augment="crop-flip-cutout")
+    _, b = _run(digits, epochs=2, augment="crop-flip-cutout")
+    assert [e.train_loss for e in a.epochs] == [e.train_loss for e in b.epochs]
+
+
+class _Poison(Callback):
+    def after_step(self, model):
+        with torch.no_grad():
+            next(model.parameters()).fill_(float("nan"))
+
+
+def test_nan_loss_stops_with_a_reason(digits):
+    with pytest.raises(NonFiniteLoss, match="nan at epoch 0"):
+        _run(digits, [_Poison()])
+
+
+class _StopAfter(Callback):
+    def on_epoch_end(self, metrics, model):
+        if metrics.epoch == 2:
+            raise StopTraining
+
+
+def test_callback_can_stop_training(digits):
+    _, history = _run(digits, [_StopAfter()])
+    assert history.stopped_early and len(history.epochs) == 3
+
+
+def test_paper_step_schedule():
+    assert milestone_epochs(160) == [80, 120]
+    assert [lr_at(e, 160, 0.1) for e in (0, 79, 80, 119, 120, 159)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    )
+    assert lr_at(0, 10, 0.1, "cosine") == pytest.approx(0.1)
+    assert lr_at(5, 10, 0.1, "cosine") == pytest.approx(0.05)
+
+
+def test_scratch_b_epochs_is_int_of_flops_ratio():
+    assert scratch_b_epochs(160, 3.13e8, 2.06e8) == int(160 * 3.13 / 2.06)
+    assert scratch_b_epochs(160, 1.0, 1.0) == 160
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("lr", -0.1), ("lr", math.nan), ("epochs", 0), ("momentum", 1.5), ("schedule", "linear"), ("augment", "mixup")],
+)
+def test_bad_config_names_the_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        TrainConfig(**{field: value})
