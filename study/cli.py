@@ -8,6 +8,7 @@ import sys
 from rethink.checkpoint import CheckpointError
 from rethink.data import AUGMENTATIONS, DataError
 from rethink.models import ModelError
+from rethink.prune import PruneError
 from rethink.train import SCHEDULES, ConfigError, TrainConfig
 
 
@@ -43,11 +44,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train one model and record one MLflow run")
     add_train_args(p)
+    p.add_argument(
+        "--sparsity",
+        type=float,
+        default=0.0,
+        help="Network Slimming: L1 strength on BN scales (paper: 1e-4 VGG, 1e-5 ResNet/DenseNet)",
+    )
+    p.add_argument("--sfp-ratio", type=float, default=None, help="soft filter pruning: zero this share each epoch")
+    add_tracking_args(p)
+
+    p = sub.add_parser("prune", help="prune a checkpoint; record FLOPs and params before and after")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by `rethink train`")
+    p.add_argument("--method", required=True, help="l1-norm, slimming, sfp, thinet, magnitude, lottery")
+    p.add_argument("--ratio", type=float, default=None, help="fraction removed, in [0, 1)")
+    p.add_argument("--variant", default=None, help="l1-norm layouts: vgg16-a, resnet56-a/b, resnet110-a/b")
+    p.add_argument("--min-channels", type=int, default=1, help="slimming: channels kept at least per layer")
+    p.add_argument("--scope", default="global", choices=("global", "layer"), help="magnitude threshold scope")
+    p.add_argument("--dataset", default=None, help="thinet calibration images (default: the checkpoint's)")
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="pruned checkpoint path (default: beside the input)")
     add_tracking_args(p)
     return parser
 
 
-USER_ERRORS = (DataError, ModelError, ConfigError, CheckpointError)
+USER_ERRORS = (DataError, ModelError, ConfigError, CheckpointError, PruneError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
             from .train_command import run_train
 
             return run_train(args)
+        if args.command == "prune":
+            from .prune_command import run_prune
+
+            return run_prune(args)
     except USER_ERRORS as e:
         print(f"rethink {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -13,7 +13,9 @@ from rethink.checkpoint import save_checkpoint
 from rethink.data import load_dataset, train_val_split
 from rethink.flops import forward_flops, param_count, training_flops
 from rethink.models import ArchSpec, build_model, default_spec
-from rethink.train import NonFiniteLoss, Runtime, TrainConfig, config_digest, seed_everything, train
+from rethink.prune.sfp import SoftFilterPruning
+from rethink.prune.slimming import SparsityPenalty
+from rethink.train import ConfigError, NonFiniteLoss, Runtime, TrainConfig, config_digest, seed_everything, train
 
 from .progress import PrintProgress
 from .tracking import MlflowEpochLogger, configure, end_failed, log_dataset
@@ -50,13 +52,20 @@ def run_train(args: argparse.Namespace) -> int:
     ds = load_dataset(args.dataset, args.data_root, args.download)
     spec = spec_from_args(args, ds.in_channels, ds.num_classes, ds.input_size)
     split = train_val_split(ds, args.val_fraction, config.seed)
+    if not args.sparsity >= 0:
+        raise ConfigError(f"--sparsity must be >= 0, got {args.sparsity}")
+    if args.sfp_ratio is not None and not 0 <= args.sfp_ratio < 1:
+        raise ConfigError(f"--sfp-ratio must be in [0, 1), got {args.sfp_ratio}")
     uri = configure(args.tracking_uri, args.experiment)
 
     seed_everything(config.seed)
     model = build_model(spec)
+    init_state = {k: v.clone() for k, v in model.state_dict().items()}  # for the lottery arm
     macs = forward_flops(model, (spec.in_channels, spec.input_size, spec.input_size))
+    extras = {"sparsity": args.sparsity, "sfp_ratio": args.sfp_ratio}
     digest = config_digest(
         {"dataset": ds.name, "arch": spec.to_dict(), "train": config.to_dict(), "val_fraction": args.val_fraction}
+        | extras
     )
     with mlflow.start_run(run_name=f"train-{spec.model}-{digest[:6]}") as run:
         mlflow.log_params(
@@ -66,12 +75,17 @@ def run_train(args: argparse.Namespace) -> int:
                 "model": spec.model,
                 "widths": ",".join(map(str, spec.widths)),
                 "val_fraction": args.val_fraction,
+                **extras,
             }
         )
         mlflow.set_tags({"rethink.kind": "train", "rethink.digest": digest})
         log_dataset(ds)
         mlflow.log_metrics({"flops_forward": macs, "params": param_count(model)})
         callbacks = [MlflowEpochLogger(run.info.run_id, split.eval_name), PrintProgress(config.epochs, "train ")]
+        if args.sparsity:
+            callbacks.insert(0, SparsityPenalty(args.sparsity))
+        if args.sfp_ratio:
+            callbacks.insert(0, SoftFilterPruning(spec, args.sfp_ratio))
         start = time.perf_counter()
         try:
             history = train(model, split, config, callbacks, Runtime(device=args.device))
@@ -83,12 +97,11 @@ def run_train(args: argparse.Namespace) -> int:
             end_failed("interrupted by the user (SIGINT)", "KILLED")
             raise
         wall = time.perf_counter() - start
-        ckpt = save_checkpoint(
-            Path(args.out) / digest / "model.pt",
-            model,
-            spec,
-            meta={"train": config.to_dict(), "dataset": ds.name, "digest": digest},
-        )
+        meta = {"train": config.to_dict(), "dataset": ds.name, "digest": digest} | extras
+        ckpt = save_checkpoint(Path(args.out) / digest / "model.pt", model, spec, meta=meta)
+        init_model = build_model(spec)
+        init_model.load_state_dict(init_state)
+        save_checkpoint(Path(args.out) / digest / "init.pt", init_model, spec, meta=meta | {"epoch": 0})
         mlflow.log_artifact(str(ckpt), artifact_path="checkpoint")
         mlflow.log_dict(spec.to_dict(), "arch_spec.json")
         final = history.final

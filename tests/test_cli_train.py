@@ -72,3 +72,45 @@ def test_mlflow_run_logs_into_the_project_run(tmp_path):
     (run,) = mlflow.search_runs(experiment_names=["proj"], output_format="list")
     assert run.info.status == "FINISHED"
     assert len(mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_acc")) == 2
+
+
+def test_prune_command_records_reductions(tracking_uri, tmp_path, capsys):
+    assert main(ARGS + ["--epochs", "1", "--experiment", "p", "--out", str(tmp_path / "runs")]) == 0
+    (ckpt,) = (tmp_path / "runs").glob("*/model.pt")
+    assert (ckpt.parent / "init.pt").exists()
+    capsys.readouterr()
+    out = tmp_path / "pruned.pt"
+    assert (
+        main(
+            [
+                "prune",
+                "--checkpoint",
+                str(ckpt),
+                "--method",
+                "l1-norm",
+                "--ratio",
+                "0.5",
+                "--out",
+                str(out),
+                "--experiment",
+                "p",
+            ]
+        )
+        == 0
+    )
+    _, pruned = load_checkpoint(out)
+    base, base_ckpt = load_checkpoint(ckpt)
+    assert all(w == max(1, int(b * 0.5)) for w, b in zip(pruned.spec.widths, base_ckpt.spec.widths, strict=True))
+    runs = {r.data.tags["rethink.kind"]: r for r in mlflow.search_runs(experiment_names=["p"], output_format="list")}
+    metrics = runs["prune"].data.metrics
+    assert metrics["flops_after"] < metrics["flops_before"]
+    assert metrics["flops_reduction"] == pytest.approx(1 - metrics["flops_after"] / metrics["flops_before"])
+    assert metrics["scratch_b_epochs"] > 1
+    assert runs["prune"].data.params["prune.method"] == "l1-norm"
+
+
+def test_prune_command_refuses_bad_variant(tracking_uri, tmp_path, capsys):
+    assert main(ARGS + ["--epochs", "1", "--experiment", "p", "--out", str(tmp_path / "runs")]) == 0
+    (ckpt,) = (tmp_path / "runs").glob("*/model.pt")
+    assert main(["prune", "--checkpoint", str(ckpt), "--method", "l1-norm", "--variant", "resnet56-a"]) == 2
+    assert "defined for resnet56, not vgg11" in capsys.readouterr().err

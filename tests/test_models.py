@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rethink.models import MODELS, ArchSpec, ModelError, build_model, default_spec
+from rethink.models import MODELS, ArchSpec, ModelError, build_model, default_spec, prunable_units
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -17,15 +17,20 @@ def test_every_model_runs_at_8_and_32(name, size, channels):
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_widths_set_conv_channels(name):
+def test_widths_set_every_prunable_unit(name):
     spec = default_spec(name, width_scale=0.5)
-    widths = tuple(w + (i % 3) for i, w in enumerate(spec.widths))
+    widths = tuple(max(1, w - (i % 3)) for i, w in enumerate(spec.widths))
     model = build_model(ArchSpec(name, widths, 3, 10, 32))
-    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    if MODELS[name].family == "vgg":
-        assert tuple(c.out_channels for c in convs) == widths
-    else:  # resnet: widths are the inner (first) conv of each block
-        assert tuple(c.out_channels for c in convs[1::2]) == widths
+    units = prunable_units(ArchSpec(name, widths), model)
+    assert sorted(u.width for u in units) == list(range(len(widths)))  # every width belongs to one unit
+    for u in units:
+        if u.conv is not None:
+            assert model.get_submodule(u.conv).out_channels == widths[u.width]
+        else:
+            assert model.get_submodule(u.select).index.numel() == widths[u.width]
+        for c in u.consumers:
+            consumer = model.get_submodule(c)
+            assert getattr(consumer, "in_channels", getattr(consumer, "in_features", None)) == widths[u.width]
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 

@@ -34,21 +34,42 @@ class ArchSpec:
 
 
 @dataclass(frozen=True)
+class Unit:
+    """A prunable group of channels, the unit of structured pruning and surgery.
+
+    Plain unit: the output channels of `conv`, normalized by `bn`, read (dim 1) by `consumers`.
+    Selection unit (conv is None): the channels of `bn`'s output that `select` passes on to `consumers`
+    (PreResNet and DenseNet pre-activation); `bn` keeps its width, only the selection shrinks.
+    `width` is the index in ArchSpec.widths that this unit's channel count sets.
+    """
+
+    bn: str
+    consumers: tuple[str, ...]
+    width: int
+    conv: str | None = None
+    select: str | None = None
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     name: str
     family: str
     default_widths: tuple[int, ...]
     build: Callable[[int, int, Sequence[int]], nn.Module] = field(repr=False)
+    units: Callable[[nn.Module], list[Unit]] = field(repr=False, default=lambda m: [])
 
 
 MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, family: str, default_widths: Sequence[int]):
-    """Decorator: register `fn(in_channels, num_classes, widths) -> nn.Module` under `name`."""
+def register_model(name: str, family: str, default_widths: Sequence[int], units: Callable | None = None):
+    """Decorator: register `fn(in_channels, num_classes, widths) -> nn.Module` under `name`.
+
+    `units(model)` lists the model's prunable channel groups (see Unit), in width order.
+    """
 
     def wrap(fn):
-        MODELS[name] = ModelEntry(name, family, tuple(default_widths), fn)
+        MODELS[name] = ModelEntry(name, family, tuple(default_widths), fn, units or (lambda m: []))
         return fn
 
     return wrap
@@ -66,6 +87,10 @@ def default_spec(
     """The registered architecture, optionally with every width scaled (at least 1 channel each)."""
     widths = tuple(max(1, round(w * width_scale)) for w in model_entry(name).default_widths)
     return ArchSpec(name, widths, in_channels, num_classes, input_size)
+
+
+def prunable_units(spec: ArchSpec, model: nn.Module) -> list[Unit]:
+    return model_entry(spec.model).units(model)
 
 
 def build_model(spec: ArchSpec) -> nn.Module:

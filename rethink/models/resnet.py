@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .registry import register_model
+from .registry import Unit, register_model
 from .vgg import init_weights
 
 STAGE_WIDTHS = (16, 32, 64)
@@ -72,8 +72,15 @@ def resnet_widths(depth: int) -> tuple[int, ...]:
     return tuple(w for w in STAGE_WIDTHS for _ in range(n))
 
 
+def resnet_units(model: ResNet) -> list[Unit]:
+    """The first conv of each block (Li et al.: block outputs and shortcuts keep their width)."""
+    return [
+        Unit(f"blocks.{k}.bn1", (f"blocks.{k}.conv2",), k, conv=f"blocks.{k}.conv1") for k in range(len(model.blocks))
+    ]
+
+
 def _register(depth: int) -> None:
-    @register_model(f"resnet{depth}", "resnet", resnet_widths(depth))
+    @register_model(f"resnet{depth}", "resnet", resnet_widths(depth), resnet_units)
     def build(in_channels: int, num_classes: int, widths: Sequence[int]) -> nn.Module:
         return ResNet(depth, in_channels, num_classes, widths)
 

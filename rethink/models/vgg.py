@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .registry import register_model
+from .registry import Unit, register_model
 
 # Stage sizes (convs between max-pools) for each depth; the paper's cfg splits at these points.
 STAGES = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
@@ -64,8 +64,18 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def vgg_units(model: VGG) -> list[Unit]:
+    """Every conv is a unit; its consumer is the next conv, or the first classifier layer for the last."""
+    convs = [i for i, m in enumerate(model.features) if isinstance(m, nn.Conv2d)]
+    consumers = [f"features.{j}" for j in convs[1:]] + ["classifier.0"]
+    return [
+        Unit(f"features.{i + 1}", (c,), k, conv=f"features.{i}")
+        for k, (i, c) in enumerate(zip(convs, consumers, strict=True))
+    ]
+
+
 def _register(depth: int) -> None:
-    @register_model(f"vgg{depth}", "vgg", vgg_widths(depth))
+    @register_model(f"vgg{depth}", "vgg", vgg_widths(depth), vgg_units)
     def build(in_channels: int, num_classes: int, widths: Sequence[int]) -> nn.Module:
         return VGG(depth, in_channels, num_classes, widths)
 

@@ -1,0 +1,85 @@
+"""Arms: how a pruned architecture is trained. An arm is data (a model, a default recipe, callbacks),
+not a script; the study layer only changes hyperparameters on top of the default recipe."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import nn
+
+from .budget import scratch_b_epochs
+from .flops import forward_flops, nonzero_forward_flops
+from .models import ArchSpec, build_model
+from .prune import KeepMasked, PrunedModel, apply_masks
+from .prune.lottery import ticket_model
+from .train import Callback, TrainConfig, seed_everything
+
+ARMS = ("finetune", "scratch-e", "scratch-b", "lottery")
+FINETUNE_EPOCH_FRACTION = 40 / 160  # the paper fine-tunes 40 epochs after a 160-epoch base
+FINETUNE_LR_FACTOR = 0.01  # lr 0.001 after a base lr of 0.1, held constant
+
+
+class ArmError(ValueError):
+    """Unknown arm, or an arm that lacks what it needs (lottery without the base's initial weights)."""
+
+
+@dataclass(eq=False)
+class Arm:
+    name: str
+    model: nn.Module
+    config: TrainConfig  # the arm's default recipe (the paper's)
+    callbacks: list[Callback] = field(default_factory=list)
+
+
+def pruned_flops(pruned: PrunedModel) -> int:
+    shape = (pruned.spec.in_channels, pruned.spec.input_size, pruned.spec.input_size)
+    count = forward_flops if pruned.structured else nonzero_forward_flops
+    return count(pruned.model, shape)
+
+
+def arm_epochs(arm: str, base: TrainConfig, base_flops: float, pruned_flops_: float) -> int:
+    if arm == "finetune":
+        return max(1, round(base.epochs * FINETUNE_EPOCH_FRACTION))
+    if arm == "scratch-b":
+        return scratch_b_epochs(base.epochs, base_flops, pruned_flops_)
+    return base.epochs
+
+
+def default_recipe(arm: str, base: TrainConfig, base_flops: float, pruned_flops_: float) -> TrainConfig:
+    """The paper's recipe for the arm: fine-tune at lr/100 held constant; scratch at the base recipe for
+    E or B epochs, with the milestones at the same fractions."""
+    if arm not in ARMS:
+        raise ArmError(f"unknown arm {arm!r}; valid names: {', '.join(ARMS)}")
+    epochs = arm_epochs(arm, base, base_flops, pruned_flops_)
+    if arm == "finetune":
+        return replace(base, epochs=epochs, lr=base.lr * FINETUNE_LR_FACTOR, schedule="constant")
+    return replace(base, epochs=epochs)
+
+
+def build_arm(
+    arm: str,
+    pruned: PrunedModel,
+    base_spec: ArchSpec,
+    base_config: TrainConfig,
+    base_flops: float,
+    seed: int = 0,
+    init_state: dict[str, torch.Tensor] | None = None,
+) -> Arm:
+    """The model to train and its default recipe. Scratch arms draw a fresh init from `seed`; for
+    unstructured pruning they keep the masks, re-applied after every step."""
+    config = default_recipe(arm, base_config, base_flops, pruned_flops(pruned))
+    if arm == "finetune":
+        model = copy.deepcopy(pruned.model)
+    elif arm == "lottery":
+        if init_state is None:
+            raise ArmError("the lottery arm needs the base model's initial (or rewound) weights")
+        model = ticket_model(pruned, base_spec, init_state)
+    else:
+        seed_everything(seed)
+        model = build_model(pruned.spec)
+        if pruned.masks is not None:
+            apply_masks(model, pruned.masks)
+    callbacks: list[Callback] = [] if pruned.masks is None else [KeepMasked(pruned.masks)]
+    return Arm(arm, model, replace(config, seed=seed), callbacks)

@@ -1,0 +1,21 @@
+"""The paper's pruning methods in a registry; importing this package registers every method."""
+
+from . import l1_norm, lottery, magnitude, sfp, slimming, thinet  # noqa: F401  (registration)
+from .l1_norm import VARIANTS
+from .masks import KeepMasked, apply_masks
+from .registry import METHODS, PruneConfig, PrunedModel, prune, register_method
+from .surgery import PruneError, apply_keep, zero_pruned_channels
+
+__all__ = [
+    "METHODS",
+    "VARIANTS",
+    "KeepMasked",
+    "PruneConfig",
+    "PruneError",
+    "PrunedModel",
+    "apply_keep",
+    "apply_masks",
+    "prune",
+    "register_method",
+    "zero_pruned_channels",
+]

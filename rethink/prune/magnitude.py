@@ -1,0 +1,44 @@
+"""Unstructured magnitude pruning: one global |w| threshold over conv weights (or one per layer)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from rethink.models import ArchSpec
+
+from .masks import apply_masks
+from .registry import PruneConfig, PrunedModel, register_method
+from .surgery import PruneError
+
+
+def conv_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{n}.weight": m.weight for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+def magnitude_masks(model: nn.Module, ratio: float, scope: str = "global") -> dict[str, torch.Tensor]:
+    """Masks keeping the largest-|w| conv weights; `ratio` of them (globally or per layer) become zero."""
+    weights = {k: w.detach().abs() for k, w in conv_weights(model).items()}
+    if scope == "global":
+        flat = torch.cat([w.flatten() for w in weights.values()])
+        k = int(ratio * flat.numel())
+        threshold = torch.kthvalue(flat, k).values if k > 0 else flat.new_tensor(-1.0)
+        return {name: w > threshold for name, w in weights.items()}
+    masks = {}
+    for name, w in weights.items():
+        k = int(ratio * w.numel())
+        threshold = torch.kthvalue(w.flatten(), k).values if k > 0 else w.new_tensor(-1.0)
+        masks[name] = w > threshold
+    return masks
+
+
+@register_method("magnitude", families=("vgg", "resnet", "preresnet", "densenet"), structured=False)
+def magnitude(model, spec: ArchSpec, config: PruneConfig, data=None) -> PrunedModel:
+    if config.ratio is None:
+        raise PruneError("magnitude needs a ratio: the fraction of conv weights set to zero")
+    masks = magnitude_masks(model, config.ratio, config.scope)
+    pruned = copy.deepcopy(model)
+    apply_masks(pruned, masks)
+    return PrunedModel(spec, pruned, config, masks=masks)

@@ -1,0 +1,95 @@
+"""Pruning methods in a registry; each turns a trained model into a PrunedModel."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from rethink.models import ArchSpec, model_entry
+
+from .surgery import PruneError
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """What to prune. `ratio`: fraction removed (per layer, or globally for slimming/magnitude);
+    `variant`: a named predefined layout (l1-norm); `min_channels`: the floor per layer (slimming)."""
+
+    method: str
+    ratio: float | None = None
+    variant: str | None = None
+    min_channels: int = 1
+    scope: str = "global"  # magnitude: one global threshold, or "layer"
+    calibration_images: int = 256  # thinet: images whose activations are sampled
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.ratio is not None and not (math.isfinite(self.ratio) and 0 <= self.ratio < 1):
+            raise PruneError(f"ratio={self.ratio} is outside [0, 1): give the fraction of channels/weights removed")
+        if self.min_channels < 0:
+            raise PruneError(f"min_channels={self.min_channels} must be >= 0")
+        if self.scope not in ("global", "layer"):
+            raise PruneError(f"scope={self.scope!r}; valid: global, layer")
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(eq=False)
+class PrunedModel:
+    """An architecture spec, the inherited weights, the kept channels per unit (structured) or masks."""
+
+    spec: ArchSpec
+    model: nn.Module
+    config: PruneConfig
+    keep: dict[int, list[int]] = field(default_factory=dict)
+    masks: dict[str, torch.Tensor] | None = None
+
+    @property
+    def structured(self) -> bool:
+        return self.masks is None
+
+
+PruneFn = Callable[[nn.Module, ArchSpec, PruneConfig, torch.Tensor | None], PrunedModel]
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    name: str
+    fn: PruneFn = field(repr=False)
+    families: tuple[str, ...]
+    structured: bool = True
+    needs_data: bool = False
+
+
+METHODS: dict[str, MethodEntry] = {}
+
+
+def register_method(name: str, families: tuple[str, ...], structured: bool = True, needs_data: bool = False):
+    def wrap(fn: PruneFn) -> PruneFn:
+        METHODS[name] = MethodEntry(name, fn, families, structured, needs_data)
+        return fn
+
+    return wrap
+
+
+def prune(model: nn.Module, spec: ArchSpec, config: PruneConfig, data: torch.Tensor | None = None) -> PrunedModel:
+    """Prune a trained model (left untouched) with the configured method."""
+    if config.method not in METHODS:
+        raise PruneError(f"unknown method {config.method!r}; valid names: {', '.join(sorted(METHODS))}")
+    entry = METHODS[config.method]
+    family = model_entry(spec.model).family
+    if family not in entry.families:
+        raise PruneError(f"{config.method} does not support {spec.model}; it supports: {', '.join(entry.families)}")
+    if entry.needs_data and data is None:
+        raise PruneError(f"{config.method} needs calibration images (data=...)")
+    was_training = model.training
+    model.eval()
+    try:
+        return entry.fn(model, spec, config, data)
+    finally:
+        model.train(was_training)

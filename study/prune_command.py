@@ -1,0 +1,85 @@
+"""`rethink prune`: a checkpoint in, a pruned checkpoint out, one MLflow run with FLOPs and params."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import mlflow
+import torch
+
+from rethink.arms import arm_epochs, pruned_flops
+from rethink.checkpoint import load_checkpoint, save_checkpoint
+from rethink.data import channel_stats, load_dataset, train_val_split
+from rethink.flops import forward_flops, param_count
+from rethink.prune import METHODS, PruneConfig, prune
+from rethink.train import TrainConfig
+
+from .tracking import configure
+
+
+def calibration_images(dataset: str, root: str, n: int, seed: int) -> torch.Tensor:
+    """The first n training images of the validation-split training part, normalized (ThiNet)."""
+    split = train_val_split(load_dataset(dataset, root), 0.1, seed)
+    mean, std = channel_stats(split.x_train)
+    x = torch.from_numpy(split.x_train[:n]).float() / 255.0
+    return (x - torch.from_numpy(mean).view(1, -1, 1, 1)) / torch.from_numpy(std).view(1, -1, 1, 1)
+
+
+def reduction_report(base, base_spec, pruned, base_epochs: int | None) -> dict:
+    shape = (base_spec.in_channels, base_spec.input_size, base_spec.input_size)
+    f0, f1 = forward_flops(base, shape), pruned_flops(pruned)
+    p0, p1 = param_count(base), param_count(pruned.model, nonzero=not pruned.structured)
+    report = {
+        "flops_before": f0,
+        "flops_after": f1,
+        "flops_reduction": 1 - f1 / f0,
+        "params_before": p0,
+        "params_after": p1,
+        "params_reduction": 1 - p1 / p0,
+    }
+    if base_epochs:
+        report["scratch_b_epochs"] = arm_epochs("scratch-b", TrainConfig(epochs=base_epochs), f0, f1)
+    return report
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    config = PruneConfig(args.method, args.ratio, args.variant, args.min_channels, args.scope, seed=args.seed)
+    base, ckpt = load_checkpoint(args.checkpoint)
+    data = None
+    if METHODS.get(args.method) and METHODS[args.method].needs_data:
+        dataset = args.dataset or ckpt.meta.get("dataset")
+        if not dataset:
+            raise ValueError(f"{args.method} needs calibration images: pass --dataset")
+        data = calibration_images(dataset, args.data_root, config.calibration_images, args.seed)
+    pruned = prune(base, ckpt.spec, config, data)
+    base_epochs = (ckpt.meta.get("train") or {}).get("epochs")
+    report = reduction_report(base, ckpt.spec, pruned, base_epochs)
+    out = Path(args.out or Path(args.checkpoint).with_name(f"pruned-{args.method}-{args.variant or args.ratio}.pt"))
+    meta = {
+        "method": config.to_dict(),
+        "base_checkpoint": str(args.checkpoint),
+        "base_arch": ckpt.spec.to_dict(),
+        "keep": {str(k): v for k, v in pruned.keep.items()},
+        "report": report,
+    } | {k: v for k, v in ckpt.meta.items() if k in ("dataset", "train")}
+    save_checkpoint(out, pruned.model, pruned.spec, pruned.masks, meta)
+
+    uri = configure(args.tracking_uri, args.experiment)
+    with mlflow.start_run(run_name=f"prune-{args.method}-{args.variant or args.ratio}"):
+        mlflow.set_tags({"rethink.kind": "prune", "method": args.method})
+        mlflow.log_params(
+            {f"prune.{k}": v for k, v in config.to_dict().items()}
+            | {"base_model": ckpt.spec.model, "pruned_widths": ",".join(map(str, pruned.spec.widths))}
+        )
+        mlflow.log_metrics(report)
+        mlflow.log_dict(pruned.spec.to_dict(), "pruned_arch_spec.json")
+        mlflow.log_dict({str(k): v for k, v in pruned.keep.items()}, "kept_channels.json")
+        mlflow.log_dict(report, "reduction_report.json")
+        mlflow.log_artifact(str(out), artifact_path="checkpoint")
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in report.items()}))
+    print(f"pruned {ckpt.spec.model} with {args.method}: widths {list(pruned.spec.widths)}", file=sys.stderr)
+    print(f"pruned checkpoint {out.resolve()}; MLflow {uri}")
+    return 0

@@ -1,0 +1,239 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from rethink.data import train_val_split
+from rethink.flops import forward_flops, nonzero_forward_flops, param_count
+from rethink.models import MODELS, ArchSpec, build_model, default_spec, prunable_units
+from rethink.prune import METHODS, VARIANTS, KeepMasked, PruneConfig, PruneError, prune, zero_pruned_channels
+from rethink.prune.sfp import SoftFilterPruning
+from rethink.prune.slimming import SparsityPenalty
+from rethink.prune.thinet import contributions, greedy_remove
+from rethink.train import TrainConfig, seed_everything, train
+
+STRUCTURED = sorted(n for n, e in METHODS.items() if e.structured)
+
+
+def _randomized(spec: ArchSpec) -> nn.Module:
+    """A model whose BN statistics and affine terms are non-trivial, as after training."""
+    torch.manual_seed(0)
+    model = build_model(spec)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d)]
+    with torch.no_grad():
+        for m in bns:
+            m.momentum = None  # running statistics = the average over the calibration batches
+        for _ in range(3):
+            model(torch.randn(16, spec.in_channels, spec.input_size, spec.input_size))
+        for m in bns:
+            m.momentum = 0.1
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+                m.weight.uniform_(0.1, 1.0)
+                m.bias.uniform_(-0.5, 0.5)
+            elif isinstance(m, nn.Linear):
+                m.weight.normal_(0, m.in_features**-0.5)
+    return model.eval()
+
+
+def _cases():
+    for method in STRUCTURED:
+        for name in sorted(MODELS):
+            if MODELS[name].family in METHODS[method].families:
+                yield method, name
+
+
+@pytest.mark.parametrize("method, name", list(_cases()))
+def test_pruned_model_equals_original_with_pruned_channels_silenced(method, name):
+    spec = default_spec(name, 3, 10, 16)
+    model = _randomized(spec)
+    x = torch.randn(6, 3, 16, 16)
+    pruned = prune(model, spec, PruneConfig(method, ratio=0.4), data=x)
+    assert sum(pruned.spec.widths) < sum(spec.widths)
+    assert pruned.keep and forward_flops(pruned.model, (3, 16, 16)) < forward_flops(model, (3, 16, 16))
+    reference = zero_pruned_channels(copy.deepcopy(model), spec, pruned.keep)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned.model.eval()(x), reference(x), atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(model(x), reference(x), atol=1e-3)  # the pruning did change the function
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_l1_variants_equal_silenced_original(variant):
+    spec = default_spec(VARIANTS[variant].model, 3, 10, 8)
+    model = _randomized(spec)
+    x = torch.randn(4, 3, 8, 8)
+    pruned = prune(model, spec, PruneConfig("l1-norm", variant=variant))
+    reference = zero_pruned_channels(copy.deepcopy(model), spec, pruned.keep)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned.model.eval()(x), reference(x), atol=1e-5, rtol=1e-4)
+
+
+def test_l1_keeps_largest_l1_filters():
+    spec = default_spec("vgg11", 3, 10, 8, 0.25)
+    model = _randomized(spec)
+    pruned = prune(model, spec, PruneConfig("l1-norm", ratio=0.5))
+    w = model.features[0].weight.detach()
+    norms = w.abs().flatten(1).sum(1)
+    kept = pruned.keep[0]
+    assert len(kept) == w.shape[0] // 2
+    assert norms[kept].min() >= norms[[i for i in range(w.shape[0]) if i not in kept]].max()
+    torch.testing.assert_close(pruned.model.features[0].weight, w[kept])
+
+
+# Li et al. 2017, Table 1: FLOPs reduction %, parameter reduction %; Liu et al. 2019: Scratch-B epochs.
+PAPER = {
+    "vgg16-a": (34.2, 64.0, 243),
+    "resnet56-a": (10.4, 9.4, 178),
+    "resnet56-b": (27.6, 13.7, 220),
+    "resnet110-a": (15.9, 2.3, 190),
+    "resnet110-b": (38.6, 32.4, 260),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(PAPER))
+def test_reductions_and_scratch_b_match_the_papers(variant):
+    from rethink.arms import arm_epochs
+
+    spec = default_spec(VARIANTS[variant].model)
+    model = build_model(spec)
+    pruned = prune(model, spec, PruneConfig("l1-norm", variant=variant))
+    f0, f1 = forward_flops(model, (3, 32, 32)), forward_flops(pruned.model, (3, 32, 32))
+    p0, p1 = param_count(model), param_count(pruned.model)
+    flops_red, params_red, epochs = PAPER[variant]
+    assert 100 * (1 - f1 / f0) == pytest.approx(flops_red, abs=1.0)
+    assert 100 * (1 - p1 / p0) == pytest.approx(params_red, abs=1.0)
+    assert arm_epochs("scratch-b", TrainConfig(epochs=160), f0, f1) == pytest.approx(epochs, rel=0.02)
+
+
+def test_magnitude_masks_stay_zero_through_training(digits):
+    spec = default_spec("vgg11", 1, 10, 8, 0.25)
+    seed_everything(0)
+    model = build_model(spec)
+    pruned = prune(model, spec, PruneConfig("magnitude", ratio=0.6))
+    conv_total = sum(m.numel() for m in pruned.masks.values())
+    assert sum(int((~m).sum()) for m in pruned.masks.values()) == int(0.6 * conv_total)
+    split = train_val_split(digits, 0.2, 0)
+    train(pruned.model, split, TrainConfig(epochs=2, lr=0.05, augment="none"), [KeepMasked(pruned.masks)])
+    params = dict(pruned.model.named_parameters())
+    for name, mask in pruned.masks.items():
+        assert torch.count_nonzero(params[name].detach()[~mask]) == 0
+        assert torch.count_nonzero(params[name].detach()[mask]) > 0.99 * int(mask.sum())
+
+
+def test_nonzero_flops_shrink_with_sparsity():
+    spec = default_spec("vgg19", 3, 10, 32, 0.25)
+    model = build_model(spec)
+    flops = [
+        nonzero_forward_flops(prune(model, spec, PruneConfig("magnitude", ratio=r)).model, (3, 32, 32))
+        for r in (0.0, 0.3, 0.6, 0.9)
+    ]
+    assert flops[0] == forward_flops(model, (3, 32, 32))
+    assert flops[0] > flops[1] > flops[2] > flops[3]
+    assert flops[3] < 0.3 * flops[0]  # global threshold: big-FLOP early layers keep more weights
+
+
+def test_layerwise_magnitude_prunes_each_layer_by_the_ratio():
+    spec = default_spec("resnet20", 3, 10, 8)
+    pruned = prune(build_model(spec), spec, PruneConfig("magnitude", ratio=0.5, scope="layer"))
+    for mask in pruned.masks.values():
+        assert abs(float(mask.float().mean()) - 0.5) < 0.02
+
+
+def test_slimming_prunes_lowest_gamma_first(digits):
+    spec = default_spec("vgg11", 1, 10, 8, 0.25)
+    split = train_val_split(digits, 0.2, 0)
+    gammas = {}
+    for strength in (0.0, 1e-3):
+        seed_everything(0)
+        model = build_model(spec)
+        train(model, split, TrainConfig(epochs=3, lr=0.05, augment="none"), [SparsityPenalty(strength)])
+        gammas[strength] = torch.cat(
+            [m.weight.detach().abs() for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        )
+    assert gammas[1e-3].mean() < gammas[0.0].mean()  # the L1 penalty shrinks the scales
+    pruned = prune(model, spec, PruneConfig("slimming", ratio=0.4))
+    units = prunable_units(spec, model)
+    kept_g, dropped_g = [], []
+    for k, u in enumerate(units):
+        g = model.get_submodule(u.bn).weight.detach().abs()
+        mask = torch.zeros(len(g), dtype=torch.bool)
+        mask[pruned.keep[k]] = True
+        kept_g.append(g[mask])
+        dropped_g.append(g[~mask])
+    dropped = torch.cat(dropped_g)
+    assert len(dropped) == int(0.4 * len(gammas[1e-3]))
+    assert dropped.max() <= torch.cat(kept_g).min()
+
+
+def test_slimming_floor_and_emptied_layer():
+    spec = default_spec("vgg11", 3, 10, 8, 0.25)
+    model = _randomized(spec)
+    with torch.no_grad():
+        model.features[1].weight.fill_(1e-6)  # the first layer's scales are the smallest of all
+    floored = prune(model, spec, PruneConfig("slimming", ratio=0.2, min_channels=2))
+    assert floored.spec.widths[0] == 2
+    with pytest.raises(PruneError, match="features.1"):
+        prune(model, spec, PruneConfig("slimming", ratio=0.2, min_channels=0))
+
+
+def test_sfp_callback_zeroes_smallest_filters():
+    spec = default_spec("resnet20", 3, 10, 8)
+    model = _randomized(spec)
+    SoftFilterPruning(spec, 0.25).on_epoch_end(None, model)
+    for u in prunable_units(spec, model):
+        w = model.get_submodule(u.conv).weight
+        zero = int((w.flatten(1).abs().sum(1) == 0).sum())
+        assert zero == w.shape[0] - int(w.shape[0] * 0.75)
+
+
+def test_thinet_greedy_removes_channels_that_cancel_or_vanish():
+    z = torch.tensor([[1.0, 5.0, 0.0, -1.0], [2.0, 5.0, 0.0, -2.0]])
+    assert greedy_remove(z, 1) == [2]
+    assert sorted(greedy_remove(z, 3)) == [0, 2, 3]  # channels 0 and 3 cancel each other
+
+
+def test_thinet_reconstructs_better_than_random_choice():
+    spec = default_spec("vgg11", 3, 10, 16, 0.25)
+    model = _randomized(spec)
+    x = torch.randn(16, 3, 16, 16)
+    pruned = prune(model, spec, PruneConfig("thinet", ratio=0.5), data=x)
+    recorded = {}
+    model.features[4].register_forward_pre_hook(lambda m, inp: recorded.setdefault("x", inp[0].detach()))
+    model(x)
+    z = contributions(recorded["x"], model.features[4], 10, torch.Generator().manual_seed(1)).double()
+    unit = 0  # the first conv (features.0) feeds features.4, through a max-pool
+    removed = [c for c in range(z.shape[1]) if c not in pruned.keep[unit]]
+    g = torch.Generator().manual_seed(2)
+    random_errors = [
+        z[:, torch.randperm(z.shape[1], generator=g)[: len(removed)]].sum(1).pow(2).sum() for _ in range(20)
+    ]
+    assert z[:, removed].sum(1).pow(2).sum() < torch.stack(random_errors).median()
+
+
+@pytest.mark.parametrize(
+    "config, name, match",
+    [
+        (PruneConfig("l1-norm", variant="resnet56-a"), "vgg16", "defined for resnet56"),
+        (PruneConfig("l1-norm", variant="vgg16-z"), "vgg16", "valid names"),
+        (PruneConfig("pruneall", ratio=0.5), "vgg16", "valid names"),
+        (PruneConfig("sfp", ratio=0.5), "densenet40", "does not support densenet40"),
+        (PruneConfig("l1-norm"), "vgg11", "ratio or a variant"),
+    ],
+)
+def test_requests_that_do_not_fit_are_errors(config, name, match):
+    spec = default_spec(name, 3, 10, 8)
+    with pytest.raises(PruneError, match=match):
+        prune(build_model(spec), spec, config)
+
+
+@pytest.mark.parametrize("ratio", [1.0, -0.1, 1.5, float("nan")])
+def test_ratio_outside_unit_interval_is_refused(ratio):
+    with pytest.raises(PruneError, match="outside"):
+        PruneConfig("l1-norm", ratio=ratio)
+
+
+def test_thinet_needs_calibration_images():
+    spec = default_spec("vgg11", 3, 10, 8)
+    with pytest.raises(PruneError, match="calibration"):
+        prune(build_model(spec), spec, PruneConfig("thinet", ratio=0.5))
