@@ -17,7 +17,7 @@ def scratch_b_epochs(base_epochs: int, base_flops: float, pruned_flops: float) -
 
 def milestone_epochs(epochs: int, milestones: Sequence[float] = PAPER_MILESTONES) -> list[int]:
     """Epoch indices where a step schedule decays: int(fraction × epochs), as in the paper's code."""
-    return [int(m * epochs) for m in milestones]
+    return [max(1, int(m * epochs)) for m in milestones]  # never a decay before the first epoch
 
 
 def lr_at(

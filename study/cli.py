@@ -11,6 +11,8 @@ from rethink.models import ModelError
 from rethink.prune import PruneError
 from rethink.train import SCHEDULES, ConfigError, TrainConfig
 
+from .spec import SpecError
+
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
@@ -65,10 +67,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="pruned checkpoint path (default: beside the input)")
     add_tracking_args(p)
+
+    p = sub.add_parser("study", help="run a spec: base, prune, one Optuna study per arm")
+    from .study_command import add_study_args
+
+    add_study_args(p)
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: env or sqlite:///mlflow.db)")
+
+    p = sub.add_parser("best", help="best config of each arm, from the MLflow tracking store or server")
+    p.add_argument("--spec", required=True, help="spec name (the MLflow experiment)")
+    p.add_argument("--max-flops", type=float, default=None, help="only trials with training FLOPs at most this")
+    p.add_argument("--max-epochs", type=int, default=None, help="only trials with at most this many epochs")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--tracking-uri", default=None)
     return parser
 
 
-USER_ERRORS = (DataError, ModelError, ConfigError, CheckpointError, PruneError)
+USER_ERRORS = (DataError, ModelError, ConfigError, CheckpointError, PruneError, SpecError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +93,14 @@ def main(argv: list[str] | None = None) -> int:
             from .train_command import run_train
 
             return run_train(args)
+        if args.command == "study":
+            from .study_command import run_study
+
+            return run_study(args)
+        if args.command == "best":
+            from .query import run_best
+
+            return run_best(args)
         if args.command == "prune":
             from .prune_command import run_prune
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 import mlflow
 import numpy as np
@@ -44,8 +45,10 @@ class MlflowEpochLogger(Callback):
     def __init__(self, run_id: str, eval_name: str = "val"):
         self.client = mlflow.MlflowClient()
         self.run_id, self.eval_name = run_id, eval_name
+        self.seconds = 0.0  # time spent logging, to report tracking overhead
 
     def on_epoch_end(self, metrics: EpochMetrics, model) -> None:
+        start = time.perf_counter()
         values = epoch_metrics_dict(metrics)
         values[f"{self.eval_name}_loss"] = values.pop("eval_loss")
         values[f"{self.eval_name}_acc"] = values.pop("eval_acc")
@@ -55,6 +58,7 @@ class MlflowEpochLogger(Callback):
             metrics=[mlflow.entities.Metric(k, float(v), ts, metrics.epoch) for k, v in values.items()],
             synchronous=True,
         )
+        self.seconds += time.perf_counter() - start
 
 
 def log_dataset(ds: Dataset, context: str = "training") -> None:
@@ -77,3 +81,70 @@ def end_failed(reason: str, status: str = "FAILED") -> None:
     """End the active run with `status` and the reason as a tag, never leaving it RUNNING."""
     mlflow.set_tag("failure_reason", reason[:5000])
     mlflow.end_run(status)
+
+
+class RunTree:
+    """The MLflow run tree of DESIGN.md §5, with explicit parent ids (no fluent nesting).
+
+    Under `mlflow run` the project run (MLFLOW_RUN_ID) is the root; otherwise the root is the spec run
+    found again by its digest, so re-running a spec resumes into the same tree.
+    """
+
+    def __init__(self, experiment: str):
+        self.client = mlflow.MlflowClient()
+        project_run = os.environ.get("MLFLOW_RUN_ID")
+        if project_run:
+            self.experiment_id = self.client.get_run(project_run).info.experiment_id
+        else:
+            exp = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+
+    def find(self, tags: dict[str, str], parent: str | None = None) -> str | None:
+        clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
+        if parent:
+            clauses.append(f"tags.`mlflow.parentRunId` = '{parent}'")
+        runs = self.client.search_runs(
+            [self.experiment_id], " and ".join(clauses), max_results=1, order_by=["attributes.start_time DESC"]
+        )
+        return runs[0].info.run_id if runs else None
+
+    def root(self, name: str, tags: dict[str, str]) -> str:
+        run_id = os.environ.get("MLFLOW_RUN_ID") or self.find({"rethink.kind": "spec", **tags})
+        if run_id is None:
+            run_id = self.client.create_run(
+                self.experiment_id, run_name=name, tags={"rethink.kind": "spec", **tags}
+            ).info.run_id
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+            for k, v in tags.items():
+                self.client.set_tag(run_id, k, v)
+        return run_id
+
+    def child(self, parent: str, name: str, kind: str, tags: dict[str, str], reuse: bool = True) -> str:
+        """A child run of `parent`; with reuse, the one made before with the same kind and tags."""
+        tags = {"rethink.kind": kind, **{k: str(v) for k, v in tags.items()}}
+        if reuse and (run_id := self.find(tags, parent)):
+            return run_id
+        tags["mlflow.parentRunId"] = parent
+        return self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+
+    def log_params(self, run_id: str, params: dict) -> None:
+        from mlflow.entities import Param
+
+        have = self.client.get_run(run_id).data.params
+        new = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in have]
+        if new:
+            self.client.log_batch(run_id, params=new, synchronous=True)
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        ts = mlflow.utils.time.get_current_time_millis()
+        self.client.log_batch(
+            run_id,
+            metrics=[mlflow.entities.Metric(k, float(v), ts, step) for k, v in metrics.items()],
+            synchronous=True,
+        )
+
+    def end(self, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
+        if reason:
+            self.client.set_tag(run_id, "failure_reason" if status != "FINISHED" else "note", reason[:5000])
+        self.client.set_terminated(run_id, status)

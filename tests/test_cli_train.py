@@ -50,8 +50,8 @@ def test_bad_input_is_a_clear_error_before_any_run(tracking_uri, capsys, flag, v
 
 
 @pytest.mark.slow
-def test_mlflow_run_logs_into_the_project_run(tmp_path):
-    """`mlflow run . --env-manager local`: the command resumes the project run instead of nesting one."""
+def test_mlflow_run_main_makes_the_project_run_the_root(tmp_path):
+    """`mlflow run . --env-manager local`: the spec's runs hang under the project run, none hijacked."""
     mlflow_bin = shutil.which("mlflow", path=os.path.dirname(sys.executable))
     env = os.environ | {
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
@@ -59,8 +59,21 @@ def test_mlflow_run_logs_into_the_project_run(tmp_path):
     }
     for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         env.pop(var, None)
+    spec = REPO / "tests" / "tiny.toml"
     proc = subprocess.run(
-        [mlflow_bin, "run", str(REPO), "--env-manager", "local", "-P", "epochs=2", "--experiment-name", "proj"],
+        [
+            mlflow_bin,
+            "run",
+            str(REPO),
+            "--env-manager",
+            "local",
+            "-P",
+            f"spec={spec}",
+            "-P",
+            f"storage=sqlite:///{tmp_path / 'optuna.db'}",
+            "--experiment-name",
+            "proj",
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -69,9 +82,19 @@ def test_mlflow_run_logs_into_the_project_run(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    (run,) = mlflow.search_runs(experiment_names=["proj"], output_format="list")
-    assert run.info.status == "FINISHED"
-    assert len(mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_acc")) == 2
+    runs = mlflow.search_runs(experiment_names=["proj"], output_format="list")
+    roots = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(roots) == 1 and roots[0].data.tags.get("mlflow.project.entryPoint") == "main"
+    root = roots[0]
+    assert root.info.status == "FINISHED" and root.data.tags["rethink.spec"] == "tiny"
+    by_kind = {}
+    for r in runs:
+        by_kind.setdefault(r.data.tags.get("rethink.kind"), []).append(r)
+    assert {r.data.tags["mlflow.parentRunId"] for k in ("base", "prune", "arm") for r in by_kind[k]} == {
+        root.info.run_id
+    }
+    arm_ids = {r.info.run_id for r in by_kind["arm"]}
+    assert len(by_kind["trial"]) == 8 and {r.data.tags["mlflow.parentRunId"] for r in by_kind["trial"]} == arm_ids
 
 
 def test_prune_command_records_reductions(tracking_uri, tmp_path, capsys):

@@ -1,0 +1,119 @@
+"""One trial: build the arm, apply the trial's hyperparameters, train, report, return the objectives."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import optuna
+
+from rethink.arms import build_arm
+from rethink.flops import training_flops
+from rethink.train import Callback, EpochMetrics, NonFiniteLoss, Runtime, StopTraining, TrainConfig, train
+
+from .progress import PrintProgress
+from .space import apply, suggest
+from .tracking import MlflowEpochLogger, RunTree
+from .trunk import Trunk
+
+
+class ReportToOptuna(Callback):
+    """Fixed-budget mode: per-epoch validation accuracy to the hpo pruner, which may stop the trial."""
+
+    def __init__(self, trial: optuna.Trial):
+        self.trial = trial
+        self.pruned_at: int | None = None
+
+    def on_epoch_end(self, metrics: EpochMetrics, model) -> None:
+        self.trial.report(metrics.eval_acc, metrics.epoch)
+        if self.trial.should_prune():
+            self.pruned_at = metrics.epoch
+            raise StopTraining
+
+
+@dataclass
+class ArmContext:
+    """Everything a trial of one arm needs; built once per arm and worker."""
+
+    arm: str
+    trunk: Trunk
+    recipe: TrainConfig  # the arm's paper recipe
+    study_name: str
+    arm_run: str
+    tree: RunTree
+    mode: str
+    runtime: Runtime
+    n_trials: int
+    timings: list[tuple[float, float]] = field(default_factory=list)  # (train seconds, tracking seconds)
+
+
+def make_objective(ctx: ArmContext):
+    spec = ctx.trunk.spec
+
+    def objective(trial: optuna.Trial):
+        params = suggest(trial, spec.space, fixed_epochs=ctx.recipe.epochs if ctx.mode == "fixed-budget" else None)
+        config = apply(params, ctx.recipe)
+        baseline = trial.user_attrs.get("baseline", "")
+        tags = {
+            "arm": ctx.arm,
+            "optuna.trial_number": trial.number,
+            "optuna.study_name": ctx.study_name,
+            "rethink.spec_digest": spec.digest(),
+            "rethink.spec": spec.name,
+            "method": spec.prune.method,
+            "ratio": spec.prune.ratio if spec.prune.ratio is not None else spec.prune.variant,
+        }
+        if baseline:
+            tags["baseline"] = baseline
+        label = f"trial {trial.number}" + (f" (baseline: {baseline})" if baseline else "")
+        run_id = ctx.tree.child(ctx.arm_run, label, "trial", tags, reuse=False)
+        trial.set_user_attr("mlflow_run_id", run_id)
+        ctx.tree.log_params(run_id, {**params, **{f"train.{k}": v for k, v in config.to_dict().items()}})
+        print(f"[{ctx.arm}] {label}: lr {config.lr:.4g}, augment {config.augment}, {config.epochs} epochs", flush=True)
+        arm = build_arm(
+            ctx.arm,
+            ctx.trunk.pruned,
+            ctx.trunk.base_spec,
+            ctx.trunk.base_config,
+            ctx.trunk.base_flops,
+            seed=spec.seed,
+            init_state=ctx.trunk.init_state,
+        )
+        logger = MlflowEpochLogger(run_id, "val")
+        reporter = ReportToOptuna(trial) if ctx.mode == "fixed-budget" else None
+        callbacks = [*arm.callbacks, logger, PrintProgress(config.epochs, f"[{ctx.arm}] ", every=5)]
+        if reporter:
+            callbacks.append(reporter)
+        start = time.perf_counter()
+        try:
+            history = train(arm.model, ctx.trunk.split, config, callbacks, ctx.runtime)
+        except NonFiniteLoss as e:
+            trial.set_user_attr("fail_reason", str(e))
+            ctx.tree.end(run_id, "FAILED", str(e))
+            raise
+        except BaseException as e:  # KeyboardInterrupt, OOM, bugs: never leave a RUNNING run behind
+            ctx.tree.end(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED", repr(e))
+            raise
+        train_seconds = time.perf_counter() - start
+        ctx.timings.append((train_seconds, logger.seconds))
+        flops = training_flops(ctx.trunk.pruned_flops, history.images_seen)
+        final = history.final
+        summary = {
+            "val_acc": final.eval_acc,
+            "best_val_acc": history.best_eval_acc,
+            "train_flops": flops,
+            "epochs_run": len(history.epochs),
+            "train_seconds": train_seconds,
+        }
+        ctx.tree.log_metrics(run_id, summary, step=len(history.epochs))
+        trial.set_user_attr("train_flops", flops)
+        if reporter and reporter.pruned_at is not None:
+            reason = f"hpo_pruner stopped the trial after epoch {reporter.pruned_at}"
+            ctx.tree.client.set_tag(run_id, "optuna.state", "PRUNED")
+            ctx.tree.end(run_id, "KILLED", reason)
+            raise optuna.TrialPruned(reason)
+        ctx.tree.client.set_tag(run_id, "optuna.state", "COMPLETE")
+        ctx.tree.end(run_id, "FINISHED")
+        return final.eval_acc if ctx.mode == "fixed-budget" else (final.eval_acc, flops)
+
+    return objective

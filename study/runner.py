@@ -1,0 +1,279 @@
+"""One spec end to end: trunk (base → prune) → one Optuna study per arm, each to its trial budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import optuna
+from optuna.trial import TrialState
+
+from rethink.arms import arm_epochs, default_recipe
+from rethink.train import NonFiniteLoss, Runtime
+
+from .objective import ArmContext, make_objective
+from .space import baseline_params
+from .spec import Spec, SpecError
+from .storage import DEFAULT_STORAGE, is_shared, make_storage, redact
+from .tracking import RunTree, configure
+from .trunk import Trunk, build_trunk
+
+DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+ATTEMPTS_PER_TRIAL = 3  # failed (e.g. diverged) trials are replaced, up to this many attempts per budgeted trial
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    storage: str = DEFAULT_STORAGE
+    tracking_uri: str | None = None
+    workdir: Path = Path("runs")
+    device: str = "auto"
+    workers: int = 1
+    new_study: bool = False
+    worker: bool = False  # a subprocess joining studies its parent prepared
+    worker_cmd: tuple[str, ...] = ()  # the command a worker runs (with --worker), for --workers N
+
+
+@dataclass
+class ArmResult:
+    arm: str
+    study_name: str
+    arm_run: str
+    n_done: int
+    best_val_acc: float
+    best_params: dict
+    overhead_fraction: float | None
+
+
+@dataclass
+class SpecResult:
+    spec: Spec
+    root_run: str
+    trunk: Trunk
+    arms: list[ArmResult] = field(default_factory=list)
+    storage: str = ""
+    tracking_uri: str = ""
+
+
+def study_name(spec: Spec, arm: str) -> str:
+    return f"{spec.name}.{arm}"
+
+
+def make_sampler(spec: Spec) -> optuna.samplers.BaseSampler:
+    s = spec.study
+    if s.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=s.seed)
+    if s.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=s.seed)
+    # Optuna 5: TPE is multivariate for one objective; constant_liar keeps parallel workers apart.
+    return optuna.samplers.TPESampler(seed=s.seed, constant_liar=True, n_startup_trials=max(2, s.n_trials // 4))
+
+
+def make_hpo_pruner(spec: Spec, epochs: int) -> optuna.pruners.BasePruner:
+    if spec.study.mode == "pareto" or spec.study.hpo_pruner == "none":
+        return optuna.pruners.NopPruner()  # multi-objective trials cannot be pruned
+    if spec.study.hpo_pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
+
+
+def diff_fields(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += diff_fields(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
+def open_study(spec: Spec, arm: str, storage, opts: RunOptions, epochs: int) -> optuna.Study:
+    """Create or load the arm's study; refuse one made from a different spec unless --new-study."""
+    name = study_name(spec, arm)
+    directions = ["maximize"] if spec.study.mode == "fixed-budget" else ["maximize", "minimize"]
+    fields = json.loads(json.dumps(spec.study_fields()))
+    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    if name in existing:
+        recorded = existing[name].user_attrs.get("spec_fields")
+        if recorded is not None and recorded != fields:
+            if not opts.new_study:
+                diff = "; ".join(diff_fields(recorded, fields))
+                raise SpecError(
+                    f"study {name!r} was created from a different spec ({diff}); "
+                    f"pass --new-study to start fresh studies, or restore the spec"
+                )
+            n = 2
+            while f"{name}.v{n}" in existing:
+                n += 1
+            name = f"{name}.v{n}"
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        directions=directions,
+        load_if_exists=True,
+        sampler=make_sampler(spec),
+        pruner=make_hpo_pruner(spec, epochs),
+    )
+    if "spec_fields" not in study.user_attrs:
+        study.set_user_attr("spec_fields", fields)
+        study.set_user_attr("arm", arm)
+        study.set_user_attr("spec_digest", spec.digest())
+        study.set_user_attr(
+            "sampler",
+            {
+                "name": spec.study.sampler,
+                "seed": spec.study.seed,
+                "constant_liar": True,
+                "multivariate": "optuna default",
+            },
+        )
+        study.set_user_attr("objectives", ["val_acc"] if len(directions) == 1 else ["val_acc", "train_flops"])
+        study.set_user_attr(
+            "versions",
+            {"optuna": optuna.__version__, "mlflow": mlflow.__version__, "torch": __import__("torch").__version__},
+        )
+    return study
+
+
+def enqueue_baselines(study: optuna.Study, spec: Spec, arm: str, trunk: Trunk) -> None:
+    """The spec's baselines as the study's first trials (once)."""
+    if study.trials:
+        return
+    recipe = default_recipe(arm, trunk.base_config, trunk.base_flops, trunk.pruned_flops)
+    e = trunk.base_config.epochs
+    b = arm_epochs("scratch-b", trunk.base_config, trunk.base_flops, trunk.pruned_flops)
+    fixed = spec.study.mode == "fixed-budget"
+    for name in spec.study.baselines:
+        if name in spec.baselines and spec.baselines[name].arms and arm not in spec.baselines[name].arms:
+            continue
+        params = baseline_params(spec.baselines.get(name), recipe, e, b, spec.space, fixed)
+        study.enqueue_trial(params, user_attrs={"baseline": name})
+
+
+def recover_interrupted(study: optuna.Study, tree: RunTree) -> int:
+    """Trials left RUNNING by a killed process (local storages only): mark them failed, end their
+    MLflow runs as KILLED, and enqueue the same parameters again."""
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "interrupted; retried")
+        study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if run_id:
+            tree.end(run_id, "KILLED", "the process running this trial was interrupted; the trial was retried")
+        attrs = {k: v for k, v in t.user_attrs.items() if k == "baseline"} | {"retried_from": t.number}
+        study.enqueue_trial(t.params, user_attrs=attrs)
+        n += 1
+    return n
+
+
+def _counts(study: optuna.Study) -> tuple[int, int, int]:
+    trials = study.get_trials(deepcopy=False)
+    done = sum(t.state in DONE for t in trials)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    return done, running, len(trials)
+
+
+def run_trials(study: optuna.Study, ctx: ArmContext) -> None:
+    """Run trials until the arm's budget of finished (complete or pruned) trials is met."""
+    objective = make_objective(ctx)
+    budget = ctx.n_trials
+    while True:
+        done, running, total = _counts(study)
+        if done >= budget:
+            return
+        if total >= budget * ATTEMPTS_PER_TRIAL:
+            print(f"[{ctx.arm}] giving up after {total} attempts ({done}/{budget} finished)", file=sys.stderr)
+            return
+        if done + running >= budget:
+            time.sleep(1.0)  # the last trials run in other workers; wait in case one of them fails
+            continue
+        study.optimize(objective, n_trials=1, catch=(NonFiniteLoss,))
+        done, _, _ = _counts(study)
+        print(f"[{ctx.arm}] {done}/{budget} trials finished", flush=True)
+
+
+def best_of(study: optuna.Study) -> tuple[float, dict]:
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if not done:
+        return float("nan"), {}
+    best = max(done, key=lambda t: t.values[0])
+    return best.values[0], dict(best.params)
+
+
+def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
+    if opts.workers > 1 and opts.storage.startswith("sqlite"):
+        raise SpecError(
+            "several workers need a journal file (--storage journal:optuna.log) or PostgreSQL; "
+            "SQLite locks under parallel writers"
+        )
+    storage = make_storage(opts.storage)  # a bad storage URL fails before anything is recorded
+    uri = configure(opts.tracking_uri)
+    tree = RunTree(spec.name)
+    root = tree.root(f"spec {spec.name}", {"rethink.spec": spec.name, "rethink.spec_digest": spec.digest()})
+    runtime = Runtime(device=opts.device)
+    workdir = Path(opts.workdir) / spec.name
+    trunk = build_trunk(spec, tree, root, workdir, runtime, train_missing=not opts.worker)
+    tree.log_params(root, {"spec": spec.name, "spec_digest": spec.digest(), "storage": redact(opts.storage)})
+    tree.client.log_dict(root, spec.model_dump(mode="json"), "spec.json")
+
+    arms: list[tuple[str, optuna.Study, ArmContext]] = []
+    for arm in spec.study.arms:
+        recipe = default_recipe(arm, trunk.base_config, trunk.base_flops, trunk.pruned_flops)
+        study = open_study(spec, arm, storage, opts, recipe.epochs)
+        if not opts.worker:
+            if not is_shared(opts.storage) and (n := recover_interrupted(study, tree)):
+                print(f"[{arm}] {n} interrupted trial(s) will be retried", flush=True)
+            enqueue_baselines(study, spec, arm, trunk)
+        arm_run = tree.child(root, f"arm:{arm}", "arm", {"arm": arm, "rethink.spec_digest": spec.digest()})
+        for k, v in {
+            "optuna.study_name": study.study_name,
+            "optuna.storage": redact(opts.storage),
+            "optuna.sampler": spec.study.sampler,
+            "optuna.seed": spec.study.seed,
+            "mode": spec.study.mode,
+        }.items():
+            tree.client.set_tag(arm_run, k, str(v))
+        study.set_user_attr("mlflow_arm_run_id", arm_run)
+        ctx = ArmContext(
+            arm, trunk, recipe, study.study_name, arm_run, tree, spec.study.mode, runtime, spec.study.n_trials
+        )
+        arms.append((arm, study, ctx))
+
+    if opts.workers > 1 and not opts.worker:
+        _spawn_workers(opts.workers, opts.worker_cmd)
+    else:
+        for _, study, ctx in arms:
+            run_trials(study, ctx)
+
+    result = SpecResult(spec, root, trunk, storage=opts.storage, tracking_uri=uri)
+    complete = True
+    for arm, study, ctx in arms:
+        done, _, _ = _counts(study)
+        complete &= done >= spec.study.n_trials
+        acc, params = best_of(study)
+        overhead = None
+        if ctx.timings:
+            train_s = sum(t for t, _ in ctx.timings)
+            overhead = sum(tr for _, tr in ctx.timings) / train_s if train_s else None
+        result.arms.append(ArmResult(arm, study.study_name, ctx.arm_run, done, acc, params, overhead))
+        if done >= spec.study.n_trials and not opts.worker:
+            tree.log_metrics(ctx.arm_run, {"best_val_acc": acc, "n_trials": done})
+            tree.end(ctx.arm_run)
+    if complete and not opts.worker and not os.environ.get("MLFLOW_RUN_ID"):
+        tree.end(root)
+    return result
+
+
+def _spawn_workers(n: int, cmd: tuple[str, ...]) -> None:
+    """N worker processes joining the prepared studies; waits for them all."""
+    procs = [subprocess.Popen(list(cmd)) for _ in range(n)]
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise RuntimeError(f"worker exit codes {codes}")

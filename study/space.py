@@ -1,0 +1,56 @@
+"""The search space of every arm, and how a trial's values turn an arm's recipe into its config."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import optuna
+
+from rethink.train import TrainConfig
+
+from .spec import Baseline, SearchSpace
+
+
+def suggest(trial: optuna.Trial, space: SearchSpace, fixed_epochs: int | None = None) -> dict[str, Any]:
+    """Values for one trial; enqueued baselines arrive through the same calls with fixed values.
+    In fixed-budget mode the epochs are the arm's (E or B) and not searched."""
+    params = {
+        "lr": trial.suggest_float("lr", space.lr.low, space.lr.high, log=space.lr.log),
+        "augment": trial.suggest_categorical("augment", list(space.augment)),
+    }
+    if fixed_epochs is None:
+        params["epochs"] = trial.suggest_int("epochs", space.epochs.low, space.epochs.high, log=space.epochs.log)
+    else:
+        params["epochs"] = fixed_epochs
+    if space.weight_decay is not None:
+        wd = space.weight_decay
+        params["weight_decay"] = trial.suggest_float("weight_decay", wd.low, wd.high, log=wd.log)
+    if space.batch_size is not None:
+        params["batch_size"] = trial.suggest_categorical("batch_size", list(space.batch_size))
+    return params
+
+
+def apply(params: dict[str, Any], recipe: TrainConfig) -> TrainConfig:
+    """The arm's recipe with the trial's values; the schedule keeps its shape (milestones as fractions)."""
+    return replace(recipe, **{k: v for k, v in params.items() if k in TrainConfig.field_names()})
+
+
+def baseline_params(
+    baseline: Baseline | None,
+    recipe: TrainConfig,
+    epochs_e: int,
+    epochs_b: int,
+    space: SearchSpace,
+    fixed_epochs: bool = False,
+) -> dict[str, Any]:
+    """The fixed values of a baseline trial: `paper` (baseline None) is the arm's recipe itself."""
+    b = baseline or Baseline()
+    params: dict[str, Any] = {"lr": b.lr or recipe.lr, "augment": b.augment or recipe.augment}
+    if not fixed_epochs:
+        params["epochs"] = int({"E": epochs_e, "B": epochs_b, "default": recipe.epochs}.get(b.epochs, b.epochs))
+    if space.weight_decay is not None:
+        params["weight_decay"] = b.weight_decay if b.weight_decay is not None else recipe.weight_decay
+    if space.batch_size is not None:
+        params["batch_size"] = b.batch_size or recipe.batch_size
+    return params

@@ -1,0 +1,266 @@
+"""The schema of a spec (a TOML file in study/specs/), validated on load with errors naming the field."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rethink.arms import ARMS
+from rethink.data import AUGMENTATIONS
+from rethink.models import MODELS
+from rethink.prune import METHODS, VARIANTS
+from rethink.train import TrainConfig, config_digest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SPECS_DIR = Path(__file__).parent / "specs"
+
+
+class SpecError(ValueError):
+    """A spec that does not validate; the message names the file and every bad field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseTraining(_Strict):
+    """The base model's recipe (TrainConfig fields); defaults are the paper's."""
+
+    epochs: int = Field(160, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["step", "cosine", "constant"] = "step"
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    augment: Literal["none", "flip", "crop-flip", "crop-flip-cutout"] = "crop-flip"
+    sparsity: float = Field(0.0, ge=0, description="Network Slimming L1 strength on BN scales")
+
+    def train_config(self, seed: int) -> TrainConfig:
+        fields = self.model_dump(exclude={"sparsity"})
+        return TrainConfig(**fields, seed=seed)
+
+
+class Pruning(_Strict):
+    method: str = "l1-norm"
+    ratio: float | None = Field(None, ge=0, lt=1)
+    variant: str | None = None
+    min_channels: int = Field(1, ge=0)
+    scope: Literal["global", "layer"] = "global"
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        if v not in METHODS:
+            raise ValueError(f"unknown method {v!r}; valid names: {', '.join(sorted(METHODS))}")
+        return v
+
+    @field_validator("variant")
+    @classmethod
+    def _known_variant(cls, v: str | None) -> str | None:
+        if v is not None and v not in VARIANTS:
+            raise ValueError(f"unknown variant {v!r}; valid names: {', '.join(VARIANTS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _ratio_or_variant(self):
+        if self.ratio is None and self.variant is None:
+            raise ValueError("give a ratio or a variant")
+        return self
+
+
+class FloatRange(_Strict):
+    low: float
+    high: float
+    log: bool = True
+
+    @model_validator(mode="after")
+    def _non_empty(self):
+        if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.low >= self.high:
+            raise ValueError(f"empty or non-finite range [{self.low}, {self.high}]: low must be below high")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low}")
+        return self
+
+
+class IntRange(_Strict):
+    low: int = Field(ge=1)
+    high: int
+    log: bool = True
+
+    @model_validator(mode="after")
+    def _non_empty(self):
+        if self.low > self.high:
+            raise ValueError(f"empty range [{self.low}, {self.high}]: low must not exceed high")
+        return self
+
+
+class SearchSpace(_Strict):
+    """The same space for every arm: lr (log), augmentation (categorical), epoch budget (int, log);
+    optional weight decay and batch size apply to every arm alike."""
+
+    lr: FloatRange = FloatRange(low=1e-3, high=0.3)
+    augment: tuple[str, ...] = AUGMENTATIONS
+    epochs: IntRange = IntRange(low=2, high=40)
+    weight_decay: FloatRange | None = None
+    batch_size: tuple[int, ...] | None = None
+
+    @field_validator("augment")
+    @classmethod
+    def _known_augment(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [a for a in v if a not in AUGMENTATIONS]
+        if bad or not v:
+            raise ValueError(f"unknown or no augmentation {bad}; valid names: {', '.join(AUGMENTATIONS)}")
+        return v
+
+
+class Baseline(_Strict):
+    """A named fixed config enqueued as a study's first trial. `epochs`: an int, or 'E' (base epochs),
+    'B' (Scratch-B epochs) or 'default' (the arm's own). Unset fields take the arm's paper recipe."""
+
+    lr: float | None = Field(None, gt=0)
+    augment: str | None = None
+    epochs: int | Literal["E", "B", "default"] = "default"
+    weight_decay: float | None = Field(None, ge=0)
+    batch_size: int | None = Field(None, ge=1)
+    arms: tuple[str, ...] | None = None  # the arms it applies to (default: all)
+
+
+class Study(_Strict):
+    arms: tuple[str, ...] = ("finetune", "scratch-e", "scratch-b")
+    n_trials: int = Field(8, ge=1, description="trials per arm, the same for every arm")
+    mode: Literal["pareto", "fixed-budget"] = "pareto"
+    sampler: Literal["tpe", "random", "nsga2"] = "tpe"
+    seed: int = 0
+    hpo_pruner: Literal["hyperband", "median", "none"] = "hyperband"
+    baselines: tuple[str, ...] = ("paper", "literature")
+
+    @field_validator("arms")
+    @classmethod
+    def _known_arms(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [a for a in v if a not in ARMS]
+        if bad or not v:
+            raise ValueError(f"unknown arm(s) {bad}; valid names: {', '.join(ARMS)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"arms repeat: {list(v)}")
+        return v
+
+
+class Final(_Strict):
+    seeds: int = Field(3, ge=1)
+
+
+class Spec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    dataset: str = "digits"
+    data_root: str = "data"
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    model: str = "vgg11"
+    width_scale: float = Field(1.0, gt=0)
+    seed: int = 0
+    base: BaseTraining = BaseTraining()
+    prune: Pruning = Pruning(ratio=0.5)
+    study: Study = Study()
+    space: SearchSpace = SearchSpace()
+    baselines: dict[str, Baseline] = {"literature": Baseline(lr=0.01, augment="flip", epochs="E")}
+    final: Final = Final()
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        if v not in MODELS:
+            raise ValueError(f"unknown model {v!r}; valid names: {', '.join(sorted(MODELS))}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.prune.variant and VARIANTS[self.prune.variant].model != self.model:
+            raise ValueError(f"prune.variant {self.prune.variant!r} is for {VARIANTS[self.prune.variant].model}")
+        family = MODELS[self.model].family
+        if family not in METHODS[self.prune.method].families:
+            raise ValueError(f"prune.method {self.prune.method!r} does not support {self.model}")
+        missing = [b for b in self.study.baselines if b != "paper" and b not in self.baselines]
+        if missing:
+            raise ValueError(f"study.baselines names {missing}, which [baselines] does not define")
+        if "lottery" in self.study.arms and self.prune.method not in ("lottery", "magnitude", "l1-norm"):
+            raise ValueError("the lottery arm needs a magnitude, lottery or l1-norm pruning")
+        return self
+
+    def digest(self) -> str:
+        return config_digest(self.model_dump(mode="json", exclude={"description"}))
+
+    def base_digest(self) -> str:
+        keys = {"dataset", "val_fraction", "model", "width_scale", "seed", "base"}
+        return config_digest(self.model_dump(mode="json", include=keys))
+
+    def study_fields(self) -> dict[str, Any]:
+        """The fields that define a study's trials: a change here makes old trials incomparable."""
+        return self.model_dump(mode="json", exclude={"description", "final", "data_root"})
+
+
+def _format(e: ValidationError, source: str) -> SpecError:
+    lines = []
+    for err in e.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; see study/specs/quick.toml)"
+        lines.append(f"  {where}: {msg}")
+    return SpecError(f"{source}: invalid spec\n" + "\n".join(lines))
+
+
+def parse_value(text: str) -> Any:
+    """A --set value as TOML (numbers, booleans, lists, tables), else as a plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for item in overrides:
+        if "=" not in item:
+            raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. --set study.n_trials=4")
+        key, value = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise SpecError(f"--set {key}: {p} is not a table")
+        node[parts[-1]] = parse_value(value.strip())
+    return data
+
+
+def resolve_spec_path(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    shipped = SPECS_DIR / (name_or_path if name_or_path.endswith(".toml") else f"{name_or_path}.toml")
+    if shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(f.stem for f in SPECS_DIR.glob("*.toml")))
+    raise SpecError(f"spec not found: {name_or_path} (a TOML path, or a shipped spec: {names})")
+
+
+def load_spec(name_or_path: str, overrides: list[str] = ()) -> Spec:
+    path = resolve_spec_path(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{path}: not valid TOML: {e}") from e
+    data = apply_overrides(data, list(overrides))
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as e:
+        raise _format(e, str(path)) from None

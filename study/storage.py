@@ -1,0 +1,53 @@
+"""Optuna storage from a URL: a SQLite file (default), a journal file (several workers on one host),
+or PostgreSQL (many hosts, with heartbeats so a killed worker's trial is failed and retried)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend
+
+from .spec import SpecError
+
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+HEARTBEAT_INTERVAL = 10
+GRACE_PERIOD = 30
+SCHEMES = "sqlite:///PATH, journal:PATH (or a path ending in .log), postgresql://USER@HOST/DB"
+
+
+def is_shared(url: str) -> bool:
+    """Shared across hosts: stale trials are left to heartbeats, never failed by a starting worker."""
+    return url.startswith(("postgresql", "mysql"))
+
+
+def make_storage(url: str | None = None) -> optuna.storages.BaseStorage:
+    url = url or DEFAULT_STORAGE
+    if url.startswith("journal:") or (url.endswith(".log") and "://" not in url):
+        path = Path(url.removeprefix("journal:"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg2://", "mysql")):
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        try:
+            return RDBStorage(
+                url,
+                heartbeat_interval=HEARTBEAT_INTERVAL,
+                grace_period=GRACE_PERIOD,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                engine_kwargs={"connect_args": {"connect_timeout": 5}} if url.startswith("postgresql") else None,
+            )
+        except Exception as e:  # sqlalchemy/driver errors: unreachable host, bad credentials, bad URL
+            raise SpecError(f"cannot open Optuna storage {redact(url)}: {str(e).splitlines()[0]}") from e
+    raise SpecError(f"unknown storage {redact(url)!r}; valid forms: {SCHEMES}")
+
+
+def redact(url: str) -> str:
+    """The URL without a password, for messages and tags."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url

@@ -1,0 +1,176 @@
+"""The trunk of a spec: the data split, the base model and the pruned model, computed once and found
+again by the digest of the config that made them (open_lth's trunk; the arms are its branches)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rethink.arms import pruned_flops
+from rethink.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from rethink.data import Split, load_dataset, train_val_split
+from rethink.flops import forward_flops, param_count
+from rethink.models import ArchSpec, build_model, default_spec
+from rethink.prune import PruneConfig, PrunedModel, prune
+from rethink.prune.slimming import SparsityPenalty
+from rethink.train import Runtime, TrainConfig, config_digest, seed_everything, train
+
+from .progress import PrintProgress
+from .spec import Spec
+from .tracking import MlflowEpochLogger, RunTree
+
+
+@dataclass(eq=False)
+class Trunk:
+    spec: Spec
+    split: Split
+    base_spec: ArchSpec
+    base_config: TrainConfig
+    base_flops: int
+    base_val_acc: float
+    init_state: dict[str, torch.Tensor]
+    pruned: PrunedModel
+    pruned_flops: int
+    base_run: str
+    prune_run: str
+
+
+def prune_config(spec: Spec) -> PruneConfig:
+    p = spec.prune
+    return PruneConfig(p.method, p.ratio, p.variant, p.min_channels, p.scope, seed=spec.seed)
+
+
+def _calibration(split: Split, n: int) -> torch.Tensor:
+    from rethink.train import make_loaders
+
+    loader, _ = make_loaders(split, TrainConfig(batch_size=n, augment="none"), torch.device("cpu"))
+    return next(iter(loader.epoch(0)))[0]
+
+
+def build_trunk(
+    spec: Spec, tree: RunTree, root: str, workdir: Path, runtime: Runtime, train_missing: bool = True
+) -> Trunk:
+    """Base and pruned model for `spec`: loaded when their checkpoints exist, else made and recorded."""
+    ds = load_dataset(spec.dataset, spec.data_root)
+    split = train_val_split(ds, spec.val_fraction, spec.seed)
+    base_spec = default_spec(spec.model, ds.in_channels, ds.num_classes, ds.input_size, spec.width_scale)
+    base_config = spec.base.train_config(spec.seed)
+    shape = (base_spec.in_channels, base_spec.input_size, base_spec.input_size)
+    base_digest = spec.base_digest()
+    base_dir = workdir / f"base-{base_digest}"
+    tags = {"rethink.digest": base_digest}
+
+    if (base_dir / "model.pt").is_file():
+        base, base_ckpt = load_checkpoint(base_dir / "model.pt")
+        init_state = read_checkpoint(base_dir / "init.pt").state_dict
+        base_run = tree.find({"rethink.kind": "base", **tags}, root) or tree.child(root, "base", "base", tags)
+        base_val_acc = float(base_ckpt.meta.get("val_acc", float("nan")))
+    else:
+        if not train_missing:
+            raise RuntimeError(f"base model {base_dir} is missing; run the spec without --worker first")
+        stale = tree.find({"rethink.kind": "base", **tags}, root)
+        if stale:
+            tree.end(stale, "KILLED", "interrupted before its checkpoint was written; trained again")
+        base_run = tree.child(root, "base", "base", tags, reuse=False)
+        tree.log_params(
+            base_run,
+            {f"train.{k}": v for k, v in base_config.to_dict().items()}
+            | {
+                "model": base_spec.model,
+                "widths": ",".join(map(str, base_spec.widths)),
+                "dataset": ds.name,
+                "sparsity": spec.base.sparsity,
+            },
+        )
+        seed_everything(spec.seed)
+        base = build_model(base_spec)
+        init_state = {k: v.clone() for k, v in base.state_dict().items()}
+        callbacks = [MlflowEpochLogger(base_run), PrintProgress(base_config.epochs, "[base] ", every=5)]
+        if spec.base.sparsity:
+            callbacks.insert(0, SparsityPenalty(spec.base.sparsity))
+        print(f"[base] training {base_spec.model} for {base_config.epochs} epochs on {ds.name}", flush=True)
+        start = time.perf_counter()
+        history = train(base, split, base_config, callbacks, runtime)
+        base.cpu()
+        base_val_acc = history.final.eval_acc
+        meta = {"train": base_config.to_dict(), "dataset": ds.name, "digest": base_digest, "val_acc": base_val_acc}
+        init_model = build_model(base_spec)
+        init_model.load_state_dict(init_state)
+        save_checkpoint(base_dir / "init.pt", init_model, base_spec, meta=meta | {"epoch": 0})
+        save_checkpoint(base_dir / "model.pt", base, base_spec, meta=meta)
+        tree.log_metrics(
+            base_run,
+            {
+                "val_acc": base_val_acc,
+                "flops_forward": forward_flops(base, shape),
+                "params": param_count(base),
+                "wall_seconds": time.perf_counter() - start,
+            },
+            step=base_config.epochs,
+        )
+        tree.client.log_artifact(base_run, str(base_dir / "model.pt"), "checkpoint")
+        tree.client.log_dict(base_run, base_spec.to_dict(), "arch_spec.json")
+        tree.end(base_run)
+    base.cpu().eval()
+    base_flops = forward_flops(base, shape)
+
+    pconfig = prune_config(spec)
+    prune_digest = config_digest({"base": base_digest, "prune": pconfig.to_dict()})
+    pruned_path = base_dir / f"pruned-{prune_digest}.pt"
+    ptags = {"rethink.digest": prune_digest}
+    if pruned_path.is_file():
+        small, ckpt = load_checkpoint(pruned_path)
+        keep = {int(k): v for k, v in ckpt.meta.get("keep", {}).items()}
+        pruned = PrunedModel(ckpt.spec, small, pconfig, keep, ckpt.masks)
+        prune_run = tree.find({"rethink.kind": "prune", **ptags}, root) or tree.child(root, "prune", "prune", ptags)
+    else:
+        data = _calibration(split, pconfig.calibration_images) if pconfig.method == "thinet" else None
+        pruned = prune(base, base_spec, pconfig, data)
+        prune_run = tree.child(root, "prune", "prune", ptags, reuse=False)
+        p_flops = pruned_flops(pruned)
+        report = {
+            "flops_before": base_flops,
+            "flops_after": p_flops,
+            "flops_reduction": 1 - p_flops / base_flops,
+            "params_before": param_count(base),
+            "params_after": param_count(pruned.model, nonzero=not pruned.structured),
+        }
+        report["params_reduction"] = 1 - report["params_after"] / report["params_before"]
+        save_checkpoint(
+            pruned_path,
+            pruned.model,
+            pruned.spec,
+            pruned.masks,
+            meta={"keep": {str(k): v for k, v in pruned.keep.items()}, "report": report},
+        )
+        tree.log_params(
+            prune_run,
+            {f"prune.{k}": v for k, v in pconfig.to_dict().items()}
+            | {"pruned_widths": ",".join(map(str, pruned.spec.widths))},
+        )
+        tree.log_metrics(prune_run, report)
+        tree.client.log_dict(prune_run, pruned.spec.to_dict(), "pruned_arch_spec.json")
+        tree.client.log_dict(prune_run, {str(k): v for k, v in pruned.keep.items()}, "kept_channels.json")
+        tree.client.log_dict(prune_run, report, "reduction_report.json")
+        tree.end(prune_run)
+        print(
+            f"[prune] {pconfig.method}: FLOPs -{report['flops_reduction']:.1%}, "
+            f"params -{report['params_reduction']:.1%}",
+            flush=True,
+        )
+    return Trunk(
+        spec,
+        split,
+        base_spec,
+        base_config,
+        base_flops,
+        base_val_acc,
+        init_state,
+        pruned,
+        pruned_flops(pruned),
+        base_run,
+        prune_run,
+    )

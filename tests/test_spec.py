@@ -1,0 +1,74 @@
+import pytest
+
+from conftest import REPO
+from study.cli import main
+from study.spec import SPECS_DIR, SpecError, load_spec
+from study.storage import make_storage
+
+TINY = str(REPO / "tests" / "tiny.toml")
+
+
+@pytest.mark.parametrize("path", sorted(SPECS_DIR.glob("*.toml")), ids=lambda p: p.stem)
+def test_shipped_specs_validate(path):
+    spec = load_spec(str(path))
+    assert spec.name and spec.study.n_trials >= 1 and len(spec.digest()) == 12
+
+
+def test_overrides_change_fields_and_digest():
+    base = load_spec(TINY)
+    spec = load_spec(TINY, ["study.n_trials=7", "dataset=npz:x.npz", "space.augment=['none']"])
+    assert spec.study.n_trials == 7 and spec.dataset == "npz:x.npz" and spec.space.augment == ("none",)
+    assert spec.digest() != base.digest()
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "bad.toml"
+    path.write_text((REPO / "tests" / "tiny.toml").read_text() + text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "extra, field",
+    [
+        ("\n[final]\nseeds = 3\nsurprise = 1\n", "final.surprise: unknown field"),
+        ("", "study.n_trials"),
+    ],
+)
+def test_errors_name_the_field_and_file(tmp_path, extra, field):
+    path = _write(tmp_path, extra)
+    overrides = ["study.n_trials=-2"] if not extra else []
+    with pytest.raises(SpecError) as e:
+        load_spec(path, overrides)
+    assert field in str(e.value) and "bad.toml" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "override, expect",
+    [
+        ("space.lr={low=0.1, high=0.01}", "space.lr"),
+        ("space.epochs={low=5, high=2}", "space.epochs"),
+        ("study.arms=['finetune', 'warm-start']", "study.arms"),
+        ("prune.variant='resnet56-a'", "prune.variant"),
+        ("model='alexnet'", "valid names"),
+    ],
+)
+def test_bad_values_are_refused(override, expect):
+    with pytest.raises(SpecError, match=expect):
+        load_spec(TINY, [override])
+
+
+@pytest.mark.parametrize("url", ["mongodb://localhost/x", "optuna.db", "redis://h"])
+def test_unknown_storage_scheme(url):
+    with pytest.raises(SpecError, match="valid forms"):
+        make_storage(url)
+
+
+def test_bad_input_fails_before_any_training(tracking_uri, tmp_path, capsys):
+    code = main(["study", TINY, "--set", "study.n_trials=0", "--workdir", str(tmp_path / "runs")])
+    assert code == 2 and "study.n_trials" in capsys.readouterr().err
+    code = main(["study", TINY, "--storage", "mongodb://x", "--workdir", str(tmp_path / "runs")])
+    assert code == 2 and "valid forms" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    import mlflow
+
+    assert mlflow.get_experiment_by_name("tiny") is None

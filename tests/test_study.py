@@ -1,0 +1,222 @@
+"""End to end on digits: studies per arm, the MLflow run tree, resume after a kill, best configs."""
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import REPO
+from study.cli import main
+from study.query import best_configs
+
+TINY = str(REPO / "tests" / "tiny.toml")
+ARMS = ("finetune", "scratch-b")
+
+
+@pytest.fixture
+def tiny_run(tracking_uri, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    assert main(["study", TINY, "--storage", storage, "--workdir", str(tmp_path / "runs")]) == 0
+    return storage
+
+
+def _trial_runs(client, experiment_id, arm_run):
+    return client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{arm_run}'")
+
+
+def test_study_records_every_trial_in_both_stores(tiny_run):
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("tiny")
+    (root,) = client.search_runs([exp.experiment_id], "tags.`rethink.kind` = 'spec'")
+    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{root.info.run_id}'")
+    assert sorted(r.data.tags["rethink.kind"] for r in children) == ["arm", "arm", "base", "prune"]
+    summaries = {s.study_name for s in optuna.get_all_study_summaries(tiny_run)}
+    assert summaries == {f"tiny.{arm}" for arm in ARMS}
+    for arm in ARMS:
+        study = optuna.load_study(study_name=f"tiny.{arm}", storage=tiny_run)
+        trials = study.get_trials()
+        assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+        assert [t.user_attrs.get("baseline") for t in trials[:2]] == ["paper", "literature"]
+        assert study.user_attrs["sampler"]["seed"] == 0 and "optuna" in study.user_attrs["versions"]
+        (arm_run,) = [r for r in children if r.data.tags.get("arm") == arm]
+        assert arm_run.data.tags["optuna.study_name"] == f"tiny.{arm}"
+        runs = {r.info.run_id: r for r in _trial_runs(client, exp.experiment_id, arm_run.info.run_id)}
+        assert len(runs) == 4
+        for t in trials:
+            run = runs[t.user_attrs["mlflow_run_id"]]
+            assert run.info.status == "FINISHED"
+            assert run.data.tags["optuna.trial_number"] == str(t.number)
+            assert run.data.metrics["val_acc"] == pytest.approx(t.values[0])
+            assert run.data.metrics["train_flops"] == pytest.approx(t.values[1])
+            history = client.get_metric_history(run.info.run_id, "val_acc")
+            assert [m.step for m in history if m.step < t.params["epochs"]] == list(range(t.params["epochs"]))
+    paper_finetune = optuna.load_study(study_name="tiny.finetune", storage=tiny_run).trials[0]
+    assert paper_finetune.params == {"lr": pytest.approx(0.0005), "augment": "none", "epochs": 1}
+
+
+def test_rerun_adds_nothing(tiny_run, tmp_path):
+    before = len(mlflow.search_runs(experiment_names=["tiny"], output_format="list"))
+    assert main(["study", TINY, "--storage", tiny_run, "--workdir", str(tmp_path / "runs")]) == 0
+    assert len(mlflow.search_runs(experiment_names=["tiny"], output_format="list")) == before
+    for arm in ARMS:
+        assert len(optuna.load_study(study_name=f"tiny.{arm}", storage=tiny_run).trials) == 4
+
+
+def test_changed_spec_is_refused_unless_new_study(tiny_run, tmp_path, capsys):
+    args = ["study", TINY, "--storage", tiny_run, "--workdir", str(tmp_path / "runs"), "--set", "space.lr.high=0.2"]
+    assert main(args) == 2
+    assert "space.lr.high: 0.1 -> 0.2" in capsys.readouterr().err
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url, proc, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.read()
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(url)
+
+
+@pytest.mark.slow
+def test_best_from_a_live_mlflow_server_matches_optuna(tiny_run, tracking_uri, tmp_path, capsys):
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            tracking_uri,
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/health", server)
+        capsys.readouterr()
+        assert main(["best", "--spec", "tiny", "--tracking-uri", f"http://127.0.0.1:{port}", "--json"]) == 0
+        import json
+
+        rows = {r["arm"]: r for r in json.loads(capsys.readouterr().out)}
+        assert set(rows) == set(ARMS)
+        for arm in ARMS:
+            done = optuna.load_study(study_name=f"tiny.{arm}", storage=tiny_run).get_trials(
+                states=(TrialState.COMPLETE,)
+            )
+            best_acc = max(t.values[0] for t in done)
+            best = min((t for t in done if t.values[0] == best_acc), key=lambda t: t.values[1])
+            assert rows[arm]["val_acc"] == pytest.approx(best_acc)
+            assert rows[arm]["trial"] == best.number
+            assert float(rows[arm]["lr"]) == pytest.approx(best.params["lr"])
+        mlflow.set_tracking_uri(f"http://127.0.0.1:{port}")
+        capped = best_configs("tiny", max_epochs=1)
+        assert (capped["epochs"].astype(int) <= 1).all()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_optuna_dashboard_lists_the_studies(tiny_run):
+    port = _free_port()
+    dash = subprocess.Popen(
+        [str(Path(sys.executable).parent / "optuna-dashboard"), tiny_run, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        import json
+
+        data = json.loads(_wait_http(f"http://127.0.0.1:{port}/api/studies", dash))
+        names = {s["study_name"] for s in data["study_summaries"]}
+        assert names == {f"tiny.{arm}" for arm in ARMS}
+        study = next(s for s in data["study_summaries"] if s["study_name"] == "tiny.finetune")
+        detail = json.loads(_wait_http(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}", dash))
+        assert len(detail["trials"]) == 4
+    finally:
+        os.killpg(dash.pid, signal.SIGTERM)
+        dash.wait(timeout=30)
+
+
+def _complete_trials(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            return con.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+@pytest.mark.slow
+def test_resume_after_kill_completes_the_budget_without_duplicates(tracking_uri, tmp_path):
+    db = tmp_path / "optuna.db"
+    storage = f"sqlite:///{db}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "study.cli",
+        "study",
+        TINY,
+        "--storage",
+        storage,
+        "--workdir",
+        str(tmp_path / "runs"),
+        "--set",
+        "space.epochs={low=3, high=3}",
+    ]
+    env = os.environ | {"MLFLOW_TRACKING_URI": tracking_uri}
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while _complete_trials(db) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.3)  # into the next trial
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 2 <= _complete_trials(db) < 8, "the kill should land mid-study"
+    assert subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True).returncode == 0
+
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([exp.experiment_id], "tags.`rethink.kind` = 'trial'")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    for arm in ARMS:
+        trials = optuna.load_study(study_name=f"tiny.{arm}", storage=storage).get_trials()
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        assert len(complete) == 4
+        assert [t.user_attrs.get("baseline") for t in complete[:2]] == ["paper", "literature"]
+        finished = [r for r in runs if r.data.tags["arm"] == arm and r.info.status == "FINISHED"]
+        assert sorted(r.info.run_id for r in finished) == sorted(t.user_attrs["mlflow_run_id"] for t in complete)
+        for t in trials:
+            if t.state == TrialState.FAIL:
+                run = client.get_run(t.user_attrs["mlflow_run_id"])
+                assert run.info.status == "KILLED" and "interrupted" in run.data.tags["failure_reason"]
