@@ -44,7 +44,8 @@ class ArmContext:
     mode: str
     runtime: Runtime
     n_trials: int
-    timings: list[tuple[float, float]] = field(default_factory=list)  # (train seconds, tracking seconds)
+    # per trial: (train seconds, per-epoch tracking seconds inside them[, trial wall seconds])
+    timings: list[tuple] = field(default_factory=list)
 
 
 def make_objective(ctx: ArmContext):

@@ -194,9 +194,24 @@ def run_trials(study: optuna.Study, ctx: ArmContext) -> None:
         if done + running >= budget:
             time.sleep(1.0)  # the last trials run in other workers; wait in case one of them fails
             continue
+        start = time.perf_counter()
+        n_timed = len(ctx.timings)
         study.optimize(objective, n_trials=1, catch=(NonFiniteLoss,))
+        if len(ctx.timings) > n_timed:  # the trial trained: the rest of its wall time is overhead
+            train_s, tracking_s = ctx.timings[-1][:2]
+            ctx.timings[-1] = (train_s, tracking_s, time.perf_counter() - start)
         done, _, _ = _counts(study)
         print(f"[{ctx.arm}] {done}/{budget} trials finished", flush=True)
+
+
+def overhead_fraction(timings: list[tuple]) -> float | None:
+    """Share of the trials' wall time spent outside training: Optuna calls, MLflow calls, building the arm."""
+    full = [t for t in timings if len(t) == 3]
+    wall = sum(w for _, _, w in full)
+    if not wall:
+        return None
+    pure_training = sum(train - tracking for train, tracking, _ in full)
+    return 1 - pure_training / wall
 
 
 def best_of(study: optuna.Study) -> tuple[float, dict]:
@@ -258,13 +273,13 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
         done, _, _ = _counts(study)
         complete &= done >= spec.study.n_trials
         acc, params = best_of(study)
-        overhead = None
-        if ctx.timings:
-            train_s = sum(t for t, _ in ctx.timings)
-            overhead = sum(tr for _, tr in ctx.timings) / train_s if train_s else None
+        overhead = overhead_fraction(ctx.timings)
         result.arms.append(ArmResult(arm, study.study_name, ctx.arm_run, done, acc, params, overhead))
         if done >= spec.study.n_trials and not opts.worker:
-            tree.log_metrics(ctx.arm_run, {"best_val_acc": acc, "n_trials": done})
+            metrics = {"best_val_acc": acc, "n_trials": done}
+            if overhead is not None:
+                metrics["overhead_fraction"] = overhead
+            tree.log_metrics(ctx.arm_run, metrics)
             tree.end(ctx.arm_run)
     if complete and not opts.worker and not os.environ.get("MLFLOW_RUN_ID"):
         tree.end(root)

@@ -87,7 +87,10 @@ def run_study(args: argparse.Namespace) -> int:
     print(table.to_string(index=False))
     overheads = [a.overhead_fraction for a in result.arms if a.overhead_fraction is not None]
     if overheads:
-        print(f"per-epoch tracking cost: {100 * max(overheads):.2f}% of training time (max over arms)")
+        print(
+            f"time outside training (Optuna, MLflow, arm set-up): {100 * max(overheads):.1f}% of trial wall "
+            f"time (worst arm)"
+        )
     print(
         f"\nMLflow: {result.tracking_uri} (spec run {result.root_run}); "
         f"browse with: mlflow ui --backend-store-uri {result.tracking_uri}"
