@@ -31,6 +31,17 @@ class ReportToOptuna(Callback):
             raise StopTraining
 
 
+class OverBudget(RuntimeError):
+    """A parallel worker's trial beyond the arm's budget; it is failed at once, untrained and unrecorded."""
+
+
+def over_budget(trial: optuna.Trial, budget: int) -> bool:
+    """Whether finished and running trials with lower numbers already fill the budget (parallel workers)."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+    ahead = [t.number for t in trial.study.get_trials(deepcopy=False, states=states) if t.number < trial.number]
+    return len(ahead) >= budget
+
+
 @dataclass
 class ArmContext:
     """Everything a trial of one arm needs; built once per arm and worker."""
@@ -52,6 +63,9 @@ def make_objective(ctx: ArmContext):
     spec = ctx.trunk.spec
 
     def objective(trial: optuna.Trial):
+        if over_budget(trial, ctx.n_trials):
+            trial.set_user_attr("fail_reason", "over budget: other workers already run the last trials")
+            raise OverBudget(trial.number)
         params = suggest(trial, spec.space, fixed_epochs=ctx.recipe.epochs if ctx.mode == "fixed-budget" else None)
         config = apply(params, ctx.recipe)
         baseline = trial.user_attrs.get("baseline", "")

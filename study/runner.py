@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from rethink.arms import arm_epochs, default_recipe
 from rethink.train import NonFiniteLoss, Runtime
 
-from .objective import ArmContext, make_objective
+from .objective import ArmContext, OverBudget, make_objective
 from .space import baseline_params
 from .spec import Spec, SpecError
 from .storage import DEFAULT_STORAGE, is_shared, make_storage, redact
@@ -196,7 +196,7 @@ def run_trials(study: optuna.Study, ctx: ArmContext) -> None:
             continue
         start = time.perf_counter()
         n_timed = len(ctx.timings)
-        study.optimize(objective, n_trials=1, catch=(NonFiniteLoss,))
+        study.optimize(objective, n_trials=1, catch=(NonFiniteLoss, OverBudget))
         if len(ctx.timings) > n_timed:  # the trial trained: the rest of its wall time is overhead
             train_s, tracking_s = ctx.timings[-1][:2]
             ctx.timings[-1] = (train_s, tracking_s, time.perf_counter() - start)

@@ -51,3 +51,12 @@ def redact(url: str) -> str:
         creds, host = rest.rsplit("@", 1)
         return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
     return url
+
+
+def dashboard_command(url: str) -> str:
+    """How to open optuna-dashboard on this storage (it takes a journal file as a plain path)."""
+    if url.startswith("journal:"):
+        return f"optuna-dashboard {Path(url.removeprefix('journal:')).resolve()}"
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        return f"optuna-dashboard sqlite:///{Path(url.removeprefix('sqlite:///')).resolve()}"
+    return f"optuna-dashboard '{redact(url)}'"

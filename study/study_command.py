@@ -12,6 +12,7 @@ import pandas as pd
 
 from .runner import RunOptions, run_spec
 from .spec import load_spec, resolve_spec_path
+from .storage import dashboard_command, redact
 
 
 def add_study_args(p: argparse.ArgumentParser) -> None:
@@ -95,6 +96,6 @@ def run_study(args: argparse.Namespace) -> int:
         f"\nMLflow: {result.tracking_uri} (spec run {result.root_run}); "
         f"browse with: mlflow ui --backend-store-uri {result.tracking_uri}"
     )
-    print(f"Optuna: {args.storage}; browse with: optuna-dashboard {args.storage}")
+    print(f"Optuna: {redact(args.storage)}; browse with: {dashboard_command(args.storage)}")
     print(f"best configs: rethink best --spec {spec.name}")
     return 0

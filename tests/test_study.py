@@ -220,3 +220,39 @@ def test_resume_after_kill_completes_the_budget_without_duplicates(tracking_uri,
             if t.state == TrialState.FAIL:
                 run = client.get_run(t.user_attrs["mlflow_run_id"])
                 assert run.info.status == "KILLED" and "interrupted" in run.data.tags["failure_reason"]
+
+
+@pytest.mark.slow
+def test_parallel_workers_on_a_journal_finish_the_budget_exactly(tracking_uri, tmp_path):
+    storage = f"journal:{tmp_path / 'optuna.log'}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "study.cli",
+        "study",
+        TINY,
+        "--storage",
+        storage,
+        "--workdir",
+        str(tmp_path / "runs"),
+        "--workers",
+        "2",
+        "--set",
+        "space.epochs={low=1, high=2}",
+    ]
+    env = os.environ | {"MLFLOW_TRACKING_URI": tracking_uri}
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from study.storage import make_storage
+
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([exp.experiment_id], "tags.`rethink.kind` = 'trial'")
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for arm in ARMS:
+        trials = optuna.load_study(study_name=f"tiny.{arm}", storage=make_storage(storage)).get_trials()
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        assert len(complete) == 4
+        assert all(t.user_attrs["fail_reason"].startswith("over budget") for t in trials if t.state == TrialState.FAIL)
+        arm_runs = [r for r in runs if r.data.tags["arm"] == arm]
+        assert sorted(r.info.run_id for r in arm_runs) == sorted(t.user_attrs["mlflow_run_id"] for t in complete)
