@@ -115,7 +115,7 @@ class History:
 
     @property
     def best_eval_acc(self) -> float:
-        return max(e.eval_acc for e in self.epochs)
+        return max((e.eval_acc for e in self.epochs if not math.isnan(e.eval_acc)), default=math.nan)
 
 
 class Callback:
@@ -192,9 +192,15 @@ def evaluate(model: nn.Module, loader: DeviceLoader, bf16: bool = False) -> tupl
 
 
 def train(
-    model: nn.Module, split: Split, config: TrainConfig, callbacks: list[Callback] = (), runtime: Runtime = Runtime()
+    model: nn.Module,
+    split: Split,
+    config: TrainConfig,
+    callbacks: list[Callback] = (),
+    runtime: Runtime = Runtime(),
+    eval_final_only: bool = False,
 ) -> History:
-    """Train `model` in place on split.train, evaluating on split.eval after every epoch."""
+    """Train `model` in place on split.train, evaluating on split.eval after every epoch (or only after
+    the last one: a test set is scored once)."""
     device, channels_last, bf16 = runtime.resolve()
     model.to(device)
     if channels_last:
@@ -242,7 +248,10 @@ def train(
         history.images_seen += n
         if not math.isfinite(train_loss):
             raise NonFiniteLoss(epoch, train_loss)
-        eval_loss, eval_acc = evaluate(model, eval_loader, bf16)
+        if eval_final_only and epoch < config.epochs - 1:
+            eval_loss = eval_acc = math.nan
+        else:
+            eval_loss, eval_acc = evaluate(model, eval_loader, bf16)
         metrics = EpochMetrics(epoch, lr, train_loss, train_acc, eval_loss, eval_acc, n / seconds, seconds)
         history.epochs.append(metrics)
         try:

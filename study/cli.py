@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_study_args(p)
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: env or sqlite:///mlflow.db)")
 
+    p = sub.add_parser("report", help="final evaluation with seeds on the test set, then the report")
+    from .report_command import add_report_args
+
+    add_report_args(p)
+
     p = sub.add_parser("best", help="best config of each arm, from the MLflow tracking store or server")
     p.add_argument("--spec", required=True, help="spec name (the MLflow experiment)")
     p.add_argument("--max-flops", type=float, default=None, help="only trials with training FLOPs at most this")
@@ -97,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             from .study_command import run_study
 
             return run_study(args)
+        if args.command == "report":
+            from .report_command import run_report
+
+            return run_report(args)
         if args.command == "best":
             from .query import run_best
 

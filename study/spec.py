@@ -205,7 +205,9 @@ class Spec(_Strict):
 
     def study_fields(self) -> dict[str, Any]:
         """The fields that define a study's trials: a change here makes old trials incomparable."""
-        return self.model_dump(mode="json", exclude={"description", "final", "data_root"})
+        fields = self.model_dump(mode="json", exclude={"description", "final", "data_root"})
+        fields["study"].pop("n_trials")  # a larger budget continues the same studies
+        return fields
 
 
 def _format(e: ValidationError, source: str) -> SpecError:

@@ -10,6 +10,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from .report_command import report_spec
 from .runner import RunOptions, run_spec
 from .spec import load_spec, resolve_spec_path
 from .storage import dashboard_command, redact
@@ -33,6 +34,8 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this host (journal storage)")
     p.add_argument("--new-study", action="store_true", help="start fresh studies when the spec changed")
+    p.add_argument("--no-report", action="store_true", help="stop after the studies (no final evaluation)")
+    p.add_argument("--report-dir", default="reports", help="report folder (a subfolder per spec)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -98,4 +101,9 @@ def run_study(args: argparse.Namespace) -> int:
     )
     print(f"Optuna: {redact(args.storage)}; browse with: {dashboard_command(args.storage)}")
     print(f"best configs: rethink best --spec {spec.name}")
+    if not args.no_report:
+        if all(a.n_done >= spec.study.n_trials for a in result.arms):
+            report_spec(spec, opts, Path(args.report_dir))
+        else:
+            print("studies unfinished: no report (run the spec again to finish them)", file=sys.stderr)
     return 0

@@ -55,7 +55,7 @@ class MlflowEpochLogger(Callback):
         ts = mlflow.utils.time.get_current_time_millis()
         self.client.log_batch(
             self.run_id,
-            metrics=[mlflow.entities.Metric(k, float(v), ts, metrics.epoch) for k, v in values.items()],
+            metrics=[mlflow.entities.Metric(k, float(v), ts, metrics.epoch) for k, v in values.items() if v == v],
             synchronous=True,
         )
         self.seconds += time.perf_counter() - start

@@ -26,7 +26,7 @@ ARMS = ("finetune", "scratch-b")
 @pytest.fixture
 def tiny_run(tracking_uri, tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    assert main(["study", TINY, "--storage", storage, "--workdir", str(tmp_path / "runs")]) == 0
+    assert main(["study", TINY, "--storage", storage, "--workdir", str(tmp_path / "runs"), "--no-report"]) == 0
     return storage
 
 
@@ -66,7 +66,7 @@ def test_study_records_every_trial_in_both_stores(tiny_run):
 
 def test_rerun_adds_nothing(tiny_run, tmp_path):
     before = len(mlflow.search_runs(experiment_names=["tiny"], output_format="list"))
-    assert main(["study", TINY, "--storage", tiny_run, "--workdir", str(tmp_path / "runs")]) == 0
+    assert main(["study", TINY, "--storage", tiny_run, "--workdir", str(tmp_path / "runs"), "--no-report"]) == 0
     assert len(mlflow.search_runs(experiment_names=["tiny"], output_format="list")) == before
     for arm in ARMS:
         assert len(optuna.load_study(study_name=f"tiny.{arm}", storage=tiny_run).trials) == 4
@@ -193,6 +193,7 @@ def test_resume_after_kill_completes_the_budget_without_duplicates(tracking_uri,
         str(tmp_path / "runs"),
         "--set",
         "space.epochs={low=3, high=3}",
+        "--no-report",
     ]
     env = os.environ | {"MLFLOW_TRACKING_URI": tracking_uri}
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -239,6 +240,7 @@ def test_parallel_workers_on_a_journal_finish_the_budget_exactly(tracking_uri, t
         "2",
         "--set",
         "space.epochs={low=1, high=2}",
+        "--no-report",
     ]
     env = os.environ | {"MLFLOW_TRACKING_URI": tracking_uri}
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
