@@ -288,7 +288,9 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
 
 def _spawn_workers(n: int, cmd: tuple[str, ...]) -> None:
     """N worker processes joining the prepared studies; waits for them all."""
-    procs = [subprocess.Popen(list(cmd)) for _ in range(n)]
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))  # share the cores, not fight
+    procs = [subprocess.Popen(list(cmd), env=env) for _ in range(n)]
     codes = [p.wait() for p in procs]
     if any(codes):
         raise RuntimeError(f"worker exit codes {codes}")

@@ -1,0 +1,107 @@
+"""Trials per hour with 1, 2 and 4 worker processes on one host sharing one journal storage, on a fixed
+small digits spec; checks the record too (trial counts, no duplicate runs, no lost trials). One JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SPEC = REPO / "tests" / "tiny.toml"
+
+
+def check_record(storage: str, tracking: str, arms: list[str], budget: int) -> dict:
+    import mlflow
+    import optuna
+    from optuna.trial import TrialState
+
+    from study.storage import make_storage
+
+    mlflow.set_tracking_uri(tracking)
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([exp.experiment_id], "tags.`rethink.kind` = 'trial'", max_results=10000)
+    record = {"complete_per_arm": {}, "duplicate_runs": 0, "lost_trials": 0, "running_runs": 0}
+    for arm in arms:
+        trials = optuna.load_study(study_name=f"tiny.{arm}", storage=make_storage(storage)).get_trials()
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        record["complete_per_arm"][arm] = len(complete)
+        record["lost_trials"] += sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
+        ids = [r.info.run_id for r in runs if r.data.tags["arm"] == arm and r.info.status == "FINISHED"]
+        record["duplicate_runs"] += len(ids) - len({t.user_attrs["mlflow_run_id"] for t in complete})
+    record["running_runs"] = sum(r.info.status == "RUNNING" for r in runs)
+    record["ok"] = (
+        all(n == budget for n in record["complete_per_arm"].values())
+        and not record["duplicate_runs"]
+        and not record["lost_trials"]
+        and not record["running_runs"]
+    )
+    return record
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--workers", default="1,2,4")
+    p.add_argument("--trials", type=int, default=8, help="trials per arm")
+    args = p.parse_args()
+    arms = ["finetune", "scratch-b"]
+    results = []
+    for n in (int(w) for w in args.workers.split(",")):
+        with tempfile.TemporaryDirectory() as tmp:
+            storage, tracking = f"journal:{tmp}/optuna.log", f"sqlite:///{tmp}/mlflow.db"
+            cmd = [
+                sys.executable,
+                "-m",
+                "study.cli",
+                "study",
+                str(SPEC),
+                "--storage",
+                storage,
+                "--workdir",
+                f"{tmp}/runs",
+                "--workers",
+                str(n),
+                "--no-report",
+                "--set",
+                f"study.n_trials={args.trials}",
+                "--set",
+                "space.epochs={low=2, high=2}",
+            ]
+            env = os.environ | {"MLFLOW_TRACKING_URI": tracking}
+            # the base and pruned models are made first, untimed, so the timing covers the trials only
+            subprocess.run(
+                [*cmd[:-4], "--set", "study.n_trials=1", "--set", "space.epochs={low=2, high=2}", "--workers", "1"],
+                env=env,
+                cwd=REPO,
+                check=True,
+                capture_output=True,
+            )
+            start = time.perf_counter()
+            subprocess.run(cmd, env=env, cwd=REPO, check=True, capture_output=True)
+            wall = time.perf_counter() - start
+            total = args.trials * len(arms) - 2  # 1 trial per arm ran in the untimed warm-up
+            results.append(
+                {
+                    "workers": n,
+                    "wall_seconds": wall,
+                    "trials": total,
+                    "trials_per_hour": total / wall * 3600,
+                    "record": check_record(storage, tracking, arms, args.trials),
+                }
+            )
+            print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    one = results[0]["trials_per_hour"]
+    for r in results:
+        r["speedup_vs_1"] = r["trials_per_hour"] / one
+    print(json.dumps({"benchmark": "workers", "cpus": os.cpu_count(), "storage": "journal file", "results": results}))
+
+
+if __name__ == "__main__":
+    main()
