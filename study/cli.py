@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report_args(p)
 
+    p = sub.add_parser("serve", help="MLflow server + optuna-dashboard on 127.0.0.1 (the local team stack)")
+    from .serve import add_serve_args
+
+    add_serve_args(p)
+
     p = sub.add_parser("best", help="best config of each arm, from the MLflow tracking store or server")
     p.add_argument("--spec", required=True, help="spec name (the MLflow experiment)")
     p.add_argument("--max-flops", type=float, default=None, help="only trials with training FLOPs at most this")
@@ -106,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             from .report_command import run_report
 
             return run_report(args)
+        if args.command == "serve":
+            from .serve import run_serve
+
+            return run_serve(args)
         if args.command == "best":
             from .query import run_best
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -66,6 +67,7 @@ def make_objective(ctx: ArmContext):
         if over_budget(trial, ctx.n_trials):
             trial.set_user_attr("fail_reason", "over budget: other workers already run the last trials")
             raise OverBudget(trial.number)
+        trial.set_user_attr("worker_pid", os.getpid())  # lets a parent recover the trials of a dead worker
         params = suggest(trial, spec.space, fixed_epochs=ctx.recipe.epochs if ctx.mode == "fixed-budget" else None)
         config = apply(params, ctx.recipe)
         baseline = trial.user_attrs.get("baseline", "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -38,6 +39,7 @@ class RunOptions:
     new_study: bool = False
     worker: bool = False  # a subprocess joining studies its parent prepared
     worker_cmd: tuple[str, ...] = ()  # the command a worker runs (with --worker), for --workers N
+    prepare_only: bool = False  # make the trunk, the studies and their baselines, run no trial
 
 
 @dataclass
@@ -157,11 +159,13 @@ def enqueue_baselines(study: optuna.Study, spec: Spec, arm: str, trunk: Trunk) -
         study.enqueue_trial(params, user_attrs={"baseline": name})
 
 
-def recover_interrupted(study: optuna.Study, tree: RunTree) -> int:
-    """Trials left RUNNING by a killed process (local storages only): mark them failed, end their
-    MLflow runs as KILLED, and enqueue the same parameters again."""
+def recover_interrupted(study: optuna.Study, tree: RunTree, pid: int | None = None) -> int:
+    """Trials left RUNNING by a killed process (local storages; with `pid`, only that worker's): mark
+    them failed, end their MLflow runs as KILLED, and enqueue the same parameters again."""
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if pid is not None and t.user_attrs.get("worker_pid") != pid:
+            continue
         study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "interrupted; retried")
         study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
         run_id = t.user_attrs.get("mlflow_run_id")
@@ -192,6 +196,7 @@ def run_trials(study: optuna.Study, ctx: ArmContext) -> None:
             print(f"[{ctx.arm}] giving up after {total} attempts ({done}/{budget} finished)", file=sys.stderr)
             return
         if done + running >= budget:
+            optuna.storages.fail_stale_trials(study)  # a dead worker's trial (RDB heartbeats) is retried
             time.sleep(1.0)  # the last trials run in other workers; wait in case one of them fails
             continue
         start = time.perf_counter()
@@ -261,11 +266,21 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
         )
         arms.append((arm, study, ctx))
 
-    if opts.workers > 1 and not opts.worker:
-        _spawn_workers(opts.workers, opts.worker_cmd)
-    else:
-        for _, study, ctx in arms:
-            run_trials(study, ctx)
+    try:
+        if opts.prepare_only:
+            pass
+        elif opts.workers > 1 and not opts.worker:
+            _spawn_workers(opts.workers, opts.worker_cmd, [study for _, study, _ in arms], tree)
+        else:
+            for _, study, ctx in arms:
+                run_trials(study, ctx)
+    except KeyboardInterrupt:
+        if not opts.worker:
+            for _, _, ctx in arms:
+                tree.end(ctx.arm_run, "KILLED", "interrupted (SIGINT); re-run the spec to resume")
+            if not os.environ.get("MLFLOW_RUN_ID"):
+                tree.end(root, "KILLED", "interrupted (SIGINT); re-run the spec to resume")
+        raise
 
     result = SpecResult(spec, root, trunk, storage=opts.storage, tracking_uri=uri)
     complete = True
@@ -286,11 +301,24 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
     return result
 
 
-def _spawn_workers(n: int, cmd: tuple[str, ...]) -> None:
-    """N worker processes joining the prepared studies; waits for them all."""
+def _spawn_workers(n: int, cmd: tuple[str, ...], studies: list[optuna.Study], tree: RunTree) -> None:
+    """N worker processes joining the prepared studies. A worker that dies has its running trials failed
+    and retried at once, so the others finish the budget; waits for them all."""
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))  # share the cores, not fight
     procs = [subprocess.Popen(list(cmd), env=env) for _ in range(n)]
-    codes = [p.wait() for p in procs]
-    if any(codes):
-        raise RuntimeError(f"worker exit codes {codes}")
+    try:
+        running = list(procs)
+        while running:
+            time.sleep(0.5)
+            for p in [p for p in running if p.poll() is not None]:
+                running.remove(p)
+                if p.returncode != 0:
+                    retried = sum(recover_interrupted(s, tree, pid=p.pid) for s in studies)
+                    print(f"worker {p.pid} exited with {p.returncode}; {retried} trial(s) retried", file=sys.stderr)
+    except KeyboardInterrupt:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.wait()
+        raise

@@ -3,6 +3,7 @@ or PostgreSQL (many hosts, with heartbeats so a killed worker's trial is failed 
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -13,9 +14,26 @@ from optuna.storages.journal import JournalFileBackend
 from .spec import SpecError
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
-HEARTBEAT_INTERVAL = 10
-GRACE_PERIOD = 30
+HEARTBEAT_INTERVAL = 10  # seconds; RETHINK_HEARTBEAT overrides (the grace period is 3 intervals)
 SCHEMES = "sqlite:///PATH, journal:PATH (or a path ending in .log), postgresql://USER@HOST/DB"
+
+
+_RETRY = None
+
+
+def retry_and_close_run(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """A trial whose worker stopped beating: enqueue its retry (Optuna) and end its MLflow run FAILED."""
+    global _RETRY
+    if _RETRY is None:
+        _RETRY = RetryHeartbeatStaleTrialCallback(max_retry=3)
+    _RETRY(study, trial)
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if run_id:
+        import mlflow
+
+        client = mlflow.MlflowClient()
+        client.set_tag(run_id, "failure_reason", "its worker stopped (heartbeat stale); the trial was retried")
+        client.set_terminated(run_id, "FAILED")
 
 
 def is_shared(url: str) -> bool:
@@ -32,11 +50,12 @@ def make_storage(url: str | None = None) -> optuna.storages.BaseStorage:
     if url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg2://", "mysql")):
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         try:
+            interval = int(os.environ.get("RETHINK_HEARTBEAT", HEARTBEAT_INTERVAL))
             return RDBStorage(
                 url,
-                heartbeat_interval=HEARTBEAT_INTERVAL,
-                grace_period=GRACE_PERIOD,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                heartbeat_interval=interval,
+                grace_period=3 * interval,
+                heartbeat_stale_trial_callback=retry_and_close_run,
                 engine_kwargs={"connect_args": {"connect_timeout": 5}} if url.startswith("postgresql") else None,
             )
         except Exception as e:  # sqlalchemy/driver errors: unreachable host, bad credentials, bad URL
@@ -49,7 +68,8 @@ def redact(url: str) -> str:
     if "://" in url and "@" in url:
         scheme, rest = url.split("://", 1)
         creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+        if ":" in creds:
+            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
     return url
 
 

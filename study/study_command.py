@@ -36,7 +36,13 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--new-study", action="store_true", help="start fresh studies when the spec changed")
     p.add_argument("--no-report", action="store_true", help="stop after the studies (no final evaluation)")
     p.add_argument("--report-dir", default="reports", help="report folder (a subfolder per spec)")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="train the base, prune, create the studies and their baselines, then stop: "
+        "start workers on any host with --worker",
+    )
+    p.add_argument("--worker", action="store_true", help="join studies a --prepare-only run made (no report)")
 
 
 def run_study(args: argparse.Namespace) -> int:
@@ -69,9 +75,10 @@ def run_study(args: argparse.Namespace) -> int:
         args.new_study,
         args.worker,
         worker_cmd,
+        args.prepare_only,
     )
     result = run_spec(spec, opts)
-    if args.worker:
+    if args.worker or args.prepare_only:
         return 0
     table = pd.DataFrame(
         [

@@ -1,0 +1,351 @@
+"""Scale out and survive: PostgreSQL and journal storages with killed workers, SIGINT, bad storages,
+and `rethink serve` on loopback. Real servers only, on 127.0.0.1; PostgreSQL is started by a fixture."""
+
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import mlflow
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import REPO
+from study.storage import make_storage
+
+TINY = str(REPO / "tests" / "tiny.toml")
+ARMS = ("finetune", "scratch-b")
+CLI = [sys.executable, "-m", "study.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 60) -> bytes:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.read()
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(url)
+
+
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name) or sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))[-1:] or [None]
+    return found if isinstance(found, str) else found[0]
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (trust auth), run as the postgres user when root."""
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed: .ci/run installs it (apt-get install postgresql)")
+        pytest.skip("PostgreSQL server binaries not found")
+    base = tmp_path_factory.mktemp("pg")
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    as_user = []
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+        shutil.chown(sock, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(
+        [*as_user, initdb, "-D", str(data), "--auth=trust", "-U", "postgres"], check=True, capture_output=True
+    )
+    port = free_port()
+    opts = f"-h 127.0.0.1 -p {port} -k {sock} -c max_connections=200"
+    subprocess.run(
+        [*as_user, pg_ctl, "-D", str(data), "-o", opts, "-l", str(base / "log"), "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
+    yield f"postgresql://postgres@127.0.0.1:{port}"
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+
+
+def new_database(server: str, name: str) -> str:
+    import psycopg2
+
+    con = psycopg2.connect(f"{server}/postgres")
+    con.autocommit = True
+    con.cursor().execute(f"create database {name}")
+    con.close()
+    return f"{server}/{name}"
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+            "--workers",
+            "2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait_http(f"http://127.0.0.1:{port}/health", proc)
+    yield f"http://127.0.0.1:{port}"
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def running_trial_of(storage_url: str, pids: set[int]) -> tuple[int, str, int] | None:
+    storage = make_storage(storage_url)
+    for arm in ARMS:
+        try:
+            study = optuna.load_study(study_name=f"tiny.{arm}", storage=storage)
+        except KeyError:
+            continue
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.user_attrs.get("worker_pid") in pids and "mlflow_run_id" in t.user_attrs:
+                return t.user_attrs["worker_pid"], arm, t.number
+    return None
+
+
+def check_record(storage_url: str, tracking: str, budget: int, killed: tuple[str, int]) -> dict:
+    """Exact budget, the killed trial retried, one FINISHED run per complete trial, no RUNNING runs."""
+    mlflow.set_tracking_uri(tracking)
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("tiny")
+    runs = {r.info.run_id: r for r in client.search_runs([exp.experiment_id], "tags.`rethink.kind` = 'trial'")}
+    assert not [r for r in runs.values() if r.info.status == "RUNNING"]
+    figures = {"trials_per_worker": {}, "retries": 0}
+    storage = make_storage(storage_url)
+    for arm in ARMS:
+        trials = optuna.load_study(study_name=f"tiny.{arm}", storage=storage).get_trials()
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        assert len(complete) == budget, arm
+        assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+        finished = sorted(i for i, r in runs.items() if r.data.tags["arm"] == arm and r.info.status == "FINISHED")
+        assert finished == sorted(t.user_attrs["mlflow_run_id"] for t in complete)
+        for t in complete:
+            pid = t.user_attrs["worker_pid"]
+            figures["trials_per_worker"][pid] = figures["trials_per_worker"].get(pid, 0) + 1
+        if arm == killed[0]:
+            dead = trials[killed[1]]
+            assert dead.state == TrialState.FAIL
+            assert runs[dead.user_attrs["mlflow_run_id"]].info.status in ("FAILED", "KILLED")
+            assert "failure_reason" in runs[dead.user_attrs["mlflow_run_id"]].data.tags
+            retry = [
+                t
+                for t in trials
+                if t.number > dead.number and t.params == dead.params and t.state == TrialState.COMPLETE
+            ]
+            assert retry, "the killed trial was not retried"
+            figures["retries"] += 1
+            figures["retry_started"] = retry[0].datetime_start.timestamp()
+    return figures
+
+
+def _kill_one_worker_mid_trial(storage_url: str, procs: list[subprocess.Popen]) -> tuple[str, int, float]:
+    pids = {p.pid for p in procs}
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        found = running_trial_of(storage_url, pids)
+        if found:
+            pid, arm, number = found
+            time.sleep(0.3)  # well into its first epoch
+            os.kill(pid, signal.SIGKILL)
+            return arm, number, time.time()
+        time.sleep(0.2)
+    raise TimeoutError("no worker started a trial")
+
+
+SPEC_ARGS = ["--set", "study.n_trials=5", "--set", "space.epochs={low=2, high=3}", "--no-report"]
+
+
+@pytest.mark.slow
+def test_postgres_workers_survive_a_killed_worker(postgres, mlflow_server, tmp_path, capsys):
+    storage = new_database(postgres, "killtest")
+    env = os.environ | {"RETHINK_HEARTBEAT": "1", "OMP_NUM_THREADS": "1"}
+    common = [
+        "study",
+        TINY,
+        "--storage",
+        storage,
+        "--tracking-uri",
+        mlflow_server,
+        "--workdir",
+        str(tmp_path / "runs"),
+        *SPEC_ARGS,
+    ]
+    subprocess.run([*CLI, *common, "--prepare-only"], env=env, cwd=REPO, check=True, capture_output=True)
+    workers = [
+        subprocess.Popen(
+            [*CLI, *common, "--worker"], env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        for _ in range(3)
+    ]
+    arm, number, killed_at = _kill_one_worker_mid_trial(storage, workers)
+    codes = [w.wait(timeout=300) for w in workers]
+    assert sorted(codes) == [-signal.SIGKILL, 0, 0]
+    figures = check_record(storage, mlflow_server, 5, (arm, number))
+    figures["kill_to_retry_start_s"] = figures.pop("retry_started") - killed_at
+    assert 0 < figures["kill_to_retry_start_s"] < 60
+    with capsys.disabled():
+        print("\npostgres kill figures:", json.dumps(figures, default=str))
+
+
+@pytest.mark.slow
+def test_journal_workers_survive_a_killed_worker(mlflow_server, tmp_path, capsys):
+    storage = f"journal:{tmp_path / 'optuna.log'}"
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    common = [
+        "study",
+        TINY,
+        "--storage",
+        storage,
+        "--tracking-uri",
+        mlflow_server,
+        "--workdir",
+        str(tmp_path / "runs"),
+        *SPEC_ARGS,
+    ]
+    parent = subprocess.Popen(
+        [*CLI, *common, "--workers", "3"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    import psutil
+
+    deadline = time.time() + 120
+    children: list = []
+    while len(children) < 3 and time.time() < deadline:
+        children = psutil.Process(parent.pid).children()
+        time.sleep(0.2)
+
+    class _P:  # the worker pids, for the helper
+        def __init__(self, pid):
+            self.pid = pid
+
+    arm, number, killed_at = _kill_one_worker_mid_trial(storage, [_P(c.pid) for c in children])
+    _, err = parent.communicate(timeout=300)
+    assert parent.returncode == 0, err[-2000:]
+    assert "1 trial(s) retried" in err
+    figures = check_record(storage, mlflow_server, 5, (arm, number))
+    figures["kill_to_retry_start_s"] = figures.pop("retry_started") - killed_at
+    with capsys.disabled():
+        print("\njournal kill figures:", json.dumps(figures, default=str))
+
+
+@pytest.mark.slow
+def test_sigint_leaves_the_stores_consistent_and_rerun_resumes(tracking_uri, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    cmd = [*CLI, "study", TINY, "--storage", storage, "--workdir", str(tmp_path / "runs"), *SPEC_ARGS]
+    env = os.environ | {"MLFLOW_TRACKING_URI": tracking_uri}
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while not running_trial_of(storage, {proc.pid}) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-1000:]
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([exp.experiment_id])
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert "KILLED" in {r.info.status for r in runs if r.data.tags.get("rethink.kind") == "trial"}
+    for arm in ARMS:
+        study = optuna.load_study(study_name=f"tiny.{arm}", storage=storage)
+        assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True).returncode == 0
+    for arm in ARMS:
+        study = optuna.load_study(study_name=f"tiny.{arm}", storage=storage)
+        assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 5
+
+
+def test_unreachable_database_is_a_clear_error_within_seconds(tracking_uri, tmp_path, capsys):
+    from study.cli import main
+
+    start = time.time()
+    url = f"postgresql://nobody@127.0.0.1:{free_port()}/none"
+    assert main(["study", TINY, "--storage", url, "--workdir", str(tmp_path / "runs")]) == 2
+    assert time.time() - start < 10
+    err = capsys.readouterr().err
+    assert "cannot open Optuna storage postgresql://nobody@127.0.0.1" in err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("url", ["postgresql//host/db", "sqlite:/relative.db", "journal"])
+def test_malformed_storage_urls(url):
+    from study.spec import SpecError
+
+    with pytest.raises(SpecError, match="storage"):
+        make_storage(url)
+
+
+def test_password_never_shown():
+    from study.storage import redact
+
+    assert redact("postgresql://alice:s3cret@db:5432/x") == "postgresql://alice:***@db:5432/x"
+
+
+@pytest.mark.slow
+def test_serve_binds_loopback_by_default(tmp_path):
+    import psutil
+
+    ports = free_port(), free_port()
+    proc = subprocess.Popen(
+        [
+            *CLI,
+            "serve",
+            "--mlflow-port",
+            str(ports[0]),
+            "--dashboard-port",
+            str(ports[1]),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'm.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "a"),
+            "--storage",
+            f"sqlite:///{tmp_path / 'o.db'}",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{ports[0]}/health", proc)
+        wait_http(f"http://127.0.0.1:{ports[1]}/api/studies", proc)
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        listening = [c.laddr for p in tree for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN]
+        assert {a.port for a in listening} >= set(ports)
+        assert {a.ip for a in listening} == {"127.0.0.1"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
