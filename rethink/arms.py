@@ -66,10 +66,11 @@ def build_arm(
     base_flops: float,
     seed: int = 0,
     init_state: dict[str, torch.Tensor] | None = None,
+    pruned_macs: int | None = None,
 ) -> Arm:
     """The model to train and its default recipe. Scratch arms draw a fresh init from `seed`; for
-    unstructured pruning they keep the masks, re-applied after every step."""
-    config = default_recipe(arm, base_config, base_flops, pruned_flops(pruned))
+    unstructured pruning they keep the masks, re-applied after every step. `pruned_macs` saves a recount."""
+    config = default_recipe(arm, base_config, base_flops, pruned_macs or pruned_flops(pruned))
     if arm == "finetune":
         model = copy.deepcopy(pruned.model)
     elif arm == "lottery":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -196,6 +197,11 @@ class Split:
     y_eval: np.ndarray
     num_classes: int
     eval_name: str  # "val" or "test"
+
+    @cached_property
+    def train_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel mean and std of the training images, computed once per split."""
+        return channel_stats(self.x_train)
 
 
 def train_val_split(ds: Dataset, val_fraction: float = 0.1, seed: int = 0) -> Split:

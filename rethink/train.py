@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .budget import lr_at
-from .data import AUGMENTATIONS, DeviceLoader, Split, channel_stats
+from .data import AUGMENTATIONS, DeviceLoader, Split
 
 SCHEDULES = ("step", "cosine", "constant")
 
@@ -158,7 +158,7 @@ def make_loaders(
     split: Split, config: TrainConfig, device: torch.device, channels_last: bool = False
 ) -> tuple[DeviceLoader, DeviceLoader]:
     """Train loader (augmented, shuffled) and eval loader, both normalized by training-set statistics."""
-    mean, std = channel_stats(split.x_train)
+    mean, std = split.train_stats
     train = DeviceLoader(
         split.x_train,
         split.y_train,

@@ -62,6 +62,14 @@ class ArmContext:
 
 def make_objective(ctx: ArmContext):
     spec = ctx.trunk.spec
+    common_tags = {
+        "arm": ctx.arm,
+        "optuna.study_name": ctx.study_name,
+        "rethink.spec_digest": spec.digest(),
+        "rethink.spec": spec.name,
+        "method": spec.prune.method,
+        "ratio": spec.prune.ratio if spec.prune.ratio is not None else spec.prune.variant,
+    }
 
     def objective(trial: optuna.Trial):
         if over_budget(trial, ctx.n_trials):
@@ -71,21 +79,13 @@ def make_objective(ctx: ArmContext):
         params = suggest(trial, spec.space, fixed_epochs=ctx.recipe.epochs if ctx.mode == "fixed-budget" else None)
         config = apply(params, ctx.recipe)
         baseline = trial.user_attrs.get("baseline", "")
-        tags = {
-            "arm": ctx.arm,
-            "optuna.trial_number": trial.number,
-            "optuna.study_name": ctx.study_name,
-            "rethink.spec_digest": spec.digest(),
-            "rethink.spec": spec.name,
-            "method": spec.prune.method,
-            "ratio": spec.prune.ratio if spec.prune.ratio is not None else spec.prune.variant,
-        }
+        tags = {**common_tags, "optuna.trial_number": trial.number}
         if baseline:
             tags["baseline"] = baseline
         label = f"trial {trial.number}" + (f" (baseline: {baseline})" if baseline else "")
         run_id = ctx.tree.child(ctx.arm_run, label, "trial", tags, reuse=False)
         trial.set_user_attr("mlflow_run_id", run_id)
-        ctx.tree.log_params(run_id, {**params, **{f"train.{k}": v for k, v in config.to_dict().items()}})
+        ctx.tree.log_params(run_id, {**params, **{f"train.{k}": v for k, v in config.to_dict().items()}}, fresh=True)
         print(f"[{ctx.arm}] {label}: lr {config.lr:.4g}, augment {config.augment}, {config.epochs} epochs", flush=True)
         arm = build_arm(
             ctx.arm,
@@ -95,6 +95,7 @@ def make_objective(ctx: ArmContext):
             ctx.trunk.base_flops,
             seed=spec.seed,
             init_state=ctx.trunk.init_state,
+            pruned_macs=ctx.trunk.pruned_flops,
         )
         logger = MlflowEpochLogger(run_id, "val")
         reporter = ReportToOptuna(trial) if ctx.mode == "fixed-budget" else None
@@ -122,15 +123,18 @@ def make_objective(ctx: ArmContext):
             "epochs_run": len(history.epochs),
             "train_seconds": train_seconds,
         }
-        ctx.tree.log_metrics(run_id, summary, step=len(history.epochs))
         trial.set_user_attr("train_flops", flops)
         if reporter and reporter.pruned_at is not None:
             reason = f"hpo_pruner stopped the trial after epoch {reporter.pruned_at}"
-            ctx.tree.client.set_tag(run_id, "optuna.state", "PRUNED")
-            ctx.tree.end(run_id, "KILLED", reason)
+            ctx.tree.finish(
+                run_id,
+                "KILLED",
+                summary,
+                {"optuna.state": "PRUNED", "failure_reason": reason},
+                step=len(history.epochs),
+            )
             raise optuna.TrialPruned(reason)
-        ctx.tree.client.set_tag(run_id, "optuna.state", "COMPLETE")
-        ctx.tree.end(run_id, "FINISHED")
+        ctx.tree.finish(run_id, "FINISHED", summary, {"optuna.state": "COMPLETE"}, step=len(history.epochs))
         return final.eval_acc if ctx.mode == "fixed-budget" else (final.eval_acc, flops)
 
     return objective

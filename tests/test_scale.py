@@ -6,42 +6,21 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import mlflow
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import REPO
+from conftest import REPO, free_port, start_mlflow_server, stop_process_group, wait_http
 from study.storage import make_storage
 
 TINY = str(REPO / "tests" / "tiny.toml")
 ARMS = ("finetune", "scratch-b")
 CLI = [sys.executable, "-m", "study.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 60) -> bytes:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                return r.read()
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(url)
 
 
 def _pg_bin(name: str) -> str | None:
@@ -91,32 +70,9 @@ def new_database(server: str, name: str) -> str:
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-            "--workers",
-            "2",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    wait_http(f"http://127.0.0.1:{port}/health", proc)
-    yield f"http://127.0.0.1:{port}"
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    url, proc = start_mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts")
+    yield url
+    stop_process_group(proc)
 
 
 def running_trial_of(storage_url: str, pids: set[int]) -> tuple[int, str, int] | None:

@@ -2,12 +2,10 @@
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -15,7 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import REPO
+from conftest import REPO, free_port, start_mlflow_server, stop_process_group, wait_http
 from study.cli import main
 from study.query import best_configs
 
@@ -78,51 +76,12 @@ def test_changed_spec_is_refused_unless_new_study(tiny_run, tmp_path, capsys):
     assert "space.lr.high: 0.1 -> 0.2" in capsys.readouterr().err
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url, proc, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                return r.read()
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(url)
-
-
 @pytest.mark.slow
 def test_best_from_a_live_mlflow_server_matches_optuna(tiny_run, tracking_uri, tmp_path, capsys):
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            tracking_uri,
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    url, server = start_mlflow_server(tracking_uri, tmp_path / "artifacts")
     try:
-        _wait_http(f"http://127.0.0.1:{port}/health", server)
         capsys.readouterr()
-        assert main(["best", "--spec", "tiny", "--tracking-uri", f"http://127.0.0.1:{port}", "--json"]) == 0
+        assert main(["best", "--spec", "tiny", "--tracking-uri", url, "--json"]) == 0
         import json
 
         rows = {r["arm"]: r for r in json.loads(capsys.readouterr().out)}
@@ -136,17 +95,16 @@ def test_best_from_a_live_mlflow_server_matches_optuna(tiny_run, tracking_uri, t
             assert rows[arm]["val_acc"] == pytest.approx(best_acc)
             assert rows[arm]["trial"] == best.number
             assert float(rows[arm]["lr"]) == pytest.approx(best.params["lr"])
-        mlflow.set_tracking_uri(f"http://127.0.0.1:{port}")
+        mlflow.set_tracking_uri(url)
         capped = best_configs("tiny", max_epochs=1)
         assert (capped["epochs"].astype(int) <= 1).all()
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_process_group(server)
 
 
 @pytest.mark.slow
 def test_optuna_dashboard_lists_the_studies(tiny_run):
-    port = _free_port()
+    port = free_port()
     dash = subprocess.Popen(
         [str(Path(sys.executable).parent / "optuna-dashboard"), tiny_run, "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
@@ -156,11 +114,11 @@ def test_optuna_dashboard_lists_the_studies(tiny_run):
     try:
         import json
 
-        data = json.loads(_wait_http(f"http://127.0.0.1:{port}/api/studies", dash))
+        data = json.loads(wait_http(f"http://127.0.0.1:{port}/api/studies", dash))
         names = {s["study_name"] for s in data["study_summaries"]}
         assert names == {f"tiny.{arm}" for arm in ARMS}
         study = next(s for s in data["study_summaries"] if s["study_name"] == "tiny.finetune")
-        detail = json.loads(_wait_http(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}", dash))
+        detail = json.loads(wait_http(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}", dash))
         assert len(detail["trials"]) == 4
     finally:
         os.killpg(dash.pid, signal.SIGTERM)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .registry import Unit, register_model
-from .selection import ChannelSelection
+from .selection import ChannelSelection, PreActHead
 from .vgg import init_weights
 
 GROWTH = 12
@@ -47,16 +47,11 @@ class DenseNet(nn.Module):
                 layers.append(DenseLayer(c, widths[i], c, 1, pool=True))
                 i += 1
         self.layers = nn.Sequential(*layers)
-        self.bn = nn.BatchNorm2d(c)
-        self.select = ChannelSelection(c, widths[-1])
-        self.relu = nn.ReLU(inplace=True)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(widths[-1], num_classes)
+        self.head = PreActHead(c, widths[-1], num_classes)
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.select(self.bn(self.layers(self.conv1(x)))))
-        return self.fc(torch.flatten(self.pool(x), 1))
+        return self.head(self.layers(self.conv1(x)))
 
 
 def densenet_widths(depth: int) -> tuple[int, ...]:
@@ -76,7 +71,7 @@ def densenet_units(model: DenseNet) -> list[Unit]:
         Unit(f"layers.{k}.bn1", (f"layers.{k}.conv1",), k, select=f"layers.{k}.select")
         for k in range(len(model.layers))
     ]
-    return units + [Unit("bn", ("fc",), len(model.layers), select="select")]
+    return units + [Unit("head.bn", ("head.fc",), len(model.layers), select="head.select")]
 
 
 def _register(depth: int) -> None:

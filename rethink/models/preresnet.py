@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .registry import Unit, register_model
-from .selection import ChannelSelection
+from .selection import ChannelSelection, PreActHead
 from .vgg import init_weights
 
 EXPANSION = 4
@@ -52,16 +52,11 @@ class PreResNet(nn.Module):
                 blocks.append(Bottleneck(c, planes, widths[3 * k : 3 * k + 3], 2 if s > 0 and b == 0 else 1))
                 c = planes * EXPANSION
         self.blocks = nn.Sequential(*blocks)
-        self.bn = nn.BatchNorm2d(c)
-        self.select = ChannelSelection(c, widths[-1])
-        self.relu = nn.ReLU(inplace=True)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(widths[-1], num_classes)
+        self.head = PreActHead(c, widths[-1], num_classes)
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.select(self.bn(self.blocks(self.conv1(x)))))
-        return self.fc(torch.flatten(self.pool(x), 1))
+        return self.head(self.blocks(self.conv1(x)))
 
 
 def preresnet_widths(depth: int) -> tuple[int, ...]:
@@ -84,7 +79,7 @@ def preresnet_units(model: PreResNet) -> list[Unit]:
             Unit(f"{b}.bn2", (f"{b}.conv2",), 3 * k + 1, conv=f"{b}.conv1"),
             Unit(f"{b}.bn3", (f"{b}.conv3",), 3 * k + 2, conv=f"{b}.conv2"),
         ]
-    return units + [Unit("bn", ("fc",), 3 * len(model.blocks), select="select")]
+    return units + [Unit("head.bn", ("head.fc",), 3 * len(model.blocks), select="head.select")]
 
 
 def _register(depth: int) -> None:
