@@ -21,7 +21,7 @@ from rethink.train import NonFiniteLoss, Runtime
 from .objective import ArmContext, OverBudget, make_objective
 from .space import baseline_params
 from .spec import Spec, SpecError
-from .storage import DEFAULT_STORAGE, is_shared, make_storage, redact
+from .storage import DEFAULT_STORAGE, is_shared, make_storage, redact, retry_trial
 from .tracking import RunTree, configure
 from .trunk import Trunk, build_trunk
 
@@ -171,9 +171,7 @@ def recover_interrupted(study: optuna.Study, tree: RunTree, pid: int | None = No
         run_id = t.user_attrs.get("mlflow_run_id")
         if run_id:
             tree.end(run_id, "KILLED", "the process running this trial was interrupted; the trial was retried")
-        attrs = {k: v for k, v in t.user_attrs.items() if k == "baseline"} | {"retried_from": t.number}
-        study.enqueue_trial(t.params, user_attrs=attrs)
-        n += 1
+        n += retry_trial(study, t)
     return n
 
 

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .storage import DEFAULT_STORAGE, redact
+from .storage import DEFAULT_STORAGE, make_storage, redact
 
 
 def add_serve_args(p: argparse.ArgumentParser) -> None:
@@ -58,6 +58,7 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    make_storage(args.storage)  # creates the tables (or journal file) optuna-dashboard expects to find
     procs = {name: subprocess.Popen(cmd, start_new_session=True) for name, cmd in commands(args).items()}
     print(f"MLflow tracking server: http://{args.host}:{args.mlflow_port} (backend {redact(args.backend_store_uri)})")
     print(f"optuna-dashboard:       http://{args.host}:{args.dashboard_port} (storage {redact(args.storage)})")

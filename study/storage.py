@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 import optuna
-from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
 from .spec import SpecError
@@ -18,21 +18,30 @@ HEARTBEAT_INTERVAL = 10  # seconds; RETHINK_HEARTBEAT overrides (the grace perio
 SCHEMES = "sqlite:///PATH, journal:PATH (or a path ending in .log), postgresql://USER@HOST/DB"
 
 
-_RETRY = None
+MAX_RETRIES = 3
+
+
+def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+    """Enqueue the same parameters again (baselines may lie outside the search space, so this does not go
+    through Optuna's validating retry callback); at most MAX_RETRIES times along one chain."""
+    retries = int(trial.user_attrs.get("retry_count", 0))
+    if retries >= MAX_RETRIES:
+        return False
+    attrs = {k: v for k, v in trial.user_attrs.items() if k == "baseline"}
+    study.enqueue_trial(trial.params, user_attrs=attrs | {"retried_from": trial.number, "retry_count": retries + 1})
+    return True
 
 
 def retry_and_close_run(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """A trial whose worker stopped beating: enqueue its retry (Optuna) and end its MLflow run FAILED."""
-    global _RETRY
-    if _RETRY is None:
-        _RETRY = RetryHeartbeatStaleTrialCallback(max_retry=3)
-    _RETRY(study, trial)
+    """A trial whose worker stopped beating: enqueue its retry and end its MLflow run FAILED."""
+    retried = retry_trial(study, trial)
     run_id = trial.user_attrs.get("mlflow_run_id")
     if run_id:
         import mlflow
 
         client = mlflow.MlflowClient()
-        client.set_tag(run_id, "failure_reason", "its worker stopped (heartbeat stale); the trial was retried")
+        note = "the trial was retried" if retried else f"not retried: {MAX_RETRIES} retries already"
+        client.set_tag(run_id, "failure_reason", f"its worker stopped (heartbeat stale); {note}")
         client.set_terminated(run_id, "FAILED")
 
 

@@ -8,7 +8,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import mlflow
 import optuna
@@ -29,14 +31,14 @@ def _pg_bin(name: str) -> str | None:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory):
+def postgres():
     """A throwaway PostgreSQL cluster on 127.0.0.1 (trust auth), run as the postgres user when root."""
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     if not (initdb and pg_ctl):
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL is not installed: .ci/run installs it (apt-get install postgresql)")
         pytest.skip("PostgreSQL server binaries not found")
-    base = tmp_path_factory.mktemp("pg")
+    base = Path(tempfile.mkdtemp(prefix="rethink-pg-"))  # not under pytest's root-only (0700) folder
     data, sock = base / "data", base / "sock"
     sock.mkdir()
     as_user = []
@@ -56,15 +58,14 @@ def postgres(tmp_path_factory):
     )
     yield f"postgresql://postgres@127.0.0.1:{port}"
     subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def new_database(server: str, name: str) -> str:
-    import psycopg2
+    import psycopg
 
-    con = psycopg2.connect(f"{server}/postgres")
-    con.autocommit = True
-    con.cursor().execute(f"create database {name}")
-    con.close()
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as con:
+        con.execute(f"create database {name}")
     return f"{server}/{name}"
 
 
@@ -130,14 +131,13 @@ def _kill_one_worker_mid_trial(storage_url: str, procs: list[subprocess.Popen]) 
         found = running_trial_of(storage_url, pids)
         if found:
             pid, arm, number = found
-            time.sleep(0.3)  # well into its first epoch
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)  # trials last over a second: this lands mid-trial
             return arm, number, time.time()
         time.sleep(0.2)
     raise TimeoutError("no worker started a trial")
 
 
-SPEC_ARGS = ["--set", "study.n_trials=5", "--set", "space.epochs={low=2, high=3}", "--no-report"]
+SPEC_ARGS = ["--set", "study.n_trials=5", "--set", "space.epochs={low=10, high=12}", "--no-report"]
 
 
 @pytest.mark.slow
@@ -155,16 +155,14 @@ def test_postgres_workers_survive_a_killed_worker(postgres, mlflow_server, tmp_p
         str(tmp_path / "runs"),
         *SPEC_ARGS,
     ]
-    subprocess.run([*CLI, *common, "--prepare-only"], env=env, cwd=REPO, check=True, capture_output=True)
-    workers = [
-        subprocess.Popen(
-            [*CLI, *common, "--worker"], env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        for _ in range(3)
-    ]
+    prep = subprocess.run([*CLI, *common, "--prepare-only"], env=env, cwd=REPO, capture_output=True, text=True)
+    assert prep.returncode == 0, prep.stderr[-3000:]
+    logs = [open(tmp_path / f"worker{i}.log", "w+") for i in range(3)]  # noqa: SIM115
+    workers = [subprocess.Popen([*CLI, *common, "--worker"], env=env, cwd=REPO, stdout=log, stderr=log) for log in logs]
     arm, number, killed_at = _kill_one_worker_mid_trial(storage, workers)
     codes = [w.wait(timeout=300) for w in workers]
-    assert sorted(codes) == [-signal.SIGKILL, 0, 0]
+    tails = [(log.seek(0), log.read()[-1500:])[1] for log in logs]
+    assert sorted(codes) == [-signal.SIGKILL, 0, 0], tails
     figures = check_record(storage, mlflow_server, 5, (arm, number))
     figures["kill_to_retry_start_s"] = figures.pop("retry_started") - killed_at
     assert 0 < figures["kill_to_retry_start_s"] < 60
@@ -220,7 +218,18 @@ def test_journal_workers_survive_a_killed_worker(mlflow_server, tmp_path, capsys
 @pytest.mark.slow
 def test_sigint_leaves_the_stores_consistent_and_rerun_resumes(tracking_uri, tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    cmd = [*CLI, "study", TINY, "--storage", storage, "--workdir", str(tmp_path / "runs"), *SPEC_ARGS]
+    cmd = [
+        *CLI,
+        "study",
+        TINY,
+        "--storage",
+        storage,
+        "--workdir",
+        str(tmp_path / "runs"),
+        *SPEC_ARGS,
+        "--set",
+        "study.n_trials=3",
+    ]
     env = os.environ | {"MLFLOW_TRACKING_URI": tracking_uri}
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180
@@ -241,7 +250,7 @@ def test_sigint_leaves_the_stores_consistent_and_rerun_resumes(tracking_uri, tmp
     assert subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True).returncode == 0
     for arm in ARMS:
         study = optuna.load_study(study_name=f"tiny.{arm}", storage=storage)
-        assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 5
+        assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 3
 
 
 def test_unreachable_database_is_a_clear_error_within_seconds(tracking_uri, tmp_path, capsys):
@@ -297,8 +306,12 @@ def test_serve_binds_loopback_by_default(tmp_path):
     try:
         wait_http(f"http://127.0.0.1:{ports[0]}/health", proc)
         wait_http(f"http://127.0.0.1:{ports[1]}/api/studies", proc)
-        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-        listening = [c.laddr for p in tree for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN]
+        listening = []
+        for p in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]:
+            try:
+                listening += [c.laddr for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN]
+            except psutil.NoSuchProcess:  # a short-lived helper process
+                continue
         assert {a.port for a in listening} >= set(ports)
         assert {a.ip for a in listening} == {"127.0.0.1"}
     finally:

@@ -216,3 +216,41 @@ def test_parallel_workers_on_a_journal_finish_the_budget_exactly(tracking_uri, t
         assert all(t.user_attrs["fail_reason"].startswith("over budget") for t in trials if t.state == TrialState.FAIL)
         arm_runs = [r for r in runs if r.data.tags["arm"] == arm]
         assert sorted(r.info.run_id for r in arm_runs) == sorted(t.user_attrs["mlflow_run_id"] for t in complete)
+
+
+def test_fixed_budget_mode_reports_epochs_and_prunes_consistently(tracking_uri, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    args = [
+        "study",
+        TINY,
+        "--storage",
+        storage,
+        "--workdir",
+        str(tmp_path / "runs"),
+        "--no-report",
+        "--set",
+        "study.mode='fixed-budget'",
+        "--set",
+        "study.hpo_pruner='median'",
+        "--set",
+        "study.n_trials=6",
+        "--set",
+        "study.arms=['scratch-e']",
+        "--set",
+        "space.lr={low=0.0001, high=0.2}",
+    ]
+    assert main(args) == 0
+    study = optuna.load_study(study_name="tiny.scratch-e", storage=storage)
+    assert len(study.directions) == 1
+    trials = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(trials) == 6
+    assert all("epochs" not in t.params for t in trials)  # fixed per arm (E), not searched
+    client = mlflow.MlflowClient()
+    for t in trials:
+        run = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert t.intermediate_values and max(t.intermediate_values) < 3
+        if t.state == TrialState.PRUNED:
+            assert run.info.status == "KILLED" and run.data.tags["optuna.state"] == "PRUNED"
+            assert "hpo_pruner" in run.data.tags["failure_reason"]
+        else:
+            assert run.info.status == "FINISHED" and len(t.intermediate_values) == 3
