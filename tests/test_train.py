@@ -75,3 +75,17 @@ def test_scratch_b_epochs_is_int_of_flops_ratio():
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         TrainConfig(**{field: value})
+
+
+def test_cuda_layout_options_train_on_cpu_too(digits):
+    """channels_last and bf16 autocast (the CUDA defaults) change speed, not what is learned."""
+    from rethink.train import Runtime
+
+    split = train_val_split(digits, 0.15, seed=0)
+    seed_everything(0)
+    model = build_model(default_spec("vgg11", 1, 10, 8, 0.25))
+    config = TrainConfig(epochs=6, lr=0.05, augment="none")
+    history = train(model, split, config, runtime=Runtime("cpu", channels_last=True, bf16=True))
+    assert history.final.eval_acc > 0.8
+    assert next(model.parameters()).dtype == torch.float32  # autocast leaves the weights in fp32
+    assert model.features[0].weight.is_contiguous(memory_format=torch.channels_last)
