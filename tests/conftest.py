@@ -97,3 +97,18 @@ def stop_process_group(proc) -> None:
 
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=30)
+
+
+TINY = str(REPO / "tests" / "tiny.toml")
+
+
+def study_args(storage: str, workdir: Path, *extra: str, spec: str = TINY) -> list[str]:
+    """`rethink study` arguments for the tiny spec (pass to main, or after `python -m study.cli`)."""
+    return ["study", spec, "--storage", storage, "--workdir", str(workdir), *extra]
+
+
+def study_cmd(storage: str, workdir: Path, *extra: str) -> list[str]:
+    """The same as a subprocess command line."""
+    import sys
+
+    return [sys.executable, "-m", "study.cli", *study_args(storage, workdir, *extra)]

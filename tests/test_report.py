@@ -7,11 +7,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from conftest import REPO
+from conftest import TINY
 from study.cli import main
 from study.report import noninferiority_verdict, welch
-
-TINY = str(REPO / "tests" / "tiny.toml")
 
 
 def test_welch_matches_scipy():

@@ -17,10 +17,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import REPO, free_port, start_mlflow_server, stop_process_group, wait_http
+from conftest import REPO, TINY, free_port, start_mlflow_server, stop_process_group, study_args, study_cmd, wait_http
 from study.storage import make_storage
 
-TINY = str(REPO / "tests" / "tiny.toml")
 ARMS = ("finetune", "scratch-b")
 CLI = [sys.executable, "-m", "study.cli"]
 
@@ -144,17 +143,7 @@ SPEC_ARGS = ["--set", "study.n_trials=4", "--set", "space.epochs={low=8, high=10
 def test_postgres_workers_survive_a_killed_worker(postgres, mlflow_server, tmp_path, capsys):
     storage = new_database(postgres, "killtest")
     env = os.environ | {"RETHINK_HEARTBEAT": "1", "OMP_NUM_THREADS": "1"}
-    common = [
-        "study",
-        TINY,
-        "--storage",
-        storage,
-        "--tracking-uri",
-        mlflow_server,
-        "--workdir",
-        str(tmp_path / "runs"),
-        *SPEC_ARGS,
-    ]
+    common = [*study_args(storage, tmp_path / "runs", "--tracking-uri", mlflow_server, *SPEC_ARGS)]
     prep = subprocess.run([*CLI, *common, "--prepare-only"], env=env, cwd=REPO, capture_output=True, text=True)
     assert prep.returncode == 0, prep.stderr[-3000:]
     logs = [open(tmp_path / f"worker{i}.log", "w+") for i in range(3)]  # noqa: SIM115
@@ -174,17 +163,7 @@ def test_postgres_workers_survive_a_killed_worker(postgres, mlflow_server, tmp_p
 def test_journal_workers_survive_a_killed_worker(mlflow_server, tmp_path, capsys):
     storage = f"journal:{tmp_path / 'optuna.log'}"
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    common = [
-        "study",
-        TINY,
-        "--storage",
-        storage,
-        "--tracking-uri",
-        mlflow_server,
-        "--workdir",
-        str(tmp_path / "runs"),
-        *SPEC_ARGS,
-    ]
+    common = [*study_args(storage, tmp_path / "runs", "--tracking-uri", mlflow_server, *SPEC_ARGS)]
     parent = subprocess.Popen(
         [*CLI, *common, "--workers", "3"],
         env=env,
@@ -218,18 +197,7 @@ def test_journal_workers_survive_a_killed_worker(mlflow_server, tmp_path, capsys
 @pytest.mark.slow
 def test_sigint_leaves_the_stores_consistent_and_rerun_resumes(tracking_uri, tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    cmd = [
-        *CLI,
-        "study",
-        TINY,
-        "--storage",
-        storage,
-        "--workdir",
-        str(tmp_path / "runs"),
-        *SPEC_ARGS,
-        "--set",
-        "study.n_trials=3",
-    ]
+    cmd = study_cmd(storage, tmp_path / "runs", *SPEC_ARGS, "--set", "study.n_trials=3")
     env = os.environ | {"MLFLOW_TRACKING_URI": tracking_uri}
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180

@@ -13,11 +13,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import REPO, free_port, start_mlflow_server, stop_process_group, wait_http
+from conftest import TINY, free_port, start_mlflow_server, stop_process_group, study_cmd, wait_http
 from study.cli import main
 from study.query import best_configs
 
-TINY = str(REPO / "tests" / "tiny.toml")
 ARMS = ("finetune", "scratch-b")
 
 
@@ -139,20 +138,7 @@ def _complete_trials(db: Path) -> int:
 def test_resume_after_kill_completes_the_budget_without_duplicates(tracking_uri, tmp_path):
     db = tmp_path / "optuna.db"
     storage = f"sqlite:///{db}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "study.cli",
-        "study",
-        TINY,
-        "--storage",
-        storage,
-        "--workdir",
-        str(tmp_path / "runs"),
-        "--set",
-        "space.epochs={low=3, high=3}",
-        "--no-report",
-    ]
+    cmd = study_cmd(storage, tmp_path / "runs", "--set", "space.epochs={low=3, high=3}", "--no-report")
     env = os.environ | {"MLFLOW_TRACKING_URI": tracking_uri}
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -184,22 +170,9 @@ def test_resume_after_kill_completes_the_budget_without_duplicates(tracking_uri,
 @pytest.mark.slow
 def test_parallel_workers_on_a_journal_finish_the_budget_exactly(tracking_uri, tmp_path):
     storage = f"journal:{tmp_path / 'optuna.log'}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "study.cli",
-        "study",
-        TINY,
-        "--storage",
-        storage,
-        "--workdir",
-        str(tmp_path / "runs"),
-        "--workers",
-        "2",
-        "--set",
-        "space.epochs={low=1, high=2}",
-        "--no-report",
-    ]
+    cmd = study_cmd(
+        storage, tmp_path / "runs", "--workers", "2", "--set", "space.epochs={low=1, high=2}", "--no-report"
+    )
     env = os.environ | {"MLFLOW_TRACKING_URI": tracking_uri}
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
