@@ -75,9 +75,7 @@ def reference_loader(split: Split, config: TrainConfig, epoch: int, num_workers:
     return DataLoader(ds, batch_size=config.batch_size, sampler=_EpochOrder(ds.draws), num_workers=num_workers)
 
 
-def reference_train(
-    model: nn.Module, split: Split, config: TrainConfig, num_workers: int = 0, max_steps: int | None = None
-) -> History:
+def reference_train(model: nn.Module, split: Split, config: TrainConfig, num_workers: int = 0) -> History:
     """The paper-style loop on the CPU: per-sample transforms, fp32 NCHW, a host sync every step."""
     optimizer = torch.optim.SGD(
         model.parameters(),
@@ -96,7 +94,7 @@ def reference_train(
         loader = DataLoader(ds, batch_size=config.batch_size, sampler=_EpochOrder(ds.draws), num_workers=num_workers)
         model.train()
         start, loss_sum, correct, n = time.perf_counter(), 0.0, 0, 0
-        for step, (x, y) in enumerate(loader):
+        for x, y in loader:
             out = model(x)
             loss = criterion(out, y)
             optimizer.zero_grad()
@@ -105,8 +103,6 @@ def reference_train(
             loss_sum += loss.item() * len(y)  # the per-step host sync of the reference
             correct += int((out.argmax(1) == y).sum().item())
             n += len(y)
-            if max_steps is not None and step + 1 >= max_steps:
-                break
         seconds = time.perf_counter() - start
         if not math.isfinite(loss_sum):
             raise NonFiniteLoss(epoch, loss_sum)

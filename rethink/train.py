@@ -211,12 +211,8 @@ def train(
     forward = model
     if runtime.compile and device.type == "cuda":
         forward = torch.compile(model, mode="reduce-overhead", dynamic=False)
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (decay if p.ndim > 1 else no_decay).append(p)
-    # The paper decays every parameter (BN included): keep one group with the same weight decay.
     optimizer = torch.optim.SGD(
-        decay + no_decay,
+        model.parameters(),
         lr=config.lr,
         momentum=config.momentum,
         nesterov=config.nesterov,

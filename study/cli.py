@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from rethink.checkpoint import CheckpointError
@@ -93,43 +94,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+COMMANDS = {  # imported on use, so `rethink --help` stays fast
+    "train": "train_command:run_train",
+    "prune": "prune_command:run_prune",
+    "study": "study_command:run_study",
+    "report": "report_command:run_report",
+    "serve": "serve:run_serve",
+    "best": "query:run_best",
+}
+
 USER_ERRORS = (DataError, ModelError, ConfigError, CheckpointError, PruneError, SpecError)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    module, function = COMMANDS[args.command].split(":")
     try:
-        if args.command == "train":
-            from .train_command import run_train
-
-            return run_train(args)
-        if args.command == "study":
-            from .study_command import run_study
-
-            return run_study(args)
-        if args.command == "report":
-            from .report_command import run_report
-
-            return run_report(args)
-        if args.command == "serve":
-            from .serve import run_serve
-
-            return run_serve(args)
-        if args.command == "best":
-            from .query import run_best
-
-            return run_best(args)
-        if args.command == "prune":
-            from .prune_command import run_prune
-
-            return run_prune(args)
+        return getattr(importlib.import_module(f"study.{module}"), function)(args)
     except USER_ERRORS as e:
         print(f"rethink {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"rethink {args.command}: interrupted", file=sys.stderr)
         return 130
-    return 1
 
 
 if __name__ == "__main__":

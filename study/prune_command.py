@@ -14,7 +14,7 @@ from rethink.arms import arm_epochs, pruned_flops
 from rethink.checkpoint import load_checkpoint, save_checkpoint
 from rethink.data import channel_stats, load_dataset, train_val_split
 from rethink.flops import forward_flops, param_count
-from rethink.prune import METHODS, PruneConfig, prune
+from rethink.prune import METHODS, PruneConfig, PruneError, prune
 from rethink.train import TrainConfig
 
 from .tracking import configure
@@ -52,7 +52,7 @@ def run_prune(args: argparse.Namespace) -> int:
     if METHODS.get(args.method) and METHODS[args.method].needs_data:
         dataset = args.dataset or ckpt.meta.get("dataset")
         if not dataset:
-            raise ValueError(f"{args.method} needs calibration images: pass --dataset")
+            raise PruneError(f"{args.method} needs calibration images: pass --dataset")
         data = calibration_images(dataset, args.data_root, config.calibration_images, args.seed)
     pruned = prune(base, ckpt.spec, config, data)
     base_epochs = (ckpt.meta.get("train") or {}).get("epochs")

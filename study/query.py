@@ -8,6 +8,7 @@ import json
 import mlflow
 import pandas as pd
 
+from .spec import SpecError
 from .tracking import configure
 
 PARAMS = ("lr", "augment", "epochs", "weight_decay", "batch_size")
@@ -17,7 +18,7 @@ def best_configs(spec_name: str, max_flops: float | None = None, max_epochs: int
     """One row per arm: the finished trial with the highest validation accuracy within the budget."""
     exp = mlflow.get_experiment_by_name(spec_name)
     if exp is None:
-        raise ValueError(f"no MLflow experiment named {spec_name!r} at {mlflow.get_tracking_uri()}")
+        raise SpecError(f"no MLflow experiment named {spec_name!r} at {mlflow.get_tracking_uri()}")
     runs = mlflow.search_runs(
         [exp.experiment_id], "tags.`rethink.kind` = 'trial' and attributes.status = 'FINISHED'", output_format="pandas"
     )

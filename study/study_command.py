@@ -12,7 +12,7 @@ import pandas as pd
 
 from .report_command import report_spec
 from .runner import RunOptions, run_spec
-from .spec import load_spec, resolve_spec_path
+from .spec import SpecError, load_spec, resolve_spec_path
 from .storage import dashboard_command, redact
 
 
@@ -50,7 +50,7 @@ def run_study(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", message="Fixed parameter .* is out of range")  # baselines may lie outside
     spec = load_spec(args.spec, args.set)  # every spec error is raised before any training
     if args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        raise SpecError(f"--workers must be >= 1, got {args.workers}")
     worker_cmd = (
         sys.executable,
         "-m",

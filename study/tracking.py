@@ -28,14 +28,15 @@ def configure(tracking_uri: str | None = None, experiment: str | None = None) ->
     return uri
 
 
-def epoch_metrics_dict(m: EpochMetrics, prefix: str = "") -> dict[str, float]:
+def epoch_metrics_dict(m: EpochMetrics, eval_name: str = "val") -> dict[str, float]:
+    """One epoch's figures under MLflow keys; the evaluation split names its own (val_acc, test_acc)."""
     return {
-        f"{prefix}train_loss": m.train_loss,
-        f"{prefix}train_acc": m.train_acc,
-        f"{prefix}eval_loss": m.eval_loss,
-        f"{prefix}eval_acc": m.eval_acc,
-        f"{prefix}lr": m.lr,
-        f"{prefix}images_per_s": m.images_per_s,
+        "train_loss": m.train_loss,
+        "train_acc": m.train_acc,
+        f"{eval_name}_loss": m.eval_loss,
+        f"{eval_name}_acc": m.eval_acc,
+        "lr": m.lr,
+        "images_per_s": m.images_per_s,
     }
 
 
@@ -49,9 +50,7 @@ class MlflowEpochLogger(Callback):
 
     def on_epoch_end(self, metrics: EpochMetrics, model) -> None:
         start = time.perf_counter()
-        values = epoch_metrics_dict(metrics)
-        values[f"{self.eval_name}_loss"] = values.pop("eval_loss")
-        values[f"{self.eval_name}_acc"] = values.pop("eval_acc")
+        values = epoch_metrics_dict(metrics, self.eval_name)
         ts = mlflow.utils.time.get_current_time_millis()
         self.client.log_batch(
             self.run_id,

@@ -12,7 +12,7 @@ import mlflow
 from rethink.checkpoint import save_checkpoint
 from rethink.data import load_dataset, train_val_split
 from rethink.flops import forward_flops, param_count, training_flops
-from rethink.models import ArchSpec, build_model, default_spec
+from rethink.models import ArchSpec, ModelError, build_model, default_spec
 from rethink.prune.sfp import SoftFilterPruning
 from rethink.prune.slimming import SparsityPenalty
 from rethink.train import ConfigError, NonFiniteLoss, Runtime, TrainConfig, config_digest, seed_everything, train
@@ -41,7 +41,7 @@ def spec_from_args(args: argparse.Namespace, in_channels: int, num_classes: int,
         try:
             widths = tuple(int(w) for w in args.widths.split(","))
         except ValueError as e:
-            raise ValueError(f"--widths must be comma-separated integers, got {args.widths!r}") from e
+            raise ModelError(f"--widths must be comma-separated integers, got {args.widths!r}") from e
         spec = ArchSpec(args.model, widths, in_channels, num_classes, size)
     build_model(spec)  # validates widths before any tracking starts
     return spec

@@ -137,3 +137,16 @@ def test_prune_command_refuses_bad_variant(tracking_uri, tmp_path, capsys):
     (ckpt,) = (tmp_path / "runs").glob("*/model.pt")
     assert main(["prune", "--checkpoint", str(ckpt), "--method", "l1-norm", "--variant", "resnet56-a"]) == 2
     assert "defined for resnet56, not vgg11" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, expect",
+    [
+        (["best", "--spec", "no-such-spec"], "no MLflow experiment named 'no-such-spec'"),
+        (ARGS + ["--widths", "8,x"], "--widths must be comma-separated integers"),
+        (["study", "quick", "--workers", "0"], "--workers must be >= 1"),
+    ],
+)
+def test_user_errors_are_messages_not_tracebacks(tracking_uri, capsys, argv, expect):
+    assert main(argv) == 2
+    assert expect in capsys.readouterr().err

@@ -78,10 +78,6 @@ def top_k(scores: torch.Tensor, k: int) -> list[int]:
     return sorted(order[:k].tolist())
 
 
-def unit_width(model: nn.Module, u: Unit) -> int:
-    return _get(model, u.conv).out_channels if u.conv is not None else _get(model, u.select).index.numel()
-
-
 def bn_scale(model: nn.Module, u: Unit) -> torch.Tensor:
     """|gamma| of each of the unit's current channels."""
     gamma = _get(model, u.bn).weight.detach().abs()
