@@ -1,5 +1,7 @@
 """Images/s of one training epoch: the fast loop against the paper-style reference loop, same run.
 
+The fast loop is timed in fp32, with bf16 autocast (+ channels_last), and on CUDA also compiled.
+
 VGG-16 and ResNet-56 at full width and pruned (l1-norm vgg16-a / resnet56-b), batch 64 and 128.
 CPU: a slice of ../shared/data/cifar10-5k.npz; CUDA: synthetic CIFAR-shaped data at 50k images.
 Prints one JSON object; ratios are medians over repeated epochs, measured in the same run.
@@ -12,7 +14,6 @@ import json
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,15 @@ def median_rate(history, skip: int = 1) -> float:
     return statistics.median(rates)
 
 
+def variants(device: str, compile_too: bool) -> dict[str, Runtime]:
+    """The fast loop's settings to time: fp32 as the recipe is written, then the device's fast options."""
+    out = {"fast_fp32": Runtime(device, bf16=False)}
+    out["fast_bf16"] = Runtime(device, bf16=True)  # CUDA default; on CPU the --bf16 on option (channels_last too)
+    if compile_too:
+        out["fast_bf16_compiled"] = Runtime(device, bf16=True, compile=True)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -62,10 +72,16 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2, help="timed epochs after one warm-up epoch")
     p.add_argument("--batches", default="64,128")
     p.add_argument("--models", default="vgg16,resnet56")
+    p.add_argument(
+        "--compile", choices=("auto", "on", "off"), default="auto", help="also time torch.compile (auto: CUDA)"
+    )
+    p.add_argument("--loader-workers", type=int, default=None, help="reference DataLoader workers (CPU 0, CUDA 4)")
     p.add_argument("--no-reference", action="store_true")
     args = p.parse_args()
     cuda = args.device.startswith("cuda")
     images = args.images or (50_000 if cuda else 256)
+    loader_workers = args.loader_workers if args.loader_workers is not None else (4 if cuda else 0)
+    compile_too = args.compile == "on" or (args.compile == "auto" and cuda)
     split = data(args.device, images)
     rows = []
     for name, variant in SETTINGS:
@@ -74,35 +90,28 @@ def main() -> None:
         for batch in (int(b) for b in args.batches.split(",")):
             config = TrainConfig(epochs=1 + args.repeats, batch_size=batch, lr=0.01, augment="crop-flip")
             row = {"model": name, "pruned": variant or "", "batch": batch, "images": images}
-            row["fast_img_s"] = median_rate(
-                train(model_for(name, variant), split, config, runtime=Runtime(args.device, bf16=False))
-            )
-            if not cuda:
-                row["fast_bf16_img_s"] = median_rate(
-                    train(model_for(name, variant), split, config, runtime=Runtime(args.device, bf16=True))
-                )
-            else:
-                row["fast_bf16_img_s"] = row["fast_img_s"]  # bf16 autocast is always on for CUDA
+            for label, runtime in variants(args.device, compile_too).items():
+                history = train(model_for(name, variant), split, config, runtime=runtime)
+                row[f"{label}_img_s"] = median_rate(history)
+                row[f"{label}_epoch_s"] = statistics.median(e.seconds for e in history.epochs[1:])
             if not args.no_reference:
-                model = model_for(name, variant).to(args.device)
-                start = time.perf_counter()
-                ref = reference_train(model, split, config) if not cuda else None
-                row["reference_img_s"] = median_rate(ref) if ref else None
-                row["reference_seconds"] = time.perf_counter() - start
-                if row["reference_img_s"]:
-                    row["ratio_fp32"] = row["fast_img_s"] / row["reference_img_s"]
-                    row["ratio_bf16"] = row["fast_bf16_img_s"] / row["reference_img_s"]
+                ref = reference_train(model_for(name, variant), split, config, loader_workers, args.device)
+                row["reference_img_s"] = median_rate(ref)
+                row["reference_epoch_s"] = statistics.median(e.seconds for e in ref.epochs[1:])
+                for label in variants(args.device, compile_too):
+                    row[f"ratio_{label.removeprefix('fast_')}"] = row[f"{label}_img_s"] / row["reference_img_s"]
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
+    ratio_keys = sorted({k for r in rows for k in r if k.startswith("ratio_")})
     out = {
         "benchmark": "train_throughput",
-        "device": args.device,
+        "device": torch.cuda.get_device_name() if cuda else args.device,
         "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "reference_loader_workers": loader_workers,
         "results": rows,
-        "median_ratio_fp32": statistics.median([r["ratio_fp32"] for r in rows if r.get("ratio_fp32")] or [0]),
-        "median_ratio_bf16": statistics.median([r["ratio_bf16"] for r in rows if r.get("ratio_bf16")] or [0]),
+        **{f"median_{k}": statistics.median(r[k] for r in rows if k in r) for k in ratio_keys},
         "cuda_figures": "measured" if cuda else "not measured (no GPU on this machine)",
     }
     print(json.dumps(out))

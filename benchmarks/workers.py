@@ -1,5 +1,6 @@
 """Trials per hour with 1, 2 and 4 worker processes on one host sharing one journal storage, on a fixed
-small digits spec; checks the record too (trial counts, no duplicate runs, no lost trials). One JSON."""
+small spec (default: the tests' tiny digits spec; on a GPU, `--spec benchmarks/resnet56-workers.toml
+--device cuda`); checks the record too (trial counts, no duplicate runs, no lost trials). One JSON."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ sys.path.insert(0, str(REPO))
 SPEC = REPO / "tests" / "tiny.toml"
 
 
-def check_record(storage: str, tracking: str, arms: list[str], budget: int) -> dict:
+def check_record(storage: str, tracking: str, spec_name: str, arms: list[str], budget: int) -> dict:
     import mlflow
     import optuna
     from optuna.trial import TrialState
@@ -26,11 +27,11 @@ def check_record(storage: str, tracking: str, arms: list[str], budget: int) -> d
 
     mlflow.set_tracking_uri(tracking)
     client = mlflow.MlflowClient()
-    exp = client.get_experiment_by_name("tiny")
+    exp = client.get_experiment_by_name(spec_name)
     runs = client.search_runs([exp.experiment_id], "tags.`rethink.kind` = 'trial'", max_results=10000)
     record = {"complete_per_arm": {}, "duplicate_runs": 0, "lost_trials": 0, "running_runs": 0}
     for arm in arms:
-        trials = optuna.load_study(study_name=f"tiny.{arm}", storage=make_storage(storage)).get_trials()
+        trials = optuna.load_study(study_name=f"{spec_name}.{arm}", storage=make_storage(storage)).get_trials()
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         record["complete_per_arm"][arm] = len(complete)
         record["lost_trials"] += sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
@@ -50,8 +51,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--workers", default="1,2,4")
     p.add_argument("--trials", type=int, default=8, help="trials per arm")
+    p.add_argument("--spec", default=str(SPEC))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="spec overrides")
+    p.add_argument("--epochs", type=int, default=2, help="every trial's epochs (fixed, so trials cost the same)")
+    p.add_argument("--device", default="auto")
     args = p.parse_args()
-    arms = ["finetune", "scratch-b"]
+    from study.spec import load_spec
+
+    fixed = [*args.set, f"space.epochs={{low={args.epochs}, high={args.epochs}}}"]
+    spec = load_spec(args.spec, fixed)
+    arms = list(spec.study.arms)
+    sets = [x for kv in fixed for x in ("--set", kv)]
     results = []
     for n in (int(w) for w in args.workers.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
@@ -61,7 +71,10 @@ def main() -> None:
                 "-m",
                 "study.cli",
                 "study",
-                str(SPEC),
+                args.spec,
+                *sets,
+                "--device",
+                args.device,
                 "--storage",
                 storage,
                 "--workdir",
@@ -71,13 +84,11 @@ def main() -> None:
                 "--no-report",
                 "--set",
                 f"study.n_trials={args.trials}",
-                "--set",
-                "space.epochs={low=2, high=2}",
             ]
             env = os.environ | {"MLFLOW_TRACKING_URI": tracking}
             # the base and pruned models are made first, untimed, so the timing covers the trials only
             subprocess.run(
-                [*cmd[:-4], "--set", "study.n_trials=1", "--set", "space.epochs={low=2, high=2}", "--workers", "1"],
+                [*cmd[:-2], "--set", "study.n_trials=1", "--workers", "1"],
                 env=env,
                 cwd=REPO,
                 check=True,
@@ -86,21 +97,22 @@ def main() -> None:
             start = time.perf_counter()
             subprocess.run(cmd, env=env, cwd=REPO, check=True, capture_output=True)
             wall = time.perf_counter() - start
-            total = args.trials * len(arms) - 2  # 1 trial per arm ran in the untimed warm-up
+            total = (args.trials - 1) * len(arms)  # 1 trial per arm ran in the untimed warm-up
             results.append(
                 {
                     "workers": n,
                     "wall_seconds": wall,
                     "trials": total,
                     "trials_per_hour": total / wall * 3600,
-                    "record": check_record(storage, tracking, arms, args.trials),
+                    "record": check_record(storage, tracking, spec.name, arms, args.trials),
                 }
             )
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     one = results[0]["trials_per_hour"]
     for r in results:
         r["speedup_vs_1"] = r["trials_per_hour"] / one
-    print(json.dumps({"benchmark": "workers", "cpus": os.cpu_count(), "storage": "journal file", "results": results}))
+    out = {"benchmark": "workers", "spec": spec.name, "device": args.device, "cpus": os.cpu_count()}
+    print(json.dumps(out | {"storage": "journal file", "results": results}))
 
 
 if __name__ == "__main__":

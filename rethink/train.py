@@ -17,6 +17,8 @@ from .budget import lr_at
 from .data import AUGMENTATIONS, DeviceLoader, Split
 
 SCHEDULES = ("step", "cosine", "constant")
+FUSED_SGD_DEVICES = ("cpu", "cuda")
+COMPILE_CACHE_ENTRIES = 64  # compiled graphs kept per forward: architectures x batch shapes in one worker
 
 
 class ConfigError(ValueError):
@@ -129,25 +131,38 @@ class Callback:
 
     def on_epoch_end(self, metrics: EpochMetrics, model: nn.Module) -> None: ...
 
+    def on_train_end(self, history: History) -> None:
+        """Called once training stops for any reason (done, stopped early, failed, interrupted)."""
+
 
 @dataclass(frozen=True)
 class Runtime:
     """How to run, not what to train: the same config trains the same model whatever these are."""
 
     device: str = "auto"
-    channels_last: bool | None = None  # default: on CUDA
+    channels_last: bool | None = None  # default: on CUDA, and on CPU with bf16 (measured faster on both)
     bf16: bool | None = None  # default: on CUDA; on CPU only when asked
-    compile: bool = False  # CUDA only: torch.compile(mode="reduce-overhead") captures the step in CUDA graphs;
-    # compiled code is cached per architecture and reused by later trials in the same process
+    compile: bool = False  # torch.compile; on CUDA in reduce-overhead mode, which captures the step in CUDA
+    # graphs. The compiled code is cached per architecture and reused by later trials in the same process.
 
     def resolve(self) -> tuple[torch.device, bool, bool]:
+        """The device, whether to use channels_last, whether to autocast to bf16."""
         dev = torch.device(
             "cuda"
             if self.device == "auto" and torch.cuda.is_available()
             else ("cpu" if self.device == "auto" else self.device)
         )
         cuda = dev.type == "cuda"
-        return dev, cuda if self.channels_last is None else self.channels_last, cuda if self.bf16 is None else self.bf16
+        bf16 = cuda if self.bf16 is None else self.bf16
+        return dev, (cuda or bf16) if self.channels_last is None else self.channels_last, bf16
+
+    def compiled(self, model: nn.Module, device: torch.device):
+        """The callable the step runs: the model itself, or its compiled form."""
+        if not self.compile:
+            return model
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, COMPILE_CACHE_ENTRIES)
+        mode = "reduce-overhead" if device.type == "cuda" else None
+        return torch.compile(model, mode=mode, dynamic=False)
 
 
 def seed_everything(seed: int) -> None:
@@ -208,57 +223,60 @@ def train(
     if channels_last:
         model.to(memory_format=torch.channels_last)
     train_loader, eval_loader = make_loaders(split, config, device, channels_last)
-    forward = model
-    if runtime.compile and device.type == "cuda":
-        forward = torch.compile(model, mode="reduce-overhead", dynamic=False)
+    forward = runtime.compiled(model, device)
     optimizer = torch.optim.SGD(
         model.parameters(),
         lr=config.lr,
         momentum=config.momentum,
         nesterov=config.nesterov,
         weight_decay=config.weight_decay,
+        fused=device.type in FUSED_SGD_DEVICES,  # the same update in one kernel; ~2x faster steps on CPU
     )
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     for cb in callbacks:
         cb.on_train_start(model, optimizer)
     history = History(eval_name=split.eval_name)
-    for epoch in range(config.epochs):
-        lr = lr_at(epoch, config.epochs, config.lr, config.schedule, config.milestones, config.gamma)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        model.train()
-        start = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        for x, y in train_loader.epoch(epoch):
-            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-                out = forward(x)
-                loss = criterion(out.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for cb in callbacks:
-                cb.after_backward(model)
-            optimizer.step()
-            for cb in callbacks:
-                cb.after_step(model)
-            loss_sum += loss.detach() * len(y)
-            correct += (out.detach().argmax(1) == y).sum()
-        n = train_loader.num_samples
-        train_loss, train_acc = float(loss_sum) / n, float(correct) / n  # the epoch's one host sync
-        seconds = time.perf_counter() - start
-        history.images_seen += n
-        if not math.isfinite(train_loss):
-            raise NonFiniteLoss(epoch, train_loss)
-        if eval_final_only and epoch < config.epochs - 1:
-            eval_loss = eval_acc = math.nan
-        else:
-            eval_loss, eval_acc = evaluate(model, eval_loader, bf16)
-        metrics = EpochMetrics(epoch, lr, train_loss, train_acc, eval_loss, eval_acc, n / seconds, seconds)
-        history.epochs.append(metrics)
-        try:
-            for cb in callbacks:
-                cb.on_epoch_end(metrics, model)
-        except StopTraining:
-            history.stopped_early = True
-            break
+    try:
+        for epoch in range(config.epochs):
+            lr = lr_at(epoch, config.epochs, config.lr, config.schedule, config.milestones, config.gamma)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            model.train()
+            start = time.perf_counter()
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            for x, y in train_loader.epoch(epoch):
+                with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+                    out = forward(x)
+                    loss = criterion(out.float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                for cb in callbacks:
+                    cb.after_backward(model)
+                optimizer.step()
+                for cb in callbacks:
+                    cb.after_step(model)
+                loss_sum += loss.detach() * len(y)
+                correct += (out.detach().argmax(1) == y).sum()
+            n = train_loader.num_samples
+            train_loss, train_acc = float(loss_sum) / n, float(correct) / n  # the epoch's one host sync
+            seconds = time.perf_counter() - start
+            history.images_seen += n
+            if not math.isfinite(train_loss):
+                raise NonFiniteLoss(epoch, train_loss)
+            if eval_final_only and epoch < config.epochs - 1:
+                eval_loss = eval_acc = math.nan
+            else:
+                eval_loss, eval_acc = evaluate(model, eval_loader, bf16)
+            metrics = EpochMetrics(epoch, lr, train_loss, train_acc, eval_loss, eval_acc, n / seconds, seconds)
+            history.epochs.append(metrics)
+            try:
+                for cb in callbacks:
+                    cb.on_epoch_end(metrics, model)
+            except StopTraining:
+                history.stopped_early = True
+                break
+    finally:
+        for cb in callbacks:
+            cb.on_train_end(history)
     return history

@@ -12,6 +12,7 @@ from rethink.models import ModelError
 from rethink.prune import PruneError
 from rethink.train import SCHEDULES, ConfigError, TrainConfig
 
+from .runtime_options import add_runtime_args
 from .spec import SpecError
 
 
@@ -33,7 +34,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", choices=AUGMENTATIONS, default=d.augment)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    add_runtime_args(p)
     p.add_argument("--out", default="runs", help="folder for checkpoints")
 
 

@@ -56,6 +56,7 @@ class ArmContext:
     mode: str
     runtime: Runtime
     n_trials: int
+    parallel: bool = False  # other processes may run this study's trials: budget checks and worker pids
     # per trial: (train seconds, per-epoch tracking seconds inside them[, trial wall seconds])
     timings: list[tuple] = field(default_factory=list)
 
@@ -72,10 +73,11 @@ def make_objective(ctx: ArmContext):
     }
 
     def objective(trial: optuna.Trial):
-        if over_budget(trial, ctx.n_trials):
-            trial.set_user_attr("fail_reason", "over budget: other workers already run the last trials")
-            raise OverBudget(trial.number)
-        trial.set_user_attr("worker_pid", os.getpid())  # lets a parent recover the trials of a dead worker
+        if ctx.parallel:
+            if over_budget(trial, ctx.n_trials):
+                trial.set_user_attr("fail_reason", "over budget: other workers already run the last trials")
+                raise OverBudget(trial.number)
+            trial.set_user_attr("worker_pid", os.getpid())  # lets a parent recover a dead worker's trials
         params = suggest(trial, spec.space, fixed_epochs=ctx.recipe.epochs if ctx.mode == "fixed-budget" else None)
         config = apply(params, ctx.recipe)
         baseline = trial.user_attrs.get("baseline", "")
@@ -123,7 +125,8 @@ def make_objective(ctx: ArmContext):
             "epochs_run": len(history.epochs),
             "train_seconds": train_seconds,
         }
-        trial.set_user_attr("train_flops", flops)
+        if ctx.mode == "fixed-budget":  # pareto mode holds it as the second objective value
+            trial.set_user_attr("train_flops", flops)
         if reporter and reporter.pruned_at is not None:
             reason = f"hpo_pruner stopped the trial after epoch {reporter.pruned_at}"
             ctx.tree.finish(

@@ -29,14 +29,16 @@ def best_configs(spec_name: str, max_flops: float | None = None, max_epochs: int
     if max_epochs is not None:
         runs = runs[runs["params.epochs"].astype(int) <= max_epochs]
     rows = []
+    runs = runs.assign(trial_number=runs["tags.optuna.trial_number"].astype(int))
     for arm, group in runs.groupby("tags.arm"):
-        best = group.sort_values(["metrics.val_acc", "metrics.train_flops"], ascending=[False, True]).iloc[0]
+        order = ["metrics.val_acc", "metrics.train_flops", "trial_number"]  # ties: cheaper, then earlier
+        best = group.sort_values(order, ascending=[False, True, True]).iloc[0]
         row = {"arm": arm, "val_acc": best["metrics.val_acc"], "train_flops": best["metrics.train_flops"]}
         for p in PARAMS:
             if f"params.{p}" in best and pd.notna(best[f"params.{p}"]):
                 row[p] = best[f"params.{p}"]
         row |= {
-            "trial": int(best["tags.optuna.trial_number"]),
+            "trial": int(best["trial_number"]),
             "study": best["tags.optuna.study_name"],
             "run_id": best["run_id"],
         }

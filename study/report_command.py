@@ -8,11 +8,10 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from rethink.train import Runtime
-
 from .final import choose, evaluate_choices
 from .report import claims, figures, importances, results_table, tuning_gaps, write_report
 from .runner import RunOptions, study_name
+from .runtime_options import add_runtime_args, runtime_from_args
 from .spec import Spec, SpecError, load_spec
 from .storage import make_storage
 from .tracking import RunTree, configure
@@ -52,7 +51,7 @@ def report_spec(spec: Spec, opts: RunOptions, out_dir: Path, partial: bool = Fal
         )
     studies = {a: s for a, s in studies.items() if s is not None}
     root = tree.root(f"spec {spec.name}", {"rethink.spec": spec.name, "rethink.spec_digest": spec.digest()})
-    runtime = Runtime(device=opts.device)
+    runtime = opts.runtime
     trunk = build_trunk(spec, tree, root, Path(opts.workdir) / spec.name, runtime, train_missing=False)
     pareto = spec.study.mode == "pareto"
     choices = [c for arm, study in studies.items() for c in choose(study, arm, trunk, pareto)]
@@ -113,7 +112,7 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", default="sqlite:///optuna.db")
     p.add_argument("--workdir", default="runs")
     p.add_argument("--out", default="reports", help="report folder (a subfolder per spec)")
-    p.add_argument("--device", default="auto")
+    add_runtime_args(p)
     p.add_argument("--partial", action="store_true", help="report unfinished studies, with the caveat printed")
     p.add_argument("--margin", type=float, default=0.005, help="non-inferiority margin (accuracy fraction)")
     p.add_argument("--tracking-uri", default=None)
@@ -121,6 +120,6 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
 
 def run_report(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.set)
-    opts = RunOptions(args.storage, args.tracking_uri, Path(args.workdir), args.device)
+    opts = RunOptions(args.storage, args.tracking_uri, Path(args.workdir), runtime_from_args(args))
     report_spec(spec, opts, Path(args.out), args.partial, args.margin)
     return 0

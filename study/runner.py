@@ -21,7 +21,7 @@ from rethink.train import NonFiniteLoss, Runtime
 from .objective import ArmContext, OverBudget, make_objective
 from .space import baseline_params
 from .spec import Spec, SpecError
-from .storage import DEFAULT_STORAGE, is_shared, make_storage, redact, retry_trial
+from .storage import DEFAULT_STORAGE, allows_parallel, is_shared, make_storage, redact, retry_trial
 from .tracking import RunTree, configure
 from .trunk import Trunk, build_trunk
 
@@ -34,7 +34,7 @@ class RunOptions:
     storage: str = DEFAULT_STORAGE
     tracking_uri: str | None = None
     workdir: Path = Path("runs")
-    device: str = "auto"
+    runtime: Runtime = Runtime()
     workers: int = 1
     new_study: bool = False
     worker: bool = False  # a subprocess joining studies its parent prepared
@@ -235,7 +235,7 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
     uri = configure(opts.tracking_uri)
     tree = RunTree(spec.name)
     root = tree.root(f"spec {spec.name}", {"rethink.spec": spec.name, "rethink.spec_digest": spec.digest()})
-    runtime = Runtime(device=opts.device)
+    runtime = opts.runtime
     workdir = Path(opts.workdir) / spec.name
     trunk = build_trunk(spec, tree, root, workdir, runtime, train_missing=not opts.worker)
     tree.log_params(root, {"spec": spec.name, "spec_digest": spec.digest(), "storage": redact(opts.storage)})
@@ -260,7 +260,16 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
             tree.client.set_tag(arm_run, k, str(v))
         study.set_user_attr("mlflow_arm_run_id", arm_run)
         ctx = ArmContext(
-            arm, trunk, recipe, study.study_name, arm_run, tree, spec.study.mode, runtime, spec.study.n_trials
+            arm,
+            trunk,
+            recipe,
+            study.study_name,
+            arm_run,
+            tree,
+            spec.study.mode,
+            runtime,
+            spec.study.n_trials,
+            parallel=allows_parallel(opts.storage),
         )
         arms.append((arm, study, ctx))
 

@@ -50,6 +50,11 @@ def is_shared(url: str) -> bool:
     return url.startswith(("postgresql", "mysql"))
 
 
+def allows_parallel(url: str) -> bool:
+    """Whether other processes may run trials of the same study (journal files, PostgreSQL); not SQLite."""
+    return not url.startswith("sqlite")
+
+
 def make_storage(url: str | None = None) -> optuna.storages.BaseStorage:
     url = url or DEFAULT_STORAGE
     if url.startswith("journal:") or (url.endswith(".log") and "://" not in url):

@@ -12,6 +12,7 @@ import pandas as pd
 
 from .report_command import report_spec
 from .runner import RunOptions, run_spec
+from .runtime_options import add_runtime_args, runtime_argv, runtime_from_args
 from .spec import SpecError, load_spec, resolve_spec_path
 from .storage import dashboard_command, redact
 
@@ -31,7 +32,7 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
         help="Optuna storage: sqlite:///PATH, journal:PATH (several workers), postgresql://...",
     )
     p.add_argument("--workdir", default="runs", help="folder for checkpoints (reused by digest)")
-    p.add_argument("--device", default="auto")
+    add_runtime_args(p)
     p.add_argument("--workers", type=int, default=1, help="worker processes on this host (journal storage)")
     p.add_argument("--new-study", action="store_true", help="start fresh studies when the spec changed")
     p.add_argument("--no-report", action="store_true", help="stop after the studies (no final evaluation)")
@@ -51,6 +52,7 @@ def run_study(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.set)  # every spec error is raised before any training
     if args.workers < 1:
         raise SpecError(f"--workers must be >= 1, got {args.workers}")
+    runtime = runtime_from_args(args)
     worker_cmd = (
         sys.executable,
         "-m",
@@ -62,15 +64,14 @@ def run_study(args: argparse.Namespace) -> int:
         args.storage,
         "--workdir",
         args.workdir,
-        "--device",
-        args.device,
+        *runtime_argv(runtime),
         "--worker",
     ) + (("--tracking-uri", args.tracking_uri) if args.tracking_uri else ())
     opts = RunOptions(
         args.storage,
         args.tracking_uri,
         Path(args.workdir),
-        args.device,
+        runtime,
         args.workers,
         args.new_study,
         args.worker,

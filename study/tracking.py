@@ -14,6 +14,7 @@ from rethink.data import Dataset
 from rethink.train import Callback, EpochMetrics
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
 
 
 def configure(tracking_uri: str | None = None, experiment: str | None = None) -> str:
@@ -41,22 +42,32 @@ def epoch_metrics_dict(m: EpochMetrics, eval_name: str = "val") -> dict[str, flo
 
 
 class MlflowEpochLogger(Callback):
-    """Logs each epoch's figures to one run in a single batched call, keyed by the eval split's name."""
+    """Logs each epoch's figures to one run, keyed by the eval split's name, in batched calls: epochs are
+    buffered and sent at most once per `flush_s` seconds, and when training stops for any reason."""
 
-    def __init__(self, run_id: str, eval_name: str = "val"):
+    def __init__(self, run_id: str, eval_name: str = "val", flush_s: float = 5.0):
         self.client = mlflow.MlflowClient()
-        self.run_id, self.eval_name = run_id, eval_name
+        self.run_id, self.eval_name, self.flush_s = run_id, eval_name, flush_s
+        self.pending: list[mlflow.entities.Metric] = []
+        self.last_flush = time.monotonic()
         self.seconds = 0.0  # time spent logging, to report tracking overhead
 
     def on_epoch_end(self, metrics: EpochMetrics, model) -> None:
-        start = time.perf_counter()
-        values = epoch_metrics_dict(metrics, self.eval_name)
         ts = mlflow.utils.time.get_current_time_millis()
-        self.client.log_batch(
-            self.run_id,
-            metrics=[mlflow.entities.Metric(k, float(v), ts, metrics.epoch) for k, v in values.items() if v == v],
-            synchronous=True,
-        )
+        values = epoch_metrics_dict(metrics, self.eval_name)
+        self.pending += [mlflow.entities.Metric(k, float(v), ts, metrics.epoch) for k, v in values.items() if v == v]
+        if time.monotonic() - self.last_flush >= self.flush_s:
+            self.flush()
+
+    def on_train_end(self, history) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        start = time.perf_counter()
+        for i in range(0, len(self.pending), MAX_METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=self.pending[i : i + MAX_METRICS_PER_BATCH], synchronous=True)
+        self.pending = []
+        self.last_flush = time.monotonic()
         self.seconds += time.perf_counter() - start
 
 

@@ -15,9 +15,10 @@ from rethink.flops import forward_flops, param_count, training_flops
 from rethink.models import ArchSpec, ModelError, build_model, default_spec
 from rethink.prune.sfp import SoftFilterPruning
 from rethink.prune.slimming import SparsityPenalty
-from rethink.train import ConfigError, NonFiniteLoss, Runtime, TrainConfig, config_digest, seed_everything, train
+from rethink.train import ConfigError, NonFiniteLoss, TrainConfig, config_digest, seed_everything, train
 
 from .progress import PrintProgress
+from .runtime_options import runtime_from_args
 from .tracking import MlflowEpochLogger, configure, end_failed, log_dataset
 
 
@@ -88,7 +89,7 @@ def run_train(args: argparse.Namespace) -> int:
             callbacks.insert(0, SoftFilterPruning(spec, args.sfp_ratio))
         start = time.perf_counter()
         try:
-            history = train(model, split, config, callbacks, Runtime(device=args.device))
+            history = train(model, split, config, callbacks, runtime_from_args(args))
         except NonFiniteLoss as e:
             end_failed(str(e))
             print(f"rethink train: run {run.info.run_id} FAILED: {e}", file=sys.stderr)

@@ -75,7 +75,8 @@ def mlflow_server(tmp_path):
     stop_process_group(proc)
 
 
-def running_trial_of(storage_url: str, pids: set[int]) -> tuple[int, str, int] | None:
+def running_trial_of(storage_url: str, pids: set[int] | None) -> tuple[int, str, int] | None:
+    """A RUNNING trial with its MLflow run made, of one of `pids` (None: any process; SQLite records none)."""
     storage = make_storage(storage_url)
     for arm in ARMS:
         try:
@@ -83,8 +84,9 @@ def running_trial_of(storage_url: str, pids: set[int]) -> tuple[int, str, int] |
         except KeyError:
             continue
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t.user_attrs.get("worker_pid") in pids and "mlflow_run_id" in t.user_attrs:
-                return t.user_attrs["worker_pid"], arm, t.number
+            pid = t.user_attrs.get("worker_pid")
+            if (pids is None or pid in pids) and "mlflow_run_id" in t.user_attrs:
+                return pid, arm, t.number
     return None
 
 
@@ -201,7 +203,7 @@ def test_sigint_leaves_the_stores_consistent_and_rerun_resumes(tracking_uri, tmp
     env = os.environ | {"MLFLOW_TRACKING_URI": tracking_uri}
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180
-    while not running_trial_of(storage, {proc.pid}) and time.time() < deadline:
+    while not running_trial_of(storage, None) and time.time() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

@@ -90,7 +90,7 @@ def test_best_from_a_live_mlflow_server_matches_optuna(tiny_run, tracking_uri, t
                 states=(TrialState.COMPLETE,)
             )
             best_acc = max(t.values[0] for t in done)
-            best = min((t for t in done if t.values[0] == best_acc), key=lambda t: t.values[1])
+            best = min((t for t in done if t.values[0] == best_acc), key=lambda t: (t.values[1], t.number))
             assert rows[arm]["val_acc"] == pytest.approx(best_acc)
             assert rows[arm]["trial"] == best.number
             assert float(rows[arm]["lr"]) == pytest.approx(best.params["lr"])

@@ -89,3 +89,57 @@ def test_cuda_layout_options_train_on_cpu_too(digits):
     assert history.final.eval_acc > 0.8
     assert next(model.parameters()).dtype == torch.float32  # autocast leaves the weights in fp32
     assert model.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+class _Ends(Callback):
+    def __init__(self):
+        self.ended_with = None
+
+    def on_train_end(self, history):
+        self.ended_with = len(history.epochs)
+
+
+@pytest.mark.parametrize("extra, epochs_recorded", [((), 8), ((_StopAfter(),), 3), ((_Poison(),), 0)])
+def test_on_train_end_runs_however_training_stops(digits, extra, epochs_recorded):
+    ends = _Ends()
+    try:
+        _run(digits, [*extra, ends])
+    except NonFiniteLoss:
+        pass
+    assert ends.ended_with == epochs_recorded
+
+
+def test_runtime_defaults():
+    from rethink.train import Runtime
+
+    dev, channels_last, bf16 = Runtime("cpu").resolve()
+    assert (dev.type, channels_last, bf16) == ("cpu", False, False)  # fp32 CPU: NCHW (VGG is faster so)
+    assert Runtime("cpu", bf16=True).resolve()[1:] == (True, True)  # bf16 CPU: channels_last is faster
+    assert Runtime("cpu", channels_last=False, bf16=True).resolve()[1:] == (False, True)
+
+
+def test_compiled_step_trains_the_same_model_and_is_reused_across_trials(digits):
+    """torch.compile changes speed, not the model; a second trial of the architecture compiles nothing new."""
+    from torch._dynamo.utils import counters
+
+    from rethink.train import Runtime
+
+    split = train_val_split(digits, 0.2, seed=0)
+    n = 640  # full batches only: one input shape, one graph
+    split = type(split)(split.x_train[:n], split.y_train[:n], split.x_eval, split.y_eval, 10, "val")
+    config = TrainConfig(epochs=2, batch_size=64, lr=0.01, augment="crop-flip", seed=1)  # not chaotic
+
+    def trial(runtime):
+        seed_everything(0)
+        model = build_model(default_spec("resnet20", 1, 10, 8, 0.5))
+        return train(model, split, config, runtime=runtime)
+
+    torch._dynamo.reset()
+    eager = trial(Runtime("cpu"))
+    first = trial(Runtime("cpu", compile=True))
+    graphs = counters["stats"]["unique_graphs"]
+    second = trial(Runtime("cpu", compile=True))
+    assert graphs >= 1 and counters["stats"]["unique_graphs"] == graphs  # reused, not recompiled
+    losses = [e.train_loss for e in eager.epochs]
+    assert [e.train_loss for e in first.epochs] == pytest.approx(losses, rel=2e-4)
+    assert [e.train_loss for e in second.epochs] == [e.train_loss for e in first.epochs]

@@ -1,0 +1,42 @@
+"""Command-line options that choose how to run (device, bf16, channels_last, compile), never what to train."""
+
+from __future__ import annotations
+
+import argparse
+
+from rethink.train import Runtime
+
+SWITCH = {"auto": None, "on": True, "off": False}
+
+
+def add_runtime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument(
+        "--bf16", choices=tuple(SWITCH), default="auto", help="bf16 autocast (auto: on CUDA; on CPU when on)"
+    )
+    p.add_argument(
+        "--channels-last",
+        choices=tuple(SWITCH),
+        default="auto",
+        help="channels_last memory layout (auto: on CUDA, and on CPU with bf16)",
+    )
+    p.add_argument(
+        "--compile",
+        choices=("off", "on"),
+        default="off",
+        help="torch.compile the model (on CUDA: reduce-overhead mode, the step captured in CUDA graphs); "
+        "compiled code is reused by later trials of the same architecture in one worker",
+    )
+
+
+def runtime_from_args(args: argparse.Namespace) -> Runtime:
+    return Runtime(args.device, SWITCH[args.channels_last], SWITCH[args.bf16], args.compile == "on")
+
+
+def runtime_argv(runtime: Runtime) -> tuple[str, ...]:
+    """The options that give `runtime` back, for worker command lines."""
+    name = {v: k for k, v in SWITCH.items()}
+    return (
+        *("--device", runtime.device, "--bf16", name[runtime.bf16], "--channels-last", name[runtime.channels_last]),
+        *("--compile", "on" if runtime.compile else "off"),
+    )
