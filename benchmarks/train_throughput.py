@@ -1,6 +1,6 @@
 """Images/s of one training epoch: the fast loop against the paper-style reference loop, same run.
 
-The fast loop is timed in fp32, with bf16 autocast (+ channels_last), and on CUDA also compiled.
+The fast loop is timed in fp32, with bf16 autocast, and on CUDA also compiled.
 
 VGG-16 and ResNet-56 at full width and pruned (l1-norm vgg16-a / resnet56-b), batch 64 and 128.
 CPU: a slice of ../shared/data/cifar10-5k.npz; CUDA: synthetic CIFAR-shaped data at 50k images.
@@ -59,7 +59,7 @@ def median_rate(history, skip: int = 1) -> float:
 def variants(device: str, compile_too: bool) -> dict[str, Runtime]:
     """The fast loop's settings to time: fp32 as the recipe is written, then the device's fast options."""
     out = {"fast_fp32": Runtime(device, bf16=False)}
-    out["fast_bf16"] = Runtime(device, bf16=True)  # CUDA default; on CPU the --bf16 on option (channels_last too)
+    out["fast_bf16"] = Runtime(device, bf16=True)  # the CUDA default (with channels_last); on CPU `--bf16 on`
     if compile_too:
         out["fast_bf16_compiled"] = Runtime(device, bf16=True, compile=True)
     return out

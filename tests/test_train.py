@@ -1,3 +1,4 @@
+import contextlib
 import math
 
 import pytest
@@ -102,10 +103,9 @@ class _Ends(Callback):
 @pytest.mark.parametrize("extra, epochs_recorded", [((), 8), ((_StopAfter(),), 3), ((_Poison(),), 0)])
 def test_on_train_end_runs_however_training_stops(digits, extra, epochs_recorded):
     ends = _Ends()
-    try:
+    poisoned = any(isinstance(cb, _Poison) for cb in extra)
+    with pytest.raises(NonFiniteLoss) if poisoned else contextlib.nullcontext():
         _run(digits, [*extra, ends])
-    except NonFiniteLoss:
-        pass
     assert ends.ended_with == epochs_recorded
 
 
@@ -113,9 +113,9 @@ def test_runtime_defaults():
     from rethink.train import Runtime
 
     dev, channels_last, bf16 = Runtime("cpu").resolve()
-    assert (dev.type, channels_last, bf16) == ("cpu", False, False)  # fp32 CPU: NCHW (VGG is faster so)
-    assert Runtime("cpu", bf16=True).resolve()[1:] == (True, True)  # bf16 CPU: channels_last is faster
-    assert Runtime("cpu", channels_last=False, bf16=True).resolve()[1:] == (False, True)
+    assert (dev.type, channels_last, bf16) == ("cpu", False, False)  # the CPU default: fp32, NCHW
+    assert Runtime("cpu", bf16=True).resolve()[1:] == (False, True)  # NCHW: pruned widths run slower in NHWC
+    assert Runtime("cpu", channels_last=True, bf16=True).resolve()[1:] == (True, True)
 
 
 def test_compiled_step_trains_the_same_model_and_is_reused_across_trials(digits):

@@ -1,0 +1,69 @@
+"""Per-epoch MLflow logging: batched, and nothing lost when training stops early or fails."""
+
+import mlflow
+import pytest
+import torch
+
+from rethink.data import train_val_split
+from rethink.models import build_model, default_spec
+from rethink.train import Callback, NonFiniteLoss, TrainConfig, seed_everything, train
+from study.tracking import MlflowEpochLogger
+
+
+class _Peek(Callback):
+    """Counts the val_acc points MLflow holds at each epoch's end (after the logger's turn)."""
+
+    def __init__(self, client, run_id):
+        self.client, self.run_id, self.seen = client, run_id, []
+
+    def on_epoch_end(self, metrics, model):
+        self.seen.append(len(self.client.get_metric_history(self.run_id, "val_acc")))
+
+
+class _PoisonAfter(Callback):
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, metrics, model):
+        if metrics.epoch == self.epoch:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+
+
+def _train(digits, run_id, flush_s, *extra):
+    client = mlflow.MlflowClient()
+    peek = _Peek(client, run_id)
+    seed_everything(0)
+    model = build_model(default_spec("vgg11", 1, 10, 8, 0.25))
+    split = train_val_split(digits, 0.2, seed=0)
+    config = TrainConfig(epochs=4, lr=0.05, augment="none")
+    train(model, split, config, [MlflowEpochLogger(run_id, "val", flush_s=flush_s), peek, *extra])
+    return peek.seen, [(m.step, m.value) for m in client.get_metric_history(run_id, "val_acc")]
+
+
+@pytest.fixture
+def new_run(tracking_uri):
+    client = mlflow.MlflowClient()
+    exp = client.create_experiment("logging")
+    return lambda: client.create_run(exp).info.run_id
+
+
+def test_epochs_are_buffered_then_logged_in_one_batch(digits, new_run):
+    seen, history = _train(digits, new_run(), 3600.0)
+    assert seen == [0, 0, 0, 0]  # nothing sent while training
+    assert [step for step, _ in history] == [0, 1, 2, 3]
+    assert all(0.0 <= acc <= 1.0 for _, acc in history)
+
+
+def test_without_buffering_every_epoch_is_visible_at_once(digits, new_run):
+    seen, history = _train(digits, new_run(), 0.0)
+    assert seen == [1, 2, 3, 4]
+    assert len(history) == 4
+
+
+def test_a_failed_run_keeps_its_buffered_epochs(digits, new_run):
+    run_id = new_run()
+    with pytest.raises(NonFiniteLoss, match="epoch 2"):
+        _train(digits, run_id, 3600.0, _PoisonAfter(1))
+    history = mlflow.MlflowClient().get_metric_history(run_id, "val_acc")
+    assert [m.step for m in history] == [0, 1]
