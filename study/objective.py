@@ -99,7 +99,7 @@ def make_objective(ctx: ArmContext):
             init_state=ctx.trunk.init_state,
             pruned_macs=ctx.trunk.pruned_flops,
         )
-        logger = MlflowEpochLogger(run_id, "val")
+        logger = MlflowEpochLogger(run_id, "val", flush_at_end=False)  # the rest goes with the final figures
         reporter = ReportToOptuna(trial) if ctx.mode == "fixed-budget" else None
         callbacks = [*arm.callbacks, logger, PrintProgress(config.epochs, f"[{ctx.arm}] ", every=5)]
         if reporter:
@@ -109,9 +109,11 @@ def make_objective(ctx: ArmContext):
             history = train(arm.model, ctx.trunk.split, config, callbacks, ctx.runtime)
         except NonFiniteLoss as e:
             trial.set_user_attr("fail_reason", str(e))
+            logger.flush()
             ctx.tree.end(run_id, "FAILED", str(e))
             raise
         except BaseException as e:  # KeyboardInterrupt, OOM, bugs: never leave a RUNNING run behind
+            logger.flush()
             ctx.tree.end(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED", repr(e))
             raise
         train_seconds = time.perf_counter() - start
@@ -135,9 +137,12 @@ def make_objective(ctx: ArmContext):
                 summary,
                 {"optuna.state": "PRUNED", "failure_reason": reason},
                 step=len(history.epochs),
+                pending=logger.take(),
             )
             raise optuna.TrialPruned(reason)
-        ctx.tree.finish(run_id, "FINISHED", summary, {"optuna.state": "COMPLETE"}, step=len(history.epochs))
+        ctx.tree.finish(
+            run_id, "FINISHED", summary, {"optuna.state": "COMPLETE"}, step=len(history.epochs), pending=logger.take()
+        )
         return final.eval_acc if ctx.mode == "fixed-budget" else (final.eval_acc, flops)
 
     return objective

@@ -43,11 +43,12 @@ def epoch_metrics_dict(m: EpochMetrics, eval_name: str = "val") -> dict[str, flo
 
 class MlflowEpochLogger(Callback):
     """Logs each epoch's figures to one run, keyed by the eval split's name, in batched calls: epochs are
-    buffered and sent at most once per `flush_s` seconds, and when training stops for any reason."""
+    buffered and sent at most once per `flush_s` seconds, and when training stops for any reason (unless
+    `flush_at_end` is off: then the owner sends the rest, with `flush()` or in `RunTree.finish`)."""
 
-    def __init__(self, run_id: str, eval_name: str = "val", flush_s: float = 5.0):
+    def __init__(self, run_id: str, eval_name: str = "val", flush_s: float = 5.0, flush_at_end: bool = True):
         self.client = mlflow.MlflowClient()
-        self.run_id, self.eval_name, self.flush_s = run_id, eval_name, flush_s
+        self.run_id, self.eval_name, self.flush_s, self.flush_at_end = run_id, eval_name, flush_s, flush_at_end
         self.pending: list[mlflow.entities.Metric] = []
         self.last_flush = time.monotonic()
         self.seconds = 0.0  # time spent logging, to report tracking overhead
@@ -60,7 +61,13 @@ class MlflowEpochLogger(Callback):
             self.flush()
 
     def on_train_end(self, history) -> None:
-        self.flush()
+        if self.flush_at_end:
+            self.flush()
+
+    def take(self) -> list[mlflow.entities.Metric]:
+        """The epochs not sent yet, handed over to be sent with the run's final figures."""
+        pending, self.pending = self.pending, []
+        return pending
 
     def flush(self) -> None:
         start = time.perf_counter()
@@ -155,15 +162,25 @@ class RunTree:
             synchronous=True,
         )
 
-    def finish(self, run_id: str, status: str, metrics: dict[str, float], tags: dict[str, str], step: int = 0) -> None:
-        """Final metrics and tags in one call, then the status: two calls per trial end."""
+    def finish(
+        self,
+        run_id: str,
+        status: str,
+        metrics: dict[str, float],
+        tags: dict[str, str],
+        step: int = 0,
+        pending: list[mlflow.entities.Metric] = (),
+    ) -> None:
+        """Unsent epoch figures, final metrics and tags in one call (more past MLflow's 1,000 a batch),
+        then the status: two calls per trial end."""
         ts = mlflow.utils.time.get_current_time_millis()
-        self.client.log_batch(
-            run_id,
-            metrics=[mlflow.entities.Metric(k, float(v), ts, step) for k, v in metrics.items()],
-            tags=[mlflow.entities.RunTag(k, str(v)[:5000]) for k, v in tags.items()],
-            synchronous=True,
-        )
+        batch = [*pending, *(mlflow.entities.Metric(k, float(v), ts, step) for k, v in metrics.items())]
+        run_tags = [mlflow.entities.RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+        room = MAX_METRICS_PER_BATCH - len(run_tags)
+        while len(batch) > room:
+            self.client.log_batch(run_id, metrics=batch[:MAX_METRICS_PER_BATCH], synchronous=True)
+            batch = batch[MAX_METRICS_PER_BATCH:]
+        self.client.log_batch(run_id, metrics=batch, tags=run_tags, synchronous=True)
         self.client.set_terminated(run_id, status)
 
     def end(self, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:

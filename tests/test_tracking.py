@@ -67,3 +67,17 @@ def test_a_failed_run_keeps_its_buffered_epochs(digits, new_run):
         _train(digits, run_id, 3600.0, _PoisonAfter(1))
     history = mlflow.MlflowClient().get_metric_history(run_id, "val_acc")
     assert [m.step for m in history] == [0, 1]
+
+
+def test_finish_sends_held_epochs_past_the_batch_limit(new_run):
+    from study.tracking import RunTree
+
+    run_id = new_run()
+    tree = RunTree("logging")
+    held = [mlflow.entities.Metric("train_loss", 1.0 / (i + 1), 0, i) for i in range(1500)]
+    tree.finish(run_id, "FINISHED", {"val_acc": 0.5}, {"optuna.state": "COMPLETE"}, step=1500, pending=held)
+    client = mlflow.MlflowClient()
+    assert [m.step for m in client.get_metric_history(run_id, "train_loss")] == list(range(1500))
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["val_acc"] == 0.5
+    assert run.data.tags["optuna.state"] == "COMPLETE"
