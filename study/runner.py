@@ -22,7 +22,7 @@ from .objective import ArmContext, OverBudget, make_objective
 from .space import baseline_params
 from .spec import Spec, SpecError
 from .storage import DEFAULT_STORAGE, allows_parallel, is_shared, make_storage, redact, retry_trial
-from .tracking import RunTree, configure
+from .tracking import RunTree, configure, trial_run_id
 from .trunk import Trunk, build_trunk
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -168,8 +168,7 @@ def recover_interrupted(study: optuna.Study, tree: RunTree, pid: int | None = No
             continue
         study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "interrupted; retried")
         study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-        run_id = t.user_attrs.get("mlflow_run_id")
-        if run_id:
+        if run_id := trial_run_id(tree.client, study.study_name, t, [tree.experiment_id]):
             tree.end(run_id, "KILLED", "the process running this trial was interrupted; the trial was retried")
         n += retry_trial(study, t)
     return n

@@ -34,12 +34,13 @@ def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
 
 def retry_and_close_run(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """A trial whose worker stopped beating: enqueue its retry and end its MLflow run FAILED."""
-    retried = retry_trial(study, trial)
-    run_id = trial.user_attrs.get("mlflow_run_id")
-    if run_id:
-        import mlflow
+    import mlflow
 
-        client = mlflow.MlflowClient()
+    from .tracking import trial_run_id
+
+    retried = retry_trial(study, trial)
+    client = mlflow.MlflowClient()
+    if run_id := trial_run_id(client, study.study_name, trial):
         note = "the trial was retried" if retried else f"not retried: {MAX_RETRIES} retries already"
         client.set_tag(run_id, "failure_reason", f"its worker stopped (heartbeat stale); {note}")
         client.set_terminated(run_id, "FAILED")

@@ -78,6 +78,23 @@ class MlflowEpochLogger(Callback):
         self.seconds += time.perf_counter() - start
 
 
+def trial_run_id(client: mlflow.MlflowClient, study_name: str, trial, experiment_ids: list[str] | None = None):
+    """The MLflow run of an Optuna trial: its user attribute, or, when the process died between creating
+    the run and recording it, the run tagged with the study and trial number."""
+    if run_id := trial.user_attrs.get("mlflow_run_id"):
+        return run_id
+    if experiment_ids is None:
+        experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(
+        experiment_ids,
+        f"tags.`rethink.kind` = 'trial' and tags.`optuna.study_name` = '{study_name}' "
+        f"and tags.`optuna.trial_number` = '{trial.number}'",
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )
+    return runs[0].info.run_id if runs else None
+
+
 def log_dataset(ds: Dataset, context: str = "training") -> None:
     """Record the dataset as an MLflow input (name, digest, shape), without uploading the images."""
     source = CodeDatasetSource({"dataset": ds.name, "loader": "rethink.data.load_dataset"})

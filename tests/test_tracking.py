@@ -81,3 +81,27 @@ def test_finish_sends_held_epochs_past_the_batch_limit(new_run):
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.metrics["val_acc"] == 0.5
     assert run.data.tags["optuna.state"] == "COMPLETE"
+
+
+def test_recovery_ends_the_run_of_a_trial_killed_before_it_was_linked(tracking_uri, tmp_path):
+    """A process killed between creating a trial's run and recording its id leaves no RUNNING run behind."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState
+
+    from study.runner import recover_interrupted
+    from study.tracking import RunTree
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="s.scratch-e")
+    trial = study.ask({"lr": FloatDistribution(0.01, 0.1, log=True)})
+    tree = RunTree("s")
+    root = tree.root("spec s", {"rethink.spec": "s"})
+    tags = {"optuna.study_name": study.study_name, "optuna.trial_number": trial.number}
+    orphan = tree.child(root, "trial 0", "trial", tags, reuse=False)  # no mlflow_run_id user attribute yet
+
+    assert recover_interrupted(study, tree) == 1
+    run = mlflow.MlflowClient().get_run(orphan)
+    assert run.info.status == "KILLED" and "interrupted" in run.data.tags["failure_reason"]
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[1].system_attrs["fixed_params"] == trials[0].params  # the same parameters, retried
