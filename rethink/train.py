@@ -156,6 +156,12 @@ class Runtime:
         bf16 = cuda if self.bf16 is None else self.bf16
         return dev, cuda if self.channels_last is None else self.channels_last, bf16
 
+    def describe(self) -> str:
+        """What runs, for the record: e.g. 'cuda bf16 channels_last compiled' or 'cpu fp32'."""
+        dev, channels_last, bf16 = self.resolve()
+        flags = ["bf16" if bf16 else "fp32"] + ["channels_last"] * channels_last + ["compiled"] * self.compile
+        return " ".join([str(dev), *flags])
+
     def compiled(self, model: nn.Module, device: torch.device):
         """The callable the step runs: the model itself, or its compiled form."""
         if not self.compile:

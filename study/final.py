@@ -98,6 +98,7 @@ def evaluate_choices(
             config = apply(choice.params, replace(recipe, seed=seed))
         digest = config_digest({"arm": choice.arm, "config": config.to_dict(), "spec": spec.digest()})
         tags = {"arm": choice.arm, "choice": choice.name, "seed": seed, "rethink.digest": digest}
+        tags["rethink.runtime"] = runtime.describe()
         # The same config chosen twice (best and best@B, say) is trained once per seed.
         old = tree.find({"rethink.kind": "final", "rethink.digest": digest}, root)
         if old and (run := tree.client.get_run(old)).info.status == "FINISHED" and "test_acc" in run.data.metrics:

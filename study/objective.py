@@ -70,6 +70,7 @@ def make_objective(ctx: ArmContext):
         "rethink.spec": spec.name,
         "method": spec.prune.method,
         "ratio": spec.prune.ratio if spec.prune.ratio is not None else spec.prune.variant,
+        "rethink.runtime": ctx.runtime.describe(),
     }
 
     def objective(trial: optuna.Trial):

@@ -79,7 +79,8 @@ def run_train(args: argparse.Namespace) -> int:
                 **extras,
             }
         )
-        mlflow.set_tags({"rethink.kind": "train", "rethink.digest": digest})
+        runtime = runtime_from_args(args)
+        mlflow.set_tags({"rethink.kind": "train", "rethink.digest": digest, "rethink.runtime": runtime.describe()})
         log_dataset(ds)
         mlflow.log_metrics({"flops_forward": macs, "params": param_count(model)})
         callbacks = [MlflowEpochLogger(run.info.run_id, split.eval_name), PrintProgress(config.epochs, "train ")]
@@ -89,7 +90,7 @@ def run_train(args: argparse.Namespace) -> int:
             callbacks.insert(0, SoftFilterPruning(spec, args.sfp_ratio))
         start = time.perf_counter()
         try:
-            history = train(model, split, config, callbacks, runtime_from_args(args))
+            history = train(model, split, config, callbacks, runtime)
         except NonFiniteLoss as e:
             end_failed(str(e))
             print(f"rethink train: run {run.info.run_id} FAILED: {e}", file=sys.stderr)

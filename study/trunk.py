@@ -74,7 +74,7 @@ def build_trunk(
         stale = tree.find({"rethink.kind": "base", **tags}, root)
         if stale:
             tree.end(stale, "KILLED", "interrupted before its checkpoint was written; trained again")
-        base_run = tree.child(root, "base", "base", tags, reuse=False)
+        base_run = tree.child(root, "base", "base", tags | {"rethink.runtime": runtime.describe()}, reuse=False)
         tree.log_params(
             base_run,
             {f"train.{k}": v for k, v in base_config.to_dict().items()}

@@ -32,6 +32,27 @@ def test_train_records_one_complete_run(tracking_uri, tmp_path):
     assert ckpt.spec.model == "vgg11" and ckpt.spec.in_channels == 1
 
 
+def test_runtime_options_change_how_not_what_and_are_recorded(tracking_uri):
+    fast = ["--bf16", "on", "--channels-last", "on", "--epochs", "3"]
+    assert main(ARGS + fast + ["--experiment", "rt"]) == 0
+    (run,) = mlflow.search_runs(experiment_names=["rt"], output_format="list")
+    assert run.data.tags["rethink.runtime"] == "cpu bf16 channels_last"
+    assert run.data.metrics["final_val_acc"] > 0.5
+
+
+def test_runtime_options_round_trip_to_worker_command_lines():
+    import argparse
+
+    from study.runtime_options import add_runtime_args, runtime_argv, runtime_from_args
+
+    p = argparse.ArgumentParser()
+    add_runtime_args(p)
+    for argv in ([], ["--device", "cpu", "--bf16", "on", "--channels-last", "off", "--compile", "on"]):
+        runtime = runtime_from_args(p.parse_args(argv))
+        assert runtime_from_args(p.parse_args(list(runtime_argv(runtime)))) == runtime
+    assert runtime_from_args(p.parse_args(["--bf16", "off"])).bf16 is False
+
+
 def test_nan_loss_ends_run_failed_with_reason(tracking_uri):
     assert main(ARGS + ["--epochs", "2", "--lr", "1e6", "--experiment", "nan"]) == 1
     (run,) = mlflow.search_runs(experiment_names=["nan"], output_format="list")

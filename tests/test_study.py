@@ -54,6 +54,7 @@ def test_study_records_every_trial_in_both_stores(tiny_run):
             run = runs[t.user_attrs["mlflow_run_id"]]
             assert run.info.status == "FINISHED"
             assert run.data.tags["optuna.trial_number"] == str(t.number)
+            assert run.data.tags["rethink.runtime"] == "cpu fp32"  # how it ran, for the record
             assert run.data.metrics["val_acc"] == pytest.approx(t.values[0])
             assert run.data.metrics["train_flops"] == pytest.approx(t.values[1])
             history = client.get_metric_history(run.info.run_id, "val_acc")

@@ -116,6 +116,8 @@ def test_runtime_defaults():
     assert (dev.type, channels_last, bf16) == ("cpu", False, False)  # the CPU default: fp32, NCHW
     assert Runtime("cpu", bf16=True).resolve()[1:] == (False, True)  # NCHW: pruned widths run slower in NHWC
     assert Runtime("cpu", channels_last=True, bf16=True).resolve()[1:] == (True, True)
+    assert Runtime("cpu").describe() == "cpu fp32"
+    assert Runtime("cpu", channels_last=True, bf16=True, compile=True).describe() == "cpu bf16 channels_last compiled"
 
 
 def test_compiled_step_trains_the_same_model_and_is_reused_across_trials(digits):
