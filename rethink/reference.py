@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .budget import lr_at
 from .data import EpochDraws, Split, channel_stats, default_pad, draw_epoch
-from .train import EpochMetrics, History, NonFiniteLoss, TrainConfig
+from .train import EpochMetrics, History, NonFiniteLoss, TrainConfig, make_sgd
 
 
 class _EpochOrder(Sampler[int]):
@@ -81,13 +81,7 @@ def reference_train(
     """The paper-style loop: per-sample transforms in DataLoader workers, fp32 NCHW, batches copied to the
     device (pinned memory on CUDA), and a host sync every step."""
     model.to(device)
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=config.nesterov,
-        weight_decay=config.weight_decay,
-    )
+    optimizer = make_sgd(model, config)  # one tensor at a time, as the paper's code did
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     history = History()
     ds = PerSampleDataset(split.x_train, split.y_train, config.augment)

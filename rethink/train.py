@@ -177,6 +177,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def make_sgd(model: nn.Module, config: TrainConfig, fused: bool = False) -> torch.optim.SGD:
+    """The recipe's optimizer; `fused` computes the same update in one kernel per step."""
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay,
+        fused=fused,
+    )
+
+
 def make_loaders(
     split: Split, config: TrainConfig, device: torch.device, channels_last: bool = False
 ) -> tuple[DeviceLoader, DeviceLoader]:
@@ -230,14 +242,7 @@ def train(
         model.to(memory_format=torch.channels_last)
     train_loader, eval_loader = make_loaders(split, config, device, channels_last)
     forward = runtime.compiled(model, device)
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=config.nesterov,
-        weight_decay=config.weight_decay,
-        fused=device.type in FUSED_SGD_DEVICES,  # the same update in one kernel; ~2x faster steps on CPU
-    )
+    optimizer = make_sgd(model, config, fused=device.type in FUSED_SGD_DEVICES)  # ~2x faster steps on CPU
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     for cb in callbacks:
         cb.on_train_start(model, optimizer)

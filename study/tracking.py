@@ -9,6 +9,7 @@ import time
 import mlflow
 import numpy as np
 from mlflow.data.code_dataset_source import CodeDatasetSource
+from optuna.trial import FrozenTrial
 
 from rethink.data import Dataset
 from rethink.train import Callback, EpochMetrics
@@ -78,7 +79,9 @@ class MlflowEpochLogger(Callback):
         self.seconds += time.perf_counter() - start
 
 
-def trial_run_id(client: mlflow.MlflowClient, study_name: str, trial, experiment_ids: list[str] | None = None):
+def trial_run_id(
+    client: mlflow.MlflowClient, study_name: str, trial: FrozenTrial, experiment_ids: list[str] | None = None
+) -> str | None:
     """The MLflow run of an Optuna trial: its user attribute, or, when the process died between creating
     the run and recording it, the run tagged with the study and trial number."""
     if run_id := trial.user_attrs.get("mlflow_run_id"):
