@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rethink.arms import ARMS
 from rethink.data import AUGMENTATIONS
@@ -25,6 +26,22 @@ SPECS_DIR = Path(__file__).parent / "specs"
 
 class SpecError(ValueError):
     """A spec that does not validate; the message names the file and every bad field."""
+
+
+def one_of(kind: str, names: Iterable[str]) -> AfterValidator:
+    """A field holding a name from a registry; a bad name is reported with the valid ones."""
+    valid = tuple(names)
+
+    def check(v: str) -> str:
+        if v not in valid:
+            raise ValueError(f"unknown {kind} {v!r}; valid names: {', '.join(sorted(valid))}")
+        return v
+
+    return AfterValidator(check)
+
+
+Arm = Annotated[str, one_of("arm", ARMS)]
+Augmentation = Annotated[str, one_of("augmentation", AUGMENTATIONS)]
 
 
 class _Strict(BaseModel):
@@ -51,25 +68,11 @@ class BaseTraining(_Strict):
 
 
 class Pruning(_Strict):
-    method: str = "l1-norm"
+    method: Annotated[str, one_of("method", METHODS)] = "l1-norm"
     ratio: float | None = Field(None, ge=0, lt=1)
-    variant: str | None = None
+    variant: Annotated[str, one_of("variant", VARIANTS)] | None = None
     min_channels: int = Field(1, ge=0)
     scope: Literal["global", "layer"] = "global"
-
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, v: str) -> str:
-        if v not in METHODS:
-            raise ValueError(f"unknown method {v!r}; valid names: {', '.join(sorted(METHODS))}")
-        return v
-
-    @field_validator("variant")
-    @classmethod
-    def _known_variant(cls, v: str | None) -> str | None:
-        if v is not None and v not in VARIANTS:
-            raise ValueError(f"unknown variant {v!r}; valid names: {', '.join(VARIANTS)}")
-        return v
 
     @model_validator(mode="after")
     def _ratio_or_variant(self):
@@ -109,18 +112,10 @@ class SearchSpace(_Strict):
     optional weight decay and batch size apply to every arm alike."""
 
     lr: FloatRange = FloatRange(low=1e-3, high=0.3)
-    augment: tuple[str, ...] = AUGMENTATIONS
+    augment: tuple[Augmentation, ...] = Field(AUGMENTATIONS, min_length=1)
     epochs: IntRange = IntRange(low=2, high=40)
     weight_decay: FloatRange | None = None
     batch_size: tuple[int, ...] | None = None
-
-    @field_validator("augment")
-    @classmethod
-    def _known_augment(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [a for a in v if a not in AUGMENTATIONS]
-        if bad or not v:
-            raise ValueError(f"unknown or no augmentation {bad}; valid names: {', '.join(AUGMENTATIONS)}")
-        return v
 
 
 class Baseline(_Strict):
@@ -128,15 +123,15 @@ class Baseline(_Strict):
     'B' (Scratch-B epochs) or 'default' (the arm's own). Unset fields take the arm's paper recipe."""
 
     lr: float | None = Field(None, gt=0)
-    augment: str | None = None
+    augment: Augmentation | None = None
     epochs: int | Literal["E", "B", "default"] = "default"
     weight_decay: float | None = Field(None, ge=0)
     batch_size: int | None = Field(None, ge=1)
-    arms: tuple[str, ...] | None = None  # the arms it applies to (default: all)
+    arms: tuple[Arm, ...] | None = None  # the arms it applies to (default: all)
 
 
 class Study(_Strict):
-    arms: tuple[str, ...] = ("finetune", "scratch-e", "scratch-b")
+    arms: tuple[Arm, ...] = Field(("finetune", "scratch-e", "scratch-b"), min_length=1)
     n_trials: int = Field(8, ge=1, description="trials per arm, the same for every arm")
     mode: Literal["pareto", "fixed-budget"] = "pareto"
     sampler: Literal["tpe", "random", "nsga2"] = "tpe"
@@ -146,10 +141,7 @@ class Study(_Strict):
 
     @field_validator("arms")
     @classmethod
-    def _known_arms(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [a for a in v if a not in ARMS]
-        if bad or not v:
-            raise ValueError(f"unknown arm(s) {bad}; valid names: {', '.join(ARMS)}")
+    def _distinct_arms(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         if len(set(v)) != len(v):
             raise ValueError(f"arms repeat: {list(v)}")
         return v
@@ -165,7 +157,7 @@ class Spec(_Strict):
     dataset: str = "digits"
     data_root: str = "data"
     val_fraction: float = Field(0.1, gt=0, lt=1)
-    model: str = "vgg11"
+    model: Annotated[str, one_of("model", MODELS)] = "vgg11"
     width_scale: float = Field(1.0, gt=0)
     seed: int = 0
     base: BaseTraining = BaseTraining()
@@ -174,13 +166,6 @@ class Spec(_Strict):
     space: SearchSpace = SearchSpace()
     baselines: dict[str, Baseline] = {"literature": Baseline(lr=0.01, augment="flip", epochs="E")}
     final: Final = Final()
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, v: str) -> str:
-        if v not in MODELS:
-            raise ValueError(f"unknown model {v!r}; valid names: {', '.join(sorted(MODELS))}")
-        return v
 
     @model_validator(mode="after")
     def _consistent(self):

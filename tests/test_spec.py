@@ -48,6 +48,13 @@ def test_errors_name_the_field_and_file(tmp_path, extra, field):
         ("study.arms=['finetune', 'warm-start']", "study.arms"),
         ("prune.variant='resnet56-a'", "prune.variant"),
         ("model='alexnet'", "valid names"),
+        ("prune.method='prunall'", "prune.method: unknown method 'prunall'; valid names"),
+        ("space.augment=['flip', 'blur']", "space.augment.1: unknown augmentation 'blur'"),
+        ("space.augment=[]", "space.augment: Tuple should have at least 1 item"),
+        ("study.arms=[]", "study.arms: Tuple should have at least 1 item"),
+        ("study.arms=['finetune', 'finetune']", "arms repeat"),
+        ("baselines.literature.augment='mixup'", "baselines.literature.augment: unknown augmentation"),
+        ("baselines.literature.arms=['scratch-z']", "baselines.literature.arms.0: unknown arm"),
     ],
 )
 def test_bad_values_are_refused(override, expect):
