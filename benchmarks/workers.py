@@ -33,7 +33,7 @@ def check_record(storage: str, tracking: str, spec_name: str, arms: list[str], b
     for arm in arms:
         trials = optuna.load_study(study_name=f"{spec_name}.{arm}", storage=make_storage(storage)).get_trials()
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        record["complete_per_arm"][arm] = len(complete)
+        record["complete_per_arm"][arm] = len([t for t in complete if "baseline" not in t.user_attrs])
         record["lost_trials"] += sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
         ids = [r.info.run_id for r in runs if r.data.tags["arm"] == arm and r.info.status == "FINISHED"]
         record["duplicate_runs"] += len(ids) - len({t.user_attrs["mlflow_run_id"] for t in complete})
@@ -50,17 +50,18 @@ def check_record(storage: str, tracking: str, spec_name: str, arms: list[str], b
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--workers", default="1,2,4")
-    p.add_argument("--trials", type=int, default=8, help="trials per arm")
+    p.add_argument("--trials", type=int, default=8, help="searched trials per study (baselines run in the warm-up)")
     p.add_argument("--spec", default=str(SPEC))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="spec overrides")
     p.add_argument("--epochs", type=int, default=2, help="every trial's epochs (fixed, so trials cost the same)")
     p.add_argument("--device", default="auto")
     args = p.parse_args()
+    from study.layout import study_arms
     from study.spec import load_spec
 
     fixed = [*args.set, f"space.epochs={{low={args.epochs}, high={args.epochs}}}"]
     spec = load_spec(args.spec, fixed)
-    arms = list(spec.study.arms)
+    arms = study_arms(spec)  # the Optuna studies (pareto mode: one scratch study)
     sets = [x for kv in fixed for x in ("--set", kv)]
     results = []
     for n in (int(w) for w in args.workers.split(",")):
@@ -97,7 +98,7 @@ def main() -> None:
             start = time.perf_counter()
             subprocess.run(cmd, env=env, cwd=REPO, check=True, capture_output=True)
             wall = time.perf_counter() - start
-            total = (args.trials - 1) * len(arms)  # 1 trial per arm ran in the untimed warm-up
+            total = (args.trials - 1) * len(arms)  # searched trials; the warm-up ran 1 per study and the baselines
             results.append(
                 {
                     "workers": n,

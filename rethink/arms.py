@@ -4,6 +4,7 @@ not a script; the study layer only changes hyperparameters on top of the default
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -16,7 +17,9 @@ from .prune import KeepMasked, PrunedModel, apply_masks
 from .prune.lottery import ticket_model
 from .train import Callback, TrainConfig, seed_everything
 
-ARMS = ("finetune", "scratch-e", "scratch-b", "lottery")
+ARMS = ("finetune", "scratch-e", "scratch-b", "lottery", "unpruned")
+SCRATCH_ARMS = ("scratch", "scratch-e", "scratch-b")  # "scratch": pareto mode's one study for E and B
+INHERITING_ARMS = ("finetune", "lottery")  # they depend on the base training: its FLOPs are in their pipeline
 FINETUNE_EPOCH_FRACTION = 40 / 160  # the paper fine-tunes 40 epochs after a 160-epoch base
 FINETUNE_LR_FACTOR = 0.01  # lr 0.001 after a base lr of 0.1, held constant
 
@@ -25,18 +28,36 @@ class ArmError(ValueError):
     """Unknown arm, or an arm that lacks what it needs (lottery without the base's initial weights)."""
 
 
+def derive_seed(seed: int, stream: str) -> int:
+    """A seed of its own for one random stream (e.g. scratch inits), never the base's `seed` itself: the
+    base draws its init from `seed`, so scratch and lottery inits can never coincide."""
+    digest = hashlib.sha256(f"{stream}:{seed}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") | (1 << 31)  # >= 2**31: above any seed a spec uses
+
+
+def scratch_init_seed(seed: int) -> int:
+    return derive_seed(seed, "scratch-init")
+
+
 @dataclass(eq=False)
 class Arm:
     name: str
     model: nn.Module
     config: TrainConfig  # the arm's default recipe (the paper's)
     callbacks: list[Callback] = field(default_factory=list)
+    forward_macs: int = 0  # one image's forward MACs of the model trained (non-zero only when unstructured)
+    inherits_base: bool = False  # trained from the base's weights: the base training is in its pipeline FLOPs
 
 
 def pruned_flops(pruned: PrunedModel) -> int:
     shape = (pruned.spec.in_channels, pruned.spec.input_size, pruned.spec.input_size)
     count = forward_flops if pruned.structured else nonzero_forward_flops
     return count(pruned.model, shape)
+
+
+def check_arm(arm: str) -> None:
+    if arm not in ARMS and arm not in SCRATCH_ARMS:
+        raise ArmError(f"unknown arm {arm!r}; valid names: {', '.join(ARMS)}")
 
 
 def arm_epochs(arm: str, base: TrainConfig, base_flops: float, pruned_flops_: float) -> int:
@@ -48,10 +69,9 @@ def arm_epochs(arm: str, base: TrainConfig, base_flops: float, pruned_flops_: fl
 
 
 def default_recipe(arm: str, base: TrainConfig, base_flops: float, pruned_flops_: float) -> TrainConfig:
-    """The paper's recipe for the arm: fine-tune at lr/100 held constant; scratch at the base recipe for
-    E or B epochs, with the milestones at the same fractions."""
-    if arm not in ARMS:
-        raise ArmError(f"unknown arm {arm!r}; valid names: {', '.join(ARMS)}")
+    """The paper's recipe for the arm: fine-tune at lr/100 held constant; scratch (and unpruned) at the
+    base recipe for E or B epochs, with the milestones at the same fractions."""
+    check_arm(arm)
     epochs = arm_epochs(arm, base, base_flops, pruned_flops_)
     if arm == "finetune":
         return replace(base, epochs=epochs, lr=base.lr * FINETUNE_LR_FACTOR, schedule="constant")
@@ -68,19 +88,25 @@ def build_arm(
     init_state: dict[str, torch.Tensor] | None = None,
     pruned_macs: int | None = None,
 ) -> Arm:
-    """The model to train and its default recipe. Scratch arms draw a fresh init from `seed`; for
-    unstructured pruning they keep the masks, re-applied after every step. `pruned_macs` saves a recount."""
-    config = default_recipe(arm, base_config, base_flops, pruned_macs or pruned_flops(pruned))
+    """The model to train and its default recipe. Scratch arms (and the tuned unpruned arm) draw a fresh
+    init from a seed stream of their own (`scratch_init_seed(seed)`), never the base's; for unstructured
+    pruning they keep the masks, re-applied after every step. `seed` also orders the data.
+    `pruned_macs` saves a recount."""
+    macs = pruned_macs or pruned_flops(pruned)
+    config = default_recipe(arm, base_config, base_flops, macs)
+    callbacks: list[Callback] = [] if pruned.masks is None else [KeepMasked(pruned.masks)]
     if arm == "finetune":
         model = copy.deepcopy(pruned.model)
     elif arm == "lottery":
         if init_state is None:
             raise ArmError("the lottery arm needs the base model's initial (or rewound) weights")
         model = ticket_model(pruned, base_spec, init_state)
+    elif arm == "unpruned":
+        seed_everything(scratch_init_seed(seed))
+        model, callbacks, macs = build_model(base_spec), [], int(base_flops)
     else:
-        seed_everything(seed)
+        seed_everything(scratch_init_seed(seed))
         model = build_model(pruned.spec)
         if pruned.masks is not None:
             apply_masks(model, pruned.masks)
-    callbacks: list[Callback] = [] if pruned.masks is None else [KeepMasked(pruned.masks)]
-    return Arm(arm, model, replace(config, seed=seed), callbacks)
+    return Arm(arm, model, replace(config, seed=seed), callbacks, macs, arm in INHERITING_ARMS)

@@ -17,7 +17,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .budget import lr_at
+from .budget import PER_STEP_SCHEDULES, lr_at
 from .data import EpochDraws, Split, channel_stats, default_pad, draw_epoch
 from .train import EpochMetrics, History, NonFiniteLoss, TrainConfig, make_sgd
 
@@ -98,7 +98,12 @@ def reference_train(
         )
         model.train()
         start, loss_sum, correct, n = time.perf_counter(), 0.0, 0, 0
-        for x, y in loader:
+        for i, (x, y) in enumerate(loader):
+            if config.schedule in PER_STEP_SCHEDULES:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(
+                        epoch, config.epochs, config.lr, config.schedule, step=i, steps_per_epoch=len(loader)
+                    )
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             out = model(x)
             loss = criterion(out, y)

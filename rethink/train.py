@@ -13,10 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .budget import lr_at
+from .budget import PER_STEP_SCHEDULES, SCHEDULES, lr_at
 from .data import AUGMENTATIONS, DeviceLoader, Split
 
-SCHEDULES = ("step", "cosine", "constant")
 FUSED_SGD_DEVICES = ("cpu", "cuda")
 COMPILE_CACHE_ENTRIES = 64  # compiled graphs kept per forward: architectures x batch shapes in one worker
 
@@ -249,14 +248,23 @@ def train(
     history = History(eval_name=split.eval_name)
     try:
         for epoch in range(config.epochs):
-            lr = lr_at(epoch, config.epochs, config.lr, config.schedule, config.milestones, config.gamma)
+            lr = lr_at(
+                epoch, config.epochs, config.lr, config.schedule, config.milestones, config.gamma, 0, len(train_loader)
+            )
             for group in optimizer.param_groups:
                 group["lr"] = lr
             model.train()
             start = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
-            for x, y in train_loader.epoch(epoch):
+            per_step = config.schedule in PER_STEP_SCHEDULES
+            for i, (x, y) in enumerate(train_loader.epoch(epoch)):
+                if per_step:
+                    step_lr = lr_at(
+                        epoch, config.epochs, config.lr, config.schedule, step=i, steps_per_epoch=len(train_loader)
+                    )
+                    for group in optimizer.param_groups:
+                        group["lr"] = step_lr
                 with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
                     out = forward(x)
                     loss = criterion(out.float(), y)

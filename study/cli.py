@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", required=True, help="spec name (the MLflow experiment)")
     p.add_argument("--max-flops", type=float, default=None, help="only trials with training FLOPs at most this")
     p.add_argument("--max-epochs", type=int, default=None, help="only trials with at most this many epochs")
+    p.add_argument(
+        "--max-pipeline-flops",
+        type=float,
+        default=None,
+        help="only trials whose pipeline FLOPs (the run plus the base training it inherits) are at most this",
+    )
+    p.add_argument("--searched-only", action="store_true", help="leave out the baseline trials")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--tracking-uri", default=None)
     return parser

@@ -1,70 +1,115 @@
-"""Final evaluation: the chosen configs of each arm retrained with several seeds on train+validation,
-scored once on the test set. Every run is an MLflow run under the spec; finished ones are reused."""
+"""Final evaluation. For each seed s: the base is trained on train+validation with seed s (the `unpruned`
+row, the untuned paper recipe), pruned with the spec's method, and fine-tuned with each chosen config;
+scratch arms train on train+validation with seed s. Every arm sees the same data and its own seed
+variance. Each run is scored once on the test set and is an MLflow run; finished ones are reused."""
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
-from rethink.arms import arm_epochs, build_arm, default_recipe
-from rethink.data import load_dataset, train_test
+from rethink.arms import build_arm, default_recipe, pruned_flops
+from rethink.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from rethink.data import Split, load_dataset, train_test
 from rethink.flops import training_flops
 from rethink.models import build_model
+from rethink.prune import PrunedModel, prune
 from rethink.train import Runtime, config_digest, seed_everything, train
 
+from .layout import Budgets, rows_of
 from .progress import PrintProgress
 from .space import apply
+from .spec import Spec
 from .tracking import MlflowEpochLogger, RunTree
-from .trunk import Trunk
+from .trunk import Trunk, _calibration, prune_config
+
+CAPS_PER_ROW = {  # pareto mode: the budget-capped picks of each report row (train account; P: pipeline)
+    "finetune": ("best", "best@E", "best@B", "best@P"),
+    "lottery": ("best", "best@E", "best@B", "best@P"),
+    "scratch-e": ("best@E",),
+    "scratch-b": ("best@B", "best@P"),
+    "unpruned": ("best",),
+}
+
+ROW_BUDGET = {"scratch-e": "E", "scratch-b": "B"}  # the train-account budget that defines a scratch row
 
 
 @dataclass(frozen=True)
 class Choice:
-    """A config picked from an arm's study for the final evaluation."""
+    """A config picked from a study for the final evaluation, under the report row it stands for."""
 
-    arm: str
-    name: str  # best, best@E, best@B, paper, literature
+    arm: str  # the report row: finetune, scratch-e, scratch-b, lottery, unpruned
+    study_arm: str  # the study it came from (pareto mode: `scratch` for Scratch-E and Scratch-B)
+    name: str  # best, best@E, best@B, best@P, paper, rewind, literature, ...
     params: dict
     trial: int | None
     val_acc: float | None
+    source: str = ""  # a baseline's source; for tuned picks, how it was picked
 
 
-def budget_flops(trunk: Trunk, epochs: int) -> float:
-    """Training FLOPs of `epochs` epochs of the pruned model on the trial training split."""
-    return training_flops(trunk.pruned_flops, epochs * len(trunk.split.y_train))
+@dataclass(frozen=True)
+class Missing:
+    """A pick that has no trial: reported as missing, never replaced by another."""
+
+    arm: str
+    name: str
+    why: str
 
 
-def choose(study: optuna.Study, arm: str, trunk: Trunk, pareto: bool) -> list[Choice]:
+def _flops(t: optuna.trial.FrozenTrial, key: str) -> float:
+    value = t.user_attrs.get(key)
+    if value is None and key == "train_flops" and len(t.values) > 1:
+        value = t.values[1]
+    return math.inf if value is None else float(value)
+
+
+def choose(study: optuna.Study, study_arm: str, spec: Spec, caps: Budgets) -> tuple[list[Choice], list[Missing]]:
+    """Each row's picks: the best trial (val acc, then fewer FLOPs) overall or within a budget, and the
+    study's baselines under the rows whose budget they fit."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not done:
-        return []
-    flops = (lambda t: t.values[1]) if pareto else (lambda t: t.user_attrs.get("train_flops", 0.0))
+    pareto = spec.study.mode == "pareto"
+    choices: list[Choice] = []
+    missing: list[Missing] = []
 
     def best(trials):
-        return max(trials, key=lambda t: (t.values[0], -flops(t))) if trials else None
+        return max(trials, key=lambda t: (t.values[0], -_flops(t, "train_flops"), -t.number)) if trials else None
 
-    picks: list[tuple[str, optuna.trial.FrozenTrial | None]] = [("best", best(done))]
-    if pareto:
-        e = trunk.base_config.epochs
-        b = arm_epochs("scratch-b", trunk.base_config, trunk.base_flops, trunk.pruned_flops)
-        for label, epochs in (("best@E", e), ("best@B", b)):
-            limit = budget_flops(trunk, epochs) * 1.0001
-            picks.append((label, best([t for t in done if flops(t) <= limit])))
-    for t in done:
-        if t.user_attrs.get("baseline"):
-            picks.append((t.user_attrs["baseline"], t))
-    choices, seen = [], set()
-    for name, t in picks:
-        if t is None:
-            continue
-        key = (name, t.number)
-        if key not in seen:
-            seen.add(key)
-            choices.append(Choice(arm, name, dict(t.params), t.number, t.values[0]))
-    return choices
+    for row in rows_of(spec, study_arm):
+        for label in CAPS_PER_ROW[row] if pareto else ("best",):
+            cap = label.partition("@")[2]
+            pool = [
+                t for t in done if not cap or caps.within(cap, _flops(t, "train_flops"), _flops(t, "pipeline_flops"))
+            ]
+            t = best(pool)
+            if t is None:
+                why = "no completed trial" + (f" within budget {cap}" if cap else "")
+                missing.append(Missing(row, label, why))
+                continue
+            how = f"tuned: best validation accuracy of {len(pool)} trials" + (f" within budget {cap}" if cap else "")
+            choices.append(Choice(row, study_arm, label, dict(t.params), t.number, t.values[0], how))
+        if row == "unpruned":
+            continue  # its paper recipe is the per-seed base of the final evaluation
+        for t in done:
+            name = t.user_attrs.get("baseline")
+            if not name:
+                continue
+            fits = (
+                t.user_attrs.get("baseline_row") == row
+                if t.user_attrs.get("baseline_row")
+                else not pareto or study_arm != "scratch" or caps.within(ROW_BUDGET[row], _flops(t, "train_flops"), 0)
+            )
+            if fits:
+                source = t.user_attrs.get("baseline_source", "")
+                choices.append(
+                    Choice(row, study_arm, name.partition("@")[0], dict(t.params), t.number, t.values[0], source)
+                )
+    return choices, missing
 
 
 @dataclass(frozen=True)
@@ -74,80 +119,212 @@ class FinalResult:
     seed: int
     test_acc: float
     train_flops: float
+    pipeline_flops: float
     epochs: int
     params: dict
     run_id: str
+    base_run: str = ""
+    trial: int | None = None  # the study trial the config came from (None: the per-seed base)
 
 
-def evaluate_choices(
-    choices: list[Choice], trunk: Trunk, seeds: int, tree: RunTree, root: str, runtime: Runtime
-) -> list[FinalResult]:
-    """Retrain each choice (and the unpruned base recipe) with `seeds` seeds on train+val; test once each."""
+@dataclass(eq=False)
+class SeedBase:
+    """The base of one final seed, trained on train+validation, and what pruning it gives."""
+
+    seed: int
+    init_state: dict[str, torch.Tensor]
+    pruned: PrunedModel
+    pruned_flops: int
+    train_flops: float
+    digest: str
+    result: FinalResult
+
+
+def _finished(tree: RunTree, digest: str, root: str):
+    old = tree.find({"rethink.kind": "final", "rethink.digest": digest}, root)
+    if old and (run := tree.client.get_run(old)).info.status == "FINISHED" and "test_acc" in run.data.metrics:
+        return old, run.data.metrics
+    if old:
+        tree.end(old, "KILLED", "interrupted; evaluated again")
+    return None, None
+
+
+def final_base(
+    trunk: Trunk, seed: int, split: Split, tree: RunTree, root: str, runtime: Runtime, workdir: Path, label: str
+) -> SeedBase:
+    """Train (or find again) the base of `seed` on train+validation, score it once, and prune it."""
     spec = trunk.spec
-    split = train_test(load_dataset(spec.dataset, spec.data_root))
-    results = []
-    base_params = {"lr": trunk.base_config.lr, "augment": trunk.base_config.augment}
-    jobs = [(Choice("unpruned", "paper", base_params, None, None), s) for s in range(seeds)]
-    jobs += [(c, s) for c in choices for s in range(seeds)]
-    for i, (choice, s) in enumerate(jobs):
-        seed = spec.seed + s
-        if choice.arm == "unpruned":
-            config = replace(trunk.base_config, seed=seed)
-        else:
-            recipe = default_recipe(choice.arm, trunk.base_config, trunk.base_flops, trunk.pruned_flops)
-            config = apply(choice.params, replace(recipe, seed=seed))
-        digest = config_digest({"arm": choice.arm, "config": config.to_dict(), "spec": spec.digest()})
-        tags = {"arm": choice.arm, "choice": choice.name, "seed": seed, "rethink.digest": digest}
-        tags["rethink.runtime"] = runtime.describe()
-        # The same config chosen twice (best and best@B, say) is trained once per seed.
-        old = tree.find({"rethink.kind": "final", "rethink.digest": digest}, root)
-        if old and (run := tree.client.get_run(old)).info.status == "FINISHED" and "test_acc" in run.data.metrics:
-            m = run.data.metrics
-            results.append(
-                FinalResult(
-                    choice.arm, choice.name, seed, m["test_acc"], m["train_flops"], config.epochs, choice.params, old
-                )
-            )
-            continue
-        if old:
-            tree.end(old, "KILLED", "interrupted; evaluated again")
-        run_id = tree.child(root, f"final:{choice.arm}:{choice.name}:seed{seed}", "final", tags, reuse=False)
+    config = replace(trunk.base_config, seed=seed)
+    digest = config_digest({"final_base": spec.base_digest(), "seed": seed, "data": "train+val"})
+    folder = workdir / f"final-base-{digest}"
+    run_id, metrics = _finished(tree, digest, root)
+    if run_id and (folder / "model.pt").is_file():
+        model, _ = load_checkpoint(folder / "model.pt")
+        init_state = read_checkpoint(folder / "init.pt").state_dict
+        test_acc, flops = metrics["test_acc"], metrics["train_flops"]
+    else:
+        if run_id:
+            tree.end(run_id, "FINISHED", "its checkpoint is gone; the base was trained again")
+        tags = {
+            "arm": "unpruned",
+            "choice": "paper",
+            "seed": seed,
+            "rethink.digest": digest,
+            "rethink.role": "base",
+            "data": "train+val",
+            "rethink.runtime": runtime.describe(),
+        }
+        run_id = tree.child(root, f"final:base:seed{seed}", "final", tags, reuse=False)
         tree.log_params(
-            run_id,
-            {f"train.{k}": v for k, v in config.to_dict().items()}
-            | {"trial": choice.trial if choice.trial is not None else ""},
+            run_id, {f"train.{k}": v for k, v in config.to_dict().items()} | {"train_images": len(split.y_train)}
         )
-        print(
-            f"[final {i + 1}/{len(jobs)}] {choice.arm} {choice.name} seed {seed}: {config.epochs} epochs",
-            file=sys.stderr,
-            flush=True,
-        )
-        if choice.arm == "unpruned":
-            seed_everything(seed)
-            model, callbacks, forward = build_model(trunk.base_spec), [], trunk.base_flops
-        else:
-            arm = build_arm(
-                choice.arm,
-                trunk.pruned,
-                trunk.base_spec,
-                trunk.base_config,
-                trunk.base_flops,
-                seed=seed,
-                init_state=trunk.init_state,
-            )
-            model, callbacks, forward = arm.model, arm.callbacks, trunk.pruned_flops
-        callbacks = [*callbacks, MlflowEpochLogger(run_id, "test"), PrintProgress(config.epochs, "  ", every=10)]
+        print(f"{label} base (unpruned, paper recipe) seed {seed}: {config.epochs} epochs", file=sys.stderr, flush=True)
+        seed_everything(seed)  # the base's init comes from the seed itself; scratch inits have their own stream
+        model = build_model(trunk.base_spec)
+        init_state = {k: v.clone() for k, v in model.state_dict().items()}
+        callbacks = [MlflowEpochLogger(run_id, "test"), PrintProgress(config.epochs, "  ", every=10)]
         try:
             history = train(model, split, config, callbacks, runtime, eval_final_only=True)
         except BaseException as e:
-            tree.end(run_id, "FAILED", repr(e))
+            tree.end(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED", repr(e))
             raise
-        flops = training_flops(forward, history.images_seen)
-        tree.log_metrics(run_id, {"test_acc": history.final.eval_acc, "train_flops": flops}, step=config.epochs)
+        model.cpu()
+        test_acc, flops = history.final.eval_acc, training_flops(trunk.base_flops, history.images_seen)
+        init_model = build_model(trunk.base_spec)
+        init_model.load_state_dict(init_state)
+        meta = {"train": config.to_dict(), "digest": digest, "test_acc": test_acc}
+        save_checkpoint(folder / "init.pt", init_model, trunk.base_spec, meta=meta | {"epoch": 0})
+        save_checkpoint(folder / "model.pt", model, trunk.base_spec, meta=meta)
+        tree.log_metrics(run_id, {"test_acc": test_acc, "train_flops": flops, "pipeline_flops": flops}, config.epochs)
         tree.end(run_id)
-        results.append(
-            FinalResult(
-                choice.arm, choice.name, seed, history.final.eval_acc, flops, config.epochs, choice.params, run_id
+        print(f"  test acc {test_acc:.4f}", file=sys.stderr, flush=True)
+    model.eval()
+    pconfig = prune_config(spec)
+    data = _calibration(split, pconfig.calibration_images) if pconfig.method == "thinet" else None
+    pruned = prune(model, trunk.base_spec, pconfig, data)
+    params = {"lr": config.lr, "schedule": config.schedule, "augment": config.augment, "epochs": config.epochs}
+    result = FinalResult("unpruned", "paper", seed, test_acc, flops, flops, config.epochs, params, run_id, run_id)
+    return SeedBase(seed, init_state, pruned, pruned_flops(pruned), flops, digest, result)
+
+
+def evaluate_choices(
+    choices: list[Choice],
+    trunk: Trunk,
+    seeds: int,
+    tree: RunTree,
+    root: str,
+    runtime: Runtime,
+    workdir: Path,
+    share_base: bool = False,
+) -> list[FinalResult]:
+    """Per seed: the base on train+val (the unpruned row), pruned; then every choice with that seed, the
+    fine-tune and lottery ones from that seed's base. With `share_base`, one base serves every seed."""
+    spec = trunk.spec
+    split = train_test(load_dataset(spec.dataset, spec.data_root))
+    results: list[FinalResult] = []
+    n_jobs = seeds * len(choices) + (1 if share_base else seeds)
+    job = 0
+    shared: SeedBase | None = None
+    for s in range(seeds):
+        seed = spec.seed + s
+        if shared is None or not share_base:
+            job += 1
+            base = final_base(trunk, seed, split, tree, root, runtime, workdir, f"[final {job}/{n_jobs}]")
+            results.append(base.result)
+            shared = base
+        base = shared
+        for choice in choices:
+            job += 1
+            results.append(
+                _train_choice(choice, base, seed, trunk, split, tree, root, runtime, f"[final {job}/{n_jobs}]")
             )
-        )
     return results
+
+
+def _train_choice(
+    choice: Choice,
+    base: SeedBase,
+    seed: int,
+    trunk: Trunk,
+    split: Split,
+    tree: RunTree,
+    root: str,
+    runtime: Runtime,
+    label: str,
+) -> FinalResult:
+    spec = trunk.spec
+    recipe = default_recipe(choice.arm, trunk.base_config, trunk.base_flops, trunk.pruned_flops)
+    config = apply(choice.params, replace(recipe, seed=seed))
+    digest = config_digest(
+        {"arm": choice.study_arm, "config": config.to_dict(), "spec": spec.digest(), "base": base.digest}
+    )
+    # The same config chosen twice (best@E and best@B, say) is trained once per seed.
+    run_id, metrics = _finished(tree, digest, root)
+    if run_id:
+        return FinalResult(
+            choice.arm,
+            choice.name,
+            seed,
+            metrics["test_acc"],
+            metrics["train_flops"],
+            metrics.get("pipeline_flops", math.nan),
+            config.epochs,
+            choice.params,
+            run_id,
+            base.result.run_id,
+            choice.trial,
+        )
+    tags = {
+        "arm": choice.arm,
+        "choice": choice.name,
+        "seed": seed,
+        "study_arm": choice.study_arm,
+        "rethink.digest": digest,
+        "rethink.runtime": runtime.describe(),
+        "rethink.base_run": base.result.run_id,
+        "base_seed": base.seed,
+        "data": "train+val",
+    }
+    run_id = tree.child(root, f"final:{choice.arm}:{choice.name}:seed{seed}", "final", tags, reuse=False)
+    tree.log_params(
+        run_id,
+        {f"train.{k}": v for k, v in config.to_dict().items()}
+        | {"trial": choice.trial if choice.trial is not None else "", "train_images": len(split.y_train)},
+    )
+    print(f"{label} {choice.arm} {choice.name} seed {seed}: {config.epochs} epochs", file=sys.stderr, flush=True)
+    arm = build_arm(
+        choice.study_arm,
+        base.pruned,
+        trunk.base_spec,
+        trunk.base_config,
+        trunk.base_flops,
+        seed=seed,
+        init_state=base.init_state,
+        pruned_macs=base.pruned_flops,
+    )
+    callbacks = [*arm.callbacks, MlflowEpochLogger(run_id, "test"), PrintProgress(config.epochs, "  ", every=10)]
+    try:
+        history = train(arm.model, split, config, callbacks, runtime, eval_final_only=True)
+    except BaseException as e:
+        tree.end(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED", repr(e))
+        raise
+    flops = training_flops(arm.forward_macs, history.images_seen)
+    pipeline = flops + (base.train_flops if arm.inherits_base else 0.0)
+    tree.log_metrics(
+        run_id, {"test_acc": history.final.eval_acc, "train_flops": flops, "pipeline_flops": pipeline}, config.epochs
+    )
+    tree.end(run_id)
+    print(f"  test acc {history.final.eval_acc:.4f}", file=sys.stderr, flush=True)
+    return FinalResult(
+        choice.arm,
+        choice.name,
+        seed,
+        history.final.eval_acc,
+        flops,
+        pipeline,
+        config.epochs,
+        choice.params,
+        run_id,
+        base.result.run_id,
+        choice.trial,
+    )

@@ -47,7 +47,7 @@ def over_budget(trial: optuna.Trial, budget: int) -> bool:
 class ArmContext:
     """Everything a trial of one arm needs; built once per arm and worker."""
 
-    arm: str
+    arm: str  # the study's arm: finetune, scratch (pareto: Scratch-E and B), scratch-e, scratch-b, lottery, unpruned
     trunk: Trunk
     recipe: TrainConfig  # the arm's paper recipe
     study_name: str
@@ -55,7 +55,7 @@ class ArmContext:
     tree: RunTree
     mode: str
     runtime: Runtime
-    n_trials: int
+    n_trials: int  # the study's whole budget: searched trials plus its baselines
     parallel: bool = False  # other processes may run this study's trials: budget checks and worker pids
     # per trial: (train seconds, per-epoch tracking seconds inside them[, trial wall seconds])
     timings: list[tuple] = field(default_factory=list)
@@ -82,14 +82,22 @@ def make_objective(ctx: ArmContext):
         params = suggest(trial, spec.space, fixed_epochs=ctx.recipe.epochs if ctx.mode == "fixed-budget" else None)
         config = apply(params, ctx.recipe)
         baseline = trial.user_attrs.get("baseline", "")
-        tags = {**common_tags, "optuna.trial_number": trial.number}
+        tags = {**common_tags, "optuna.trial_number": trial.number, "rethink.trial_kind": "searched"}
         if baseline:
-            tags["baseline"] = baseline
+            tags |= {
+                "baseline": baseline,
+                "baseline_source": trial.user_attrs.get("baseline_source", ""),
+                "rethink.trial_kind": "baseline",
+            }
         label = f"trial {trial.number}" + (f" (baseline: {baseline})" if baseline else "")
         run_id = ctx.tree.child(ctx.arm_run, label, "trial", tags, reuse=False)
         trial.set_user_attr("mlflow_run_id", run_id)
         ctx.tree.log_params(run_id, {**params, **{f"train.{k}": v for k, v in config.to_dict().items()}}, fresh=True)
-        print(f"[{ctx.arm}] {label}: lr {config.lr:.4g}, augment {config.augment}, {config.epochs} epochs", flush=True)
+        print(
+            f"[{ctx.arm}] {label}: lr {config.lr:.4g} {config.schedule}, augment {config.augment}, "
+            f"{config.epochs} epochs",
+            flush=True,
+        )
         arm = build_arm(
             ctx.arm,
             ctx.trunk.pruned,
@@ -110,6 +118,7 @@ def make_objective(ctx: ArmContext):
             history = train(arm.model, ctx.trunk.split, config, callbacks, ctx.runtime)
         except NonFiniteLoss as e:
             trial.set_user_attr("fail_reason", str(e))
+            trial.set_user_attr("failed_for_good", True)  # a diverged config: retrying it changes nothing
             logger.flush()
             ctx.tree.end(run_id, "FAILED", str(e))
             raise
@@ -119,17 +128,19 @@ def make_objective(ctx: ArmContext):
             raise
         train_seconds = time.perf_counter() - start
         ctx.timings.append((train_seconds, logger.seconds))
-        flops = training_flops(ctx.trunk.pruned_flops, history.images_seen)
+        flops = training_flops(arm.forward_macs, history.images_seen)
+        pipeline = flops + (ctx.trunk.budgets.base_train if arm.inherits_base else 0.0)
         final = history.final
         summary = {
             "val_acc": final.eval_acc,
             "best_val_acc": history.best_eval_acc,
             "train_flops": flops,
+            "pipeline_flops": pipeline,
             "epochs_run": len(history.epochs),
             "train_seconds": train_seconds,
         }
-        if ctx.mode == "fixed-budget":  # pareto mode holds it as the second objective value
-            trial.set_user_attr("train_flops", flops)
+        trial.set_user_attr("train_flops", flops)  # also objective 2 in pareto mode
+        trial.set_user_attr("pipeline_flops", pipeline)
         if reporter and reporter.pruned_at is not None:
             reason = f"hpo_pruner stopped the trial after epoch {reporter.pruned_at}"
             ctx.tree.finish(

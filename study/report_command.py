@@ -3,45 +3,77 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
 
+from .claims import claims, tuning_gaps
+from .figures import figures
 from .final import choose, evaluate_choices
-from .report import claims, figures, importances, results_table, tuning_gaps, write_report
-from .runner import RunOptions, study_name
+from .layout import study_arms
+from .report import importances, results_table, write_report
+from .runner import RunOptions, _counts, resolve_study_names
 from .runtime_options import add_runtime_args, runtime_from_args
 from .spec import Spec, SpecError, load_spec
 from .storage import make_storage
 from .tracking import RunTree, configure
-from .trunk import build_trunk
+from .trunk import Trunk, build_trunk
 
 
 def shortfalls(spec: Spec, studies: dict[str, optuna.Study | None]) -> list[str]:
+    """What keeps each study from its budget: n_trials searched trials plus its baselines."""
     out = []
     for arm, study in studies.items():
         if study is None:
             out.append(f"arm {arm}: no study yet ({spec.study.n_trials} trials short)")
             continue
-        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        budget = spec.study.n_trials + len(study.user_attrs.get("baselines", {}))
+        done, _, _ = _counts(study)
         if done == 0:
             out.append(f"arm {arm}: study {study.study_name} has no completed trial")
-        elif done < spec.study.n_trials:
-            out.append(f"arm {arm}: {done}/{spec.study.n_trials} trials, {spec.study.n_trials - done} short")
+        elif done < budget:
+            out.append(f"arm {arm}: {done}/{budget} trials, {budget - done} short")
     return out
+
+
+def method_notes(spec: Spec, trunk: Trunk) -> list[str]:
+    """What a reader needs to judge the comparison: budgets, data, seeds, and what each row is."""
+    c = trunk.budgets
+    unpruned_tuned = "unpruned" in spec.study.arms
+    notes = [
+        f"every study searched {spec.study.n_trials} sampled trials from the same space (lr, schedule "
+        f"{list(spec.space.schedule)}, augmentation, epochs{', weight decay' if spec.space.weight_decay else ''}"
+        f"{', batch size' if spec.space.batch_size else ''}); named baselines were run on top, each with its source",
+        f"budgets (MACs): E = {c.train_e:.3g} (E = {c.epochs_e} epochs of the pruned model), B = {c.train_b:.3g} "
+        f"(the base's training; Scratch-B = {c.epochs_b} epochs), P = {c.pipeline_p:.3g} (pipeline account: "
+        f"the base's training plus E epochs of the pruned model)",
+        "two compute accounts: train_flops (the run itself) and pipeline_flops (plus the base training it "
+        "inherits, for fine-tune and lottery; scratch inherits nothing)",
+        "final evaluation: for each seed the base is trained on train+validation with that seed, pruned, and "
+        "fine-tuned from; scratch runs train on train+validation with the same seed; the test set is scored "
+        "once per run",
+        "scratch inits come from a seed stream of their own, never the base's (so never the lottery ticket)",
+        "the unpruned 'paper' row is the untuned paper recipe"
+        + (" (the tuned large model is its 'best' row)" if unpruned_tuned else "; the arms below it were tuned"),
+    ]
+    if spec.study.mode == "pareto":
+        notes.append(
+            "Scratch-E and Scratch-B are one `scratch` study; their rows are its best trial within budget E "
+            "and within budget B (and P under the pipeline account)"
+        )
+    return notes
 
 
 def report_spec(spec: Spec, opts: RunOptions, out_dir: Path, partial: bool = False, margin: float = 0.005) -> Path:
     storage = make_storage(opts.storage)
+    names = resolve_study_names(spec, storage)  # the same studies the study command used
     configure(opts.tracking_uri)
     tree = RunTree(spec.name)
-    names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    existing = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     studies = {
-        arm: optuna.load_study(study_name=study_name(spec, arm), storage=storage)
-        if study_name(spec, arm) in names
-        else None
-        for arm in spec.study.arms
+        arm: optuna.load_study(study_name=names[arm], storage=storage) if names[arm] in existing else None
+        for arm in study_arms(spec)
     }
     caveats = shortfalls(spec, studies)
     if caveats and not partial:
@@ -52,22 +84,30 @@ def report_spec(spec: Spec, opts: RunOptions, out_dir: Path, partial: bool = Fal
     studies = {a: s for a, s in studies.items() if s is not None}
     root = tree.root(f"spec {spec.name}", {"rethink.spec": spec.name, "rethink.spec_digest": spec.digest()})
     runtime = opts.runtime
-    trunk = build_trunk(spec, tree, root, Path(opts.workdir) / spec.name, runtime, train_missing=False)
+    workdir = Path(opts.workdir) / spec.name
+    trunk = build_trunk(spec, tree, root, workdir, runtime, train_missing=False)
     pareto = spec.study.mode == "pareto"
-    choices = [c for arm, study in studies.items() for c in choose(study, arm, trunk, pareto)]
-    results = evaluate_choices(choices, trunk, spec.final.seeds, tree, root, runtime)
-
-    table = results_table(results)
-    gaps = tuning_gaps(results)
+    choices, missing = [], []
+    for arm, study in studies.items():
+        c, m = choose(study, arm, spec, trunk.budgets)
+        choices += c
+        missing += m
+    results = evaluate_choices(choices, trunk, spec.final.seeds, tree, root, runtime, workdir, spec.final.share_base)
+    if spec.final.share_base:
+        caveats.append("one base served every seed (final.share_base): fine-tune's seed spread excludes the base's")
+    recipes = {(c.arm, c.name): c.source for c in choices} | {("unpruned", "paper"): "the paper recipe, untuned"}
+    table = results_table(results, recipes)
+    gaps = tuning_gaps(results, pareto)
     verdicts = claims(results, margin, pareto)
     imp = importances(studies)
     curves = {}
     for c in choices:
-        study = studies[c.arm]
+        study = studies[c.study_arm]
         run_id = study.trials[c.trial].user_attrs.get("mlflow_run_id") if c.trial is not None else None
-        if run_id and c.name in ("best", "paper", "literature"):
+        key = f"{c.arm}:{c.name}"
+        if run_id and key not in curves and c.name in ("best@E", "best@B", "best", "paper", "literature", "rewind"):
             hist = tree.client.get_metric_history(run_id, "val_acc")
-            curves[f"{c.arm}:{c.name}"] = {"val_acc": [m.value for m in sorted(hist, key=lambda m: m.step)]}
+            curves[key] = {"val_acc": [m.value for m in sorted(hist, key=lambda m: m.step)]}
     reduction = 1 - trunk.pruned_flops / trunk.base_flops
     header = {
         "spec": spec.name,
@@ -77,13 +117,17 @@ def report_spec(spec: Spec, opts: RunOptions, out_dir: Path, partial: bool = Fal
         "method": f"{spec.prune.method} {spec.prune.variant or spec.prune.ratio}",
         "flops_reduction": f"{100 * reduction:.1f}%",
         "seeds": spec.final.seeds,
-        "trials_per_arm": spec.study.n_trials,
+        "searched_trials_per_study": spec.study.n_trials,
+        "studies": ", ".join(s.study_name for s in studies.values()),
         "mode": spec.study.mode,
+        "budgets_macs": {"E": trunk.budgets.train_e, "B": trunk.budgets.train_b, "P": trunk.budgets.pipeline_p},
         "spec_digest": spec.digest(),
     }
     out = out_dir / spec.name
-    paths = write_report(out, table, gaps, verdicts, imp, header, caveats)
-    pngs = figures(studies, curves, out)
+    notes = method_notes(spec, trunk)
+    paths = write_report(out, table, gaps, verdicts, imp, header, caveats, notes, [asdict(m) for m in missing])
+    c = trunk.budgets
+    pngs = figures(studies, curves, out, {"E": c.train_e, "B": c.train_b, "P": c.pipeline_p})
     report_run = tree.child(root, "report", "report", {"rethink.spec_digest": spec.digest()}, reuse=False)
     for p in [*paths.values(), *pngs, *out.glob("*.csv")]:
         tree.client.log_artifact(report_run, str(p))
@@ -99,7 +143,9 @@ def report_spec(spec: Spec, opts: RunOptions, out_dir: Path, partial: bool = Fal
         f"\n{spec.name}: test accuracy (%), mean ± std over {spec.final.seeds} seeds"
         + (" [PARTIAL: " + "; ".join(caveats) + "]" if caveats else "")
     )
-    print(table[["arm", "choice", "test_acc", "seeds", "epochs", "lr", "augment"]].to_string(index=False))
+    print(table[["arm", "choice", "test_acc", "seeds", "epochs", "lr", "schedule", "augment"]].to_string(index=False))
+    for m in missing:
+        print(f"missing: {m.arm} {m.name}: {m.why}")
     for v in verdicts:
         print(f"claim {v['claim']}: {v['verdict']}")
     print(f"report: {out.resolve()} (report.md, table.csv, verdict.json, figures); MLflow run {report_run}")

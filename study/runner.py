@@ -15,11 +15,11 @@ import mlflow
 import optuna
 from optuna.trial import TrialState
 
-from rethink.arms import arm_epochs, default_recipe
+from rethink.arms import default_recipe
 from rethink.train import NonFiniteLoss, Runtime
 
+from .layout import LAYOUT, baseline_trials, rows_of, study_arms, study_name
 from .objective import ArmContext, OverBudget, make_objective
-from .space import baseline_params
 from .spec import Spec, SpecError
 from .storage import DEFAULT_STORAGE, allows_parallel, is_shared, make_storage, redact, retry_trial
 from .tracking import RunTree, configure, trial_run_id
@@ -47,10 +47,11 @@ class ArmResult:
     arm: str
     study_name: str
     arm_run: str
-    n_done: int
+    n_done: int  # searched trials finished
     best_val_acc: float
     best_params: dict
     overhead_fraction: float | None
+    n_baselines: int = 0
 
 
 @dataclass
@@ -61,10 +62,7 @@ class SpecResult:
     arms: list[ArmResult] = field(default_factory=list)
     storage: str = ""
     tracking_uri: str = ""
-
-
-def study_name(spec: Spec, arm: str) -> str:
-    return f"{spec.name}.{arm}"
+    complete: bool = False  # every study met its budget (searched trials and baselines)
 
 
 def make_sampler(spec: Spec) -> optuna.samplers.BaseSampler:
@@ -96,25 +94,56 @@ def diff_fields(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def open_study(spec: Spec, arm: str, storage, opts: RunOptions, epochs: int) -> optuna.Study:
-    """Create or load the arm's study; refuse one made from a different spec unless --new-study."""
-    name = study_name(spec, arm)
-    directions = ["maximize"] if spec.study.mode == "fixed-budget" else ["maximize", "minimize"]
+def resolve_study_names(spec: Spec, storage, new_study: bool = False) -> dict[str, str]:
+    """The study of each arm that matches this spec, checked before any training: an existing study made
+    from other spec fields (or an older layout) is refused, or with --new-study a fresh `.vN` is named.
+    A `.vN` made earlier for exactly this spec is found again, so the report and `best` use the same ones."""
     fields = json.loads(json.dumps(spec.study_fields()))
     existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    if name in existing:
-        recorded = existing[name].user_attrs.get("spec_fields")
-        if recorded is not None and recorded != fields:
-            if not opts.new_study:
-                diff = "; ".join(diff_fields(recorded, fields))
-                raise SpecError(
-                    f"study {name!r} was created from a different spec ({diff}); "
-                    f"pass --new-study to start fresh studies, or restore the spec"
-                )
+    names = {}
+    if spec.study.mode == "pareto" and not new_study:
+        old = [study_name(spec, a) for a in ("scratch-e", "scratch-b") if study_name(spec, a) in existing]
+        old = [n for n in old if existing[n].user_attrs.get("layout") != LAYOUT]
+        if old:
+            raise SpecError(
+                f"the storage holds studies of an older layout for spec {spec.name!r} ({', '.join(old)}); pareto "
+                f"mode now searches Scratch-E and Scratch-B in one study {study_name(spec, 'scratch')!r}. Use "
+                f"another storage (--storage sqlite:///new.db), another name (--set name={spec.name}-v2), or "
+                f"pass --new-study to start the new layout beside them"
+            )
+    for arm in study_arms(spec):
+        base = study_name(spec, arm)
+        chain = [base] + [f"{base}.v{n}" for n in range(2, 1000) if f"{base}.v{n}" in existing]
+        matching = [n for n in chain if n in existing and _same(existing[n].user_attrs, fields)]
+        if matching:
+            names[arm] = matching[-1]
+        elif base not in existing:
+            names[arm] = base
+        elif new_study:
             n = 2
-            while f"{name}.v{n}" in existing:
+            while f"{base}.v{n}" in existing:
                 n += 1
-            name = f"{name}.v{n}"
+            names[arm] = f"{base}.v{n}"
+        else:
+            attrs = existing[base].user_attrs
+            if attrs.get("layout") != LAYOUT:
+                why = "an older layout of rethink (before searched schedules and baselines on top of n_trials)"
+            else:
+                why = "a different spec (" + "; ".join(diff_fields(attrs.get("spec_fields", {}), fields)) + ")"
+            raise SpecError(
+                f"study {base!r} was created from {why}; pass --new-study to start fresh studies beside it, "
+                f"give the setting its own name (--set name={spec.name}-2), or restore the spec"
+            )
+    return names
+
+
+def _same(attrs: dict, fields: dict) -> bool:
+    return attrs.get("layout") == LAYOUT and attrs.get("spec_fields") == fields
+
+
+def open_study(spec: Spec, arm: str, name: str, storage, epochs: int) -> optuna.Study:
+    """Create or load the arm's study (its name from resolve_study_names) and record what made it."""
+    directions = ["maximize"] if spec.study.mode == "fixed-budget" else ["maximize", "minimize"]
     study = optuna.create_study(
         study_name=name,
         storage=storage,
@@ -124,39 +153,43 @@ def open_study(spec: Spec, arm: str, storage, opts: RunOptions, epochs: int) -> 
         pruner=make_hpo_pruner(spec, epochs),
     )
     if "spec_fields" not in study.user_attrs:
-        study.set_user_attr("spec_fields", fields)
-        study.set_user_attr("arm", arm)
-        study.set_user_attr("spec_digest", spec.digest())
-        study.set_user_attr(
-            "sampler",
-            {
+        objectives = ["val_acc"] if len(directions) == 1 else ["val_acc", "train_flops"]
+        study.set_metric_names(objectives)
+        for key, value in {
+            "spec_fields": json.loads(json.dumps(spec.study_fields())),
+            "layout": LAYOUT,
+            "spec": spec.name,
+            "arm": arm,
+            "rows": rows_of(spec, arm),
+            "spec_digest": spec.digest(),
+            "n_trials": spec.study.n_trials,
+            "sampler": {
                 "name": spec.study.sampler,
                 "seed": spec.study.seed,
                 "constant_liar": True,
                 "multivariate": "optuna default",
             },
-        )
-        study.set_user_attr("objectives", ["val_acc"] if len(directions) == 1 else ["val_acc", "train_flops"])
-        study.set_user_attr(
-            "versions",
-            {"optuna": optuna.__version__, "mlflow": mlflow.__version__, "torch": __import__("torch").__version__},
-        )
+            "objectives": objectives,
+            "versions": {
+                "optuna": optuna.__version__,
+                "mlflow": mlflow.__version__,
+                "torch": __import__("torch").__version__,
+            },
+        }.items():
+            study.set_user_attr(key, value)
     return study
 
 
-def enqueue_baselines(study: optuna.Study, spec: Spec, arm: str, trunk: Trunk) -> None:
-    """The spec's baselines as the study's first trials (once)."""
-    if study.trials:
-        return
-    recipe = default_recipe(arm, trunk.base_config, trunk.base_flops, trunk.pruned_flops)
-    e = trunk.base_config.epochs
-    b = arm_epochs("scratch-b", trunk.base_config, trunk.base_flops, trunk.pruned_flops)
-    fixed = spec.study.mode == "fixed-budget"
-    for name in spec.study.baselines:
-        if name in spec.baselines and spec.baselines[name].arms and arm not in spec.baselines[name].arms:
-            continue
-        params = baseline_params(spec.baselines.get(name), recipe, e, b, spec.space, fixed)
-        study.enqueue_trial(params, user_attrs={"baseline": name})
+def enqueue_baselines(study: optuna.Study, spec: Spec, arm: str, trunk: Trunk) -> int:
+    """The study's baselines, enqueued once on top of its searched trials; returns how many it has."""
+    if "baselines" in study.user_attrs:
+        return len(study.user_attrs["baselines"])
+    trials = baseline_trials(spec, arm, trunk.budgets, trunk.base_config)
+    for b in trials:
+        attrs = {"baseline": b.name, "baseline_source": b.source} | ({"baseline_row": b.row} if b.row else {})
+        study.enqueue_trial(b.params, user_attrs=attrs)
+    study.set_user_attr("baselines", {b.name: b.source for b in trials})
+    return len(trials)
 
 
 def recover_interrupted(study: optuna.Study, tree: RunTree, pid: int | None = None) -> int:
@@ -174,11 +207,37 @@ def recover_interrupted(study: optuna.Study, tree: RunTree, pid: int | None = No
     return n
 
 
+def settled(t: optuna.trial.FrozenTrial) -> bool:
+    """Counts toward the budget: finished, or a baseline that failed for good (it diverged). A failed
+    searched trial is replaced by a new one; a baseline that failed otherwise is enqueued again."""
+    diverged_baseline = t.user_attrs.get("baseline") and t.user_attrs.get("failed_for_good")
+    return t.state in DONE or (t.state == TrialState.FAIL and bool(diverged_baseline))
+
+
+def requeue_lost_baselines(study: optuna.Study) -> int:
+    """Baselines whose trial ended without a result (interrupted, a tracking server gone) and have no retry
+    queued: enqueue them again, so every study keeps all its baselines."""
+    trials = study.get_trials(deepcopy=False)
+    alive = (*DONE, TrialState.RUNNING, TrialState.WAITING)
+    kept = {t.user_attrs.get("baseline") for t in trials if t.state in alive or settled(t)}
+    n = 0
+    for t in trials:
+        name = t.user_attrs.get("baseline")
+        if name and name not in kept and t.state == TrialState.FAIL and retry_trial(study, t):
+            kept.add(name)
+            n += 1
+    return n
+
+
 def _counts(study: optuna.Study) -> tuple[int, int, int]:
     trials = study.get_trials(deepcopy=False)
-    done = sum(t.state in DONE for t in trials)
+    done = sum(settled(t) for t in trials)
     running = sum(t.state == TrialState.RUNNING for t in trials)
     return done, running, len(trials)
+
+
+def searched_done(study: optuna.Study) -> int:
+    return sum(t.state in DONE and not t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False))
 
 
 def run_trials(study: optuna.Study, ctx: ArmContext) -> None:
@@ -231,6 +290,7 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
             "SQLite locks under parallel writers"
         )
     storage = make_storage(opts.storage)  # a bad storage URL fails before anything is recorded
+    names = resolve_study_names(spec, storage, opts.new_study)  # a changed spec is refused before training
     uri = configure(opts.tracking_uri)
     tree = RunTree(spec.name)
     root = tree.root(f"spec {spec.name}", {"rethink.spec": spec.name, "rethink.spec_digest": spec.digest()})
@@ -241,13 +301,17 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
     tree.client.log_dict(root, spec.model_dump(mode="json"), "spec.json")
 
     arms: list[tuple[str, optuna.Study, ArmContext]] = []
-    for arm in spec.study.arms:
+    for arm in study_arms(spec):
         recipe = default_recipe(arm, trunk.base_config, trunk.base_flops, trunk.pruned_flops)
-        study = open_study(spec, arm, storage, opts, recipe.epochs)
+        study = open_study(spec, arm, names[arm], storage, recipe.epochs)
         if not opts.worker:
             if not is_shared(opts.storage) and (n := recover_interrupted(study, tree)):
                 print(f"[{arm}] {n} interrupted trial(s) will be retried", flush=True)
-            enqueue_baselines(study, spec, arm, trunk)
+            n_baselines = enqueue_baselines(study, spec, arm, trunk)
+            if n := requeue_lost_baselines(study):
+                print(f"[{arm}] {n} baseline trial(s) that ended without a result will run again", flush=True)
+        else:
+            n_baselines = len(study.user_attrs.get("baselines", {}))
         arm_run = tree.child(root, f"arm:{arm}", "arm", {"arm": arm, "rethink.spec_digest": spec.digest()})
         for k, v in {
             "optuna.study_name": study.study_name,
@@ -255,6 +319,8 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
             "optuna.sampler": spec.study.sampler,
             "optuna.seed": spec.study.seed,
             "mode": spec.study.mode,
+            "rows": ",".join(rows_of(spec, arm)),
+            "n_trials": f"{spec.study.n_trials} searched + {n_baselines} baselines",
         }.items():
             tree.client.set_tag(arm_run, k, str(v))
         study.set_user_attr("mlflow_arm_run_id", arm_run)
@@ -267,7 +333,7 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
             tree,
             spec.study.mode,
             runtime,
-            spec.study.n_trials,
+            spec.study.n_trials + n_baselines,
             parallel=allows_parallel(opts.storage),
         )
         arms.append((arm, study, ctx))
@@ -292,16 +358,20 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
     complete = True
     for arm, study, ctx in arms:
         done, _, _ = _counts(study)
-        complete &= done >= spec.study.n_trials
+        complete &= done >= ctx.n_trials
         acc, params = best_of(study)
         overhead = overhead_fraction(ctx.timings)
-        result.arms.append(ArmResult(arm, study.study_name, ctx.arm_run, done, acc, params, overhead))
-        if done >= spec.study.n_trials and not opts.worker:
-            metrics = {"best_val_acc": acc, "n_trials": done}
+        n_searched = searched_done(study)
+        result.arms.append(
+            ArmResult(arm, study.study_name, ctx.arm_run, n_searched, acc, params, overhead, done - n_searched)
+        )
+        if done >= ctx.n_trials and not opts.worker:
+            metrics = {"best_val_acc": acc, "n_trials": n_searched, "n_baselines": done - n_searched}
             if overhead is not None:
                 metrics["overhead_fraction"] = overhead
             tree.log_metrics(ctx.arm_run, metrics)
             tree.end(ctx.arm_run)
+    result.complete = complete
     if complete and not opts.worker and not os.environ.get("MLFLOW_RUN_ID"):
         tree.end(root)
     return result

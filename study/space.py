@@ -9,7 +9,7 @@ import optuna
 
 from rethink.train import TrainConfig
 
-from .spec import Baseline, SearchSpace
+from .spec import SearchSpace
 
 
 def suggest(trial: optuna.Trial, space: SearchSpace, fixed_epochs: int | None = None) -> dict[str, Any]:
@@ -17,6 +17,7 @@ def suggest(trial: optuna.Trial, space: SearchSpace, fixed_epochs: int | None = 
     In fixed-budget mode the epochs are the arm's (E or B) and not searched."""
     params = {
         "lr": trial.suggest_float("lr", space.lr.low, space.lr.high, log=space.lr.log),
+        "schedule": trial.suggest_categorical("schedule", list(space.schedule)),
         "augment": trial.suggest_categorical("augment", list(space.augment)),
     }
     if fixed_epochs is None:
@@ -32,25 +33,5 @@ def suggest(trial: optuna.Trial, space: SearchSpace, fixed_epochs: int | None = 
 
 
 def apply(params: dict[str, Any], recipe: TrainConfig) -> TrainConfig:
-    """The arm's recipe with the trial's values; the schedule keeps its shape (milestones as fractions)."""
+    """The arm's recipe with the trial's values (schedule shape included; milestones stay fractions)."""
     return replace(recipe, **{k: v for k, v in params.items() if k in TrainConfig.field_names()})
-
-
-def baseline_params(
-    baseline: Baseline | None,
-    recipe: TrainConfig,
-    epochs_e: int,
-    epochs_b: int,
-    space: SearchSpace,
-    fixed_epochs: bool = False,
-) -> dict[str, Any]:
-    """The fixed values of a baseline trial: `paper` (baseline None) is the arm's recipe itself."""
-    b = baseline or Baseline()
-    params: dict[str, Any] = {"lr": b.lr or recipe.lr, "augment": b.augment or recipe.augment}
-    if not fixed_epochs:
-        params["epochs"] = int({"E": epochs_e, "B": epochs_b, "default": recipe.epochs}.get(b.epochs, b.epochs))
-    if space.weight_decay is not None:
-        params["weight_decay"] = b.weight_decay if b.weight_decay is not None else recipe.weight_decay
-    if space.batch_size is not None:
-        params["batch_size"] = b.batch_size or recipe.batch_size
-    return params

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rethink.arms import ARMS
+from rethink.budget import SCHEDULES
 from rethink.data import AUGMENTATIONS
 from rethink.models import MODELS
 from rethink.prune import METHODS, VARIANTS
@@ -42,6 +43,8 @@ def one_of(kind: str, names: Iterable[str]) -> AfterValidator:
 
 Arm = Annotated[str, one_of("arm", ARMS)]
 Augmentation = Annotated[str, one_of("augmentation", AUGMENTATIONS)]
+Schedule = Annotated[str, one_of("schedule", SCHEDULES)]
+BUILTIN_BASELINES = ("paper", "rewind")  # defined per arm from the base recipe (study/baselines.py)
 
 
 class _Strict(BaseModel):
@@ -57,9 +60,9 @@ class BaseTraining(_Strict):
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(1e-4, ge=0)
-    schedule: Literal["step", "cosine", "constant"] = "step"
+    schedule: Schedule = "step"
     milestones: tuple[float, ...] = (0.5, 0.75)
-    augment: Literal["none", "flip", "crop-flip", "crop-flip-cutout"] = "crop-flip"
+    augment: Augmentation = "crop-flip"
     sparsity: float = Field(0.0, ge=0, description="Network Slimming L1 strength on BN scales")
 
     def train_config(self, seed: int) -> TrainConfig:
@@ -108,10 +111,11 @@ class IntRange(_Strict):
 
 
 class SearchSpace(_Strict):
-    """The same space for every arm: lr (log), augmentation (categorical), epoch budget (int, log);
-    optional weight decay and batch size apply to every arm alike."""
+    """The same space for every arm: lr (log), lr schedule shape and augmentation (categorical), epoch
+    budget (int, log); optional weight decay and batch size apply to every arm alike."""
 
     lr: FloatRange = FloatRange(low=1e-3, high=0.3)
+    schedule: tuple[Schedule, ...] = Field(SCHEDULES, min_length=1)
     augment: tuple[Augmentation, ...] = Field(AUGMENTATIONS, min_length=1)
     epochs: IntRange = IntRange(low=2, high=40)
     weight_decay: FloatRange | None = None
@@ -119,10 +123,13 @@ class SearchSpace(_Strict):
 
 
 class Baseline(_Strict):
-    """A named fixed config enqueued as a study's first trial. `epochs`: an int, or 'E' (base epochs),
-    'B' (Scratch-B epochs) or 'default' (the arm's own). Unset fields take the arm's paper recipe."""
+    """A named fixed config enqueued on top of a study's searched trials. `epochs`: an int, or 'E' (base
+    epochs), 'B' (Scratch-B epochs) or 'default' (the arm's own). Unset fields take the arm's paper recipe.
+    `source` says what it stands for; the report prints it."""
 
+    source: str = ""
     lr: float | None = Field(None, gt=0)
+    schedule: Schedule | None = None
     augment: Augmentation | None = None
     epochs: int | Literal["E", "B", "default"] = "default"
     weight_decay: float | None = Field(None, ge=0)
@@ -132,12 +139,12 @@ class Baseline(_Strict):
 
 class Study(_Strict):
     arms: tuple[Arm, ...] = Field(("finetune", "scratch-e", "scratch-b"), min_length=1)
-    n_trials: int = Field(8, ge=1, description="trials per arm, the same for every arm")
+    n_trials: int = Field(8, ge=1, description="searched (sampled) trials per study; baselines come on top")
     mode: Literal["pareto", "fixed-budget"] = "pareto"
     sampler: Literal["tpe", "random", "nsga2"] = "tpe"
     seed: int = 0
     hpo_pruner: Literal["hyperband", "median", "none"] = "hyperband"
-    baselines: tuple[str, ...] = ("paper", "literature")
+    baselines: tuple[str, ...] = ("paper", "rewind", "literature")
 
     @field_validator("arms")
     @classmethod
@@ -149,6 +156,17 @@ class Study(_Strict):
 
 class Final(_Strict):
     seeds: int = Field(3, ge=1)
+    share_base: bool = False  # one base for every seed (saves compute; the report says so in a caveat)
+
+
+LITERATURE = Baseline(
+    source="the weaker scratch recipe of earlier pruning work (lr 0.01, flip only, E epochs), standing for the "
+    "untuned scratch baselines that Liu et al. 2019 say made scratch training look worse than fine-tuning",
+    lr=0.01,
+    augment="flip",
+    epochs="E",
+    arms=("scratch-e", "scratch-b"),
+)
 
 
 class Spec(_Strict):
@@ -164,7 +182,7 @@ class Spec(_Strict):
     prune: Pruning = Pruning(ratio=0.5)
     study: Study = Study()
     space: SearchSpace = SearchSpace()
-    baselines: dict[str, Baseline] = {"literature": Baseline(lr=0.01, augment="flip", epochs="E")}
+    baselines: dict[str, Baseline] = {"literature": LITERATURE}
     final: Final = Final()
 
     @model_validator(mode="after")
@@ -174,12 +192,40 @@ class Spec(_Strict):
         family = MODELS[self.model].family
         if family not in METHODS[self.prune.method].families:
             raise ValueError(f"prune.method {self.prune.method!r} does not support {self.model}")
-        missing = [b for b in self.study.baselines if b != "paper" and b not in self.baselines]
+        missing = [b for b in self.study.baselines if b not in BUILTIN_BASELINES and b not in self.baselines]
         if missing:
             raise ValueError(f"study.baselines names {missing}, which [baselines] does not define")
+        if clash := sorted(set(self.baselines) & set(BUILTIN_BASELINES)):
+            raise ValueError(f"baselines.{clash[0]}: a built-in baseline; give yours another name")
+        self._check_baselines_fit_space()
         if "lottery" in self.study.arms and self.prune.method not in ("lottery", "magnitude", "l1-norm"):
             raise ValueError("the lottery arm needs a magnitude, lottery or l1-norm pruning")
         return self
+
+    def _check_baselines_fit_space(self) -> None:
+        """Every enqueued baseline's categorical values must be choices of the space (Optuna refuses others)."""
+        space, base = self.space, self.base
+        need: list[tuple[str, str, str, tuple]] = []  # (where, field, value, choices)
+        if "paper" in self.study.baselines or "rewind" in self.study.baselines:
+            need.append(("base.augment (the paper and rewind baselines)", "augment", base.augment, space.augment))
+            need.append(("base.schedule (the paper and rewind baselines)", "schedule", base.schedule, space.schedule))
+            if "finetune" in self.study.arms and "paper" in self.study.baselines:
+                need.append(("the fine-tune paper baseline", "schedule", "constant", space.schedule))
+        for name in self.study.baselines:
+            b = self.baselines.get(name)
+            if b is not None:
+                need.append((f"baselines.{name}.augment", "augment", b.augment or base.augment, space.augment))
+                need.append((f"baselines.{name}.schedule", "schedule", b.schedule or base.schedule, space.schedule))
+                if space.batch_size is not None and b.batch_size is not None:
+                    need.append((f"baselines.{name}.batch_size", "batch_size", b.batch_size, space.batch_size))
+        if space.batch_size is not None:
+            need.append(("base.batch_size", "batch_size", base.batch_size, space.batch_size))
+        for where, fld, value, choices in need:
+            if value not in choices:
+                raise ValueError(
+                    f"{where}: {value!r} is not in space.{fld} {list(choices)}; add it to space.{fld} "
+                    f"(a baseline must be a point of the searched space)"
+                )
 
     def digest(self) -> str:
         return config_digest(self.model_dump(mode="json", exclude={"description"}))

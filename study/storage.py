@@ -27,7 +27,7 @@ def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
     retries = int(trial.user_attrs.get("retry_count", 0))
     if retries >= MAX_RETRIES:
         return False
-    attrs = {k: v for k, v in trial.user_attrs.items() if k == "baseline"}
+    attrs = {k: v for k, v in trial.user_attrs.items() if k in ("baseline", "baseline_source", "baseline_row")}
     study.enqueue_trial(trial.params, user_attrs=attrs | {"retried_from": trial.number, "retry_count": retries + 1})
     return True
 

@@ -86,6 +86,7 @@ def run_study(args: argparse.Namespace) -> int:
             {
                 "arm": a.arm,
                 "trials": a.n_done,
+                "baselines": a.n_baselines,
                 "best val acc": round(a.best_val_acc, 4),
                 **{k: (round(v, 5) if isinstance(v, float) else v) for k, v in a.best_params.items()},
             }
@@ -110,7 +111,7 @@ def run_study(args: argparse.Namespace) -> int:
     print(f"Optuna: {redact(args.storage)}; browse with: {dashboard_command(args.storage)}")
     print(f"best configs: rethink best --spec {spec.name}")
     if not args.no_report:
-        if all(a.n_done >= spec.study.n_trials for a in result.arms):
+        if result.complete:
             report_spec(spec, opts, Path(args.report_dir))
         else:
             print("studies unfinished: no report (run the spec again to finish them)", file=sys.stderr)

@@ -12,12 +12,13 @@ import torch
 from rethink.arms import pruned_flops
 from rethink.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from rethink.data import Split, load_dataset, train_val_split
-from rethink.flops import forward_flops, param_count
+from rethink.flops import forward_flops, param_count, training_flops
 from rethink.models import ArchSpec, build_model, default_spec
 from rethink.prune import PruneConfig, PrunedModel, prune
 from rethink.prune.slimming import SparsityPenalty
 from rethink.train import Runtime, TrainConfig, config_digest, seed_everything, train
 
+from .layout import Budgets, budgets
 from .progress import PrintProgress
 from .spec import Spec
 from .tracking import MlflowEpochLogger, RunTree
@@ -36,6 +37,7 @@ class Trunk:
     pruned_flops: int
     base_run: str
     prune_run: str
+    budgets: Budgets  # E, B and pipeline caps; budgets.base_train is what fine-tune and lottery inherit
 
 
 def prune_config(spec: Spec) -> PruneConfig:
@@ -107,6 +109,7 @@ def build_trunk(
                 "val_acc": base_val_acc,
                 "flops_forward": forward_flops(base, shape),
                 "params": param_count(base),
+                "train_flops": training_flops(forward_flops(base, shape), history.images_seen),
                 "wall_seconds": time.perf_counter() - start,
             },
             step=base_config.epochs,
@@ -161,6 +164,8 @@ def build_trunk(
             f"params -{report['params_reduction']:.1%}",
             flush=True,
         )
+    p_flops = pruned_flops(pruned)
+    caps = budgets(base_config, base_flops, p_flops, len(split.y_train))
     return Trunk(
         spec,
         split,
@@ -170,7 +175,8 @@ def build_trunk(
         base_val_acc,
         init_state,
         pruned,
-        pruned_flops(pruned),
+        p_flops,
         base_run,
         prune_run,
+        caps,
     )

@@ -112,3 +112,34 @@ def study_cmd(storage: str, workdir: Path, *extra: str) -> list[str]:
     import sys
 
     return [sys.executable, "-m", "study.cli", *study_args(storage, workdir, *extra)]
+
+
+@pytest.fixture(scope="session")
+def run_once(tmp_path_factory):
+    """Run `rethink ARGS` once per session in a folder of its own (its MLflow and Optuna databases, its
+    workdir); each test then gets a copy, so tests that add to the stores do not see each other."""
+    import shutil
+
+    made: dict[str, Path] = {}
+
+    def make(key: str, args_for) -> Path:
+        if key not in made:
+            folder = tmp_path_factory.mktemp(key)
+            import mlflow
+
+            from study.cli import main
+
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+                for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+                    mp.delenv(var, raising=False)
+                mp.chdir(folder)
+                mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+                assert main(args_for(folder)) == 0
+            made[key] = folder
+        return made[key]
+
+    def copy(key: str, args_for, into: Path) -> None:
+        shutil.copytree(make(key, args_for), into, dirs_exist_ok=True)
+
+    return copy

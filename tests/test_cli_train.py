@@ -115,7 +115,9 @@ def test_mlflow_run_main_makes_the_project_run_the_root(tmp_path):
         root.info.run_id
     }
     arm_ids = {r.info.run_id for r in by_kind["arm"]}
-    assert len(by_kind["trial"]) == 8 and {r.data.tags["mlflow.parentRunId"] for r in by_kind["trial"]} == arm_ids
+    assert (
+        len(by_kind["trial"]) == 2 * 2 + 5 and {r.data.tags["mlflow.parentRunId"] for r in by_kind["trial"]} == arm_ids
+    )
 
 
 def test_prune_command_records_reductions(tracking_uri, tmp_path, capsys):

@@ -4,12 +4,14 @@ import json
 
 import mlflow
 import numpy as np
+import optuna
 import pytest
+from optuna.trial import TrialState
 from scipy import stats
 
 from conftest import TINY
 from study.cli import main
-from study.report import noninferiority_verdict, welch
+from study.stats import noninferiority_verdict, welch
 
 
 def test_welch_matches_scipy():
@@ -24,28 +26,38 @@ def test_welch_matches_scipy():
 
 
 @pytest.mark.parametrize(
-    "low, high, expect", [(-0.001, 0.02, "supported"), (-0.05, -0.01, "contradicted"), (-0.03, 0.02, "inconclusive")]
+    "low, high, expect",
+    [
+        (-0.001, 0.02, "supported"),
+        (-0.05, -0.01, "contradicted"),
+        (-0.03, 0.02, "inconclusive"),
+        (-0.006, -0.001, "inconclusive"),  # below 0 but not below -margin: overlaps the non-inferior region
+    ],
 )
 def test_verdict_is_never_stronger_than_the_interval(low, high, expect):
     test = {"ci_low": low, "ci_high": high, "n_a": 3, "n_b": 3}
     assert noninferiority_verdict(test, margin=0.005).startswith(expect)
 
 
-@pytest.fixture
-def reported(tracking_uri, tmp_path):
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    args = [
+def _args(folder):
+    storage = f"sqlite:///{folder / 'optuna.db'}"
+    return [
         "--storage",
         storage,
         "--workdir",
-        str(tmp_path / "runs"),
+        str(folder / "runs"),
         "--set",
         "study.n_trials=3",
         "--set",
         "final.seeds=2",
     ]
-    assert main(["study", TINY, *args, "--report-dir", str(tmp_path / "reports")]) == 0
-    return tmp_path / "reports" / "tiny", args
+
+
+@pytest.fixture
+def reported(run_once, tracking_uri, tmp_path):
+    """The tiny spec studied and reported once per session; a copy in this test's folder."""
+    run_once("tiny-reported", lambda f: ["study", TINY, *_args(f), "--report-dir", str(f / "reports")], tmp_path)
+    return tmp_path / "reports" / "tiny", _args(tmp_path)
 
 
 def test_report_table_statistics_figures_and_artifacts(reported):
@@ -56,12 +68,19 @@ def test_report_table_statistics_figures_and_artifacts(reported):
     assert {
         ("unpruned", "paper"),
         ("finetune", "best"),
+        ("finetune", "best@E"),
         ("finetune", "paper"),
-        ("scratch-b", "best"),
+        ("finetune", "rewind"),
+        ("scratch-e", "best@E"),
+        ("scratch-e", "paper"),
+        ("scratch-e", "literature"),
+        ("scratch-b", "best@B"),
         ("scratch-b", "paper"),
         ("scratch-b", "literature"),
     } <= arms
     assert all(r["seeds"] == 2 for r in rows)
+    assert "untuned" in next(r["recipe"] for r in rows if r["arm"] == "unpruned")
+    assert "Renda" in next(r["recipe"] for r in rows if r["choice"] == "rewind")
 
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name("tiny")
@@ -81,13 +100,14 @@ def test_report_table_statistics_figures_and_artifacts(reported):
         if values:  # a config also chosen under another name shares that name's runs
             assert r["test_acc"].startswith(f"{100 * np.mean(values):.2f} ± {100 * np.std(values, ddof=1):.2f}")
     for gap in verdict["tuning_gaps"]:
-        tuned = [r for r in rows if r["arm"] == gap["arm"] and r["choice"] == "best"][0]
+        tuned = [r for r in rows if r["arm"] == gap["arm"] and r["choice"] == gap["tuned"]][0]
         base = [r for r in rows if r["arm"] == gap["arm"] and r["choice"] == gap["baseline"]][0]
         assert gap["diff"] == pytest.approx(
             (float(tuned["test_acc"].split()[0]) - float(base["test_acc"].split()[0])) / 100, abs=1e-4
         )
-    claim1 = [c for c in verdict["claims"] if c["claim"].startswith("1:")]
-    assert claim1 and claim1[0]["verdict"].split()[0] in ("supported", "contradicted", "inconclusive")
+    claim1 = [c for c in verdict["claims"] if c["claim"].startswith("1 ")]
+    assert [c["budget"] for c in claim1] == ["E", "B", "P"]
+    assert all(c["verdict"].split()[0] in ("supported", "contradicted", "inconclusive") for c in claim1)
 
     for png in ("pareto.png", "best_so_far.png", "val_curves.png"):
         data = (out / png).read_bytes()
@@ -103,6 +123,48 @@ def test_unfinished_studies_are_named_and_can_be_reported_partially(reported, tm
     short = [a if a != "study.n_trials=3" else "study.n_trials=5" for a in args]
     assert main(["report", TINY, *short, "--out", str(tmp_path / "partial")]) == 2
     err = capsys.readouterr().err
-    assert "arm finetune: 3/5 trials, 2 short" in err and "arm scratch-b: 3/5 trials, 2 short" in err
+    assert "arm finetune: 5/7 trials, 2 short" in err and "arm scratch: 6/8 trials, 2 short" in err
     assert main(["report", TINY, *short, "--out", str(tmp_path / "partial"), "--partial"]) == 0
-    assert "caveat**: arm finetune: 3/5 trials" in (tmp_path / "partial" / "tiny" / "report.md").read_text()
+    assert "caveat**: arm finetune: 5/7 trials" in (tmp_path / "partial" / "tiny" / "report.md").read_text()
+
+
+def test_scratch_rows_are_the_scratch_study_within_each_budget(reported):
+    """Pareto mode: one `tiny.scratch` study; the Scratch-E row is its best trial within budget E (train
+    FLOPs of E epochs of the pruned model), Scratch-B its best within B (the base's training FLOPs)."""
+    out, args = reported
+    verdict = json.loads((out / "verdict.json").read_text())
+    caps = verdict["header"]["budgets_macs"]
+    storage = args[1]
+    assert {s.study_name for s in optuna.get_all_study_summaries(storage)} == {"tiny.finetune", "tiny.scratch"}
+    trials = optuna.load_study(study_name="tiny.scratch", storage=storage).get_trials(states=(TrialState.COMPLETE,))
+    for arm, pick, cap in (("scratch-e", "best@E", caps["E"]), ("scratch-b", "best@B", caps["B"])):
+        (row,) = [r for r in verdict["table"] if r["arm"] == arm and r["choice"] == pick]
+        chosen = trials[int(row["trial"])]
+        assert chosen.user_attrs["train_flops"] <= cap * 1.0001
+        within = [t for t in trials if t.user_attrs["train_flops"] <= cap * 1.0001]
+        assert chosen.values[0] == max(t.values[0] for t in within)
+    assert caps["E"] < caps["B"] < caps["P"]
+    paper_b = [t for t in trials if t.user_attrs.get("baseline") == "paper@B"][0]
+    assert caps["E"] < paper_b.user_attrs["train_flops"] <= caps["B"] * 1.0001
+
+
+def test_final_finetune_runs_descend_from_their_seeds_base_trained_on_train_and_val(reported, digits):
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("tiny")
+    finals = client.search_runs([exp.experiment_id], "tags.`rethink.kind` = 'final'")
+    bases = {r.info.run_id: r for r in finals if r.data.tags.get("rethink.role") == "base"}
+    assert sorted(int(b.data.tags["seed"]) for b in bases.values()) == [0, 1]
+    for b in bases.values():
+        assert b.data.tags["data"] == "train+val" and b.data.tags["arm"] == "unpruned"
+        assert int(b.data.params["train_images"]) == len(digits.y_train)  # the whole training set, val included
+    finetune = [r for r in finals if r.data.tags["arm"] == "finetune"]
+    scratch = [r for r in finals if r.data.tags["arm"].startswith("scratch")]
+    assert finetune and scratch
+    for r in finals:
+        if r.info.run_id in bases:
+            continue
+        base = bases[r.data.tags["rethink.base_run"]]
+        assert base.data.tags["seed"] == r.data.tags["seed"] == r.data.tags["base_seed"]
+        assert int(r.data.params["train_images"]) == len(digits.y_train)
+        inherited = base.data.metrics["train_flops"] if r in finetune else 0.0
+        assert r.data.metrics["pipeline_flops"] == pytest.approx(r.data.metrics["train_flops"] + inherited)

@@ -14,8 +14,8 @@ def test_shipped_specs_validate(path):
 
 def test_overrides_change_fields_and_digest():
     base = load_spec(TINY)
-    spec = load_spec(TINY, ["study.n_trials=7", "dataset=npz:x.npz", "space.augment=['none']"])
-    assert spec.study.n_trials == 7 and spec.dataset == "npz:x.npz" and spec.space.augment == ("none",)
+    spec = load_spec(TINY, ["study.n_trials=7", "dataset=npz:x.npz", "space.augment=['flip', 'none']"])
+    assert spec.study.n_trials == 7 and spec.dataset == "npz:x.npz" and spec.space.augment == ("flip", "none")
     assert spec.digest() != base.digest()
 
 

@@ -18,14 +18,28 @@ from study.cli import main
 from study.query import best_configs
 from study.tracking import trial_run_id
 
-ARMS = ("finetune", "scratch-b")
+ARMS = ("finetune", "scratch")  # the tiny spec's studies: pareto mode searches Scratch-E and B in one
+N_TRIALS = 2  # tiny.toml: searched trials per study
+BASELINES = {"finetune": ["paper", "rewind"], "scratch": ["paper@E", "paper@B", "literature"]}
+
+
+def _tiny_args(folder):
+    return [
+        "study",
+        TINY,
+        "--storage",
+        f"sqlite:///{folder / 'optuna.db'}",
+        "--workdir",
+        str(folder / "runs"),
+        "--no-report",
+    ]
 
 
 @pytest.fixture
-def tiny_run(tracking_uri, tmp_path):
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    assert main(["study", TINY, "--storage", storage, "--workdir", str(tmp_path / "runs"), "--no-report"]) == 0
-    return storage
+def tiny_run(run_once, tracking_uri, tmp_path):
+    """The tiny spec's studies (no report), made once per session; a copy in this test's folder."""
+    run_once("tiny-study", _tiny_args, tmp_path)
+    return f"sqlite:///{tmp_path / 'optuna.db'}"
 
 
 def _trial_runs(client, experiment_id, arm_run):
@@ -39,28 +53,103 @@ def test_study_records_every_trial_in_both_stores(tiny_run):
     children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{root.info.run_id}'")
     assert sorted(r.data.tags["rethink.kind"] for r in children) == ["arm", "arm", "base", "prune"]
     summaries = {s.study_name for s in optuna.get_all_study_summaries(tiny_run)}
-    assert summaries == {f"tiny.{arm}" for arm in ARMS}
+    assert summaries == {"tiny.finetune", "tiny.scratch"}  # pareto mode: no tiny.scratch-e / tiny.scratch-b
     for arm in ARMS:
         study = optuna.load_study(study_name=f"tiny.{arm}", storage=tiny_run)
         trials = study.get_trials()
-        assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
-        assert [t.user_attrs.get("baseline") for t in trials[:2]] == ["paper", "literature"]
+        assert [t.state for t in trials] == [TrialState.COMPLETE] * (N_TRIALS + len(BASELINES[arm]))
+        assert [t.user_attrs.get("baseline") for t in trials] == BASELINES[arm] + [None] * N_TRIALS
         assert study.user_attrs["sampler"]["seed"] == 0 and "optuna" in study.user_attrs["versions"]
+        assert study.user_attrs["layout"] == 2 and study.metric_names == ["val_acc", "train_flops"]
+        assert list(study.user_attrs["baselines"]) == BASELINES[arm] and all(study.user_attrs["baselines"].values())
         (arm_run,) = [r for r in children if r.data.tags.get("arm") == arm]
         assert arm_run.data.tags["optuna.study_name"] == f"tiny.{arm}"
         runs = {r.info.run_id: r for r in _trial_runs(client, exp.experiment_id, arm_run.info.run_id)}
-        assert len(runs) == 4
+        assert len(runs) == len(trials)
         for t in trials:
             run = runs[t.user_attrs["mlflow_run_id"]]
             assert run.info.status == "FINISHED"
             assert run.data.tags["optuna.trial_number"] == str(t.number)
             assert run.data.tags["rethink.runtime"] == "cpu fp32"  # how it ran, for the record
+            kind = "baseline" if t.user_attrs.get("baseline") else "searched"
+            assert run.data.tags["rethink.trial_kind"] == kind
+            assert run.data.tags.get("baseline", "") == t.user_attrs.get("baseline", "")
             assert run.data.metrics["val_acc"] == pytest.approx(t.values[0])
-            assert run.data.metrics["train_flops"] == pytest.approx(t.values[1])
+            assert run.data.metrics["train_flops"] == pytest.approx(t.values[1]) == t.user_attrs["train_flops"]
+            assert run.data.metrics["pipeline_flops"] == pytest.approx(t.user_attrs["pipeline_flops"])
             history = client.get_metric_history(run.info.run_id, "val_acc")
             assert [m.step for m in history if m.step < t.params["epochs"]] == list(range(t.params["epochs"]))
     paper_finetune = optuna.load_study(study_name="tiny.finetune", storage=tiny_run).trials[0]
-    assert paper_finetune.params == {"lr": pytest.approx(0.0005), "augment": "none", "epochs": 1}
+    assert paper_finetune.params == {
+        "lr": pytest.approx(0.0005),
+        "schedule": "constant",
+        "augment": "none",
+        "epochs": 1,
+    }
+
+
+def test_every_study_searches_n_trials_from_the_same_space(tiny_run, tmp_path):
+    """Equal searched budgets: n_trials sampled trials in every study, baselines on top; the schedule is
+    one of the space's shapes in every arm, from the same distribution. A larger n_trials continues."""
+    dists = {}
+    for arm in ARMS:
+        trials = optuna.load_study(study_name=f"tiny.{arm}", storage=tiny_run).get_trials()
+        searched = [t for t in trials if "baseline" not in t.user_attrs]
+        assert len(searched) == N_TRIALS
+        assert all(t.params["schedule"] in ("step", "cosine", "constant", "warmup-cosine") for t in trials)
+        dists[arm] = {name: t.distributions[name] for t in searched for name in ("lr", "schedule", "augment", "epochs")}
+    assert dists["finetune"] == dists["scratch"]
+    args = ["study", TINY, "--storage", tiny_run, "--workdir", str(tmp_path / "runs"), "--no-report"]
+    assert main([*args, "--set", "study.n_trials=3"]) == 0
+    for arm in ARMS:
+        trials = optuna.load_study(study_name=f"tiny.{arm}", storage=tiny_run).get_trials()
+        assert len([t for t in trials if "baseline" not in t.user_attrs]) == 3
+        assert len([t for t in trials if "baseline" in t.user_attrs]) == len(BASELINES[arm])  # not enqueued twice
+
+
+def test_finetune_can_decay_its_lr(tiny_run):
+    """A fine-tune trial with schedule=step decays ×0.1 at 50% and 75% (the rewind baseline: lr 0.05, 3
+    epochs, milestones at epochs 1 and 2), read back from its MLflow lr curve."""
+    client = mlflow.MlflowClient()
+    trials = optuna.load_study(study_name="tiny.finetune", storage=tiny_run).get_trials()
+    step = [t for t in trials if t.params["schedule"] == "step" and t.params["epochs"] == 3]
+    assert "rewind" in [t.user_attrs.get("baseline") for t in step]
+    for t in step:
+        lrs = [
+            m.value
+            for m in sorted(client.get_metric_history(t.user_attrs["mlflow_run_id"], "lr"), key=lambda m: m.step)
+        ]
+        assert len(lrs) == t.params["epochs"] == 3
+        assert lrs == pytest.approx([t.params["lr"], t.params["lr"] * 0.1, t.params["lr"] * 0.01])
+
+
+def test_pipeline_flops_add_the_base_training_to_finetune_only(tiny_run):
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("tiny")
+    (base,) = client.search_runs([exp.experiment_id], "tags.`rethink.kind` = 'base'")
+    base_train = base.data.metrics["train_flops"]
+    assert base_train > 0
+    for arm, inherited in (("finetune", base_train), ("scratch", 0.0)):
+        for t in optuna.load_study(study_name=f"tiny.{arm}", storage=tiny_run).get_trials():
+            run = client.get_run(t.user_attrs["mlflow_run_id"])
+            assert run.data.metrics["pipeline_flops"] == pytest.approx(run.data.metrics["train_flops"] + inherited)
+            assert t.user_attrs["pipeline_flops"] == pytest.approx(t.user_attrs["train_flops"] + inherited)
+
+
+def test_old_layout_is_refused_before_any_training(tracking_uri, tmp_path, capsys):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    old = optuna.create_study(study_name="tiny.scratch-e", storage=storage, directions=["maximize", "minimize"])
+    old.set_user_attr("spec_fields", {"name": "tiny"})
+    args = ["study", TINY, "--storage", storage, "--workdir", str(tmp_path / "runs"), "--no-report"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "older layout" in err and "tiny.scratch-e" in err and "--new-study" in err
+    assert not (tmp_path / "runs").exists()  # refused before the base trained
+    assert mlflow.MlflowClient().get_experiment_by_name("tiny") is None
+    assert main([*args, "--new-study"]) == 0  # the new layout beside the old study, never mixed with it
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    assert names == {"tiny.scratch-e", "tiny.finetune", "tiny.scratch"}
+    assert len(optuna.load_study(study_name="tiny.scratch-e", storage=storage).trials) == 0
 
 
 def test_rerun_adds_nothing(tiny_run, tmp_path):
@@ -68,7 +157,9 @@ def test_rerun_adds_nothing(tiny_run, tmp_path):
     assert main(["study", TINY, "--storage", tiny_run, "--workdir", str(tmp_path / "runs"), "--no-report"]) == 0
     assert len(mlflow.search_runs(experiment_names=["tiny"], output_format="list")) == before
     for arm in ARMS:
-        assert len(optuna.load_study(study_name=f"tiny.{arm}", storage=tiny_run).trials) == 4
+        assert len(optuna.load_study(study_name=f"tiny.{arm}", storage=tiny_run).trials) == N_TRIALS + len(
+            BASELINES[arm]
+        )
 
 
 def test_changed_spec_is_refused_unless_new_study(tiny_run, tmp_path, capsys):
@@ -120,7 +211,7 @@ def test_optuna_dashboard_lists_the_studies(tiny_run):
         assert names == {f"tiny.{arm}" for arm in ARMS}
         study = next(s for s in data["study_summaries"] if s["study_name"] == "tiny.finetune")
         detail = json.loads(wait_http(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}", dash))
-        assert len(detail["trials"]) == 4
+        assert len(detail["trials"]) == N_TRIALS + len(BASELINES["finetune"])
     finally:
         os.killpg(dash.pid, signal.SIGTERM)
         dash.wait(timeout=30)
@@ -149,7 +240,7 @@ def test_resume_after_kill_completes_the_budget_without_duplicates(tracking_uri,
     time.sleep(0.3)  # into the next trial
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert 2 <= _complete_trials(db) < 8, "the kill should land mid-study"
+    assert 2 <= _complete_trials(db) < 2 * N_TRIALS + 5, "the kill should land mid-study"
     assert subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True).returncode == 0
 
     client = mlflow.MlflowClient()
@@ -159,8 +250,10 @@ def test_resume_after_kill_completes_the_budget_without_duplicates(tracking_uri,
     for arm in ARMS:
         trials = optuna.load_study(study_name=f"tiny.{arm}", storage=storage).get_trials()
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        assert len(complete) == 4
-        assert [t.user_attrs.get("baseline") for t in complete[:2]] == ["paper", "literature"]
+        assert len(complete) == N_TRIALS + len(BASELINES[arm])
+        assert sorted(t.user_attrs["baseline"] for t in complete if "baseline" in t.user_attrs) == sorted(
+            BASELINES[arm]
+        )
         finished = [r for r in runs if r.data.tags["arm"] == arm and r.info.status == "FINISHED"]
         assert sorted(r.info.run_id for r in finished) == sorted(t.user_attrs["mlflow_run_id"] for t in complete)
         for t in trials:
@@ -188,7 +281,7 @@ def test_parallel_workers_on_a_journal_finish_the_budget_exactly(tracking_uri, t
     for arm in ARMS:
         trials = optuna.load_study(study_name=f"tiny.{arm}", storage=make_storage(storage)).get_trials()
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        assert len(complete) == 4
+        assert len(complete) == N_TRIALS + len(BASELINES[arm])
         assert all(t.user_attrs["fail_reason"].startswith("over budget") for t in trials if t.state == TrialState.FAIL)
         arm_runs = [r for r in runs if r.data.tags["arm"] == arm]
         assert sorted(r.info.run_id for r in arm_runs) == sorted(t.user_attrs["mlflow_run_id"] for t in complete)
@@ -219,7 +312,7 @@ def test_fixed_budget_mode_reports_epochs_and_prunes_consistently(tracking_uri, 
     study = optuna.load_study(study_name="tiny.scratch-e", storage=storage)
     assert len(study.directions) == 1
     trials = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(trials) == 6
+    assert len(trials) == 6 + 2  # searched + the paper and literature baselines
     assert all("epochs" not in t.params for t in trials)  # fixed per arm (E), not searched
     client = mlflow.MlflowClient()
     for t in trials:

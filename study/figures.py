@@ -1,0 +1,107 @@
+"""The report's figures: accuracy against training compute (both accounts), best so far, chosen curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import optuna  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+ARM_COLOURS = {
+    "unpruned": "black",
+    "finetune": "tab:blue",
+    "scratch": "tab:green",
+    "scratch-e": "tab:orange",
+    "scratch-b": "tab:green",
+    "lottery": "tab:purple",
+}
+
+
+def _pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    front, best = [], -1.0
+    for f, a in sorted(points):
+        if a > best:
+            front.append((f, a))
+            best = a
+    return front
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def pareto_figure(studies: dict[str, optuna.Study], out: Path, budget_lines: dict[str, float]) -> Path:
+    """Every trial's validation accuracy against its training FLOPs; arms that inherit the base are also
+    drawn under the pipeline account (hollow), with the base's training included."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for arm, study in studies.items():
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        pts = [(t.user_attrs.get("train_flops", t.values[-1]), t.values[0]) for t in done]
+        if not pts:
+            continue
+        colour = ARM_COLOURS.get(arm, "grey")
+        ax.scatter(*zip(*pts, strict=True), color=colour, alpha=0.5, label=f"{arm} trials (train FLOPs)")
+        ax.step(*zip(*_pareto(pts), strict=True), where="post", color=colour)
+        pipe = [(t.user_attrs["pipeline_flops"], t.values[0]) for t in done if "pipeline_flops" in t.user_attrs]
+        if pipe and any(p[0] != q[0] for p, q in zip(pipe, pts, strict=False)):
+            ax.scatter(*zip(*pipe, strict=True), facecolors="none", edgecolors=colour, label=f"{arm} (pipeline FLOPs)")
+            ax.step(*zip(*_pareto(pipe), strict=True), where="post", color=colour, linestyle=":")
+    for label, flops in budget_lines.items():
+        ax.axvline(flops, color="grey", linewidth=0.8, linestyle="--")
+        ax.annotate(label, (flops, ax.get_ylim()[0]), fontsize=7, rotation=90, va="bottom", ha="right")
+    ax.set_xscale("log")
+    ax.set_xlabel("training compute (MACs, forward+backward = 3 x forward)")
+    ax.set_ylabel("validation accuracy (fraction)")
+    ax.set_title("Accuracy against compute, every trial (hollow: with the base's training)")
+    ax.legend(fontsize=7)
+    return _save(fig, out / "pareto.png")
+
+
+def best_so_far_figure(studies: dict[str, optuna.Study], out: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for arm, study in studies.items():
+        vals = [t.values[0] if t.state == TrialState.COMPLETE else np.nan for t in study.get_trials(deepcopy=False)]
+        if vals:
+            ax.plot(
+                np.fmax.accumulate(np.nan_to_num(vals, nan=0.0)),
+                color=ARM_COLOURS.get(arm, "grey"),
+                marker="o",
+                label=arm,
+            )
+    ax.set_xlabel("trial number (baselines first)")
+    ax.set_ylabel("best validation accuracy so far (fraction)")
+    ax.set_title("Best so far against trials, per study")
+    ax.legend()
+    return _save(fig, out / "best_so_far.png")
+
+
+def curves_figure(curves: dict[str, dict[str, list[float]]], out: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, curve in curves.items():
+        arm = label.split(":")[0]
+        ax.plot(
+            range(1, len(curve["val_acc"]) + 1),
+            curve["val_acc"],
+            color=ARM_COLOURS.get(arm, "grey"),
+            linestyle="-" if ":best" in label else "--",
+            label=label,
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (fraction)")
+    ax.set_title("Per-epoch validation accuracy of the chosen configs (solid: tuned)")
+    ax.legend(fontsize=7)
+    return _save(fig, out / "val_curves.png")
+
+
+def figures(
+    studies: dict[str, optuna.Study], curves: dict[str, dict[str, list[float]]], out: Path, budget_lines: dict
+) -> list[Path]:
+    return [pareto_figure(studies, out, budget_lines), best_so_far_figure(studies, out), curves_figure(curves, out)]
