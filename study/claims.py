@@ -1,24 +1,48 @@
-"""The report's verdicts: tuning gaps per row, and the paper's claims at matched compute budgets."""
+"""The report's verdicts: tuning gaps per row, claim 1 per budget (one-sided non-inferiority), claim 2 (the
+lottery ticket against random init, per lr band), and claim 3 as a 2×2 interaction at matched compute."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from .final import FinalResult
-from .stats import noninferiority_verdict, welch
+from .stats import contrast, noninferiority, one_sided, welch
 
 ARM_ORDER = ["unpruned", "finetune", "scratch-e", "scratch-b", "lottery"]
-# Claim 1 at matched budgets: (label, scratch row and pick, fine-tune pick, account)
-MATCHED = [
-    ("E", ("scratch-e", "best@E"), "best@E", "train FLOPs <= E epochs of the pruned model"),
-    ("B", ("scratch-b", "best@B"), "best@B", "train FLOPs <= the base's training"),
-    ("P", ("scratch-b", "best@P"), "best@P", "pipeline FLOPs <= base training + E epochs of the pruned model"),
-]
+# Claim 1 at matched budgets: scratch row and pick, fine-tune pick, and the account the budget is in
+MATCHED = {
+    "E": (("scratch-e", "best@E"), "best@E", "train FLOPs <= E epochs of the pruned model"),
+    "B": (("scratch-b", "best@B"), "best@B", "train FLOPs <= the base's training"),
+    "P": (("scratch-b", "best@P"), "best@P", "pipeline FLOPs <= base training + E epochs of the pruned model"),
+}
+FIXED = {  # fixed-budget mode: each arm's study has its own epochs (E or B); fine-tune has its own
+    "E": (("scratch-e", "best"), "best", "each arm at its fixed epochs"),
+    "B": (("scratch-b", "best"), "best", "each arm at its fixed epochs"),
+}
 TUNED_PICK = {"finetune": "best@E", "lottery": "best@E", "scratch-e": "best@E", "scratch-b": "best@B"}
 
 
+@dataclass(frozen=True)
+class Analysis:
+    """The analysis the verdicts follow: the spec's pre-registered [verdict], unless overridden post hoc."""
+
+    margin: float  # accuracy fraction
+    confidence: float
+    budgets: tuple[str, ...]
+    post_hoc: tuple[str, ...] = field(default=())  # why this analysis is post hoc (empty: pre-registered)
+
+    def describe(self) -> str:
+        what = f"margin {100 * self.margin:.2f} pp, confidence {self.confidence}, budgets {', '.join(self.budgets)}"
+        if self.post_hoc:
+            return f"POST HOC ({'; '.join(self.post_hoc)}): {what}"
+        return f"pre-registered in the spec's [verdict] table: {what}"
+
+
 def accs(results: list[FinalResult], arm: str, choice: str) -> list[float]:
-    return [r.test_acc for r in results if r.arm == arm and r.choice == choice]
+    return [r.test_acc for r in sorted(results, key=lambda r: r.seed) if r.arm == arm and r.choice == choice]
 
 
 def tuned_pick(arm: str, pareto: bool) -> str:
@@ -26,8 +50,8 @@ def tuned_pick(arm: str, pareto: bool) -> str:
     return TUNED_PICK.get(arm, "best") if pareto else "best"
 
 
-def tuning_gaps(results: list[FinalResult], pareto: bool) -> list[dict]:
-    """Per row: its tuned pick minus each of its baselines, with a Welch CI."""
+def tuning_gaps(results: list[FinalResult], pareto: bool, confidence: float = 0.95) -> list[dict]:
+    """Per row: its tuned pick minus each of its baselines, with a two-sided Welch CI."""
     gaps = []
     for arm in sorted({r.arm for r in results if r.arm != "unpruned"}, key=ARM_ORDER.index):
         pick = tuned_pick(arm, pareto)
@@ -35,77 +59,135 @@ def tuning_gaps(results: list[FinalResult], pareto: bool) -> list[dict]:
         baselines = sorted({r.choice for r in results if r.arm == arm and not r.choice.startswith("best")})
         for baseline in baselines:
             if tuned:
-                gaps.append(
-                    {"arm": arm, "tuned": pick, "baseline": baseline, **welch(tuned, accs(results, arm, baseline))}
-                )
+                test = welch(tuned, accs(results, arm, baseline), confidence)
+                gaps.append({"arm": arm, "tuned": pick, "baseline": baseline, **test})
     return gaps
 
 
-def claims(results: list[FinalResult], margin: float, pareto: bool) -> list[dict]:
-    """Verdicts on the paper's claims, each with the numbers behind it; a missing pick is named, never
+def _label(entry: dict, analysis: Analysis) -> dict:
+    if analysis.post_hoc:
+        entry["verdict"] = "post hoc: " + entry["verdict"]
+        entry["post_hoc"] = list(analysis.post_hoc)
+    return entry
+
+
+def claim1(results: list[FinalResult], analysis: Analysis, pareto: bool) -> list[dict]:
+    """Tuned scratch against tuned fine-tuning at each matched budget; a missing pick is named, never
     replaced by another."""
     out = []
-    matched = (
-        MATCHED
-        if pareto
-        else [
-            ("arm", ("scratch-e", "best"), "best", "each arm at its own fixed budget"),
-            ("arm", ("scratch-b", "best"), "best", "each arm at its own fixed budget"),
-        ]
-    )
-    for budget, (arm, pick), ft_pick, account in matched:
-        if not accs(results, arm, pick) and not any(r.arm == arm for r in results):
-            continue  # the arm is not in the spec
-        claim = f"1 at budget {budget}: tuned {arm} ({pick}) is as good as or better than tuned fine-tuning ({ft_pick})"
-        scratch, finetune = accs(results, arm, pick), accs(results, "finetune", ft_pick)
+    table = MATCHED if pareto else FIXED
+    for budget in analysis.budgets:
+        if budget not in table:
+            continue
+        (arm, pick), ft_pick, account = table[budget]
+        if not any(r.arm == arm for r in results):
+            continue  # that arm is not in the spec
         entry = {
-            "claim": claim,
+            "claim": f"1 at budget {budget}: tuned {arm} ({pick}) is as good as or better than tuned fine-tuning "
+            f"({ft_pick})",
             "budget": budget,
             "account": account,
             "comparison": f"{arm}:{pick} - finetune:{ft_pick}",
-            "margin": margin,
+            "margin": analysis.margin,
         }
+        scratch, finetune = accs(results, arm, pick), accs(results, "finetune", ft_pick)
         if not scratch or not finetune:
             gone = [f"{a}:{p}" for a, p, v in ((arm, pick, scratch), ("finetune", ft_pick, finetune)) if not v]
-            out.append(entry | {"verdict": f"missing: no final runs for {', '.join(gone)} (no trial within budget)"})
-            continue
-        test = welch(scratch, finetune)
-        out.append(entry | test | {"verdict": noninferiority_verdict(test, margin)})
-    lottery, scratch_e = (
-        accs(results, "lottery", tuned_pick("lottery", pareto)),
-        accs(results, "scratch-e", tuned_pick("scratch-e", pareto)),
-    )
-    if lottery and scratch_e:
-        test = welch(scratch_e, lottery)
-        out.append(
-            {
-                "claim": "2: the architecture matters, not the inherited init (scratch-e vs lottery)",
-                "comparison": "scratch-e - lottery (tuned, budget E)",
-                "margin": margin,
-                **test,
-                "verdict": noninferiority_verdict(test, margin),
-            }
-        )
-    lit = {
-        arm: welch(accs(results, arm, tuned_pick(arm, pareto)), accs(results, arm, "literature"))
-        for arm in ("scratch-e", "scratch-b")
-        if accs(results, arm, "literature") and accs(results, arm, tuned_pick(arm, pareto))
-    }
-    if lit:
-        gains = [t for t in lit.values() if not math.isnan(t["ci_low"])]
-        claim1 = [c["verdict"] for c in out if c["claim"].startswith("1 ")]
-        if gains and all(t["ci_low"] > 0 for t in gains) and claim1 and all(v == "supported" for v in claim1):
-            verdict = "supported"
-        elif claim1 and all(v == "contradicted" for v in claim1):
-            verdict = "contradicted"
+            entry["verdict"] = f"missing: no final runs for {', '.join(gone)} (no trial within that budget)"
         else:
-            verdict = "inconclusive at this sample size"
-        out.append(
-            {
-                "claim": "3: weak baselines explain the contradiction (tuning lifts scratch to fine-tuning)",
-                "comparison": "scratch tuned (own budget) - scratch literature",
-                "tuning_gain": lit,
-                "verdict": verdict,
-            }
+            entry |= noninferiority(scratch, finetune, analysis.margin, analysis.confidence)
+        out.append(_label(entry, analysis))
+    return out
+
+
+def claim3(results: list[FinalResult], analysis: Analysis, pareto: bool) -> dict | None:
+    """Recipe (literature/paper baseline vs tuned) × arm (scratch vs fine-tune), cells within budget E:
+    (a) the old contradiction reproduces: scratch-literature is worse than fine-tune-paper by more than the
+    margin; (b) tuning removes it: tuned scratch is non-inferior to tuned fine-tune; (c) the interaction
+    (ST - SL) - (FT - FP) > 0. Supported only when all three hold."""
+    st, sl = accs(results, "scratch-e", tuned_pick("scratch-e", pareto)), accs(results, "scratch-e", "literature")
+    ft, fp = accs(results, "finetune", tuned_pick("finetune", pareto)), accs(results, "finetune", "paper")
+    cells = {
+        "scratch tuned (ST)": st,
+        "scratch literature (SL)": sl,
+        "fine-tune tuned (FT)": ft,
+        "fine-tune paper (FP)": fp,
+    }
+    entry = {
+        "claim": "3: earlier contradictions came from poorly tuned baselines (recipe × arm interaction, budget E)",
+        "cells": {k: {"n": len(v), "mean": float(np.mean(v)) if v else math.nan} for k, v in cells.items()},
+        "margin": analysis.margin,
+        "test": "Welch t with Satterthwaite df on independent cells; one-sided at the spec's confidence",
+    }
+    if not st or not ft:
+        return None
+    if missing := [k for k, v in cells.items() if not v]:
+        entry["verdict"] = f"missing: no final runs for {', '.join(missing)}; add the baseline to the spec"
+        return _label(entry, analysis)
+    c2 = 2 * analysis.confidence - 1  # the two-sided interval whose ends are one-sided bounds at `confidence`
+    a = welch(sl, fp, c2)
+    a["p_one_sided"] = one_sided(a, -analysis.margin, "below")
+    a["holds"] = bool(a["ci_high"] < -analysis.margin)
+    a["part"] = "(a) the old contradiction reproduces: SL - FP < -margin"
+    b = noninferiority(st, ft, analysis.margin, analysis.confidence)
+    b["holds"] = b["verdict"] == "supported"
+    b["part"] = "(b) tuning removes it: ST - FT > -margin"
+    c = contrast([st, sl, ft, fp], [1, -1, -1, 1], c2)
+    c["p_one_sided"] = one_sided(c, 0.0, "above")
+    c["holds"] = bool(c["ci_low"] > 0)
+    c["part"] = "(c) the interaction (ST - SL) - (FT - FP) > 0"
+    entry["parts"] = {"a": a, "b": b, "c": c}
+    if any(math.isnan(p["ci_low"]) for p in (a, b, c)):
+        entry["verdict"] = "inconclusive (fewer than 2 seeds in a cell)"
+    elif a["holds"] and b["holds"] and c["holds"]:
+        entry["verdict"] = "supported"
+    elif a["holds"] and b["ci_high"] < -analysis.margin:
+        entry["verdict"] = "contradicted: the contradiction reproduces and tuned scratch stays below fine-tune"
+    elif a["ci_low"] > -analysis.margin:
+        entry["verdict"] = (
+            "inconclusive (no contradiction to explain: literature-scratch is not worse than "
+            "fine-tune's paper recipe by more than the margin)"
         )
+    else:
+        failed = [p["part"] for p in (a, b, c) if not p["holds"]]
+        entry["verdict"] = "inconclusive: " + "; ".join(failed) + " is not established"
+    return _label(entry, analysis)
+
+
+def lr_bands(trials: dict[str, list[tuple[float, float]]], low: float, high: float, n: int = 3) -> list[dict]:
+    """Claim 2 on the search trials: the lottery ticket against random init (the scratch study) within each
+    of `n` equal log-width lr bands; descriptive (trials are not seeds), Welch on validation accuracy."""
+    edges = np.geomspace(low, high, n + 1)
+    out = []
+    ticket, scratch = trials.get("lottery", []), trials.get("scratch", trials.get("scratch-e", []))
+    for i in range(n):
+        lo, hi = edges[i], edges[i + 1]
+        t, s = ([acc for lr, acc in pts if lo <= lr <= hi] for pts in (ticket, scratch))
+        row = {"band": f"lr [{lo:.3g}, {hi:.3g}]", "n_ticket": len(t), "n_scratch": len(s)}
+        if t and s:
+            row |= welch(t, s) | {"ticket_mean": float(np.mean(t)), "scratch_mean": float(np.mean(s))}
+        out.append(row)
+    return out
+
+
+def claim2(results: list[FinalResult], analysis: Analysis, pareto: bool, bands: list[dict]) -> dict | None:
+    """The architecture matters, not the inherited init: tuned scratch non-inferior to the tuned ticket."""
+    lottery = accs(results, "lottery", tuned_pick("lottery", pareto))
+    scratch_e = accs(results, "scratch-e", tuned_pick("scratch-e", pareto))
+    if not lottery or not scratch_e:
+        return None
+    entry = {
+        "claim": "2: the architecture matters, not the inherited init (scratch-e vs lottery, budget E)",
+        "comparison": "scratch-e - lottery (tuned, budget E)",
+        "lr_bands": bands,
+    } | noninferiority(scratch_e, lottery, analysis.margin, analysis.confidence)
+    return _label(entry, analysis)
+
+
+def claims(results: list[FinalResult], analysis: Analysis, pareto: bool, bands: list[dict] | None = None) -> list[dict]:
+    out = claim1(results, analysis, pareto)
+    if (c2 := claim2(results, analysis, pareto, bands or [])) is not None:
+        out.append(c2)
+    if (c3 := claim3(results, analysis, pareto)) is not None:
+        out.append(c3)
     return out

@@ -105,3 +105,17 @@ def figures(
     studies: dict[str, optuna.Study], curves: dict[str, dict[str, list[float]]], out: Path, budget_lines: dict
 ) -> list[Path]:
     return [pareto_figure(studies, out, budget_lines), best_so_far_figure(studies, out), curves_figure(curves, out)]
+
+
+def lr_sensitivity_figure(points: dict[str, list[tuple[float, float]]], out: Path) -> Path:
+    """Validation accuracy against learning rate, every completed trial of every study."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for arm, pts in points.items():
+        if pts:
+            ax.scatter(*zip(*pts, strict=True), color=ARM_COLOURS.get(arm, "grey"), alpha=0.7, label=arm)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("validation accuracy (fraction)")
+    ax.set_title("Learning-rate sensitivity, every trial")
+    ax.legend()
+    return _save(fig, out / "lr_sensitivity.png")

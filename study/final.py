@@ -256,7 +256,12 @@ def _train_choice(
     recipe = default_recipe(choice.arm, trunk.base_config, trunk.base_flops, trunk.pruned_flops)
     config = apply(choice.params, replace(recipe, seed=seed))
     digest = config_digest(
-        {"arm": choice.study_arm, "config": config.to_dict(), "spec": spec.digest(), "base": base.digest}
+        {
+            "arm": choice.study_arm,
+            "config": config.to_dict(),
+            "setting": config_digest(spec.study_fields()),
+            "base": base.digest,
+        }
     )
     # The same config chosen twice (best@E and best@B, say) is trained once per seed.
     run_id, metrics = _finished(tree, digest, root)

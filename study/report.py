@@ -63,6 +63,22 @@ def importances(studies: dict[str, optuna.Study]) -> pd.DataFrame:
     return pd.DataFrame(cols).fillna(0.0) if cols else pd.DataFrame()
 
 
+def _numbers(v: dict) -> str:
+    """The numbers behind a verdict line: estimate, interval, one-sided p, margin."""
+    if "diff" not in v or v["diff"] != v["diff"]:
+        return ""
+    level = v.get("confidence", 0.95)
+    text = f" (estimate {100 * v['diff']:+.2f} pp"
+    if v.get("ci_low") == v.get("ci_low"):
+        text += f", {100 * level:.0f}% CI [{100 * v['ci_low']:+.2f}, {100 * v['ci_high']:+.2f}]"
+    for key in ("p_noninferiority", "p_one_sided"):
+        if key in v and v[key] == v[key]:
+            text += f", one-sided p={v[key]:.3g}"
+    if "margin" in v:
+        text += f", margin {100 * v['margin']:.2f} pp"
+    return text + ")"
+
+
 SHOWN = [
     "arm",
     "choice",
@@ -109,16 +125,18 @@ def write_report(
             gaps_df.to_markdown(index=False, floatfmt=".4f"),
             "",
         ]
-    lines += ["## Verdicts", ""] + [
-        f"- Claim {v['claim']}: **{v['verdict']}**"
-        + (
-            f" (diff {100 * v['diff']:+.2f} pp, 95% CI [{100 * v['ci_low']:+.2f}, {100 * v['ci_high']:+.2f}], "
-            f"p={v['p_value']:.3g}, margin {100 * v['margin']:.1f} pp)"
-            if "diff" in v
-            else ""
-        )
-        for v in verdicts
-    ]
+    lines += ["## Verdicts", "", f"Analysis: {header.get('analysis', '')}", ""]
+    for v in verdicts:
+        lines.append(f"- Claim {v['claim']}: **{v['verdict']}**" + _numbers(v))
+        for part in v.get("parts", {}).values():
+            lines.append(f"  - {part['part']}: {'holds' if part['holds'] else 'not established'}" + _numbers(part))
+        for band in v.get("lr_bands", []):
+            if "diff" in band:
+                lines.append(
+                    f"  - {band['band']}: ticket {100 * band['ticket_mean']:.2f} vs random init "
+                    f"{100 * band['scratch_mean']:.2f} (val acc, {band['n_ticket']} and {band['n_scratch']} trials; "
+                    f"descriptive)"
+                )
     if notes:
         lines += ["", "## How the comparison was made", ""] + [f"- {n}" for n in notes]
     if not imp.empty:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import asdict
 from pathlib import Path
 
 import optuna
+from optuna.trial import TrialState
 
-from .claims import claims, tuning_gaps
-from .figures import figures
+from .claims import Analysis, claims, lr_bands, tuning_gaps
+from .figures import figures, lr_sensitivity_figure
 from .final import choose, evaluate_choices
 from .layout import study_arms
 from .report import importances, results_table, write_report
@@ -65,7 +67,38 @@ def method_notes(spec: Spec, trunk: Trunk) -> list[str]:
     return notes
 
 
-def report_spec(spec: Spec, opts: RunOptions, out_dir: Path, partial: bool = False, margin: float = 0.005) -> Path:
+def analysis_for(spec: Spec, studies: dict[str, optuna.Study], margin: float | None, confidence: float | None):
+    """The spec's pre-registered [verdict], or a post-hoc analysis when the report overrides it or the spec's
+    table differs from the one recorded in the studies when they were made."""
+    v = spec.verdict
+    why = []
+    recorded = {json.dumps(s.user_attrs.get("verdict"), sort_keys=True) for s in studies.values()}
+    if recorded != {json.dumps(v.model_dump(mode="json"), sort_keys=True)}:
+        why.append("the spec's [verdict] table differs from the one recorded when the studies were made")
+    if margin is not None and margin != v.margin:
+        why.append(f"--margin {margin} pp chosen at report time (pre-registered: {v.margin} pp)")
+    if confidence is not None and confidence != v.confidence:
+        why.append(f"--confidence {confidence} chosen at report time (pre-registered: {v.confidence})")
+    m = v.margin if margin is None else margin
+    return Analysis(m / 100, v.confidence if confidence is None else confidence, v.budgets, tuple(why))
+
+
+def trial_points(studies: dict[str, optuna.Study]) -> dict[str, list[tuple[float, float]]]:
+    """(lr, validation accuracy) of every completed trial, per study."""
+    return {
+        arm: [(t.params["lr"], t.values[0]) for t in s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        for arm, s in studies.items()
+    }
+
+
+def report_spec(
+    spec: Spec,
+    opts: RunOptions,
+    out_dir: Path,
+    partial: bool = False,
+    margin: float | None = None,
+    confidence: float | None = None,
+) -> Path:
     storage = make_storage(opts.storage)
     names = resolve_study_names(spec, storage)  # the same studies the study command used
     configure(opts.tracking_uri)
@@ -97,8 +130,11 @@ def report_spec(spec: Spec, opts: RunOptions, out_dir: Path, partial: bool = Fal
         caveats.append("one base served every seed (final.share_base): fine-tune's seed spread excludes the base's")
     recipes = {(c.arm, c.name): c.source for c in choices} | {("unpruned", "paper"): "the paper recipe, untuned"}
     table = results_table(results, recipes)
+    analysis = analysis_for(spec, studies, margin, confidence)
     gaps = tuning_gaps(results, pareto)
-    verdicts = claims(results, margin, pareto)
+    points = trial_points(studies)
+    bands = lr_bands(points, spec.space.lr.low, spec.space.lr.high) if "lottery" in studies else []
+    verdicts = claims(results, analysis, pareto, bands)
     imp = importances(studies)
     curves = {}
     for c in choices:
@@ -120,6 +156,7 @@ def report_spec(spec: Spec, opts: RunOptions, out_dir: Path, partial: bool = Fal
         "searched_trials_per_study": spec.study.n_trials,
         "studies": ", ".join(s.study_name for s in studies.values()),
         "mode": spec.study.mode,
+        "analysis": analysis.describe(),
         "budgets_macs": {"E": trunk.budgets.train_e, "B": trunk.budgets.train_b, "P": trunk.budgets.pipeline_p},
         "spec_digest": spec.digest(),
     }
@@ -128,6 +165,7 @@ def report_spec(spec: Spec, opts: RunOptions, out_dir: Path, partial: bool = Fal
     paths = write_report(out, table, gaps, verdicts, imp, header, caveats, notes, [asdict(m) for m in missing])
     c = trunk.budgets
     pngs = figures(studies, curves, out, {"E": c.train_e, "B": c.train_b, "P": c.pipeline_p})
+    pngs.append(lr_sensitivity_figure(points, out))
     report_run = tree.child(root, "report", "report", {"rethink.spec_digest": spec.digest()}, reuse=False)
     for p in [*paths.values(), *pngs, *out.glob("*.csv")]:
         tree.client.log_artifact(report_run, str(p))
@@ -160,12 +198,22 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="reports", help="report folder (a subfolder per spec)")
     add_runtime_args(p)
     p.add_argument("--partial", action="store_true", help="report unfinished studies, with the caveat printed")
-    p.add_argument("--margin", type=float, default=0.005, help="non-inferiority margin (accuracy fraction)")
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        help="non-inferiority margin in accuracy points; overriding the spec's [verdict] makes the analysis post hoc",
+    )
+    p.add_argument("--confidence", type=float, default=None, help="confidence level; an override is post hoc")
     p.add_argument("--tracking-uri", default=None)
 
 
 def run_report(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.set)
     opts = RunOptions(args.storage, args.tracking_uri, Path(args.workdir), runtime_from_args(args))
-    report_spec(spec, opts, Path(args.out), args.partial, args.margin)
+    if args.margin is not None and not 0 <= args.margin < 100:
+        raise SpecError(f"--margin {args.margin}: expected accuracy points in [0, 100), e.g. --margin 0.5")
+    if args.confidence is not None and not 0.5 < args.confidence < 1:
+        raise SpecError(f"--confidence {args.confidence}: expected a level in (0.5, 1), e.g. 0.95")
+    report_spec(spec, opts, Path(args.out), args.partial, args.margin, args.confidence)
     return 0

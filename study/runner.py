@@ -163,6 +163,7 @@ def open_study(spec: Spec, arm: str, name: str, storage, epochs: int) -> optuna.
             "rows": rows_of(spec, arm),
             "spec_digest": spec.digest(),
             "n_trials": spec.study.n_trials,
+            "verdict": spec.verdict.model_dump(mode="json"),  # the pre-registered analysis, fixed at creation
             "sampler": {
                 "name": spec.study.sampler,
                 "seed": spec.study.seed,

@@ -154,6 +154,19 @@ class Study(_Strict):
         return v
 
 
+class Verdict(_Strict):
+    """The pre-registered analysis: part of the spec's digest and recorded in each study when it is made;
+    anything else chosen at report time is labelled post hoc."""
+
+    margin: float = Field(0.5, ge=0, lt=100, description="non-inferiority margin, in accuracy points")
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    budgets: tuple[Literal["E", "B", "P"], ...] = Field(("E", "B", "P"), min_length=1)
+
+    @property
+    def margin_fraction(self) -> float:
+        return self.margin / 100
+
+
 class Final(_Strict):
     seeds: int = Field(3, ge=1)
     share_base: bool = False  # one base for every seed (saves compute; the report says so in a caveat)
@@ -184,6 +197,7 @@ class Spec(_Strict):
     space: SearchSpace = SearchSpace()
     baselines: dict[str, Baseline] = {"literature": LITERATURE}
     final: Final = Final()
+    verdict: Verdict = Verdict()
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -236,7 +250,7 @@ class Spec(_Strict):
 
     def study_fields(self) -> dict[str, Any]:
         """The fields that define a study's trials: a change here makes old trials incomparable."""
-        fields = self.model_dump(mode="json", exclude={"description", "final", "data_root"})
+        fields = self.model_dump(mode="json", exclude={"description", "final", "data_root", "verdict"})
         fields["study"].pop("n_trials")  # a larger budget continues the same studies
         return fields
 

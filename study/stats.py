@@ -1,4 +1,5 @@
-"""Statistics of the report: Welch's t-test with the Satterthwaite df, and the non-inferiority verdict."""
+"""Statistics of the report: Welch's t-test with the Satterthwaite df, one-sided non-inferiority, and a
+Welch-Satterthwaite test of a linear contrast of independent cells (claim 3's interaction)."""
 
 from __future__ import annotations
 
@@ -8,29 +9,74 @@ import numpy as np
 from scipy import stats
 
 CONFIDENCE = 0.95
+POWER = 0.8  # for the sample size a test would need at the observed spread
 
 
 def welch(a: list[float], b: list[float], confidence: float = CONFIDENCE) -> dict:
-    """mean(a) - mean(b) with Welch's t-test and its two-sided confidence interval (NaN where n < 2)."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    diff = float(a.mean() - b.mean()) if len(a) and len(b) else math.nan
-    out = {"diff": diff, "n_a": len(a), "n_b": len(b), "p_value": math.nan, "ci_low": math.nan, "ci_high": math.nan}
-    if len(a) < 2 or len(b) < 2:
+    """mean(a) - mean(b) with Welch's t-test (two-sided p of no difference) and its two-sided confidence
+    interval at `confidence` (NaN where n < 2)."""
+    return contrast([a, b], [1.0, -1.0], confidence)
+
+
+def contrast(cells: list[list[float]], weights: list[float], confidence: float = CONFIDENCE) -> dict:
+    """Σ w_i mean(cell_i) for independent cells: its standard error Σ w_i² s_i²/n_i, Satterthwaite's df,
+    the two-sided p of a zero contrast, and a two-sided confidence interval."""
+    arrays = [np.asarray(c, float) for c in cells]
+    ns = [len(c) for c in arrays]
+    est = float(sum(w * c.mean() for w, c in zip(weights, arrays, strict=True))) if all(ns) else math.nan
+    out = {"diff": est, "n_a": ns[0], "n_b": ns[1] if len(ns) > 1 else 0, "n": ns, "p_value": math.nan}
+    out |= {"ci_low": math.nan, "ci_high": math.nan, "se": math.nan, "dof": math.nan, "confidence": confidence}
+    if min(ns) < 2:
         return out
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = math.sqrt(va + vb)
+    v = [w * w * c.var(ddof=1) / len(c) for w, c in zip(weights, arrays, strict=True)]
+    se = math.sqrt(sum(v))
     if se == 0:
-        out.update(p_value=1.0 if diff == 0 else 0.0, ci_low=diff, ci_high=diff)
+        out.update(p_value=1.0 if est == 0 else 0.0, ci_low=est, ci_high=est, se=0.0, dof=math.inf)
         return out
-    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    dof = sum(v) ** 2 / sum(vi**2 / (n - 1) for vi, n in zip(v, ns, strict=True))
     t = stats.t.ppf(0.5 + confidence / 2, dof)
     out.update(
-        p_value=float(stats.ttest_ind(a, b, equal_var=False).pvalue),
-        ci_low=diff - t * se,
-        ci_high=diff + t * se,
-        dof=dof,
+        p_value=float(2 * stats.t.sf(abs(est) / se, dof)), ci_low=est - t * se, ci_high=est + t * se, se=se, dof=dof
     )
     return out
+
+
+def one_sided(test: dict, threshold: float, side: str) -> float:
+    """p of H0 'estimate <= threshold' (side 'above': evidence it is above) or 'estimate >= threshold'."""
+    if math.isnan(test["se"]):
+        return math.nan
+    if test["se"] == 0:
+        return 0.0 if (test["diff"] > threshold if side == "above" else test["diff"] < threshold) else 1.0
+    t = (test["diff"] - threshold) / test["se"]
+    return float(stats.t.sf(t, test["dof"]) if side == "above" else stats.t.cdf(t, test["dof"]))
+
+
+def needed_n(a: list[float], b: list[float], diff: float, margin: float, confidence: float) -> int | None:
+    """Seeds per arm for the one-sided lower bound to clear -margin with POWER, at the observed means and
+    spread (normal approximation); None when the observed difference is not above -margin."""
+    if diff + margin <= 0:
+        return None
+    spread = np.var(a, ddof=1) + np.var(b, ddof=1)
+    z = stats.norm.ppf(confidence) + stats.norm.ppf(POWER)
+    return max(2, math.ceil(z * z * spread / (diff + margin) ** 2))
+
+
+def noninferiority(a: list[float], b: list[float], margin: float, confidence: float = CONFIDENCE) -> dict:
+    """One-sided non-inferiority of a against b: H0 mean(a) - mean(b) <= -margin. The interval is the
+    two-sided (2c - 1) one, whose lower end is the one-sided c bound; supported when it clears -margin,
+    contradicted when its upper end is below -margin, else inconclusive with the seeds needed."""
+    test = welch(a, b, 2 * confidence - 1) | {"margin": margin, "test": "Welch t, Satterthwaite df, one-sided"}
+    test["p_noninferiority"] = one_sided(test, -margin, "above")
+    test["verdict"] = noninferiority_verdict(test, margin)
+    if test["verdict"].startswith("inconclusive") and not math.isnan(test["ci_low"]):
+        n = needed_n(a, b, test["diff"], margin, confidence)
+        test["needed_n"] = n
+        test["verdict"] += (
+            f"; about {n} seeds per arm would settle it at this spread ({int(100 * POWER)}% power)"
+            if n
+            else "; the observed difference is below -margin, so more seeds would not make it supported"
+        )
+    return test
 
 
 def noninferiority_verdict(test: dict, margin: float) -> str:

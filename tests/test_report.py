@@ -109,7 +109,11 @@ def test_report_table_statistics_figures_and_artifacts(reported):
     assert [c["budget"] for c in claim1] == ["E", "B", "P"]
     assert all(c["verdict"].split()[0] in ("supported", "contradicted", "inconclusive") for c in claim1)
 
-    for png in ("pareto.png", "best_so_far.png", "val_curves.png"):
+    (claim3,) = [c for c in verdict["claims"] if c["claim"].startswith("3")]
+    assert set(claim3["parts"]) == {"a", "b", "c"} and all("ci_low" in p for p in claim3["parts"].values())
+    assert claim3["cells"]["scratch literature (SL)"]["n"] == 2
+    assert "pre-registered" in verdict["header"]["analysis"]
+    for png in ("pareto.png", "best_so_far.png", "val_curves.png", "lr_sensitivity.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     (report_run,) = client.search_runs([exp.experiment_id], "tags.`rethink.kind` = 'report'")
@@ -168,3 +172,15 @@ def test_final_finetune_runs_descend_from_their_seeds_base_trained_on_train_and_
         assert int(r.data.params["train_images"]) == len(digits.y_train)
         inherited = base.data.metrics["train_flops"] if r in finetune else 0.0
         assert r.data.metrics["pipeline_flops"] == pytest.approx(r.data.metrics["train_flops"] + inherited)
+
+
+def test_a_margin_chosen_after_the_results_is_labelled_post_hoc(reported, tmp_path):
+    _, args = reported
+    for extra in (["--margin", "2.0"], ["--set", "verdict.margin=2.0"]):
+        out = tmp_path / f"ph{len(extra[0])}"
+        assert main(["report", TINY, *args, *extra, "--out", str(out)]) == 0
+        verdict = json.loads((out / "tiny" / "verdict.json").read_text())
+        assert verdict["header"]["analysis"].startswith("POST HOC")
+        assert verdict["claims"] and all(c["verdict"].startswith("post hoc: ") for c in verdict["claims"])
+        assert all(c["margin"] == 0.02 for c in verdict["claims"] if "margin" in c)
+        assert "POST HOC" in (out / "tiny" / "report.md").read_text()

@@ -28,7 +28,7 @@ def _write(tmp_path, text):
 @pytest.mark.parametrize(
     "extra, field",
     [
-        ("\n[final]\nseeds = 3\nsurprise = 1\n", "final.surprise: unknown field"),
+        ("\n[verdict]\nmargin = 0.5\nsurprise = 1\n", "verdict.surprise: unknown field"),
         ("", "study.n_trials"),
     ],
 )
@@ -77,3 +77,14 @@ def test_bad_input_fails_before_any_training(tracking_uri, tmp_path, capsys):
     import mlflow
 
     assert mlflow.get_experiment_by_name("tiny") is None
+
+
+def test_the_verdict_table_is_preregistered_in_the_digest_but_not_in_the_studies():
+    base = load_spec(TINY)
+    changed = load_spec(TINY, ["verdict.margin=1.0"])
+    assert base.verdict.margin == 0.5 and base.verdict.margin_fraction == 0.005
+    assert base.verdict.budgets == ("E", "B", "P") and base.verdict.confidence == 0.95
+    assert changed.digest() != base.digest()  # part of the spec's digest
+    assert changed.study_fields() == base.study_fields()  # the studies continue; the report labels it post hoc
+    with pytest.raises(SpecError, match="verdict.budgets"):
+        load_spec(TINY, ["verdict.budgets=['Z']"])

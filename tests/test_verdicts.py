@@ -1,0 +1,139 @@
+"""Verdicts (issue 12) checked against direct scipy/numpy computations on fixed numbers: one-sided
+non-inferiority at the boundaries, each claim-3 part, and post-hoc labelling."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from study.claims import Analysis, claim3, claims
+from study.final import FinalResult
+from study.stats import contrast, noninferiority
+
+MARGIN = 0.005
+PRE = Analysis(MARGIN, 0.95, ("E", "B", "P"))
+
+
+def _welch_reference(a, b, level):
+    a, b = np.asarray(a), np.asarray(b)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    d = a.mean() - b.mean()
+    t = stats.t.ppf(level, df)  # one-sided bound at `level`
+    return d, se, df, d - t * se, d + t * se
+
+
+@pytest.mark.parametrize(
+    "shift, expect",
+    [
+        (+0.004, "supported"),  # the whole interval above -margin
+        (-0.004, "inconclusive"),  # straddles -margin
+        (-0.030, "contradicted"),  # the whole interval below -margin
+    ],
+)
+def test_noninferiority_matches_scipy_at_the_boundaries(shift, expect):
+    b = [0.900, 0.902, 0.898, 0.901]
+    a = [x + shift + e for x, e in zip(b, (0.0005, -0.0004, 0.0003, -0.0002), strict=True)]
+    test = noninferiority(a, b, MARGIN, 0.95)
+    d, se, df, low, high = _welch_reference(a, b, 0.95)
+    assert test["diff"] == pytest.approx(d) and test["dof"] == pytest.approx(df)
+    assert (test["ci_low"], test["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    # one-sided p of H0: diff <= -margin, from scipy's own one-sided Welch test on a shifted sample
+    ref = stats.ttest_ind(np.asarray(a) + MARGIN, b, equal_var=False, alternative="greater")
+    assert test["p_noninferiority"] == pytest.approx(ref.pvalue)
+    assert test["verdict"].startswith(expect)
+    assert (test["p_noninferiority"] < 0.05) == (expect == "supported")
+    if expect == "inconclusive":
+        assert "seeds per arm" in test["verdict"] and test["needed_n"] > len(a)
+
+
+def test_a_ci_below_zero_but_above_minus_margin_is_not_contradicted():
+    """Before issue 12, an interval like [-0.6, -0.1] pp with a 0.5 pp margin was called contradicted."""
+    test = noninferiority([0.896, 0.897, 0.895], [0.9, 0.9005, 0.8995], MARGIN)
+    assert test["ci_high"] < 0 and test["ci_low"] < -MARGIN < test["ci_high"]
+    assert test["verdict"].startswith("inconclusive")
+
+
+def test_interaction_contrast_matches_a_direct_welch_satterthwaite_computation():
+    cells = [[0.95, 0.96, 0.94], [0.90, 0.91, 0.89, 0.92], [0.955, 0.95, 0.96], [0.94, 0.93, 0.95]]
+    w = [1, -1, -1, 1]
+    test = contrast(cells, w, 0.90)
+    v = [wi**2 * np.var(c, ddof=1) / len(c) for wi, c in zip(w, cells, strict=True)]
+    df = sum(v) ** 2 / sum(vi**2 / (len(c) - 1) for vi, c in zip(v, cells, strict=True))
+    est = sum(wi * np.mean(c) for wi, c in zip(w, cells, strict=True))
+    half = stats.t.ppf(0.95, df) * math.sqrt(sum(v))
+    assert test["diff"] == pytest.approx(est) and test["dof"] == pytest.approx(df)
+    assert (test["ci_low"], test["ci_high"]) == (pytest.approx(est - half), pytest.approx(est + half))
+
+
+def _results(cells: dict[tuple[str, str], list[float]]) -> list[FinalResult]:
+    return [
+        FinalResult(arm, choice, seed, acc, 1.0, 1.0, 1, {}, f"{arm}-{choice}-{seed}")
+        for (arm, choice), accs in cells.items()
+        for seed, acc in enumerate(accs)
+    ]
+
+
+def _cells(st, sl, ft, fp):
+    return {
+        ("scratch-e", "best@E"): st,
+        ("scratch-e", "literature"): sl,
+        ("finetune", "best@E"): ft,
+        ("finetune", "paper"): fp,
+    }
+
+
+def test_claim3_supported_only_when_all_three_parts_hold():
+    c = claim3(
+        _results(_cells([0.950, 0.951, 0.949], [0.900, 0.902, 0.898], [0.949, 0.950, 0.948], [0.930, 0.931, 0.929])),
+        PRE,
+        pareto=True,
+    )
+    a, b, i = (c["parts"][k] for k in "abc")
+    assert a["holds"] and b["holds"] and i["holds"]
+    assert a["diff"] == pytest.approx(0.900 - 0.930) and i["diff"] == pytest.approx((0.95 - 0.90) - (0.949 - 0.93))
+    assert c["verdict"] == "supported"
+
+
+def test_claim3_is_never_supported_when_literature_scratch_already_beats_finetune():
+    """The synthetic case of issue 12: no old contradiction exists, so there is nothing to explain."""
+    c = claim3(
+        _results(_cells([0.960, 0.961, 0.959], [0.955, 0.956, 0.954], [0.930, 0.931, 0.929], [0.900, 0.901, 0.899])),
+        PRE,
+        pareto=True,
+    )
+    assert not c["parts"]["a"]["holds"]
+    assert c["verdict"].startswith("inconclusive (no contradiction to explain")
+
+
+def test_claim3_contradicted_when_tuning_leaves_scratch_below_finetune():
+    c = claim3(
+        _results(_cells([0.900, 0.901, 0.899], [0.880, 0.881, 0.879], [0.950, 0.951, 0.949], [0.930, 0.931, 0.929])),
+        PRE,
+        pareto=True,
+    )
+    assert c["parts"]["a"]["holds"] and not c["parts"]["b"]["holds"]
+    assert c["verdict"].startswith("contradicted")
+
+
+def test_claim3_names_a_missing_cell():
+    cells = _cells([0.95, 0.96], [], [0.95, 0.94], [0.93, 0.92])
+    del cells[("scratch-e", "literature")]
+    assert claim3(_results(cells), PRE, pareto=True)["verdict"].startswith("missing: no final runs for scratch lit")
+
+
+def test_a_report_time_margin_is_labelled_post_hoc():
+    results = _results(_cells([0.95, 0.951, 0.949], [0.90, 0.91, 0.92], [0.95, 0.951, 0.949], [0.93, 0.94, 0.92]))
+    pre = claims(results, PRE, pareto=True)
+    post = claims(results, Analysis(0.02, 0.95, ("E",), ("--margin 2.0 pp chosen at report time",)), pareto=True)
+    assert not any(v["verdict"].startswith("post hoc") for v in pre)
+    assert post and all(v["verdict"].startswith("post hoc: ") and v["post_hoc"] for v in post)
+    assert "POST HOC" in Analysis(0.02, 0.95, ("E",), ("x",)).describe()
+
+
+def test_claim1_reports_a_missing_budget_pick_instead_of_falling_back():
+    results = _results({("finetune", "best@E"): [0.9, 0.91], ("scratch-e", "best"): [0.92, 0.93]})
+    (entry,) = claims(results, Analysis(MARGIN, 0.95, ("E",)), pareto=True)
+    assert entry["verdict"].startswith("missing: no final runs for scratch-e:best@E")
