@@ -17,9 +17,11 @@ from .prune import KeepMasked, PrunedModel, apply_masks
 from .prune.lottery import ticket_model
 from .train import Callback, TrainConfig, seed_everything
 
-ARMS = ("finetune", "scratch-e", "scratch-b", "lottery", "unpruned")
+ARMS = ("finetune", "scratch-e", "scratch-b", "lottery", "unpruned", "finetune-random")
 SCRATCH_ARMS = ("scratch", "scratch-e", "scratch-b")  # "scratch": pareto mode's one study for E and B
-INHERITING_ARMS = ("finetune", "lottery")  # they depend on the base training: its FLOPs are in their pipeline
+# They depend on the base training (its FLOPs are in their pipeline). finetune-random: the control that
+# fine-tunes randomly selected channels at the method's widths (built from a `random` PrunedModel).
+INHERITING_ARMS = ("finetune", "lottery", "finetune-random")
 FINETUNE_EPOCH_FRACTION = 40 / 160  # the paper fine-tunes 40 epochs after a 160-epoch base
 FINETUNE_LR_FACTOR = 0.01  # lr 0.001 after a base lr of 0.1, held constant
 
@@ -61,7 +63,7 @@ def check_arm(arm: str) -> None:
 
 
 def arm_epochs(arm: str, base: TrainConfig, base_flops: float, pruned_flops_: float) -> int:
-    if arm == "finetune":
+    if arm.startswith("finetune"):
         return max(1, round(base.epochs * FINETUNE_EPOCH_FRACTION))
     if arm == "scratch-b":
         return scratch_b_epochs(base.epochs, base_flops, pruned_flops_)
@@ -73,7 +75,7 @@ def default_recipe(arm: str, base: TrainConfig, base_flops: float, pruned_flops_
     base recipe for E or B epochs, with the milestones at the same fractions."""
     check_arm(arm)
     epochs = arm_epochs(arm, base, base_flops, pruned_flops_)
-    if arm == "finetune":
+    if arm.startswith("finetune"):
         return replace(base, epochs=epochs, lr=base.lr * FINETUNE_LR_FACTOR, schedule="constant")
     return replace(base, epochs=epochs)
 
@@ -95,7 +97,7 @@ def build_arm(
     macs = pruned_macs or pruned_flops(pruned)
     config = default_recipe(arm, base_config, base_flops, macs)
     callbacks: list[Callback] = [] if pruned.masks is None else [KeepMasked(pruned.masks)]
-    if arm == "finetune":
+    if arm.startswith("finetune"):  # finetune-random: `pruned` is the random selection
         model = copy.deepcopy(pruned.model)
     elif arm == "lottery":
         if init_state is None:

@@ -11,7 +11,7 @@ import numpy as np
 from .final import FinalResult
 from .stats import contrast, noninferiority, one_sided, welch
 
-ARM_ORDER = ["unpruned", "finetune", "scratch-e", "scratch-b", "lottery"]
+ARM_ORDER = ["unpruned", "finetune", "finetune-random", "scratch-e", "scratch-b", "lottery"]
 # Claim 1 at matched budgets: scratch row and pick, fine-tune pick, and the account the budget is in
 MATCHED = {
     "E": (("scratch-e", "best@E"), "best@E", "train FLOPs <= E epochs of the pruned model"),
@@ -22,7 +22,13 @@ FIXED = {  # fixed-budget mode: each arm's study has its own epochs (E or B); fi
     "E": (("scratch-e", "best"), "best", "each arm at its fixed epochs"),
     "B": (("scratch-b", "best"), "best", "each arm at its fixed epochs"),
 }
-TUNED_PICK = {"finetune": "best@E", "lottery": "best@E", "scratch-e": "best@E", "scratch-b": "best@B"}
+TUNED_PICK = {
+    "finetune": "best@E",
+    "finetune-random": "best@E",
+    "lottery": "best@E",
+    "scratch-e": "best@E",
+    "scratch-b": "best@B",
+}
 
 
 @dataclass(frozen=True)
@@ -137,21 +143,26 @@ def claim3(results: list[FinalResult], analysis: Analysis, pareto: bool) -> dict
     c["holds"] = bool(c["ci_low"] > 0)
     c["part"] = "(c) the interaction (ST - SL) - (FT - FP) > 0"
     entry["parts"] = {"a": a, "b": b, "c": c}
-    if any(math.isnan(p["ci_low"]) for p in (a, b, c)):
-        entry["verdict"] = "inconclusive (fewer than 2 seeds in a cell)"
-    elif a["holds"] and b["holds"] and c["holds"]:
-        entry["verdict"] = "supported"
-    elif a["holds"] and b["ci_high"] < -analysis.margin:
-        entry["verdict"] = "contradicted: the contradiction reproduces and tuned scratch stays below fine-tune"
-    elif a["ci_low"] > -analysis.margin:
-        entry["verdict"] = (
-            "inconclusive (no contradiction to explain: literature-scratch is not worse than "
-            "fine-tune's paper recipe by more than the margin)"
-        )
-    else:
-        failed = [p["part"] for p in (a, b, c) if not p["holds"]]
-        entry["verdict"] = "inconclusive: " + "; ".join(failed) + " is not established"
+    entry["verdict"] = claim3_verdict(a, b, c, analysis.margin)
     return _label(entry, analysis)
+
+
+def claim3_verdict(a: dict, b: dict, c: dict, margin: float) -> str:
+    """Supported only when (a), (b) and (c) all hold; contradicted when (a) holds and tuned scratch stays
+    below fine-tune by more than the margin; otherwise inconclusive, naming what is missing."""
+    if any(math.isnan(p["ci_low"]) for p in (a, b, c)):
+        return "inconclusive (fewer than 2 seeds in a cell)"
+    if a["holds"] and b["holds"] and c["holds"]:
+        return "supported"
+    if a["holds"] and b["ci_high"] < -margin:
+        return "contradicted: the contradiction reproduces and tuned scratch stays below fine-tune"
+    if a["ci_low"] > -margin:
+        return (
+            "inconclusive (no contradiction to explain: literature-scratch is not worse than fine-tune's paper "
+            "recipe by more than the margin)"
+        )
+    failed = [p["part"] for p in (a, b, c) if not p["holds"]]
+    return "inconclusive: " + "; ".join(failed) + " is not established"
 
 
 def lr_bands(trials: dict[str, list[tuple[float, float]]], low: float, high: float, n: int = 3) -> list[dict]:
@@ -184,8 +195,33 @@ def claim2(results: list[FinalResult], analysis: Analysis, pareto: bool, bands: 
     return _label(entry, analysis)
 
 
+def random_control(results: list[FinalResult], analysis: Analysis, pareto: bool) -> dict | None:
+    """Does the criterion matter? Tuned fine-tuning from the method's channels minus tuned fine-tuning from
+    random channels at the same widths (two-sided Welch; a control, not one of the paper's claims)."""
+    pick = tuned_pick("finetune", pareto)
+    chosen, random = accs(results, "finetune", pick), accs(results, "finetune-random", pick)
+    if not chosen or not random:
+        return None
+    test = welch(chosen, random, analysis.confidence)
+    if test["ci_low"] > 0:
+        verdict = "the criterion's channels fine-tune better than random ones"
+    elif test["ci_high"] < 0:
+        verdict = "random channels fine-tune better than the criterion's"
+    else:
+        verdict = "no difference established between the criterion's and random channels"
+    entry = {
+        "claim": f"control: criterion vs random selection at the same widths (finetune {pick})",
+        "comparison": f"finetune:{pick} - finetune-random:{pick}",
+        **test,
+        "verdict": verdict,
+    }
+    return _label(entry, analysis)
+
+
 def claims(results: list[FinalResult], analysis: Analysis, pareto: bool, bands: list[dict] | None = None) -> list[dict]:
     out = claim1(results, analysis, pareto)
+    if (control := random_control(results, analysis, pareto)) is not None:
+        out.append(control)
     if (c2 := claim2(results, analysis, pareto, bands or [])) is not None:
         out.append(c2)
     if (c3 := claim3(results, analysis, pareto)) is not None:

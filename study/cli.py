@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_args(p)
 
+    p = sub.add_parser("summary", help="one table across finished reports, in the shape of the paper's tables")
+    from .summary import add_summary_args
+
+    add_summary_args(p)
+
     p = sub.add_parser("best", help="best config of each arm, from the MLflow tracking store or server")
     p.add_argument("--spec", required=True, help="spec name (the MLflow experiment)")
     p.add_argument("--max-flops", type=float, default=None, help="only trials with training FLOPs at most this")
@@ -109,6 +114,7 @@ COMMANDS = {  # imported on use, so `rethink --help` stays fast
     "report": "report_command:run_report",
     "serve": "serve:run_serve",
     "best": "query:run_best",
+    "summary": "summary:run_summary",
 }
 
 USER_ERRORS = (DataError, ModelError, ConfigError, CheckpointError, PruneError, SpecError)

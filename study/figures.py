@@ -19,6 +19,7 @@ ARM_COLOURS = {
     "scratch-e": "tab:orange",
     "scratch-b": "tab:green",
     "lottery": "tab:purple",
+    "finetune-random": "tab:cyan",
 }
 
 

@@ -27,7 +27,7 @@ from .progress import PrintProgress
 from .space import apply
 from .spec import Spec
 from .tracking import MlflowEpochLogger, RunTree
-from .trunk import Trunk, _calibration, prune_config
+from .trunk import Trunk, _calibration, control_for, prune_config
 
 CAPS_PER_ROW = {  # pareto mode: the budget-capped picks of each report row (train account; P: pipeline)
     "finetune": ("best", "best@E", "best@B", "best@P"),
@@ -35,6 +35,7 @@ CAPS_PER_ROW = {  # pareto mode: the budget-capped picks of each report row (tra
     "scratch-e": ("best@E",),
     "scratch-b": ("best@B", "best@P"),
     "unpruned": ("best",),
+    "finetune-random": ("best", "best@E", "best@B", "best@P"),
 }
 
 ROW_BUDGET = {"scratch-e": "E", "scratch-b": "B"}  # the train-account budget that defines a scratch row
@@ -134,6 +135,7 @@ class SeedBase:
     seed: int
     init_state: dict[str, torch.Tensor]
     pruned: PrunedModel
+    control: PrunedModel | None  # finetune-random's random selection at the same widths
     pruned_flops: int
     train_flops: float
     digest: str
@@ -202,9 +204,10 @@ def final_base(
     pconfig = prune_config(spec)
     data = _calibration(split, pconfig.calibration_images) if pconfig.method == "thinet" else None
     pruned = prune(model, trunk.base_spec, pconfig, data)
+    control = control_for(spec, model, trunk.base_spec, pruned)
     params = {"lr": config.lr, "schedule": config.schedule, "augment": config.augment, "epochs": config.epochs}
     result = FinalResult("unpruned", "paper", seed, test_acc, flops, flops, config.epochs, params, run_id, run_id)
-    return SeedBase(seed, init_state, pruned, pruned_flops(pruned), flops, digest, result)
+    return SeedBase(seed, init_state, pruned, control, pruned_flops(pruned), flops, digest, result)
 
 
 def evaluate_choices(
@@ -299,7 +302,7 @@ def _train_choice(
     print(f"{label} {choice.arm} {choice.name} seed {seed}: {config.epochs} epochs", file=sys.stderr, flush=True)
     arm = build_arm(
         choice.study_arm,
-        base.pruned,
+        base.control if choice.study_arm == "finetune-random" else base.pruned,
         trunk.base_spec,
         trunk.base_config,
         trunk.base_flops,

@@ -21,6 +21,7 @@ PAPER_SOURCES = {
     "scratch-b": "Liu et al. 2019 Scratch-B: the base recipe for B epochs (the base's training FLOPs)",
     "lottery": "Frankle & Carbin 2019: the base recipe for E epochs from the base's initial weights",
     "unpruned": "Liu et al. 2019: the base recipe for E epochs (the large model)",
+    "finetune-random": "control: the fine-tune paper recipe from randomly selected channels at the method's widths",
 }
 REWIND_SOURCE = "Renda et al. 2020, learning-rate rewinding: the base's own schedule from its initial lr, E epochs"
 
@@ -107,12 +108,12 @@ def baseline_trials(spec: Spec, study_arm: str, budgets_: Budgets, base_config: 
         if name == "paper":
             for row in rows:
                 r = default_recipe(row, base_config, 1, 1)  # epochs set below from the budgets
-                epochs = {"finetune": r.epochs, "scratch-b": b}.get(row, e)
+                epochs = b if row == "scratch-b" else r.epochs if row.startswith("finetune") else e
                 label = f"paper@{'B' if row == 'scratch-b' else 'E'}" if study_arm == "scratch" else "paper"
                 p = _params(spec, r, None if fixed else epochs, r.lr, r.schedule, r.augment)
                 out.append(BaselineTrial(label, p, PAPER_SOURCES[row], row if study_arm == "scratch" else None))
         elif name == "rewind":
-            if study_arm == "finetune":
+            if study_arm in ("finetune", "finetune-random"):
                 r = base_config
                 out.append(
                     BaselineTrial(
@@ -124,7 +125,7 @@ def baseline_trials(spec: Spec, study_arm: str, budgets_: Budgets, base_config: 
             if bl.arms is not None and not set(bl.arms) & set(rows):
                 continue
             r = default_recipe(rows[0], base_config, 1, 1)
-            own = {"finetune": r.epochs, "scratch-b": b}.get(rows[0], e)
+            own = b if rows[0] == "scratch-b" else r.epochs if rows[0].startswith("finetune") else e
             ep = {"E": e, "B": b, "default": own}[bl.epochs] if isinstance(bl.epochs, str) else bl.epochs
             p = _params(
                 spec,

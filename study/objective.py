@@ -100,7 +100,7 @@ def make_objective(ctx: ArmContext):
         )
         arm = build_arm(
             ctx.arm,
-            ctx.trunk.pruned,
+            ctx.trunk.pruned_for(ctx.arm),
             ctx.trunk.base_spec,
             ctx.trunk.base_config,
             ctx.trunk.base_flops,

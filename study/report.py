@@ -148,7 +148,7 @@ def write_report(
         "caveats": caveats,
         "notes": list(notes),
         "missing": list(missing),
-        "table": json.loads(shown.to_json(orient="records")),
+        "table": json.loads(table[[*SHOWN, "recipe", "test_acc_mean", "test_acc_std"]].to_json(orient="records")),
         "tuning_gaps": gaps,
         "claims": verdicts,
     }

@@ -20,6 +20,7 @@ from .runtime_options import add_runtime_args, runtime_from_args
 from .spec import Spec, SpecError, load_spec
 from .storage import make_storage
 from .tracking import RunTree, configure
+from .tradeoff import tradeoff_report
 from .trunk import Trunk, build_trunk
 
 
@@ -59,6 +60,11 @@ def method_notes(spec: Spec, trunk: Trunk) -> list[str]:
         "the unpruned 'paper' row is the untuned paper recipe"
         + (" (the tuned large model is its 'best' row)" if unpruned_tuned else "; the arms below it were tuned"),
     ]
+    if "finetune-random" in spec.study.arms:
+        notes.append(
+            "control: `finetune-random` fine-tunes randomly selected channels (or weights) at the method's "
+            "per-layer widths (counts), tuned with the same space and budget as `finetune`"
+        )
     if spec.study.mode == "pareto":
         notes.append(
             "Scratch-E and Scratch-B are one `scratch` study; their rows are its best trial within budget E "
@@ -215,5 +221,9 @@ def run_report(args: argparse.Namespace) -> int:
         raise SpecError(f"--margin {args.margin}: expected accuracy points in [0, 100), e.g. --margin 0.5")
     if args.confidence is not None and not 0.5 < args.confidence < 1:
         raise SpecError(f"--confidence {args.confidence}: expected a level in (0.5, 1), e.g. 0.95")
-    report_spec(spec, opts, Path(args.out), args.partial, args.margin, args.confidence)
+    levels = spec.levels()
+    for level in levels:
+        report_spec(level, opts, Path(args.out), args.partial, args.margin, args.confidence)
+    if len(levels) > 1:
+        tradeoff_report(spec, Path(args.out))
     return 0

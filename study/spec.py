@@ -73,14 +73,26 @@ class BaseTraining(_Strict):
 class Pruning(_Strict):
     method: Annotated[str, one_of("method", METHODS)] = "l1-norm"
     ratio: float | None = Field(None, ge=0, lt=1)
+    ratios: tuple[Annotated[float, Field(ge=0, lt=1)], ...] | None = None  # operating points: a setting each
     variant: Annotated[str, one_of("variant", VARIANTS)] | None = None
     min_channels: int = Field(1, ge=0)
     scope: Literal["global", "layer"] = "global"
+    like: Annotated[str, one_of("method", METHODS)] | None = None  # random: whose widths it copies
+
+    @field_validator("ratios")
+    @classmethod
+    def _no_empty_list(cls, v):
+        return v or None  # [] means no operating points (worker command lines of one level say so)
 
     @model_validator(mode="after")
     def _ratio_or_variant(self):
-        if self.ratio is None and self.variant is None:
-            raise ValueError("give a ratio or a variant")
+        if self.ratios is not None:
+            if len(set(self.ratios)) != len(self.ratios):
+                raise ValueError(f"prune.ratios repeat: {list(self.ratios)}")
+            if self.variant is not None:
+                raise ValueError("prune.ratios and prune.variant exclude each other")
+        elif self.ratio is None and self.variant is None:
+            raise ValueError("give a ratio, a list of ratios or a variant")
         return self
 
 
@@ -240,6 +252,21 @@ class Spec(_Strict):
                     f"{where}: {value!r} is not in space.{fld} {list(choices)}; add it to space.{fld} "
                     f"(a baseline must be a point of the searched space)"
                 )
+
+    def levels(self) -> list[Spec]:
+        """The settings this spec stands for: itself, or one per `prune.ratios` entry (named NAME-rRATIO),
+        each with its own studies, runs and report."""
+        if not self.prune.ratios:
+            return [self]
+        return [
+            self.model_copy(
+                update={
+                    "name": f"{self.name}-r{r:g}",
+                    "prune": self.prune.model_copy(update={"ratio": r, "ratios": None}),
+                }
+            )
+            for r in self.prune.ratios
+        ]
 
     def digest(self) -> str:
         return config_digest(self.model_dump(mode="json", exclude={"description"}))

@@ -13,8 +13,9 @@ import pandas as pd
 from .report_command import report_spec
 from .runner import RunOptions, run_spec
 from .runtime_options import add_runtime_args, runtime_argv, runtime_from_args
-from .spec import SpecError, load_spec, resolve_spec_path
+from .spec import Spec, SpecError, load_spec, resolve_spec_path
 from .storage import dashboard_command, redact
+from .tradeoff import tradeoff_report
 
 
 def add_study_args(p: argparse.ArgumentParser) -> None:
@@ -46,6 +47,13 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--worker", action="store_true", help="join studies a --prepare-only run made (no report)")
 
 
+def level_overrides(spec: Spec, level: Spec) -> list[str]:
+    """`--set` items that turn the spec into one of its operating points (for worker command lines)."""
+    if level is spec:
+        return []
+    return [f"name={level.name}", f"prune.ratio={level.prune.ratio}", "prune.ratios=[]"]
+
+
 def run_study(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # progress lines come from rethink itself
     warnings.filterwarnings("ignore", message="Fixed parameter .* is out of range")  # baselines may lie outside
@@ -53,13 +61,24 @@ def run_study(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise SpecError(f"--workers must be >= 1, got {args.workers}")
     runtime = runtime_from_args(args)
+    levels = spec.levels()
+    complete = True
+    for level in levels:
+        complete &= _run_level(args, spec, level, runtime)
+    if len(levels) > 1 and complete and not (args.worker or args.prepare_only or args.no_report):
+        tradeoff_report(spec, Path(args.report_dir))
+    return 0
+
+
+def _run_level(args: argparse.Namespace, spec: Spec, level: Spec, runtime) -> bool:
+    """One setting end to end: studies, then (unless told not to) the final evaluation and report."""
     worker_cmd = (
         sys.executable,
         "-m",
         "study.cli",
         "study",
         str(resolve_spec_path(args.spec)),
-        *[f"--set={s}" for s in args.set],
+        *[f"--set={s}" for s in [*args.set, *level_overrides(spec, level)]],
         "--storage",
         args.storage,
         "--workdir",
@@ -78,9 +97,10 @@ def run_study(args: argparse.Namespace) -> int:
         worker_cmd,
         args.prepare_only,
     )
-    result = run_spec(spec, opts)
+    result = run_spec(level, opts)
     if args.worker or args.prepare_only:
-        return 0
+        return result.complete
+    spec = level
     table = pd.DataFrame(
         [
             {
@@ -115,4 +135,4 @@ def run_study(args: argparse.Namespace) -> int:
             report_spec(spec, opts, Path(args.report_dir))
         else:
             print("studies unfinished: no report (run the spec again to finish them)", file=sys.stderr)
-    return 0
+    return result.complete

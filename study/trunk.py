@@ -4,17 +4,18 @@ again by the digest of the config that made them (open_lth's trunk; the arms are
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from rethink.arms import pruned_flops
+from rethink.arms import derive_seed, pruned_flops
 from rethink.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from rethink.data import Split, load_dataset, train_val_split
 from rethink.flops import forward_flops, param_count, training_flops
 from rethink.models import ArchSpec, build_model, default_spec
 from rethink.prune import PruneConfig, PrunedModel, prune
+from rethink.prune.random_control import random_like
 from rethink.prune.slimming import SparsityPenalty
 from rethink.train import Runtime, TrainConfig, config_digest, seed_everything, train
 
@@ -38,11 +39,23 @@ class Trunk:
     base_run: str
     prune_run: str
     budgets: Budgets  # E, B and pipeline caps; budgets.base_train is what fine-tune and lottery inherit
+    control: PrunedModel | None = None  # finetune-random's random selection at the same widths
+
+    def pruned_for(self, arm: str) -> PrunedModel:
+        return self.control if arm == "finetune-random" else self.pruned
 
 
 def prune_config(spec: Spec) -> PruneConfig:
     p = spec.prune
-    return PruneConfig(p.method, p.ratio, p.variant, p.min_channels, p.scope, seed=spec.seed)
+    return PruneConfig(p.method, p.ratio, p.variant, p.min_channels, p.scope, seed=spec.seed, like=p.like)
+
+
+def control_for(spec: Spec, base, base_spec, pruned: PrunedModel) -> PrunedModel | None:
+    """The `finetune-random` arm's model: random channels (or weights) at the widths `pruned` has."""
+    if "finetune-random" not in spec.study.arms:
+        return None
+    config = replace(prune_config(spec), method="random", like=spec.prune.method, seed=derive_seed(spec.seed, "random"))
+    return random_like(base, base_spec, pruned, config)
 
 
 def _calibration(split: Split, n: int) -> torch.Tensor:
@@ -164,6 +177,7 @@ def build_trunk(
             f"params -{report['params_reduction']:.1%}",
             flush=True,
         )
+    control = control_for(spec, base, base_spec, pruned)
     p_flops = pruned_flops(pruned)
     caps = budgets(base_config, base_flops, p_flops, len(split.y_train))
     return Trunk(
@@ -179,4 +193,5 @@ def build_trunk(
         base_run,
         prune_run,
         caps,
+        control,
     )

@@ -237,3 +237,27 @@ def test_thinet_needs_calibration_images():
     spec = default_spec("vgg11", 3, 10, 8)
     with pytest.raises(PruneError, match="calibration"):
         prune(build_model(spec), spec, PruneConfig("thinet", ratio=0.5))
+
+
+@pytest.mark.parametrize("like, ratio", [("l1-norm", 0.5), ("slimming", 0.4), ("magnitude", 0.7)])
+def test_random_control_copies_the_widths_but_not_the_choice(like, ratio):
+    """The `random` method: the per-layer widths (or weight counts) of `like`, channels chosen at random."""
+    spec = default_spec("vgg11", 3, 10, 16)
+    model = _randomized(spec)
+    reference = prune(model, spec, PruneConfig(like, ratio=ratio))
+    control = prune(model, spec, PruneConfig("random", ratio=ratio, like=like, seed=3))
+    again = prune(model, spec, PruneConfig("random", ratio=ratio, like=like, seed=3))
+    if reference.masks is not None:
+        assert {k: int(m.sum()) for k, m in control.masks.items()} == {
+            k: int(m.sum()) for k, m in reference.masks.items()
+        }
+        assert any(not torch.equal(control.masks[k], reference.masks[k]) for k in reference.masks)
+        assert all(torch.equal(control.masks[k], again.masks[k]) for k in control.masks)  # seeded
+        return
+    assert control.spec.widths == reference.spec.widths
+    assert {k: len(v) for k, v in control.keep.items()} == {k: len(v) for k, v in reference.keep.items()}
+    assert control.keep != reference.keep and control.keep == again.keep
+    x = torch.randn(4, 3, 16, 16)
+    silenced = zero_pruned_channels(copy.deepcopy(model), spec, control.keep)
+    with torch.no_grad():  # the surgery is exact for the random selection too
+        torch.testing.assert_close(control.model.eval()(x), silenced(x), atol=1e-5, rtol=1e-4)

@@ -1,6 +1,7 @@
 """The verdict: final evaluation with seeds, statistics checked against scipy, figures, artifacts."""
 
 import json
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -184,3 +185,58 @@ def test_a_margin_chosen_after_the_results_is_labelled_post_hoc(reported, tmp_pa
         assert verdict["claims"] and all(c["verdict"].startswith("post hoc: ") for c in verdict["claims"])
         assert all(c["margin"] == 0.02 for c in verdict["claims"] if "margin" in c)
         assert "POST HOC" in (out / "tiny" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_operating_points_random_control_and_summary(tracking_uri, tmp_path, capsys):
+    """prune.ratios runs one setting per level, each with its own studies and report; the trade-off report
+    draws them and pools the verdicts; the random-selection control is tuned like any arm; `rethink
+    summary` prints one row per finished setting."""
+    reports = tmp_path / "reports"
+    args = ["--storage", f"sqlite:///{tmp_path / 'optuna.db'}", "--workdir", str(tmp_path / "runs")]
+    sets = [
+        "prune.ratios=[0.25, 0.5]",
+        "study.n_trials=1",
+        "study.arms=['finetune', 'finetune-random', 'scratch-e', 'scratch-b']",
+        "space.epochs={low=1, high=2}",
+    ]
+    argv = ["study", TINY, *args, *[x for s in sets for x in ("--set", s)], "--report-dir", str(reports)]
+    assert main(argv) == 0
+    names = {s.study_name for s in optuna.get_all_study_summaries(args[1])}
+    assert names == {f"tiny-r{r}.{a}" for r in ("0.25", "0.5") for a in ("finetune", "finetune-random", "scratch")}
+    for level in ("tiny-r0.25", "tiny-r0.5"):
+        verdict = json.loads((reports / level / "verdict.json").read_text())
+        assert {("finetune-random", "best@E"), ("unpruned", "paper")} <= {
+            (r["arm"], r["choice"]) for r in verdict["table"]
+        }
+        assert any(c["claim"].startswith("control: criterion vs random") for c in verdict["claims"])
+    reductions = [
+        json.loads((reports / lv / "verdict.json").read_text())["header"]["flops_reduction"]
+        for lv in ("tiny-r0.25", "tiny-r0.5")
+    ]
+    assert float(reductions[0].rstrip("%")) < float(reductions[1].rstrip("%"))
+    tradeoff = json.loads((reports / "tiny" / "tradeoff.json").read_text())
+    assert tradeoff["levels"] == ["tiny-r0.25", "tiny-r0.5"]
+    assert {p["setting"] for p in tradeoff["per_level"]} == {"tiny-r0.25", "tiny-r0.5"}
+    pooled = {p["claim"]: p for p in tradeoff["pooled"]}
+    assert any(k.startswith("1 at budget E") for k in pooled) and any(k.startswith("3") for k in pooled)
+    per_level_e = [
+        json.loads((reports / lv / "verdict.json").read_text())["claims"][0]["diff"]
+        for lv in ("tiny-r0.25", "tiny-r0.5")
+    ]
+    assert next(p for k, p in pooled.items() if k.startswith("1 at budget E"))["diff"] == pytest.approx(
+        np.mean(per_level_e)
+    )
+    png = (reports / "tiny" / "tradeoff.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+    capsys.readouterr()
+    spec_file = tmp_path / "levels.toml"
+    spec_file.write_text(Path(TINY).read_text().replace("ratio = 0.5", "ratios = [0.25, 0.5]"))
+    assert main(["summary", str(spec_file), "--reports", str(reports)]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-r0.25" in out and "tiny-r0.5" in out and "Scratch-B" in out
+    table = (reports / "summary" / "summary.csv").read_text().splitlines()
+    assert len(table) == 3  # header + both settings
+    assert main(["summary", TINY, "--reports", str(tmp_path / "nothing")]) == 2
+    assert "no report for setting 'tiny'" in capsys.readouterr().err

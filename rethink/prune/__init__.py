@@ -1,6 +1,6 @@
 """The paper's pruning methods in a registry; importing this package registers every method."""
 
-from . import l1_norm, lottery, magnitude, sfp, slimming, thinet  # noqa: F401  (registration)
+from . import l1_norm, lottery, magnitude, random_control, sfp, slimming, thinet  # noqa: F401  (registration)
 from .l1_norm import VARIANTS
 from .masks import KeepMasked, apply_masks
 from .registry import METHODS, PruneConfig, PrunedModel, prune, register_method

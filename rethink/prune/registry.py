@@ -26,6 +26,7 @@ class PruneConfig:
     scope: str = "global"  # magnitude: one global threshold, or "layer"
     calibration_images: int = 256  # thinet: images whose activations are sampled
     seed: int = 0
+    like: str | None = None  # random: the method whose per-layer widths (or weight counts) it copies
 
     def __post_init__(self):
         if self.ratio is not None and not (math.isfinite(self.ratio) and 0 <= self.ratio < 1):

@@ -1,0 +1,49 @@
+"""A control for the pruning criterion: the per-layer widths (structured) or per-layer weight counts
+(unstructured) that another method gives, with the channels or weights chosen at random instead."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import torch
+
+from rethink.models import ArchSpec, model_entry, prunable_units
+
+from .masks import apply_masks
+from .registry import PruneConfig, PrunedModel, prune, register_method
+from .surgery import PruneError, apply_keep
+
+
+def random_like(model, spec: ArchSpec, reference: PrunedModel, config: PruneConfig) -> PrunedModel:
+    """`reference`'s shape with a random selection (seeded by `config.seed`)."""
+    g = torch.Generator().manual_seed(config.seed)
+    if reference.masks is not None:
+        masks = {}
+        for name, mask in reference.masks.items():
+            n_kept = int(mask.sum())
+            chosen = torch.randperm(mask.numel(), generator=g)[:n_kept]
+            flat = torch.zeros(mask.numel(), dtype=torch.bool)
+            flat[chosen] = True
+            masks[name] = flat.view_as(mask)
+        pruned = copy.deepcopy(model)
+        apply_masks(pruned, masks)
+        return PrunedModel(spec, pruned, config, masks=masks)
+    units = prunable_units(spec, model)
+    keep = {}
+    for k, kept in reference.keep.items():
+        width = model.get_submodule(units[k].bn).num_features
+        keep[k] = sorted(torch.randperm(width, generator=g)[: len(kept)].tolist())
+    small, small_spec = apply_keep(model, spec, keep)
+    return PrunedModel(small_spec, small, config, keep)
+
+
+@register_method("random", families=("vgg", "resnet", "preresnet", "densenet"))
+def random_selection(model, spec: ArchSpec, config: PruneConfig, data=None) -> PrunedModel:
+    """Random channels (or weights) at the widths (or counts) of `config.like` (default: l1-norm, or
+    slimming for the families only slimming prunes)."""
+    like = config.like or ("l1-norm" if model_entry(spec.model).family in ("vgg", "resnet") else "slimming")
+    if like == "random":
+        raise PruneError("random needs another method to copy its widths from (like = 'l1-norm', say)")
+    reference = prune(model, spec, replace(config, method=like, like=None), data)
+    return random_like(model, spec, reference, config)

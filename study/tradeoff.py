@@ -1,0 +1,148 @@
+"""Operating points: a spec with `prune.ratios` is one setting per level. This reads the levels' reports
+and draws test accuracy against FLOPs reduction per arm, with the claim verdicts per level and pooled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .claims import claim3_verdict  # noqa: E402
+from .figures import ARM_COLOURS  # noqa: E402
+from .spec import Spec, SpecError  # noqa: E402
+from .stats import noninferiority_verdict, pool  # noqa: E402
+
+ROWS = [  # (arm, pick) drawn on the trade-off figure: the untuned large model and each arm's matched pick
+    ("unpruned", "paper"),
+    ("finetune", "best@E"),
+    ("finetune-random", "best@E"),
+    ("scratch-e", "best@E"),
+    ("scratch-b", "best@B"),
+    ("lottery", "best@E"),
+]
+
+
+def read_report(reports: Path, level: Spec) -> dict:
+    path = reports / level.name / "verdict.json"
+    if not path.is_file():
+        raise SpecError(f"no report for setting {level.name!r} ({path}); run `rethink report` on its spec first")
+    return json.loads(path.read_text())
+
+
+def level_rows(levels: list[Spec], verdicts: list[dict]) -> pd.DataFrame:
+    rows = []
+    for level, v in zip(levels, verdicts, strict=True):
+        reduction = float(v["header"]["flops_reduction"].rstrip("%"))
+        for r in v["table"]:
+            if (r["arm"], r["choice"]) in ROWS:
+                rows.append(
+                    {
+                        "setting": level.name,
+                        "ratio": level.prune.ratio,
+                        "flops_reduction_pct": reduction,
+                        "arm": r["arm"],
+                        "choice": r["choice"],
+                        "test_acc_mean": 100 * r["test_acc_mean"],
+                        "test_acc_std": 100 * (r["test_acc_std"] or 0.0),
+                        "seeds": r["seeds"],
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def pooled_verdicts(verdicts: list[dict], margin: float, confidence: float) -> list[dict]:
+    """Claim 1 per budget and claim 3 pooled over levels (equal weights; Welch-Satterthwaite)."""
+    out = []
+    claims_by_level = [{c["claim"]: c for c in v["claims"]} for v in verdicts]
+    names = [c for c in claims_by_level[0] if all(c in lv for lv in claims_by_level)]
+    c2 = 2 * confidence - 1
+    for name in names:
+        entries = [lv[name] for lv in claims_by_level]
+        if name.startswith("1 ") and all("se" in e for e in entries):
+            test = pool(entries, c2)
+            out.append({"claim": name, **test, "margin": margin, "verdict": noninferiority_verdict(test, margin)})
+        elif name.startswith("3") and all("parts" in e for e in entries):
+            parts = {k: pool([e["parts"][k] for e in entries], c2) for k in "abc"}
+            parts["a"]["holds"] = bool(parts["a"]["ci_high"] < -margin)
+            parts["b"]["holds"] = bool(parts["b"]["ci_low"] > -margin)
+            parts["c"]["holds"] = bool(parts["c"]["ci_low"] > 0)
+            for k in "abc":
+                parts[k]["part"] = entries[0]["parts"][k]["part"]
+            out.append(
+                {
+                    "claim": name,
+                    "parts": parts,
+                    "margin": margin,
+                    "verdict": claim3_verdict(parts["a"], parts["b"], parts["c"], margin),
+                }
+            )
+    return out
+
+
+def tradeoff_figure(table: pd.DataFrame, out: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (arm, choice), group in table.groupby(["arm", "choice"], sort=False):
+        g = group.sort_values("flops_reduction_pct")
+        ax.errorbar(
+            g.flops_reduction_pct,
+            g.test_acc_mean,
+            yerr=g.test_acc_std,
+            marker="o",
+            capsize=3,
+            color=ARM_COLOURS.get(arm, "grey"),
+            label=f"{arm} {choice}",
+        )
+    ax.set_xlabel("FLOPs reduction (%)")
+    ax.set_ylabel("test accuracy (%), mean ± std over seeds")
+    ax.set_title("Accuracy against pruning level, per arm")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "tradeoff.png", dpi=110)
+    plt.close(fig)
+    return out / "tradeoff.png"
+
+
+def tradeoff_report(spec: Spec, reports: Path) -> Path:
+    """reports/<spec>/: tradeoff.png, levels.csv, tradeoff.md and tradeoff.json (per-level and pooled)."""
+    levels = spec.levels()
+    verdicts = [read_report(reports, level) for level in levels]
+    out = reports / spec.name
+    out.mkdir(parents=True, exist_ok=True)
+    table = level_rows(levels, verdicts)
+    table.to_csv(out / "levels.csv", index=False)
+    tradeoff_figure(table, out)
+    per_level = [
+        {"setting": lv.name, "ratio": lv.prune.ratio, "claim": c["claim"], "verdict": c["verdict"]}
+        for lv, v in zip(levels, verdicts, strict=True)
+        for c in v["claims"]
+    ]
+    pooled = pooled_verdicts(verdicts, spec.verdict.margin_fraction, spec.verdict.confidence)
+    lines = [f"# {spec.name}: operating points {list(spec.prune.ratios)}", "", table.to_markdown(index=False), ""]
+    lines += ["## Verdicts per level", ""] + [
+        f"- {r['setting']}: claim {r['claim']}: **{r['verdict']}**" for r in per_level
+    ]
+    lines += ["", "## Pooled over levels (equal weights, Welch-Satterthwaite)", ""]
+    lines += [
+        f"- claim {p['claim']}: **{p['verdict']}**" + (f" (estimate {100 * p['diff']:+.2f} pp)" if "diff" in p else "")
+        for p in pooled
+    ]
+    (out / "tradeoff.md").write_text("\n".join(lines) + "\n")
+    record = {
+        "spec": spec.name,
+        "levels": [lv.name for lv in levels],
+        "per_level": per_level,
+        "pooled": pooled,
+        "table": json.loads(table.to_json(orient="records")),
+    }
+    (out / "tradeoff.json").write_text(json.dumps(record, indent=2, default=float))
+    print(f"\n{spec.name}: operating points")
+    print(table.to_string(index=False))
+    for p in pooled:
+        print(f"pooled claim {p['claim']}: {p['verdict']}")
+    print(f"trade-off: {(out / 'tradeoff.md').resolve()} (tradeoff.png, levels.csv, tradeoff.json)")
+    return out
