@@ -71,11 +71,11 @@ def noninferiority(a: list[float], b: list[float], margin: float, confidence: fl
     if test["verdict"].startswith("inconclusive") and not math.isnan(test["ci_low"]):
         n = needed_n(a, b, test["diff"], margin, confidence)
         test["needed_n"] = n
-        test["verdict"] += (
-            f"; about {n} seeds per arm would settle it at this spread ({int(100 * POWER)}% power)"
-            if n
-            else "; the observed difference is below -margin, so more seeds would not make it supported"
-        )
+        if n is None:
+            test["verdict"] += "; the observed difference is below -margin, so more seeds would not make it supported"
+        else:
+            seeds = f"about {n}" if n <= 1000 else "more than 1,000"
+            test["verdict"] += f"; {seeds} seeds per arm would settle it at this spread ({int(100 * POWER)}% power)"
     return test
 
 

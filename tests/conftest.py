@@ -19,9 +19,22 @@ def digits():
     return load_dataset("digits")
 
 
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its schema made once (the migrations take seconds); tests get copies."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("mlflow-schema") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def tracking_uri(tmp_path, monkeypatch):
-    """A real MLflow SQLite tracking store in a temporary folder."""
+def tracking_uri(tmp_path, monkeypatch, empty_mlflow_db):
+    """A real MLflow SQLite tracking store in a temporary folder (a fresh copy of an empty store)."""
+    import shutil
+
+    shutil.copyfile(empty_mlflow_db, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):

@@ -197,18 +197,19 @@ def test_operating_points_random_control_and_summary(tracking_uri, tmp_path, cap
     sets = [
         "prune.ratios=[0.25, 0.5]",
         "study.n_trials=1",
-        "study.arms=['finetune', 'finetune-random', 'scratch-e', 'scratch-b']",
+        "study.arms=['finetune', 'finetune-random', 'scratch-e', 'unpruned']",
         "space.epochs={low=1, high=2}",
     ]
     argv = ["study", TINY, *args, *[x for s in sets for x in ("--set", s)], "--report-dir", str(reports)]
     assert main(argv) == 0
     names = {s.study_name for s in optuna.get_all_study_summaries(args[1])}
-    assert names == {f"tiny-r{r}.{a}" for r in ("0.25", "0.5") for a in ("finetune", "finetune-random", "scratch")}
+    studies = ("finetune", "finetune-random", "scratch", "unpruned")
+    assert names == {f"tiny-r{r}.{a}" for r in ("0.25", "0.5") for a in studies}
     for level in ("tiny-r0.25", "tiny-r0.5"):
         verdict = json.loads((reports / level / "verdict.json").read_text())
-        assert {("finetune-random", "best@E"), ("unpruned", "paper")} <= {
-            (r["arm"], r["choice"]) for r in verdict["table"]
-        }
+        rows = {(r["arm"], r["choice"]): r for r in verdict["table"]}
+        assert {("finetune-random", "best@E"), ("unpruned", "paper"), ("unpruned", "best")} <= set(rows)
+        assert "untuned" in rows[("unpruned", "paper")]["recipe"] and "tuned" in rows[("unpruned", "best")]["recipe"]
         assert any(c["claim"].startswith("control: criterion vs random") for c in verdict["claims"])
     reductions = [
         json.loads((reports / lv / "verdict.json").read_text())["header"]["flops_reduction"]
@@ -238,5 +239,19 @@ def test_operating_points_random_control_and_summary(tracking_uri, tmp_path, cap
     assert "tiny-r0.25" in out and "tiny-r0.5" in out and "Scratch-B" in out
     table = (reports / "summary" / "summary.csv").read_text().splitlines()
     assert len(table) == 3  # header + both settings
+    one_each = []  # the same two settings as two specs of their own
+    for r in ("0.25", "0.5"):
+        path = tmp_path / f"one-{r}.toml"
+        path.write_text(
+            Path(TINY)
+            .read_text()
+            .replace('name = "tiny"', f'name = "tiny-r{r}"')
+            .replace("ratio = 0.5", f"ratio = {r}")
+        )
+        one_each.append(str(path))
+    capsys.readouterr()
+    assert main(["summary", *one_each, "--reports", str(reports), "--out", str(tmp_path / "two")]) == 0
+    rows = (tmp_path / "two" / "summary.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[1].startswith("tiny-r0.25,") and rows[2].startswith("tiny-r0.5,")
     assert main(["summary", TINY, "--reports", str(tmp_path / "nothing")]) == 2
     assert "no report for setting 'tiny'" in capsys.readouterr().err

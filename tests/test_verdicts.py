@@ -137,3 +137,19 @@ def test_claim1_reports_a_missing_budget_pick_instead_of_falling_back():
     results = _results({("finetune", "best@E"): [0.9, 0.91], ("scratch-e", "best"): [0.92, 0.93]})
     (entry,) = claims(results, Analysis(MARGIN, 0.95, ("E",)), pareto=True)
     assert entry["verdict"].startswith("missing: no final runs for scratch-e:best@E")
+
+
+def test_lr_bands_compare_ticket_and_random_init_within_equal_log_bands():
+    from study.claims import lr_bands
+
+    trials = {
+        "lottery": [(0.001, 0.95), (0.002, 0.97), (0.02, 0.80), (0.2, 0.60)],
+        "scratch": [(0.0015, 0.90), (0.003, 0.92), (0.04, 0.81), (0.25, 0.62), (0.3, 0.64)],
+    }
+    bands = lr_bands(trials, 0.001, 0.3, n=3)
+    edges = np.geomspace(0.001, 0.3, 4)
+    assert [b["band"] for b in bands] == [f"lr [{lo:.3g}, {hi:.3g}]" for lo, hi in zip(edges, edges[1:], strict=False)]
+    low, mid, high = bands
+    assert (low["n_ticket"], low["n_scratch"]) == (2, 2) and low["diff"] == pytest.approx(0.96 - 0.91)
+    assert (mid["n_ticket"], mid["n_scratch"]) == (1, 1) and mid["diff"] == pytest.approx(0.80 - 0.81)
+    assert (high["n_ticket"], high["n_scratch"]) == (1, 2) and high["diff"] == pytest.approx(0.60 - 0.63)
