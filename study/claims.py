@@ -162,7 +162,7 @@ def claim3_verdict(a: dict, b: dict, c: dict, margin: float) -> str:
             "recipe by more than the margin)"
         )
     failed = [p["part"] for p in (a, b, c) if not p["holds"]]
-    return "inconclusive: " + "; ".join(failed) + " is not established"
+    return "inconclusive; not established: " + "; ".join(failed)
 
 
 def lr_bands(trials: dict[str, list[tuple[float, float]]], low: float, high: float, n: int = 3) -> list[dict]:
