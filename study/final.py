@@ -10,9 +10,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import optuna
 import torch
-from optuna.trial import TrialState
 
 from rethink.arms import build_arm, default_recipe, pruned_flops
 from rethink.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
@@ -22,95 +20,11 @@ from rethink.models import build_model
 from rethink.prune import PrunedModel, prune
 from rethink.train import Runtime, config_digest, seed_everything, train
 
-from .layout import Budgets, rows_of
+from .picks import Choice
 from .progress import PrintProgress
 from .space import apply
-from .spec import Spec
 from .tracking import MlflowEpochLogger, RunTree
 from .trunk import Trunk, _calibration, control_for, prune_config
-
-CAPS_PER_ROW = {  # pareto mode: the budget-capped picks of each report row (train account; P: pipeline)
-    "finetune": ("best", "best@E", "best@B", "best@P"),
-    "lottery": ("best", "best@E", "best@B", "best@P"),
-    "scratch-e": ("best@E",),
-    "scratch-b": ("best@B", "best@P"),
-    "unpruned": ("best",),
-    "finetune-random": ("best", "best@E", "best@B", "best@P"),
-}
-
-ROW_BUDGET = {"scratch-e": "E", "scratch-b": "B"}  # the train-account budget that defines a scratch row
-
-
-@dataclass(frozen=True)
-class Choice:
-    """A config picked from a study for the final evaluation, under the report row it stands for."""
-
-    arm: str  # the report row: finetune, scratch-e, scratch-b, lottery, unpruned
-    study_arm: str  # the study it came from (pareto mode: `scratch` for Scratch-E and Scratch-B)
-    name: str  # best, best@E, best@B, best@P, paper, rewind, literature, ...
-    params: dict
-    trial: int | None
-    val_acc: float | None
-    source: str = ""  # a baseline's source; for tuned picks, how it was picked
-
-
-@dataclass(frozen=True)
-class Missing:
-    """A pick that has no trial: reported as missing, never replaced by another."""
-
-    arm: str
-    name: str
-    why: str
-
-
-def _flops(t: optuna.trial.FrozenTrial, key: str) -> float:
-    value = t.user_attrs.get(key)
-    if value is None and key == "train_flops" and len(t.values) > 1:
-        value = t.values[1]
-    return math.inf if value is None else float(value)
-
-
-def choose(study: optuna.Study, study_arm: str, spec: Spec, caps: Budgets) -> tuple[list[Choice], list[Missing]]:
-    """Each row's picks: the best trial (val acc, then fewer FLOPs) overall or within a budget, and the
-    study's baselines under the rows whose budget they fit."""
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    pareto = spec.study.mode == "pareto"
-    choices: list[Choice] = []
-    missing: list[Missing] = []
-
-    def best(trials):
-        return max(trials, key=lambda t: (t.values[0], -_flops(t, "train_flops"), -t.number)) if trials else None
-
-    for row in rows_of(spec, study_arm):
-        for label in CAPS_PER_ROW[row] if pareto else ("best",):
-            cap = label.partition("@")[2]
-            pool = [
-                t for t in done if not cap or caps.within(cap, _flops(t, "train_flops"), _flops(t, "pipeline_flops"))
-            ]
-            t = best(pool)
-            if t is None:
-                why = "no completed trial" + (f" within budget {cap}" if cap else "")
-                missing.append(Missing(row, label, why))
-                continue
-            how = f"tuned: best validation accuracy of {len(pool)} trials" + (f" within budget {cap}" if cap else "")
-            choices.append(Choice(row, study_arm, label, dict(t.params), t.number, t.values[0], how))
-        if row == "unpruned":
-            continue  # its paper recipe is the per-seed base of the final evaluation
-        for t in done:
-            name = t.user_attrs.get("baseline")
-            if not name:
-                continue
-            fits = (
-                t.user_attrs.get("baseline_row") == row
-                if t.user_attrs.get("baseline_row")
-                else not pareto or study_arm != "scratch" or caps.within(ROW_BUDGET[row], _flops(t, "train_flops"), 0)
-            )
-            if fits:
-                source = t.user_attrs.get("baseline_source", "")
-                choices.append(
-                    Choice(row, study_arm, name.partition("@")[0], dict(t.params), t.number, t.values[0], source)
-                )
-    return choices, missing
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,15 @@ from optuna.trial import TrialState
 
 from .claims import Analysis, claims, lr_bands, tuning_gaps
 from .figures import figures, lr_sensitivity_figure
-from .final import choose, evaluate_choices
+from .final import evaluate_choices
 from .layout import study_arms
+from .picks import choose
 from .report import importances, results_table, write_report
-from .runner import RunOptions, _counts, resolve_study_names
+from .runner import RunOptions
 from .runtime_options import add_runtime_args, runtime_from_args
 from .spec import Spec, SpecError, load_spec
 from .storage import make_storage
+from .studies import resolve_study_names, trial_counts
 from .tracking import RunTree, configure
 from .tradeoff import tradeoff_report
 from .trunk import Trunk, build_trunk
@@ -32,7 +34,7 @@ def shortfalls(spec: Spec, studies: dict[str, optuna.Study | None]) -> list[str]
             out.append(f"arm {arm}: no study yet ({spec.study.n_trials} trials short)")
             continue
         budget = spec.study.n_trials + len(study.user_attrs.get("baselines", {}))
-        done, _, _ = _counts(study)
+        done, _, _ = trial_counts(study)
         if done == 0:
             out.append(f"arm {arm}: study {study.study_name} has no completed trial")
         elif done < budget:

@@ -255,3 +255,17 @@ def test_operating_points_random_control_and_summary(tracking_uri, tmp_path, cap
     assert len(rows) == 3 and rows[1].startswith("tiny-r0.25,") and rows[2].startswith("tiny-r0.5,")
     assert main(["summary", TINY, "--reports", str(tmp_path / "nothing")]) == 2
     assert "no report for setting 'tiny'" in capsys.readouterr().err
+
+
+def test_a_shared_base_serves_every_seed_and_the_report_says_so(reported, tmp_path):
+    _, args = reported
+    out = tmp_path / "shared"
+    assert main(["report", TINY, *args, "--set", "final.share_base=true", "--out", str(out)]) == 0
+    verdict = json.loads((out / "tiny" / "verdict.json").read_text())
+    assert any("one base served every seed" in c for c in verdict["caveats"])
+    unpruned = [r for r in verdict["table"] if r["arm"] == "unpruned"]
+    assert unpruned[0]["seeds"] == 1  # the shared base is one sample, not one per seed
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("tiny")
+    finals = client.search_runs([exp.experiment_id], "tags.`rethink.kind` = 'final' and tags.base_seed = '0'")
+    assert {r.data.tags["seed"] for r in finals if r.data.tags["arm"] == "finetune"} == {"0", "1"}

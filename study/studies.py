@@ -1,0 +1,178 @@
+"""The Optuna studies of a spec: their names (checked before any training), creation with what made them,
+the baselines enqueued on top of the searched trials, and what counts toward a study's budget."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import optuna
+from optuna.trial import TrialState
+
+from .layout import LAYOUT, baseline_trials, rows_of, study_arms, study_name
+from .spec import Spec, SpecError
+from .storage import retry_trial
+from .trunk import Trunk
+
+DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def make_sampler(spec: Spec) -> optuna.samplers.BaseSampler:
+    s = spec.study
+    if s.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=s.seed)
+    if s.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=s.seed)
+    # Optuna 5: TPE is multivariate for one objective; constant_liar keeps parallel workers apart.
+    return optuna.samplers.TPESampler(seed=s.seed, constant_liar=True, n_startup_trials=max(2, s.n_trials // 4))
+
+
+def make_hpo_pruner(spec: Spec, epochs: int) -> optuna.pruners.BasePruner:
+    if spec.study.mode == "pareto" or spec.study.hpo_pruner == "none":
+        return optuna.pruners.NopPruner()  # multi-objective trials cannot be pruned
+    if spec.study.hpo_pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
+
+
+def diff_fields(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += diff_fields(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
+def resolve_study_names(spec: Spec, storage, new_study: bool = False) -> dict[str, str]:
+    """The study of each arm that matches this spec, checked before any training: an existing study made
+    from other spec fields (or an older layout) is refused, or with --new-study a fresh `.vN` is named.
+    A `.vN` made earlier for exactly this spec is found again, so the report and `best` use the same ones."""
+    fields = json.loads(json.dumps(spec.study_fields()))
+    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    names = {}
+    if spec.study.mode == "pareto" and not new_study:
+        old = [study_name(spec, a) for a in ("scratch-e", "scratch-b") if study_name(spec, a) in existing]
+        old = [n for n in old if existing[n].user_attrs.get("layout") != LAYOUT]
+        if old:
+            raise SpecError(
+                f"the storage holds studies of an older layout for spec {spec.name!r} ({', '.join(old)}); pareto "
+                f"mode now searches Scratch-E and Scratch-B in one study {study_name(spec, 'scratch')!r}. Use "
+                f"another storage (--storage sqlite:///new.db), another name (--set name={spec.name}-v2), or "
+                f"pass --new-study to start the new layout beside them"
+            )
+    for arm in study_arms(spec):
+        base = study_name(spec, arm)
+        chain = [base] + [f"{base}.v{n}" for n in range(2, 1000) if f"{base}.v{n}" in existing]
+        matching = [n for n in chain if n in existing and _same(existing[n].user_attrs, fields)]
+        if matching:
+            names[arm] = matching[-1]
+        elif base not in existing:
+            names[arm] = base
+        elif new_study:
+            n = 2
+            while f"{base}.v{n}" in existing:
+                n += 1
+            names[arm] = f"{base}.v{n}"
+        else:
+            attrs = existing[base].user_attrs
+            if attrs.get("layout") != LAYOUT:
+                why = "an older layout of rethink (before searched schedules and baselines on top of n_trials)"
+            else:
+                why = "a different spec (" + "; ".join(diff_fields(attrs.get("spec_fields", {}), fields)) + ")"
+            raise SpecError(
+                f"study {base!r} was created from {why}; pass --new-study to start fresh studies beside it, "
+                f"give the setting its own name (--set name={spec.name}-2), or restore the spec"
+            )
+    return names
+
+
+def _same(attrs: dict, fields: dict) -> bool:
+    return attrs.get("layout") == LAYOUT and attrs.get("spec_fields") == fields
+
+
+def open_study(spec: Spec, arm: str, name: str, storage, epochs: int) -> optuna.Study:
+    """Create or load the arm's study (its name from resolve_study_names) and record what made it."""
+    directions = ["maximize"] if spec.study.mode == "fixed-budget" else ["maximize", "minimize"]
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        directions=directions,
+        load_if_exists=True,
+        sampler=make_sampler(spec),
+        pruner=make_hpo_pruner(spec, epochs),
+    )
+    if "spec_fields" not in study.user_attrs:
+        objectives = ["val_acc"] if len(directions) == 1 else ["val_acc", "train_flops"]
+        study.set_metric_names(objectives)
+        for key, value in {
+            "spec_fields": json.loads(json.dumps(spec.study_fields())),
+            "layout": LAYOUT,
+            "spec": spec.name,
+            "arm": arm,
+            "rows": rows_of(spec, arm),
+            "spec_digest": spec.digest(),
+            "n_trials": spec.study.n_trials,
+            "verdict": spec.verdict.model_dump(mode="json"),  # the pre-registered analysis, fixed at creation
+            "sampler": {
+                "name": spec.study.sampler,
+                "seed": spec.study.seed,
+                "constant_liar": True,
+                "multivariate": "optuna default",
+            },
+            "objectives": objectives,
+            "versions": {
+                "optuna": optuna.__version__,
+                "mlflow": mlflow.__version__,
+                "torch": __import__("torch").__version__,
+            },
+        }.items():
+            study.set_user_attr(key, value)
+    return study
+
+
+def enqueue_baselines(study: optuna.Study, spec: Spec, arm: str, trunk: Trunk) -> int:
+    """The study's baselines, enqueued once on top of its searched trials; returns how many it has."""
+    if "baselines" in study.user_attrs:
+        return len(study.user_attrs["baselines"])
+    trials = baseline_trials(spec, arm, trunk.budgets, trunk.base_config)
+    for b in trials:
+        attrs = {"baseline": b.name, "baseline_source": b.source} | ({"baseline_row": b.row} if b.row else {})
+        study.enqueue_trial(b.params, user_attrs=attrs)
+    study.set_user_attr("baselines", {b.name: b.source for b in trials})
+    return len(trials)
+
+
+def settled(t: optuna.trial.FrozenTrial) -> bool:
+    """Counts toward the budget: finished, or a baseline that failed for good (it diverged). A failed
+    searched trial is replaced by a new one; a baseline that failed otherwise is enqueued again."""
+    diverged_baseline = t.user_attrs.get("baseline") and t.user_attrs.get("failed_for_good")
+    return t.state in DONE or (t.state == TrialState.FAIL and bool(diverged_baseline))
+
+
+def requeue_lost_baselines(study: optuna.Study) -> int:
+    """Baselines whose trial ended without a result (interrupted, a tracking server gone) and have no retry
+    queued: enqueue them again, so every study keeps all its baselines."""
+    trials = study.get_trials(deepcopy=False)
+    alive = (*DONE, TrialState.RUNNING, TrialState.WAITING)
+    kept = {t.user_attrs.get("baseline") for t in trials if t.state in alive or settled(t)}
+    n = 0
+    for t in trials:
+        name = t.user_attrs.get("baseline")
+        if name and name not in kept and t.state == TrialState.FAIL and retry_trial(study, t):
+            kept.add(name)
+            n += 1
+    return n
+
+
+def trial_counts(study: optuna.Study) -> tuple[int, int, int]:
+    trials = study.get_trials(deepcopy=False)
+    done = sum(settled(t) for t in trials)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    return done, running, len(trials)
+
+
+def searched_done(study: optuna.Study) -> int:
+    return sum(t.state in DONE and not t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False))
