@@ -92,6 +92,10 @@ def test_mlflow_run_main_makes_the_project_run_the_root(tmp_path):
             f"spec={spec}",
             "-P",
             f"storage=sqlite:///{tmp_path / 'optuna.db'}",
+            "-P",
+            f"workdir={tmp_path / 'runs'}",  # mlflow run works in the project folder: keep outputs out of it
+            "-P",
+            f"report_dir={tmp_path / 'reports'}",
             "--experiment-name",
             "proj",
         ],
@@ -102,6 +106,7 @@ def test_mlflow_run_main_makes_the_project_run_the_root(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "reports" / "tiny" / "report.md").is_file() and (tmp_path / "runs" / "tiny").is_dir()
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     runs = mlflow.search_runs(experiment_names=["proj"], output_format="list")
     roots = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
