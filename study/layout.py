@@ -58,9 +58,15 @@ class Budgets:
     epochs_e: int
     epochs_b: int
     train_e: float
-    train_b: float
-    pipeline_p: float
     base_train: float  # what a fine-tune or lottery run inherits: the base's training FLOPs
+
+    @property
+    def train_b(self) -> float:
+        return self.base_train  # Scratch-B's budget is the base's own training
+
+    @property
+    def pipeline_p(self) -> float:
+        return self.base_train + self.train_e
 
     def within(self, label: str, train: float, pipeline: float) -> bool:
         cap, used = {"E": (self.train_e, train), "B": (self.train_b, train), "P": (self.pipeline_p, pipeline)}[label]
@@ -72,7 +78,7 @@ def budgets(base_config: TrainConfig, base_flops: int, pruned_flops: int, n_trai
     b = arm_epochs("scratch-b", base_config, base_flops, pruned_flops)
     base_train = training_flops(base_flops, e * n_train)
     train_e = training_flops(pruned_flops, e * n_train)
-    return Budgets(e, b, train_e, base_train, base_train + train_e, base_train)
+    return Budgets(e, b, train_e, base_train)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@ study's baselines under the rows whose budget they fit. A pick with no trial is 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import optuna
@@ -47,10 +46,8 @@ class Missing:
 
 
 def _flops(t: optuna.trial.FrozenTrial, key: str) -> float:
-    value = t.user_attrs.get(key)
-    if value is None and key == "train_flops" and len(t.values) > 1:
-        value = t.values[1]
-    return math.inf if value is None else float(value)
+    """A trial's train_flops or pipeline_flops (every complete trial of the current layout records both)."""
+    return float(t.user_attrs[key])
 
 
 def choose(study: optuna.Study, study_arm: str, spec: Spec, caps: Budgets) -> tuple[list[Choice], list[Missing]]:

@@ -94,7 +94,6 @@ def noninferiority_verdict(test: dict, margin: float) -> str:
 def pool(tests: list[dict], confidence: float) -> dict:
     """The equal-weight mean of independent per-level estimates: se = sqrt(Σ se_l²) / L, Satterthwaite's
     df, and a two-sided interval at `confidence` (for operating points: one setting per pruning level)."""
-    usable = [t for t in tests if t.get("se") == t.get("se") and t.get("se") is not None and t["se"] > 0]
     L = len(tests)
     est = float(np.mean([t["diff"] for t in tests])) if tests else math.nan
     out = {"diff": est, "levels": L, "ci_low": math.nan, "ci_high": math.nan, "se": math.nan, "dof": math.nan}
@@ -103,10 +102,12 @@ def pool(tests: list[dict], confidence: float) -> dict:
         "n_a": sum(t.get("n_a", 0) for t in tests),
         "n_b": sum(t.get("n_b", 0) for t in tests),
     }
-    if not tests or len(usable) < L:
-        return out
+    if not tests or any(t.get("se") is None or math.isnan(t["se"]) for t in tests):
+        return out  # a level without an interval (fewer than 2 seeds): no pooled interval either
     u = [(t["se"] / L) ** 2 for t in tests]
     se = math.sqrt(sum(u))
-    dof = sum(u) ** 2 / sum(ui**2 / t["dof"] for ui, t in zip(u, tests, strict=True))
+    if se == 0:  # no spread at any level
+        return out | {"ci_low": est, "ci_high": est, "se": 0.0, "dof": math.inf}
+    dof = sum(u) ** 2 / sum(ui**2 / t["dof"] for ui, t in zip(u, tests, strict=True) if ui > 0)
     half = stats.t.ppf(0.5 + confidence / 2, dof) * se
     return out | {"ci_low": est - half, "ci_high": est + half, "se": se, "dof": dof}

@@ -15,7 +15,7 @@ from rethink.models import build_model, default_spec
 from rethink.prune import PruneConfig, prune
 from rethink.train import Callback, TrainConfig, seed_everything, train
 from study.layout import baseline_trials, budgets, rows_of, study_arms
-from study.spec import SpecError, load_spec
+from study.spec import SPECS_DIR, SpecError, load_spec
 
 BASE = TrainConfig(epochs=20, lr=0.1)
 
@@ -118,13 +118,12 @@ def test_every_arm_gets_named_baselines_with_sources():
         assert b.params["schedule"] in spec.space.schedule and b.params["augment"] in spec.space.augment
 
 
-def test_default_space_searches_every_schedule_for_every_arm():
-    assert load_spec(TINY, ["space.schedule=['step', 'cosine', 'constant', 'warmup-cosine']"]).space.schedule == (
-        SCHEDULES
-    )
-    from study.spec import SearchSpace
-
-    assert SearchSpace().schedule == SCHEDULES == ("step", "cosine", "constant", "warmup-cosine")
+@pytest.mark.parametrize("path", sorted(SPECS_DIR.glob("*.toml")), ids=lambda p: p.stem)
+def test_every_shipped_spec_searches_all_four_schedules_with_paper_and_rewind(path):
+    spec = load_spec(str(path))
+    assert set(spec.space.schedule) == set(SCHEDULES) == {"step", "cosine", "constant", "warmup-cosine"}
+    assert {"paper", "rewind"} <= set(spec.study.baselines)
+    assert all(b.source for b in spec.baselines.values())  # every spec baseline says what it stands for
 
 
 @pytest.mark.parametrize(

@@ -153,3 +153,21 @@ def test_lr_bands_compare_ticket_and_random_init_within_equal_log_bands():
     assert (low["n_ticket"], low["n_scratch"]) == (2, 2) and low["diff"] == pytest.approx(0.96 - 0.91)
     assert (mid["n_ticket"], mid["n_scratch"]) == (1, 1) and mid["diff"] == pytest.approx(0.80 - 0.81)
     assert (high["n_ticket"], high["n_scratch"]) == (1, 2) and high["diff"] == pytest.approx(0.60 - 0.63)
+
+
+def test_pooling_over_levels_matches_a_direct_computation():
+    from study.stats import pool
+
+    levels = [
+        {"diff": 0.01, "se": 0.004, "dof": 3.5, "n_a": 3, "n_b": 3},
+        {"diff": -0.002, "se": 0.006, "dof": 2.8, "n_a": 3, "n_b": 3},
+    ]
+    pooled = pool(levels, 0.9)
+    u = [(0.004 / 2) ** 2, (0.006 / 2) ** 2]
+    df = sum(u) ** 2 / (u[0] ** 2 / 3.5 + u[1] ** 2 / 2.8)
+    half = stats.t.ppf(0.95, df) * math.sqrt(sum(u))
+    assert pooled["diff"] == pytest.approx(0.004) and pooled["dof"] == pytest.approx(df)
+    assert (pooled["ci_low"], pooled["ci_high"]) == (pytest.approx(0.004 - half), pytest.approx(0.004 + half))
+    flat = pool([{"diff": 0.01, "se": 0.0, "dof": math.inf}, {"diff": 0.02, "se": 0.0, "dof": math.inf}], 0.9)
+    assert (flat["ci_low"], flat["ci_high"]) == (pytest.approx(0.015), pytest.approx(0.015))
+    assert math.isnan(pool([{"diff": 0.01, "se": math.nan, "dof": math.nan}, levels[0]], 0.9)["ci_low"])
