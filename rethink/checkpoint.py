@@ -60,18 +60,33 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path}: not a rethink checkpoint (needs 'arch' and 'state_dict')")
     try:
         spec = ArchSpec.from_dict(payload["arch"])
-    except (ModelError, TypeError, KeyError) as e:
+    except (ModelError, TypeError, KeyError, ValueError) as e:
         raise CheckpointError(f"{path}: bad arch spec: {e}") from e
+    _check_tensors(payload["state_dict"], "state_dict", path)
+    if payload.get("masks") is not None:
+        _check_tensors(payload["masks"], "masks", path)
+    if not isinstance(payload.get("meta") or {}, dict):
+        raise CheckpointError(f"{path}: 'meta' must be a dict, got {type(payload['meta']).__name__}")
     return Checkpoint(spec, payload["state_dict"], payload.get("masks"), payload.get("meta") or {})
 
 
+def _check_tensors(d, key: str, path: Path) -> None:
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{path}: {key!r} must be a dict of tensors, got {type(d).__name__}")
+    bad = [k for k, v in d.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: {key!r} holds non-tensor entries (e.g. {bad[0]!r}); not a rethink checkpoint")
+
+
 def model_from_checkpoint(ckpt: Checkpoint, source: str = "checkpoint") -> nn.Module:
-    """Build the model of the arch spec and load the weights; a mismatch is an error naming the tensors."""
+    """Build the model of the arch spec and load the weights; a mismatch is an error naming the tensors.
+    The shapes are compared on a model with no storage (the meta device) first, so a declared arch that
+    the weights do not back (huge widths, a billion classes) costs nothing before it is refused."""
     try:
-        model = build_model(ckpt.spec)
+        with torch.device("meta"):
+            expected = build_model(ckpt.spec).state_dict()
     except ModelError as e:
         raise CheckpointError(f"{source}: {e}") from e
-    expected = model.state_dict()
     missing = sorted(set(expected) - set(ckpt.state_dict))
     unexpected = sorted(set(ckpt.state_dict) - set(expected))
     shapes = [
@@ -84,6 +99,7 @@ def model_from_checkpoint(ckpt: Checkpoint, source: str = "checkpoint") -> nn.Mo
             f"{source}: weights do not match arch spec {ckpt.spec.model} {list(ckpt.spec.widths)}: "
             f"missing={missing[:5]} unexpected={unexpected[:5]} shape mismatches={shapes[:5]}"
         )
+    model = build_model(ckpt.spec)
     model.load_state_dict(ckpt.state_dict)
     return model
 
@@ -91,3 +107,15 @@ def model_from_checkpoint(ckpt: Checkpoint, source: str = "checkpoint") -> nn.Mo
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, Checkpoint]:
     ckpt = read_checkpoint(path)
     return model_from_checkpoint(ckpt, str(path)), ckpt
+
+
+def load_cached(path: str | Path, digest: str) -> tuple[nn.Module, Checkpoint]:
+    """A checkpoint found by the digest that named it: refused unless its meta carries that digest (a file
+    replaced by another one would otherwise be used silently)."""
+    model, ckpt = load_checkpoint(path)
+    if ckpt.meta.get("digest") != digest:
+        raise CheckpointError(
+            f"{path}: holds digest {ckpt.meta.get('digest')!r}, not {digest!r} that names it (the file was replaced "
+            f"or made by an older rethink); delete it to make it again"
+        )
+    return model, ckpt

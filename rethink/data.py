@@ -70,8 +70,11 @@ def _to_nchw(x: np.ndarray, key: str, source: str) -> np.ndarray:
     raise DataError(f"{source}: {key!r} has shape {x.shape}; expected N×H×W or N×H×W×C with C in (1, 3)")
 
 
-def from_arrays(name: str, arrays: dict[str, np.ndarray], label_names=(), source: str | None = None) -> Dataset:
-    """Validate x_train/y_train/x_test/y_test arrays (uint8 images, integer labels) into a Dataset."""
+def from_arrays(
+    name: str, arrays: dict[str, np.ndarray], label_names=(), source: str | None = None, num_classes: int | None = None
+) -> Dataset:
+    """Validate x_train/y_train/x_test/y_test arrays (uint8 images, integer labels) into a Dataset. The class
+    count is `num_classes` (a registered dataset's), else the number of label names, else inferred."""
     source = source or name
     for key in ("x_train", "y_train", "x_test", "y_test"):
         if key not in arrays:
@@ -86,23 +89,68 @@ def from_arrays(name: str, arrays: dict[str, np.ndarray], label_names=(), source
         nx, ny = len(arrays[f"x_{split}"]), len(arrays[f"y_{split}"])
         if nx != ny:
             raise DataError(f"{source}: 'x_{split}' has {nx} images but 'y_{split}' has {ny} labels")
+        if nx == 0:
+            raise DataError(f"{source}: 'x_{split}' is empty; both splits need images")
     x_train = _to_nchw(arrays["x_train"], "x_train", source)
     x_test = _to_nchw(arrays["x_test"], "x_test", source)
     if x_train.shape[1:] != x_test.shape[1:]:
         raise DataError(f"{source}: 'x_train' images {x_train.shape[1:]} differ from 'x_test' {x_test.shape[1:]}")
+    if x_train.shape[2] != x_train.shape[3]:
+        raise DataError(
+            f"{source}: images are {x_train.shape[2]}×{x_train.shape[3]}; the CIFAR models need square images "
+            f"(crop or pad them to H×H)"
+        )
     y_train, y_test = arrays["y_train"].astype(np.int64), arrays["y_test"].astype(np.int64)
-    if y_train.min() < 0:
-        raise DataError(f"{source}: 'y_train' has negative labels")
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
-    return Dataset(name, x_train, y_train, x_test, y_test, num_classes, tuple(str(s) for s in label_names))
+    label_names = tuple(str(s) for s in label_names)
+    num_classes = _check_labels(y_train, y_test, source, num_classes or len(label_names) or None)
+    return Dataset(name, x_train, y_train, x_test, y_test, num_classes, label_names)
+
+
+def _check_labels(y_train: np.ndarray, y_test: np.ndarray, source: str, known: int | None) -> int:
+    """Labels in 0..K-1. K known (a registered dataset, or label names): every label below it. K inferred:
+    every class 0..K-1 occurs in training and the test set has no other, so no hole widens the head."""
+    for key, y in (("y_train", y_train), ("y_test", y_test)):
+        if y.min() < 0:
+            raise DataError(f"{source}: {key!r} has negative labels (e.g. {int(y.min())}); labels must be 0..K-1")
+        if known is not None and y.max() >= known:
+            raise DataError(
+                f"{source}: {key!r} has label {int(y.max())}, but there are {known} classes (0..{known - 1})"
+            )
+    if known is not None:
+        return known
+    seen = np.unique(y_train)
+    k = int(seen.max()) + 1
+    if len(seen) != k:
+        holes = sorted(set(range(k)) - set(seen.tolist()))
+        raise DataError(
+            f"{source}: 'y_train' labels are not 0..{k - 1}: {len(holes)} value(s) never occur (e.g. {holes[:3]}); "
+            f"relabel the classes as 0..K-1, or add label_names"
+        )
+    unseen = sorted(set(np.unique(y_test).tolist()) - set(seen.tolist()))
+    if unseen:
+        raise DataError(f"{source}: 'y_test' has label(s) {unseen[:5]} that 'y_train' never has")
+    return k
 
 
 def load_npz(path: str | Path) -> Dataset:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"npz dataset file not found: {path} (give npz:PATH with an existing file)")
-    with np.load(path, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
+    try:
+        f = np.load(path, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise DataError(f"{path}: a single array, not an npz archive with x_train, y_train, x_test, y_test")
+        with f:
+            arrays = {k: f[k] for k in f.files}
+    except ValueError as e:  # pickled data: object arrays, or not numpy at all; pickle is never allowed
+        if isinstance(e, DataError):
+            raise
+        raise DataError(
+            f"{path}: not an npz of plain arrays ({str(e).splitlines()[0]}); save uint8 images and integer "
+            f"labels with numpy.savez"
+        ) from None
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: not a readable npz archive ({str(e).splitlines()[0]})") from None
     return from_arrays(f"npz:{path}", arrays, arrays.get("label_names", ()), source=str(path))
 
 
@@ -128,6 +176,7 @@ _CIFAR = {
         label_key="labels",
         meta=("batches.meta", "label_names"),
         torchvision="CIFAR10",
+        classes=10,
     ),
     "cifar100": dict(
         folder="cifar-100-python",
@@ -136,6 +185,7 @@ _CIFAR = {
         label_key="fine_labels",
         meta=("meta", "fine_label_names"),
         torchvision="CIFAR100",
+        classes=100,
     ),
 }
 
@@ -174,7 +224,7 @@ def load_cifar(name: str, root: Path, download: bool = False) -> Dataset:
     if (folder / meta_file).is_file():
         with open(folder / meta_file, "rb") as f:
             names = list(pickle.load(f, encoding="latin1").get(meta_key, []))
-    return from_arrays(name, arrays, names, source=str(folder))
+    return from_arrays(name, arrays, names, source=str(folder), num_classes=info["classes"])
 
 
 @register_dataset("cifar10")
@@ -208,6 +258,15 @@ def train_val_split(ds: Dataset, val_fraction: float = 0.1, seed: int = 0) -> Sp
     """A stratified validation split carved from the training set; the test set is not touched."""
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    counts = np.bincount(ds.y_train, minlength=ds.num_classes)
+    n_val = int(np.ceil(val_fraction * len(ds.y_train)))
+    if counts.min() < 2 or n_val < ds.num_classes or len(ds.y_train) - n_val < ds.num_classes:
+        raise DataError(
+            f"{ds.name}: the stratified validation split (val_fraction {val_fraction}) needs every class twice "
+            f"in training and at least one image per class on each side: class {int(counts.argmin())} has "
+            f"{int(counts.min())} image(s), validation would get {n_val} for {ds.num_classes} classes; "
+            f"add images or change val_fraction"
+        )
     idx_tr, idx_val = train_test_split(
         np.arange(len(ds.y_train)), test_size=val_fraction, stratify=ds.y_train, random_state=seed
     )

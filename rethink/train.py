@@ -144,6 +144,21 @@ class Runtime:
     compile: bool = False  # torch.compile; on CUDA in reduce-overhead mode, which captures the step in CUDA
     # graphs. The compiled code is cached per architecture and reused by later trials in the same process.
 
+    def __post_init__(self):
+        if self.device == "auto":
+            return
+        try:
+            dev = torch.device(self.device)
+        except RuntimeError:
+            raise ConfigError(f"--device {self.device!r}: expected auto, cpu, cuda or cuda:N") from None
+        if dev.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ConfigError(f"--device {self.device}: no CUDA device is available here; use --device cpu")
+            if dev.index is not None and dev.index >= torch.cuda.device_count():
+                raise ConfigError(f"--device {self.device}: only {torch.cuda.device_count()} CUDA device(s) here")
+        elif dev.type not in ("cpu", "mps"):
+            raise ConfigError(f"--device {self.device!r}: expected auto, cpu, cuda or cuda:N")
+
     def resolve(self) -> tuple[torch.device, bool, bool]:
         """The device, whether to use channels_last, whether to autocast to bf16."""
         dev = torch.device(

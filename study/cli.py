@@ -12,6 +12,7 @@ from rethink.models import ModelError
 from rethink.prune import PruneError
 from rethink.train import SCHEDULES, ConfigError, TrainConfig
 
+from .lifecycle import run_guarded
 from .runtime_options import add_runtime_args
 from .spec import SpecError
 
@@ -121,16 +122,11 @@ USER_ERRORS = (DataError, ModelError, ConfigError, CheckpointError, PruneError, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse, run the command, and end it the one way study/lifecycle.py defines (runs closed, exit code)."""
     args = build_parser().parse_args(argv)
     module, function = COMMANDS[args.command].split(":")
-    try:
-        return getattr(importlib.import_module(f"study.{module}"), function)(args)
-    except USER_ERRORS as e:
-        print(f"rethink {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"rethink {args.command}: interrupted", file=sys.stderr)
-        return 130
+    command = getattr(importlib.import_module(f"study.{module}"), function)
+    return run_guarded(args.command, lambda: command(args), USER_ERRORS)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,14 @@ from pathlib import Path
 import torch
 
 from rethink.arms import build_arm, default_recipe, pruned_flops
-from rethink.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from rethink.checkpoint import load_cached, save_checkpoint
 from rethink.data import Split, load_dataset, train_test
 from rethink.flops import training_flops
 from rethink.models import build_model
 from rethink.prune import PrunedModel, prune
 from rethink.train import Runtime, config_digest, seed_everything, train
 
+from .lifecycle import ending
 from .picks import Choice
 from .progress import PrintProgress
 from .space import apply
@@ -75,8 +76,8 @@ def final_base(
     folder = workdir / f"final-base-{digest}"
     run_id, metrics = _finished(tree, digest, root)
     if run_id and (folder / "model.pt").is_file():
-        model, _ = load_checkpoint(folder / "model.pt")
-        init_state = read_checkpoint(folder / "init.pt").state_dict
+        model, _ = load_cached(folder / "model.pt", digest)
+        init_state = load_cached(folder / "init.pt", digest)[1].state_dict
         test_acc, flops = metrics["test_acc"], metrics["train_flops"]
     else:
         if run_id:
@@ -102,7 +103,7 @@ def final_base(
         try:
             history = train(model, split, config, callbacks, runtime, eval_final_only=True)
         except BaseException as e:
-            tree.end(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED", repr(e))
+            tree.end_quietly(run_id, *ending(e))
             raise
         model.cpu()
         test_acc, flops = history.final.eval_acc, training_flops(trunk.base_flops, history.images_seen)
@@ -228,7 +229,7 @@ def _train_choice(
     try:
         history = train(arm.model, split, config, callbacks, runtime, eval_final_only=True)
     except BaseException as e:
-        tree.end(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED", repr(e))
+        tree.end_quietly(run_id, *ending(e))
         raise
     flops = training_flops(arm.forward_macs, history.images_seen)
     pipeline = flops + (base.train_flops if arm.inherits_base else 0.0)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -12,9 +14,10 @@ from rethink.arms import build_arm
 from rethink.flops import training_flops
 from rethink.train import Callback, EpochMetrics, NonFiniteLoss, Runtime, StopTraining, TrainConfig, train
 
+from .lifecycle import ending
 from .progress import PrintProgress
 from .space import apply, suggest
-from .tracking import MlflowEpochLogger, RunTree
+from .tracking import MlflowEpochLogger, RunTree, is_tracking_outage
 from .trunk import Trunk
 
 
@@ -74,11 +77,11 @@ def make_objective(ctx: ArmContext):
     }
 
     def objective(trial: optuna.Trial):
-        if ctx.parallel:
-            if over_budget(trial, ctx.n_trials):
-                trial.set_user_attr("fail_reason", "over budget: other workers already run the last trials")
-                raise OverBudget(trial.number)
-            trial.set_user_attr("worker_pid", os.getpid())  # lets a parent recover a dead worker's trials
+        if ctx.parallel and over_budget(trial, ctx.n_trials):
+            trial.set_user_attr("fail_reason", "over budget: other workers already run the last trials")
+            raise OverBudget(trial.number)
+        trial.set_user_attr("worker_pid", os.getpid())  # the owner: only a dead owner's trial is recovered
+        trial.set_user_attr("worker_host", socket.gethostname())
         params = suggest(trial, spec.space, fixed_epochs=ctx.recipe.epochs if ctx.mode == "fixed-budget" else None)
         config = apply(params, ctx.recipe)
         baseline = trial.user_attrs.get("baseline", "")
@@ -122,9 +125,11 @@ def make_objective(ctx: ArmContext):
             logger.flush()
             ctx.tree.end(run_id, "FAILED", str(e))
             raise
-        except BaseException as e:  # KeyboardInterrupt, OOM, bugs: never leave a RUNNING run behind
-            logger.flush()
-            ctx.tree.end(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED", repr(e))
+        except BaseException as e:  # SIGINT/SIGTERM, a tracking server gone, OOM, bugs
+            if not is_tracking_outage(e):
+                with contextlib.suppress(Exception):  # keep the original error
+                    logger.flush()
+                ctx.tree.end_quietly(run_id, *ending(e))
             raise
         train_seconds = time.perf_counter() - start
         ctx.timings.append((train_seconds, logger.seconds))
@@ -157,4 +162,17 @@ def make_objective(ctx: ArmContext):
         )
         return final.eval_acc if ctx.mode == "fixed-budget" else (final.eval_acc, flops)
 
-    return objective
+    def guarded(trial: optuna.Trial):
+        """A trial stopped by a signal or a tracking outage is not its config's fault: it is marked lost,
+        and the same trial runs again on the next run of the spec (reconcile.requeue_lost)."""
+        try:
+            return objective(trial)
+        except (NonFiniteLoss, OverBudget, optuna.TrialPruned):
+            raise
+        except BaseException as e:
+            if isinstance(e, KeyboardInterrupt) or is_tracking_outage(e):
+                trial.set_user_attr("lost", True)
+            trial.set_user_attr("fail_reason", f"{type(e).__name__}: {str(e)[:500]}")
+            raise
+
+    return guarded

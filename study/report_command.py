@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,12 +15,14 @@ from .claims import Analysis, claims, lr_bands, tuning_gaps
 from .figures import figures, lr_sensitivity_figure
 from .final import evaluate_choices
 from .layout import study_arms
+from .ownership import claim
 from .picks import choose
+from .reconcile import close_stale_runs
 from .report import importances, results_table, write_report
 from .runner import RunOptions
 from .runtime_options import add_runtime_args, runtime_from_args
 from .spec import Spec, SpecError, load_spec
-from .storage import make_storage
+from .storage import is_shared, make_storage, storage_url
 from .studies import resolve_study_names, trial_counts
 from .tracking import RunTree, configure
 from .tradeoff import tradeoff_report
@@ -107,6 +110,7 @@ def report_spec(
     margin: float | None = None,
     confidence: float | None = None,
 ) -> Path:
+    claim(opts.storage, spec.name)  # no study process may add trials while the report reads them
     storage = make_storage(opts.storage)
     names = resolve_study_names(spec, storage)  # the same studies the study command used
     configure(opts.tracking_uri)
@@ -123,10 +127,14 @@ def report_spec(
             "or pass --partial to report what exists with this caveat"
         )
     studies = {a: s for a, s in studies.items() if s is not None}
-    root = tree.root(f"spec {spec.name}", {"rethink.spec": spec.name, "rethink.spec_digest": spec.digest()})
+    tags = {"rethink.spec": spec.name, "rethink.spec_digest": spec.digest()}
+    root = tree.root(f"spec {spec.name}", tags, reopen=False)
     runtime = opts.runtime
     workdir = Path(opts.workdir) / spec.name
-    trunk = build_trunk(spec, tree, root, workdir, runtime, train_missing=False)
+    trunk = build_trunk(spec, tree, root, workdir, runtime, train_missing=False)  # checks the checkpoints
+    tree.root(f"spec {spec.name}", tags)  # set RUNNING again for the final evaluation
+    if not is_shared(opts.storage):
+        close_stale_runs(tree, root)
     pareto = spec.study.mode == "pareto"
     choices, missing = [], []
     for arm, study in studies.items():
@@ -185,6 +193,8 @@ def report_spec(
         },
     )
     tree.end(report_run)
+    if not os.environ.get("MLFLOW_RUN_ID"):  # the project run of `mlflow run` is ended by MLflow
+        tree.end(root)
     print(
         f"\n{spec.name}: test accuracy (%), mean ± std over {spec.final.seeds} seeds"
         + (" [PARTIAL: " + "; ".join(caveats) + "]" if caveats else "")
@@ -201,7 +211,9 @@ def report_spec(
 def add_report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", nargs="?", default="quick")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--storage", default="sqlite:///optuna.db")
+    p.add_argument(
+        "--storage", default=None, help="Optuna storage (default: env RETHINK_STORAGE, else sqlite:///optuna.db)"
+    )
     p.add_argument("--workdir", default="runs")
     p.add_argument("--out", default="reports", help="report folder (a subfolder per spec)")
     add_runtime_args(p)
@@ -218,7 +230,7 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
 
 def run_report(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.set)
-    opts = RunOptions(args.storage, args.tracking_uri, Path(args.workdir), runtime_from_args(args))
+    opts = RunOptions(storage_url(args.storage), args.tracking_uri, Path(args.workdir), runtime_from_args(args))
     if args.margin is not None and not 0 <= args.margin < 100:
         raise SpecError(f"--margin {args.margin}: expected accuracy points in [0, 100), e.g. --margin 0.5")
     if args.confidence is not None and not 0.5 < args.confidence < 1:

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mlflow
 import optuna
 from optuna.trial import TrialState
 
@@ -18,18 +19,19 @@ from rethink.train import NonFiniteLoss, Runtime
 
 from .layout import rows_of, study_arms
 from .objective import ArmContext, OverBudget, make_objective
+from .ownership import claim
+from .reconcile import close_stale_runs, close_stale_trial_runs, recover_interrupted, requeue_lost
 from .spec import Spec, SpecError
-from .storage import DEFAULT_STORAGE, allows_parallel, is_shared, make_storage, redact, retry_trial
+from .storage import DEFAULT_STORAGE, allows_parallel, is_shared, make_storage, redact
 from .studies import (
     enqueue_baselines,
     open_study,
-    requeue_lost_baselines,
     resolve_study_names,
     searched_done,
     trial_counts,
 )
-from .tracking import RunTree, configure, trial_run_id
-from .trunk import Trunk, build_trunk
+from .tracking import RunTree, configure
+from .trunk import Trunk, build_trunk, load_data
 
 ATTEMPTS_PER_TRIAL = 3  # failed (e.g. diverged) trials are replaced, up to this many attempts per budgeted trial
 
@@ -68,21 +70,6 @@ class SpecResult:
     storage: str = ""
     tracking_uri: str = ""
     complete: bool = False  # every study met its budget (searched trials and baselines)
-
-
-def recover_interrupted(study: optuna.Study, tree: RunTree, pid: int | None = None) -> int:
-    """Trials left RUNNING by a killed process (local storages; with `pid`, only that worker's): mark
-    them failed, end their MLflow runs as KILLED, and enqueue the same parameters again."""
-    n = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if pid is not None and t.user_attrs.get("worker_pid") != pid:
-            continue
-        study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "interrupted; retried")
-        study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-        if run_id := trial_run_id(tree.client, study.study_name, t, [tree.experiment_id]):
-            tree.end(run_id, "KILLED", "the process running this trial was interrupted; the trial was retried")
-        n += retry_trial(study, t)
-    return n
 
 
 def run_trials(study: optuna.Study, ctx: ArmContext) -> None:
@@ -128,20 +115,42 @@ def best_of(study: optuna.Study) -> tuple[float, dict]:
     return best.values[0], dict(best.params)
 
 
+def check_prepared(spec: Spec, storage, names: dict[str, str], workdir: Path) -> None:
+    """A worker joins what a --prepare-only (or a plain) run made: its studies and base checkpoint."""
+    existing = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    missing = [n for n in names.values() if n not in existing]
+    base = workdir / f"base-{spec.base_digest()}" / "model.pt"
+    if missing or not base.is_file():
+        what = f"studies {missing}" if missing else f"the base checkpoint {base}"
+        raise SpecError(
+            f"--worker: {what} not found; run `rethink study {spec.name} --prepare-only` with the same "
+            f"--storage and --workdir first"
+        )
+
+
 def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
     if opts.workers > 1 and opts.storage.startswith("sqlite"):
         raise SpecError(
             "several workers need a journal file (--storage journal:optuna.log) or PostgreSQL; "
             "SQLite locks under parallel writers"
         )
+    if not opts.worker:  # a second process on this spec is refused, naming the owner, before it opens anything
+        claim(opts.storage, spec.name)
     storage = make_storage(opts.storage)  # a bad storage URL fails before anything is recorded
     names = resolve_study_names(spec, storage, opts.new_study)  # a changed spec is refused before training
-    uri = configure(opts.tracking_uri)
-    tree = RunTree(spec.name)
-    root = tree.root(f"spec {spec.name}", {"rethink.spec": spec.name, "rethink.spec_digest": spec.digest()})
     runtime = opts.runtime
     workdir = Path(opts.workdir) / spec.name
-    trunk = build_trunk(spec, tree, root, workdir, runtime, train_missing=not opts.worker)
+    if opts.worker:
+        check_prepared(spec, storage, names, workdir)
+    data = load_data(spec)  # a bad dataset is refused before any run is opened
+    uri = configure(opts.tracking_uri)
+    tree = RunTree(spec.name)
+    root = tree.root(
+        f"spec {spec.name}", {"rethink.spec": spec.name, "rethink.spec_digest": spec.digest()}, reopen=not opts.worker
+    )
+    if not opts.worker and not is_shared(opts.storage) and (n := close_stale_runs(tree, root)):
+        print(f"closed {n} run(s) a killed process left RUNNING", flush=True)
+    trunk = build_trunk(spec, tree, root, workdir, runtime, train_missing=not opts.worker, data=data)
     tree.log_params(root, {"spec": spec.name, "spec_digest": spec.digest(), "storage": redact(opts.storage)})
     tree.client.log_dict(root, spec.model_dump(mode="json"), "spec.json")
 
@@ -152,12 +161,15 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
         if not opts.worker:
             if not is_shared(opts.storage) and (n := recover_interrupted(study, tree)):
                 print(f"[{arm}] {n} interrupted trial(s) will be retried", flush=True)
+            close_stale_trial_runs(study, tree)
             n_baselines = enqueue_baselines(study, spec, arm, trunk)
-            if n := requeue_lost_baselines(study):
-                print(f"[{arm}] {n} baseline trial(s) that ended without a result will run again", flush=True)
+            if n := requeue_lost(study):
+                print(f"[{arm}] {n} trial(s) that ended without a result will run again", flush=True)
         else:
             n_baselines = len(study.user_attrs.get("baselines", {}))
         arm_run = tree.child(root, f"arm:{arm}", "arm", {"arm": arm, "rethink.spec_digest": spec.digest()})
+        if not opts.worker:
+            tree.reopen(arm_run)
         for k, v in {
             "optuna.study_name": study.study_name,
             "optuna.storage": redact(opts.storage),
@@ -183,21 +195,13 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
         )
         arms.append((arm, study, ctx))
 
-    try:
-        if opts.prepare_only:
-            pass
-        elif opts.workers > 1 and not opts.worker:
-            _spawn_workers(opts.workers, opts.worker_cmd, [study for _, study, _ in arms], tree)
-        else:
-            for _, study, ctx in arms:
-                run_trials(study, ctx)
-    except KeyboardInterrupt:
-        if not opts.worker:
-            for _, _, ctx in arms:
-                tree.end(ctx.arm_run, "KILLED", "interrupted (SIGINT); re-run the spec to resume")
-            if not os.environ.get("MLFLOW_RUN_ID"):
-                tree.end(root, "KILLED", "interrupted (SIGINT); re-run the spec to resume")
-        raise
+    if opts.prepare_only:
+        pass
+    elif opts.workers > 1 and not opts.worker:
+        _spawn_workers(opts, [study for _, study, _ in arms], tree)
+    else:
+        for _, study, ctx in arms:
+            run_trials(study, ctx)  # whatever ends this, study/lifecycle.py ends the open runs
 
     result = SpecResult(spec, root, trunk, storage=opts.storage, tracking_uri=uri)
     complete = True
@@ -217,17 +221,24 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
             tree.log_metrics(ctx.arm_run, metrics)
             tree.end(ctx.arm_run)
     result.complete = complete
-    if complete and not opts.worker and not os.environ.get("MLFLOW_RUN_ID"):
-        tree.end(root)
+    if not opts.worker and not os.environ.get("MLFLOW_RUN_ID"):
+        note = None
+        if opts.prepare_only:
+            note = "prepared: workers started with --worker run the trials"
+        elif not complete:
+            note = "studies unfinished: run the spec again to finish them"
+        tree.end(root, "FINISHED", note)
     return result
 
 
-def _spawn_workers(n: int, cmd: tuple[str, ...], studies: list[optuna.Study], tree: RunTree) -> None:
+def _spawn_workers(opts: RunOptions, studies: list[optuna.Study], tree: RunTree) -> None:
     """N worker processes joining the prepared studies. A worker that dies has its running trials failed
-    and retried at once, so the others finish the budget; waits for them all."""
-    env = dict(os.environ)
+    and retried at once, so the others finish the budget; waits for them all. The storage and tracking
+    URLs reach them through the environment, so no credential is on a command line."""
+    n = opts.workers
+    env = dict(os.environ, RETHINK_STORAGE=opts.storage, MLFLOW_TRACKING_URI=mlflow.get_tracking_uri())
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))  # share the cores, not fight
-    procs = [subprocess.Popen(list(cmd), env=env) for _ in range(n)]
+    procs = [subprocess.Popen(list(opts.worker_cmd), env=env) for _ in range(n)]
     try:
         running = list(procs)
         while running:

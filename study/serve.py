@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from .storage import DEFAULT_STORAGE, make_storage, redact
+from .spec import SpecError
+from .storage import make_storage, redact, storage_url
 
 
 def add_serve_args(p: argparse.ArgumentParser) -> None:
@@ -21,7 +21,11 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dashboard-port", type=int, default=8080)
     p.add_argument("--backend-store-uri", default="sqlite:///mlflow.db", help="MLflow backend: SQLite or PostgreSQL")
     p.add_argument("--artifacts-destination", default="./mlartifacts", help="MLflow artifact root")
-    p.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna storage shown by optuna-dashboard")
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage shown by optuna-dashboard (default: env RETHINK_STORAGE, else sqlite:///optuna.db)",
+    )
     p.add_argument(
         "--basic-auth",
         action="store_true",
@@ -30,7 +34,8 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
 
 
 def commands(args: argparse.Namespace) -> dict[str, list[str]]:
-    bin_dir = Path(sys.executable).parent
+    """The two servers' command lines; the store URLs reach them through the environment (`env`), so a
+    password in one never shows in `ps`."""
     mlflow_cmd = [
         sys.executable,
         "-m",
@@ -40,8 +45,6 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
         args.host,
         "--port",
         str(args.mlflow_port),
-        "--backend-store-uri",
-        args.backend_store_uri,
         "--artifacts-destination",
         args.artifacts_destination,
         "--workers",
@@ -49,35 +52,96 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
     ]
     if args.basic_auth:
         mlflow_cmd += ["--app-name", "basic-auth"]
+    dashboard = (
+        "import os, optuna_dashboard; "
+        f"optuna_dashboard.run_server(os.environ['RETHINK_STORAGE'], host={args.host!r}, port={args.dashboard_port})"
+    )
+    return {"mlflow": mlflow_cmd, "optuna-dashboard": [sys.executable, "-c", dashboard]}
+
+
+def env(args: argparse.Namespace) -> dict[str, str]:
     storage = args.storage.removeprefix("journal:") if args.storage.startswith("journal:") else args.storage
-    dashboard = shutil.which("optuna-dashboard", path=str(bin_dir)) or "optuna-dashboard"
-    return {
-        "mlflow": mlflow_cmd,
-        "optuna-dashboard": [dashboard, storage, "--host", args.host, "--port", str(args.dashboard_port)],
-    }
+    return dict(os.environ, MLFLOW_BACKEND_STORE_URI=args.backend_store_uri, RETHINK_STORAGE=storage)
+
+
+def check_port_free(host: str, port: int, option: str) -> None:
+    """Refuse a port another process listens on, before starting anything."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise SpecError(
+                f"{option} {port}: {host}:{port} is not free ({e.strerror}); stop what uses it, "
+                f"or pass another {option}"
+            ) from None
+
+
+STARTUP_S = 60  # how long each server has to start answering
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    args.storage = storage_url(args.storage)
+    check_port_free(args.host, args.mlflow_port, "--mlflow-port")
+    check_port_free(args.host, args.dashboard_port, "--dashboard-port")
     make_storage(args.storage)  # creates the tables (or journal file) optuna-dashboard expects to find
-    procs = {name: subprocess.Popen(cmd, start_new_session=True) for name, cmd in commands(args).items()}
-    print(f"MLflow tracking server: http://{args.host}:{args.mlflow_port} (backend {redact(args.backend_store_uri)})")
-    print(f"optuna-dashboard:       http://{args.host}:{args.dashboard_port} (storage {redact(args.storage)})")
-    print(f"workers: rethink study SPEC --tracking-uri http://{args.host}:{args.mlflow_port} --storage ...")
-    print("Ctrl-C stops both.", flush=True)
-    stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    procs = {name: subprocess.Popen(cmd, start_new_session=True, env=env(args)) for name, cmd in commands(args).items()}
     try:
-        while not stop["now"] and all(p.poll() is None for p in procs.values()):
+        code = _wait_until_up(args, procs)
+        if code == 0:
+            mlflow_url = f"http://{args.host}:{args.mlflow_port}"
+            print(f"MLflow tracking server: {mlflow_url} (backend {redact(args.backend_store_uri)})")
+            print(f"optuna-dashboard:       http://{args.host}:{args.dashboard_port} (storage {redact(args.storage)})")
+            print(f"workers: rethink study SPEC --tracking-uri {mlflow_url} (the storage URL in env RETHINK_STORAGE)")
+            print("Ctrl-C stops both.", flush=True)
+            code = _watch(procs)
+    finally:
+        _stop(procs)
+    return code
+
+
+def _answers(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        return s.connect_ex((host, port)) == 0
+
+
+def _wait_until_up(args: argparse.Namespace, procs: dict[str, subprocess.Popen]) -> int:
+    ports = {"mlflow": args.mlflow_port, "optuna-dashboard": args.dashboard_port}
+    deadline = time.monotonic() + STARTUP_S
+    waiting = dict(ports)
+    while waiting and time.monotonic() < deadline:
+        for name, p in procs.items():
+            if p.poll() is not None:
+                print(f"rethink serve: error: {name} exited with code {p.returncode} while starting", file=sys.stderr)
+                return 1
+        waiting = {n: port for n, port in waiting.items() if not _answers(args.host, port)}
+        time.sleep(0.3)
+    if waiting:
+        print(f"rethink serve: error: {', '.join(waiting)} did not answer within {STARTUP_S} s", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _watch(procs: dict[str, subprocess.Popen]) -> int:
+    """Until Ctrl-C or SIGTERM (0), or until a server exits on its own (1, with a message)."""
+    try:
+        while True:
+            for name, p in procs.items():
+                if p.poll() is not None:
+                    print(f"rethink serve: error: {name} exited with code {p.returncode}", file=sys.stderr)
+                    return 1
             time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    code = 0
-    for name, p in procs.items():
-        if p.poll() is not None and p.returncode:
-            print(f"{name} exited with {p.returncode}", file=sys.stderr)
-            code = 1
-        else:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through study/lifecycle.py
+        return 0
+
+
+def _stop(procs: dict[str, subprocess.Popen]) -> None:
+    for p in procs.values():
+        if p.poll() is None:
             os.killpg(p.pid, signal.SIGTERM)
     for p in procs.values():
-        p.wait(timeout=30)
-    return code
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)

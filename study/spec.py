@@ -131,7 +131,15 @@ class SearchSpace(_Strict):
     augment: tuple[Augmentation, ...] = Field(AUGMENTATIONS, min_length=1)
     epochs: IntRange = IntRange(low=2, high=40)
     weight_decay: FloatRange | None = None
-    batch_size: tuple[int, ...] | None = None
+    batch_size: tuple[Annotated[int, Field(ge=1)], ...] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _positive(self):
+        if self.lr.low <= 0:
+            raise ValueError(f"lr.low must be > 0 (a learning rate), got {self.lr.low}")
+        if self.weight_decay is not None and self.weight_decay.low < 0:
+            raise ValueError(f"weight_decay.low must be >= 0, got {self.weight_decay.low}")
+        return self
 
 
 class Baseline(_Strict):
@@ -143,7 +151,7 @@ class Baseline(_Strict):
     lr: float | None = Field(None, gt=0)
     schedule: Schedule | None = None
     augment: Augmentation | None = None
-    epochs: int | Literal["E", "B", "default"] = "default"
+    epochs: Annotated[int, Field(ge=1)] | Literal["E", "B", "default"] = "default"
     weight_decay: float | None = Field(None, ge=0)
     batch_size: int | None = Field(None, ge=1)
     arms: tuple[Arm, ...] | None = None  # the arms it applies to (default: all)
@@ -154,7 +162,7 @@ class Study(_Strict):
     n_trials: int = Field(8, ge=1, description="searched (sampled) trials per study; baselines come on top")
     mode: Literal["pareto", "fixed-budget"] = "pareto"
     sampler: Literal["tpe", "random", "nsga2"] = "tpe"
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     hpo_pruner: Literal["hyperband", "median", "none"] = "hyperband"
     baselines: tuple[str, ...] = ("paper", "rewind", "literature")
 
@@ -202,7 +210,7 @@ class Spec(_Strict):
     val_fraction: float = Field(0.1, gt=0, lt=1)
     model: Annotated[str, one_of("model", MODELS)] = "vgg11"
     width_scale: float = Field(1.0, gt=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     base: BaseTraining = BaseTraining()
     prune: Pruning = Pruning(ratio=0.5)
     study: Study = Study()
@@ -282,15 +290,22 @@ class Spec(_Strict):
         return fields
 
 
+def _union_branch(part: str) -> bool:
+    """pydantic's name for a branch of a union in an error's location (not a field)."""
+    return "[" in part or part in ("constrained-int", "int", "str", "float", "bool")
+
+
 def _format(e: ValidationError, source: str) -> SpecError:
-    lines = []
+    """One line naming every bad field: `FILE: invalid spec: FIELD: why; FIELD: why`."""
+    by_field: dict[str, list[str]] = {}  # a union's branches report on one field: join them with "or"
     for err in e.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        where = ".".join(str(p) for p in err["loc"] if not _union_branch(str(p))) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling; see study/specs/quick.toml)"
-        lines.append(f"  {where}: {msg}")
-    return SpecError(f"{source}: invalid spec\n" + "\n".join(lines))
+        by_field.setdefault(where, []).append(msg)
+    items = [f"{where}: {' or '.join(msgs)}" for where, msgs in by_field.items()]
+    return SpecError(f"{source}: invalid spec: " + "; ".join(items))
 
 
 def parse_value(text: str) -> Any:

@@ -4,8 +4,10 @@ or PostgreSQL (many hosts, with heartbeats so a killed worker's trial is failed 
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
+from urllib.parse import unquote
 
 import optuna
 from optuna.storages import JournalStorage, RDBStorage
@@ -56,12 +58,38 @@ def allows_parallel(url: str) -> bool:
     return not url.startswith("sqlite")
 
 
+def storage_url(given: str | None) -> str:
+    """--storage, else env RETHINK_STORAGE (keeps a password off command lines), else the default."""
+    return given or os.environ.get("RETHINK_STORAGE") or DEFAULT_STORAGE
+
+
+def is_journal(url: str) -> bool:
+    return url.startswith("journal:") or (url.endswith(".log") and "://" not in url)
+
+
+def local_storage_path(url: str) -> Path | None:
+    """The file of a single-host storage (SQLite, journal), or None for a server."""
+    if is_journal(url):
+        return Path(url.removeprefix("journal:")).absolute()
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        return Path(url.removeprefix("sqlite:///").split("?")[0]).absolute()
+    return None
+
+
 def make_storage(url: str | None = None) -> optuna.storages.BaseStorage:
     url = url or DEFAULT_STORAGE
-    if url.startswith("journal:") or (url.endswith(".log") and "://" not in url):
-        path = Path(url.removeprefix("journal:"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+    if is_journal(url):
+        raw = url.removeprefix("journal:")
+        path = Path(raw)
+        if not raw.strip():
+            raise SpecError(f"--storage {url!r}: the journal needs a file path, e.g. journal:optuna.log")
+        if path.is_dir():
+            raise SpecError(f"--storage {url!r}: {path} is a folder; give a file in it, e.g. journal:{path}/optuna.log")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        except OSError as e:
+            raise SpecError(f"--storage {url!r}: cannot open the journal file ({e.strerror or e})") from None
     if url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg2://", "mysql")):
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         try:
@@ -74,18 +102,38 @@ def make_storage(url: str | None = None) -> optuna.storages.BaseStorage:
                 engine_kwargs={"connect_args": {"connect_timeout": 5}} if url.startswith("postgresql") else None,
             )
         except Exception as e:  # sqlalchemy/driver errors: unreachable host, bad credentials, bad URL
-            raise SpecError(f"cannot open Optuna storage {redact(url)}: {str(e).splitlines()[0]}") from e
+            first = scrub(str(e).splitlines()[0] if str(e) else type(e).__name__, url)
+            raise SpecError(f"cannot open Optuna storage {redact(url)}: {first}") from None
     raise SpecError(f"unknown storage {redact(url)!r}; valid forms: {SCHEMES}")
 
 
+# Query parameters that carry a credential (libpq's password and sslpassword, tokens, keys).
+SECRET_PARAMS = re.compile(
+    r"([?&;](?:password|passwd|pwd|pass|sslpassword|secret|token|access_token|auth_token|api_key|apikey|key)=)"
+    r"([^&;#]*)",
+    re.IGNORECASE,
+)
+USERINFO = re.compile(r"(://[^/@:?#]*:)([^@/?#]*)@")
+
+
 def redact(url: str) -> str:
-    """The URL without a password, for messages and tags."""
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        if ":" in creds:
-            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return url
+    """The URL with every credential masked (`user:***@`, `?password=***`), for messages and tags."""
+    url = USERINFO.sub(r"\1***@", url)
+    return SECRET_PARAMS.sub(r"\1***", url)
+
+
+def secrets_of(url: str) -> list[str]:
+    """The credential values a URL holds, raw and percent-decoded."""
+    values = [m.group(2) for m in USERINFO.finditer(url)] + [m.group(2) for m in SECRET_PARAMS.finditer(url)]
+    return sorted({v for raw in values if raw for v in (raw, unquote(raw))}, key=len, reverse=True)
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` (e.g. a driver's error) with the URL and any credential of it masked."""
+    text = text.replace(url, redact(url))
+    for secret in secrets_of(url):
+        text = text.replace(secret, "***")
+    return text
 
 
 def dashboard_command(url: str) -> str:

@@ -11,7 +11,6 @@ from optuna.trial import TrialState
 
 from .layout import LAYOUT, baseline_trials, rows_of, study_arms, study_name
 from .spec import Spec, SpecError
-from .storage import retry_trial
 from .trunk import Trunk
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -150,21 +149,6 @@ def settled(t: optuna.trial.FrozenTrial) -> bool:
     searched trial is replaced by a new one; a baseline that failed otherwise is enqueued again."""
     diverged_baseline = t.user_attrs.get("baseline") and t.user_attrs.get("failed_for_good")
     return t.state in DONE or (t.state == TrialState.FAIL and bool(diverged_baseline))
-
-
-def requeue_lost_baselines(study: optuna.Study) -> int:
-    """Baselines whose trial ended without a result (interrupted, a tracking server gone) and have no retry
-    queued: enqueue them again, so every study keeps all its baselines."""
-    trials = study.get_trials(deepcopy=False)
-    alive = (*DONE, TrialState.RUNNING, TrialState.WAITING)
-    kept = {t.user_attrs.get("baseline") for t in trials if t.state in alive or settled(t)}
-    n = 0
-    for t in trials:
-        name = t.user_attrs.get("baseline")
-        if name and name not in kept and t.state == TrialState.FAIL and retry_trial(study, t):
-            kept.add(name)
-            n += 1
-    return n
 
 
 def trial_counts(study: optuna.Study) -> tuple[int, int, int]:

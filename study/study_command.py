@@ -14,7 +14,7 @@ from .report_command import report_spec
 from .runner import RunOptions, run_spec
 from .runtime_options import add_runtime_args, runtime_argv, runtime_from_args
 from .spec import Spec, SpecError, load_spec, resolve_spec_path
-from .storage import dashboard_command, redact
+from .storage import dashboard_command, redact, storage_url
 from .tradeoff import tradeoff_report
 
 
@@ -29,8 +29,9 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--storage",
-        default="sqlite:///optuna.db",
-        help="Optuna storage: sqlite:///PATH, journal:PATH (several workers), postgresql://...",
+        default=None,
+        help="Optuna storage: sqlite:///PATH, journal:PATH (several workers), postgresql://... "
+        "(default: env RETHINK_STORAGE, else sqlite:///optuna.db; put a URL with a password in the env)",
     )
     p.add_argument("--workdir", default="runs", help="folder for checkpoints (reused by digest)")
     add_runtime_args(p)
@@ -55,9 +56,10 @@ def level_overrides(spec: Spec, level: Spec) -> list[str]:
 
 
 def run_study(args: argparse.Namespace) -> int:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # progress lines come from rethink itself
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # progress lines, and failures, come from rethink
     warnings.filterwarnings("ignore", message="Fixed parameter .* is out of range")  # baselines may lie outside
     spec = load_spec(args.spec, args.set)  # every spec error is raised before any training
+    args.storage = storage_url(args.storage)
     if args.workers < 1:
         raise SpecError(f"--workers must be >= 1, got {args.workers}")
     runtime = runtime_from_args(args)
@@ -79,13 +81,11 @@ def _run_level(args: argparse.Namespace, spec: Spec, level: Spec, runtime) -> bo
         "study",
         str(resolve_spec_path(args.spec)),
         *[f"--set={s}" for s in [*args.set, *level_overrides(spec, level)]],
-        "--storage",
-        args.storage,
         "--workdir",
         args.workdir,
         *runtime_argv(runtime),
         "--worker",
-    ) + (("--tracking-uri", args.tracking_uri) if args.tracking_uri else ())
+    )  # the storage and tracking URLs go through the environment (RunOptions), never argv: `ps` shows argv
     opts = RunOptions(
         args.storage,
         args.tracking_uri,
@@ -125,8 +125,8 @@ def _run_level(args: argparse.Namespace, spec: Spec, level: Spec, runtime) -> bo
             f"time (worst arm)"
         )
     print(
-        f"\nMLflow: {result.tracking_uri} (spec run {result.root_run}); "
-        f"browse with: mlflow ui --backend-store-uri {result.tracking_uri}"
+        f"\nMLflow: {redact(result.tracking_uri)} (spec run {result.root_run}); "
+        f"browse with: mlflow ui --backend-store-uri {redact(result.tracking_uri)}"
     )
     print(f"Optuna: {redact(args.storage)}; browse with: {dashboard_command(args.storage)}")
     print(f"best configs: rethink best --spec {spec.name}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -16,18 +17,85 @@ from rethink.train import Callback, EpochMetrics
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
+# A tracking server's calls are bounded: each waits at most HTTP_TIMEOUT_S, with HTTP_RETRIES retries
+# (backoff 1 s, 2 s), so a server that is down is reported within about 15 s, never after minutes.
+HTTP_TIMEOUT_S, HTTP_RETRIES = 4, 2
+
+# Every run this process opened (created, or set RUNNING again) and has not ended: whatever ends the
+# process, `close_open_runs` ends them with the right status (see study/lifecycle.py).
+_OPEN: dict[str, mlflow.MlflowClient] = {}
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking server cannot be reached, or stopped answering."""
 
 
 def configure(tracking_uri: str | None = None, experiment: str | None = None) -> str:
-    """Point MLflow at `tracking_uri` (env MLFLOW_TRACKING_URI, else ./mlflow.db) and the experiment.
+    """Point MLflow at `tracking_uri` (env MLFLOW_TRACKING_URI, else ./mlflow.db) and the experiment; a
+    server that does not answer is reported at once (TrackingUnavailable), before anything trains.
 
     Under `mlflow run` the project run (MLFLOW_RUN_ID) fixes the experiment, so it is left alone.
     """
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith(("http://", "https://")):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(HTTP_TIMEOUT_S))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(HTTP_RETRIES))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     if experiment and not os.environ.get("MLFLOW_RUN_ID"):
         mlflow.set_experiment(experiment)
     return uri
+
+
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """One bounded request to the server's /health; any HTTP answer means it is up."""
+    import requests
+
+    from .storage import redact
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
+    except requests.RequestException as e:
+        reason = type(e).__name__.replace("Error", " error").replace("Timeout", "timeout").strip()
+        raise TrackingUnavailable(
+            f"MLflow tracking server {redact(uri)} does not answer ({reason}); start it (e.g. `rethink serve`) "
+            f"or pass another --tracking-uri"
+        ) from None
+
+
+def is_tracking_outage(e: BaseException) -> bool:
+    """Whether `e` comes from a tracking server that cannot be reached (not from a bad request)."""
+    import requests
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (TrackingUnavailable, requests.ConnectionError, requests.Timeout)):
+            return True
+        text = str(e)
+        if isinstance(e, mlflow.exceptions.MlflowException) and (
+            "Max retries exceeded" in text or "API request to" in text and "failed with exception" in text
+        ):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def close_open_runs(status: str, reason: str | None = None) -> list[str]:
+    """End every run this process opened and did not end; returns their ids. Best effort per run: one
+    that cannot be ended (a server gone) is left for the next run of the spec to reconcile."""
+    closed = []
+    for run_id, client in list(_OPEN.items()):
+        try:
+            if reason:
+                client.set_tag(run_id, "failure_reason" if status != "FINISHED" else "note", reason[:5000])
+            client.set_terminated(run_id, status)
+            closed.append(run_id)
+        except Exception:  # noqa: BLE001 - the process is ending; the next run reconciles
+            pass
+        _OPEN.pop(run_id, None)
+    return closed
 
 
 def epoch_metrics_dict(m: EpochMetrics, eval_name: str = "val") -> dict[str, float]:
@@ -145,14 +213,19 @@ class RunTree:
         )
         return runs[0].info.run_id if runs else None
 
-    def root(self, name: str, tags: dict[str, str]) -> str:
-        run_id = os.environ.get("MLFLOW_RUN_ID") or self.find({"rethink.kind": "spec", **tags})
+    def root(self, name: str, tags: dict[str, str], reopen: bool = True) -> str:
+        """The spec run; made, or set RUNNING again (unless `reopen` is off: a worker only finds it)."""
+        project_run = os.environ.get("MLFLOW_RUN_ID")
+        run_id = project_run or self.find({"rethink.kind": "spec", **tags})
         if run_id is None:
             run_id = self.client.create_run(
                 self.experiment_id, run_name=name, tags={"rethink.kind": "spec", **tags}
             ).info.run_id
-        else:
-            self.client.update_run(run_id, status="RUNNING")
+            _OPEN[run_id] = self.client
+        elif reopen:
+            if not project_run:  # the project run belongs to `mlflow run`, which ends it
+                self.client.update_run(run_id, status="RUNNING")
+                _OPEN[run_id] = self.client
             for k, v in tags.items():
                 self.client.set_tag(run_id, k, v)
         return run_id
@@ -163,7 +236,20 @@ class RunTree:
         if reuse and (run_id := self.find(tags, parent)):
             return run_id
         tags["mlflow.parentRunId"] = parent
-        return self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        _OPEN[run_id] = self.client
+        return run_id
+
+    def reopen(self, run_id: str) -> None:
+        """Set a found run RUNNING again while this process works in it (its end is then guaranteed)."""
+        self.client.update_run(run_id, status="RUNNING")
+        _OPEN[run_id] = self.client
+
+    def record(self, parent: str, name: str, kind: str, tags: dict[str, str], note: str) -> str:
+        """A child run that only points at work done elsewhere: made and ended FINISHED at once."""
+        run_id = self.child(parent, name, kind, tags, reuse=False)
+        self.end(run_id, "FINISHED", note)
+        return run_id
 
     def log_params(self, run_id: str, params: dict, fresh: bool = False) -> None:
         """Log params not logged yet (a resumed run keeps its first values); `fresh` skips the lookup."""
@@ -202,8 +288,15 @@ class RunTree:
             batch = batch[MAX_METRICS_PER_BATCH:]
         self.client.log_batch(run_id, metrics=batch, tags=run_tags, synchronous=True)
         self.client.set_terminated(run_id, status)
+        _OPEN.pop(run_id, None)
 
     def end(self, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
         if reason:
             self.client.set_tag(run_id, "failure_reason" if status != "FINISHED" else "note", reason[:5000])
         self.client.set_terminated(run_id, status)
+        _OPEN.pop(run_id, None)
+
+    def end_quietly(self, run_id: str, status: str, reason: str) -> None:
+        """End a run while something else has gone wrong: a tracking error here must not hide that one."""
+        with contextlib.suppress(Exception):  # left in _OPEN or RUNNING: closed at exit or reconciled next run
+            self.end(run_id, status, reason)

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from rethink.arms import derive_seed, pruned_flops
-from rethink.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from rethink.data import Split, load_dataset, train_val_split
+from rethink.checkpoint import load_cached, save_checkpoint
+from rethink.data import Dataset, Split, load_dataset, train_val_split
 from rethink.flops import forward_flops, param_count, training_flops
 from rethink.models import ArchSpec, build_model, default_spec
 from rethink.prune import PruneConfig, PrunedModel, prune
@@ -21,7 +21,7 @@ from rethink.train import Runtime, TrainConfig, config_digest, seed_everything, 
 
 from .layout import Budgets, budgets
 from .progress import PrintProgress
-from .spec import Spec
+from .spec import Spec, SpecError
 from .tracking import MlflowEpochLogger, RunTree
 
 
@@ -65,12 +65,30 @@ def _calibration(split: Split, n: int) -> torch.Tensor:
     return next(iter(loader.epoch(0)))[0]
 
 
+def _reused(tree: RunTree, root: str, kind: str, tags: dict[str, str], path: Path) -> str:
+    """A finished run in this spec's tree for a checkpoint made before (e.g. under a smaller n_trials)."""
+    made_in = tree.find({"rethink.kind": kind, **tags})
+    note = f"checkpoint reused: {path}" + (f" (made in run {made_in})" if made_in else "")
+    return tree.record(root, kind, kind, tags | ({"rethink.made_in": made_in} if made_in else {}), note)
+
+
+def load_data(spec: Spec) -> tuple[Dataset, Split]:
+    """The spec's dataset and validation split, validated (called before any run is opened)."""
+    ds = load_dataset(spec.dataset, spec.data_root)
+    return ds, train_val_split(ds, spec.val_fraction, spec.seed)
+
+
 def build_trunk(
-    spec: Spec, tree: RunTree, root: str, workdir: Path, runtime: Runtime, train_missing: bool = True
+    spec: Spec,
+    tree: RunTree,
+    root: str,
+    workdir: Path,
+    runtime: Runtime,
+    train_missing: bool = True,
+    data: tuple[Dataset, Split] | None = None,
 ) -> Trunk:
     """Base and pruned model for `spec`: loaded when their checkpoints exist, else made and recorded."""
-    ds = load_dataset(spec.dataset, spec.data_root)
-    split = train_val_split(ds, spec.val_fraction, spec.seed)
+    ds, split = data or load_data(spec)
     base_spec = default_spec(spec.model, ds.in_channels, ds.num_classes, ds.input_size, spec.width_scale)
     base_config = spec.base.train_config(spec.seed)
     shape = (base_spec.in_channels, base_spec.input_size, base_spec.input_size)
@@ -79,13 +97,16 @@ def build_trunk(
     tags = {"rethink.digest": base_digest}
 
     if (base_dir / "model.pt").is_file():
-        base, base_ckpt = load_checkpoint(base_dir / "model.pt")
-        init_state = read_checkpoint(base_dir / "init.pt").state_dict
-        base_run = tree.find({"rethink.kind": "base", **tags}, root) or tree.child(root, "base", "base", tags)
+        base, base_ckpt = load_cached(base_dir / "model.pt", base_digest)
+        init_state = load_cached(base_dir / "init.pt", base_digest)[1].state_dict
+        base_run = tree.find({"rethink.kind": "base", **tags}, root) or _reused(tree, root, "base", tags, base_dir)
         base_val_acc = float(base_ckpt.meta.get("val_acc", float("nan")))
     else:
         if not train_missing:
-            raise RuntimeError(f"base model {base_dir} is missing; run the spec without --worker first")
+            raise SpecError(
+                f"base model {base_dir / 'model.pt'} is missing: run `rethink study {spec.name}` (with the same "
+                f"--workdir) first"
+            )
         stale = tree.find({"rethink.kind": "base", **tags}, root)
         if stale:
             tree.end(stale, "KILLED", "interrupted before its checkpoint was written; trained again")
@@ -138,10 +159,12 @@ def build_trunk(
     pruned_path = base_dir / f"pruned-{prune_digest}.pt"
     ptags = {"rethink.digest": prune_digest}
     if pruned_path.is_file():
-        small, ckpt = load_checkpoint(pruned_path)
+        small, ckpt = load_cached(pruned_path, prune_digest)
         keep = {int(k): v for k, v in ckpt.meta.get("keep", {}).items()}
         pruned = PrunedModel(ckpt.spec, small, pconfig, keep, ckpt.masks)
-        prune_run = tree.find({"rethink.kind": "prune", **ptags}, root) or tree.child(root, "prune", "prune", ptags)
+        prune_run = tree.find({"rethink.kind": "prune", **ptags}, root) or _reused(
+            tree, root, "prune", ptags, pruned_path
+        )
     else:
         data = _calibration(split, pconfig.calibration_images) if pconfig.method == "thinet" else None
         pruned = prune(base, base_spec, pconfig, data)
@@ -160,7 +183,7 @@ def build_trunk(
             pruned.model,
             pruned.spec,
             pruned.masks,
-            meta={"keep": {str(k): v for k, v in pruned.keep.items()}, "report": report},
+            meta={"keep": {str(k): v for k, v in pruned.keep.items()}, "report": report, "digest": prune_digest},
         )
         tree.log_params(
             prune_run,

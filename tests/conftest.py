@@ -73,12 +73,12 @@ def wait_http(url: str, proc=None, timeout: float = 60) -> bytes:
     raise TimeoutError(url)
 
 
-def start_mlflow_server(backend: str, artifacts: Path):
+def start_mlflow_server(backend: str, artifacts: Path, port: int | None = None):
     """A real `mlflow server` on 127.0.0.1 in its own process group; returns (url, process)."""
     import subprocess
     import sys
 
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -147,8 +147,10 @@ def run_once(tmp_path_factory):
                 for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
                     mp.delenv(var, raising=False)
                 mp.chdir(folder)
+                before = mlflow.get_tracking_uri()
                 mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
                 assert main(args_for(folder)) == 0
+                mlflow.set_tracking_uri(before)  # the calling test's store, not the template's
             made[key] = folder
         return made[key]
 
@@ -156,3 +158,54 @@ def run_once(tmp_path_factory):
         shutil.copytree(make(key, args_for), into, dirs_exist_ok=True)
 
     return copy
+
+
+def tiny_args(folder: Path) -> list[str]:
+    """The tiny spec's studies, no report, with their stores in `folder`."""
+    return study_args(f"sqlite:///{folder / 'optuna.db'}", folder / "runs", "--no-report")
+
+
+@pytest.fixture
+def tiny_run(run_once, tracking_uri, tmp_path):
+    """The tiny spec's studies (no report), made once per session; a copy in this test's folder."""
+    run_once("tiny-study", tiny_args, tmp_path)
+    return f"sqlite:///{tmp_path / 'optuna.db'}"
+
+
+def assert_stores_agree(storage: str, experiment: str, client=None) -> dict[str, int]:
+    """Optuna and MLflow agree trial by trial: every trial that started (not WAITING) has exactly one run,
+    ended
+    the way the trial ended (COMPLETE: FINISHED; PRUNED: KILLED; FAIL: FAILED or KILLED), and no run of
+    any kind is RUNNING. Returns the trial states counted, for the test's own checks."""
+    import mlflow
+    import optuna
+
+    client = client or mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=5000)
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    expected = {"COMPLETE": {"FINISHED"}, "PRUNED": {"KILLED"}, "FAIL": {"FAILED", "KILLED"}}
+    counts: dict[str, int] = {}
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        trial_runs = {}
+        for r in runs:
+            if (
+                r.data.tags.get("rethink.kind") == "trial"
+                and r.data.tags.get("optuna.study_name") == summary.study_name
+            ):
+                number = int(r.data.tags["optuna.trial_number"])
+                assert number not in trial_runs, f"{summary.study_name} trial {number} has two MLflow runs"
+                trial_runs[number] = r
+        trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
+        for t in trials:
+            counts[t.state.name] = counts.get(t.state.name, 0) + 1
+            run = trial_runs.pop(t.number, None)
+            if run is None:
+                assert t.state.name in ("FAIL", "WAITING"), (
+                    f"{summary.study_name} trial {t.number} ({t.state.name}) has no run"
+                )
+                continue
+            assert run.info.status in expected[t.state.name], (summary.study_name, t.number, t.state, run.info.status)
+            assert t.user_attrs.get("mlflow_run_id", run.info.run_id) == run.info.run_id
+        assert not trial_runs, f"MLflow trial runs without an Optuna trial: {sorted(trial_runs)}"
+    return counts

@@ -17,7 +17,17 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import REPO, TINY, free_port, start_mlflow_server, stop_process_group, study_args, study_cmd, wait_http
+from conftest import (
+    REPO,
+    TINY,
+    assert_stores_agree,
+    free_port,
+    start_mlflow_server,
+    stop_process_group,
+    study_args,
+    study_cmd,
+    wait_http,
+)
 from study.storage import make_storage
 
 ARMS = ("finetune", "scratch")  # the tiny spec's studies: pareto mode has one scratch study
@@ -229,6 +239,7 @@ def test_sigint_leaves_the_stores_consistent_and_rerun_resumes(tracking_uri, tmp
     for arm in ARMS:
         study = optuna.load_study(study_name=f"tiny.{arm}", storage=storage)
         assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 3 + len(study.user_attrs["baselines"])
+    assert_stores_agree(storage, "tiny")
 
 
 def test_unreachable_database_is_a_clear_error_within_seconds(tracking_uri, tmp_path, capsys):
@@ -251,10 +262,27 @@ def test_malformed_storage_urls(url):
         make_storage(url)
 
 
-def test_password_never_shown():
-    from study.storage import redact
+@pytest.mark.parametrize(
+    "url,masked",
+    [
+        ("postgresql://alice:s3cret@db:5432/x", "postgresql://alice:***@db:5432/x"),
+        (
+            "postgresql://alice@db/x?password=s3cret&sslmode=require",
+            "postgresql://alice@db/x?password=***&sslmode=require",
+        ),
+        ("postgresql://db/x?sslmode=require&PassWord=s3cret", "postgresql://db/x?sslmode=require&PassWord=***"),
+        ("postgresql://db/x?sslpassword=s3cret", "postgresql://db/x?sslpassword=***"),
+        ("http://bob:s3cret@tracking:5000", "http://bob:***@tracking:5000"),
+        ("https://tracking/?token=s3cret", "https://tracking/?token=***"),
+        ("sqlite:///optuna.db", "sqlite:///optuna.db"),
+    ],
+)
+def test_every_credential_form_is_masked(url, masked):
+    from study.storage import redact, scrub
 
-    assert redact("postgresql://alice:s3cret@db:5432/x") == "postgresql://alice:***@db:5432/x"
+    assert redact(url) == masked
+    if "s3cret" in url:
+        assert "s3cret" not in scrub(f"driver said: {url} failed for s3cret", url)
 
 
 @pytest.mark.slow
@@ -296,3 +324,41 @@ def test_serve_binds_loopback_by_default(tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     assert proc.returncode == 0
+
+
+@pytest.mark.slow
+def test_no_form_of_password_is_printed_stored_or_put_on_a_command_line(postgres, tracking_uri, tmp_path):
+    """Both credential forms (user:pw@ and ?password=) in the storage URL, given through RETHINK_STORAGE,
+    with two workers: no process's command line, no output, no MLflow param or tag, and no Optuna
+    attribute holds either password; the masked URL is what is shown."""
+    import psutil
+
+    secrets = ("pw-userinfo-7f3a", "pw-query-91cb")
+    url = new_database(postgres, "secrets").replace("postgres@", f"postgres:{secrets[0]}@")
+    url += f"?password={secrets[1]}&sslmode=disable"
+    cmd = [*CLI, "study", TINY, "--workdir", str(tmp_path / "runs"), "--workers", "2", "--no-report"]
+    cmd += ["--set", "study.n_trials=1", "--set", "study.arms=['finetune']"]
+    env = os.environ | {"RETHINK_STORAGE": url, "MLFLOW_TRACKING_URI": tracking_uri, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    leaked, seen_workers = [], 0
+    while proc.poll() is None:
+        for p in psutil.process_iter(["cmdline"]):
+            line = " ".join(p.info["cmdline"] or [])
+            seen_workers += "--worker" in line
+            leaked += [line for s in secrets if s in line]
+        time.sleep(0.2)
+    out = proc.stdout.read()
+    assert proc.returncode == 0, out[-3000:]
+    assert seen_workers and not leaked
+    assert not [s for s in secrets if s in out] and "postgres:***@" in out and "password=***" in out
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("tiny")
+    recorded = [
+        json.dumps([r.data.params, r.data.tags]) for r in client.search_runs([exp.experiment_id], max_results=1000)
+    ]
+    assert recorded and not [s for s in secrets for text in recorded if s in text]
+    assert any("password=***" in text for text in recorded)  # the storage is recorded, masked
+    storage = make_storage(url)
+    study = optuna.load_study(study_name="tiny.finetune", storage=storage)
+    attrs = json.dumps([study.user_attrs, [(t.user_attrs, t.system_attrs) for t in study.trials]])
+    assert not [s for s in secrets if s in attrs]

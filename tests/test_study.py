@@ -13,7 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import TINY, free_port, start_mlflow_server, stop_process_group, study_cmd, wait_http
+from conftest import TINY, assert_stores_agree, free_port, start_mlflow_server, stop_process_group, study_cmd, wait_http
 from study.cli import main
 from study.query import best_configs
 from study.tracking import trial_run_id
@@ -21,25 +21,6 @@ from study.tracking import trial_run_id
 ARMS = ("finetune", "scratch")  # the tiny spec's studies: pareto mode searches Scratch-E and B in one
 N_TRIALS = 2  # tiny.toml: searched trials per study
 BASELINES = {"finetune": ["paper", "rewind"], "scratch": ["paper@E", "paper@B", "literature"]}
-
-
-def _tiny_args(folder):
-    return [
-        "study",
-        TINY,
-        "--storage",
-        f"sqlite:///{folder / 'optuna.db'}",
-        "--workdir",
-        str(folder / "runs"),
-        "--no-report",
-    ]
-
-
-@pytest.fixture
-def tiny_run(run_once, tracking_uri, tmp_path):
-    """The tiny spec's studies (no report), made once per session; a copy in this test's folder."""
-    run_once("tiny-study", _tiny_args, tmp_path)
-    return f"sqlite:///{tmp_path / 'optuna.db'}"
 
 
 def _trial_runs(client, experiment_id, arm_run):
@@ -261,6 +242,7 @@ def test_resume_after_kill_completes_the_budget_without_duplicates(tracking_uri,
                 run_id = trial_run_id(client, f"tiny.{arm}", t, [exp.experiment_id])
                 run = client.get_run(run_id) if run_id else None
                 assert run is None or (run.info.status == "KILLED" and "interrupted" in run.data.tags["failure_reason"])
+    assert_stores_agree(storage, "tiny")  # and no run of any kind is left RUNNING
 
 
 @pytest.mark.slow

@@ -89,7 +89,7 @@ def test_recovery_ends_the_run_of_a_trial_killed_before_it_was_linked(tracking_u
     from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState
 
-    from study.runner import recover_interrupted
+    from study.reconcile import recover_interrupted
     from study.tracking import RunTree
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="s.scratch-e")

@@ -1,0 +1,104 @@
+"""How a `rethink` process ends, in one place: whatever ends it (success, a user error, any exception,
+SIGINT, SIGTERM), every MLflow run it opened is ended with the status that says why, and the exit code
+says it too. Exit codes: 0 done, 1 a bug (traceback), 2 a user error (one line), 3 a service
+(tracking server, storage) unreachable, 130 SIGINT, 143 SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable
+
+EXIT_OK, EXIT_BUG, EXIT_USER, EXIT_SERVICE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 3, 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so every handler that ends runs KILLED on Ctrl-C runs too."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated("terminated (SIGTERM)")
+
+
+def _close_runs(status: str, reason: str | None) -> None:
+    """End what is still open; a no-op when MLflow was never imported (e.g. `rethink --help`)."""
+    tracking = sys.modules.get("study.tracking")
+    if tracking is not None:
+        tracking.close_open_runs(status, reason)
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        while mlflow.active_run() is not None:  # fluent runs of `rethink train` / `prune`
+            try:
+                if reason:
+                    mlflow.set_tag("failure_reason" if status != "FINISHED" else "note", reason[:5000])
+                mlflow.end_run(status)
+            except Exception:  # noqa: BLE001 - a server gone: the run is left for the next run to reconcile
+                mlflow.tracking.fluent._active_run_stack.get().pop()
+
+
+def _is_outage(e: BaseException) -> bool:
+    tracking = sys.modules.get("study.tracking")
+    return tracking is not None and tracking.is_tracking_outage(e)
+
+
+def ending(e: BaseException) -> tuple[str, str]:
+    """The status and reason a run ends with when `e` stops it: KILLED for a signal, FAILED otherwise."""
+    if isinstance(e, Terminated):
+        return "KILLED", "terminated (SIGTERM); run the same command again to resume"
+    if isinstance(e, KeyboardInterrupt):
+        return "KILLED", "interrupted (SIGINT); run the same command again to resume"
+    return "FAILED", f"{type(e).__name__}: {one_line(e)}"
+
+
+def one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def run_guarded(command: str, call: Callable[[], int], user_errors: tuple[type[BaseException], ...]) -> int:
+    """Run `call` (a command) and turn how it ended into run statuses and an exit code."""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _run(command, call, user_errors)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if (ownership := sys.modules.get("study.ownership")) is not None:
+            ownership.release_all()  # in-process callers (tests, notebooks) get the spec back at once
+
+
+def _run(command: str, call: Callable[[], int], user_errors: tuple[type[BaseException], ...]) -> int:
+    try:
+        code = call()
+    except Terminated:
+        _close_runs("KILLED", "terminated (SIGTERM); run the same command again to resume")
+        print(f"rethink {command}: terminated (SIGTERM); run it again to resume", file=sys.stderr)
+        return EXIT_SIGTERM
+    except KeyboardInterrupt:
+        _close_runs("KILLED", "interrupted (SIGINT); run the same command again to resume")
+        print(f"rethink {command}: interrupted; run it again to resume", file=sys.stderr)
+        return EXIT_SIGINT
+    except user_errors as e:
+        _close_runs("FAILED", one_line(e))
+        print(f"rethink {command}: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_USER
+    except Exception as e:
+        if _is_outage(e):  # the server is gone: ending runs would only wait on it; the next run reconciles
+            print(f"rethink {command}: error: {_outage_message(e)}", file=sys.stderr)
+            return EXIT_SERVICE
+        _close_runs("FAILED", f"{type(e).__name__}: {one_line(e)}")
+        raise
+    _close_runs("FINISHED", None)
+    return code
+
+
+def _outage_message(e: BaseException) -> str:
+    tracking = sys.modules["study.tracking"]
+    if isinstance(e, tracking.TrackingUnavailable):
+        return one_line(e)
+    import mlflow
+
+    from .storage import redact
+
+    return (
+        f"the MLflow tracking server {redact(mlflow.get_tracking_uri())} stopped answering; the trial it was "
+        f"recording is failed in Optuna and will run again: run the same command when the server is back"
+    )
