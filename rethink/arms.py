@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .budget import scratch_b_epochs
+from .errors import UserError
 from .flops import forward_flops, nonzero_forward_flops
 from .models import ArchSpec, build_model
 from .prune import KeepMasked, PrunedModel, apply_masks
@@ -26,7 +27,7 @@ FINETUNE_EPOCH_FRACTION = 40 / 160  # the paper fine-tunes 40 epochs after a 160
 FINETUNE_LR_FACTOR = 0.01  # lr 0.001 after a base lr of 0.1, held constant
 
 
-class ArmError(ValueError):
+class ArmError(UserError):
     """Unknown arm, or an arm that lacks what it needs (lottery without the base's initial weights)."""
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .errors import UserError
 from .models import ArchSpec, ModelError, build_model
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that is missing, truncated, unsafe, or whose weights do not match its arch spec."""
 
 

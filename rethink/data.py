@@ -12,8 +12,10 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
+from .errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError):
     """Bad dataset name, missing files or malformed arrays; the message says how to fix it."""
 
 

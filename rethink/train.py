@@ -15,12 +15,13 @@ from torch import nn
 
 from .budget import PER_STEP_SCHEDULES, SCHEDULES, lr_at
 from .data import AUGMENTATIONS, DeviceLoader, Split
+from .errors import UserError
 
 FUSED_SGD_DEVICES = ("cpu", "cuda")
 COMPILE_CACHE_ENTRIES = 64  # compiled graphs kept per forward: architectures x batch shapes in one worker
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A training config field out of range; the message names the field."""
 
 

@@ -14,9 +14,10 @@ from rethink.arms import arm_epochs, pruned_flops
 from rethink.checkpoint import load_checkpoint, save_checkpoint
 from rethink.data import channel_stats, load_dataset, train_val_split
 from rethink.flops import forward_flops, param_count
-from rethink.prune import METHODS, PruneConfig, PruneError, prune
+from rethink.prune import METHODS, VARIANTS, PruneConfig, PruneError, prune
 from rethink.train import TrainConfig
 
+from .runtime_options import add_tracking_args
 from .tracking import configure
 
 
@@ -43,6 +44,22 @@ def reduction_report(base, base_spec, pruned, base_epochs: int | None) -> dict:
     if base_epochs:
         report["scratch_b_epochs"] = arm_epochs("scratch-b", TrainConfig(epochs=base_epochs), f0, f1)
     return report
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    """`rethink prune`'s options."""
+    methods = sorted(METHODS)
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by `rethink train`")
+    p.add_argument("--method", required=True, help=f"one of {', '.join(methods)}")
+    p.add_argument("--ratio", type=float, default=None, help="fraction removed, in [0, 1)")
+    p.add_argument("--variant", default=None, help=f"l1-norm layouts: {', '.join(sorted(VARIANTS))}")
+    p.add_argument("--min-channels", type=int, default=1, help="slimming: channels kept at least per layer")
+    p.add_argument("--scope", default="global", choices=("global", "layer"), help="magnitude threshold scope")
+    p.add_argument("--dataset", default=None, help="thinet calibration images (default: the checkpoint's)")
+    p.add_argument("--data-root", default="data", help="folder holding the CIFAR files")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample and random choices")
+    p.add_argument("--out", default=None, help="pruned checkpoint path (default: beside the input)")
+    add_tracking_args(p)
 
 
 def run_prune(args: argparse.Namespace) -> int:

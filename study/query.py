@@ -9,9 +9,33 @@ import mlflow
 import pandas as pd
 
 from .spec import SpecError
+from .storage import redact
 from .tracking import configure
 
 PARAMS = {"lr": float, "schedule": str, "augment": str, "epochs": int, "weight_decay": float, "batch_size": int}
+
+
+def current_studies(spec_name: str) -> tuple[list[str], set[str]]:
+    """Where the spec's runs are (in whichever experiment, e.g. one `mlflow run` chose) and the studies its
+    latest spec run used: the ones the report of that run reads too."""
+    client = mlflow.MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    roots = client.search_runs(
+        experiments,
+        f"tags.`rethink.spec` = '{spec_name}' and tags.`rethink.kind` = 'spec'",
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )
+    if not roots:
+        raise SpecError(
+            f"no runs of spec {spec_name!r} at {redact(mlflow.get_tracking_uri())}; run `rethink study {spec_name}` "
+            f"first, or pass the --tracking-uri it used"
+        )
+    root = roots[0]
+    arms = client.search_runs(
+        [root.info.experiment_id], f"tags.`mlflow.parentRunId` = '{root.info.run_id}' and tags.`rethink.kind` = 'arm'"
+    )
+    return [root.info.experiment_id], {a.data.tags["optuna.study_name"] for a in arms}
 
 
 def best_configs(
@@ -23,12 +47,14 @@ def best_configs(
 ) -> pd.DataFrame:
     """One row per study arm: the finished trial with the highest validation accuracy within the budget.
     `baseline` names the baseline a row is (empty for a searched trial); `searched_only` skips baselines."""
-    exp = mlflow.get_experiment_by_name(spec_name)
-    if exp is None:
-        raise SpecError(f"no MLflow experiment named {spec_name!r} at {mlflow.get_tracking_uri()}")
+    experiments, studies = current_studies(spec_name)
     runs = mlflow.search_runs(
-        [exp.experiment_id], "tags.`rethink.kind` = 'trial' and attributes.status = 'FINISHED'", output_format="pandas"
+        experiments,
+        f"tags.`rethink.kind` = 'trial' and tags.`rethink.spec` = '{spec_name}' and attributes.status = 'FINISHED'",
+        output_format="pandas",
     )
+    if not runs.empty:
+        runs = runs[runs["tags.optuna.study_name"].isin(studies)]
     columns = ["arm", "val_acc", "train_flops", "pipeline_flops", *PARAMS, "baseline", "trial", "study", "run_id"]
     if runs.empty:
         return pd.DataFrame(columns=columns)
@@ -67,6 +93,21 @@ def best_configs(
         }
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def add_best_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", default="quick", help="spec name (its runs are found by their rethink.spec tag)")
+    p.add_argument("--max-flops", type=float, default=None, help="only trials with training FLOPs at most this")
+    p.add_argument("--max-epochs", type=int, default=None, help="only trials with at most this many epochs")
+    p.add_argument(
+        "--max-pipeline-flops",
+        type=float,
+        default=None,
+        help="only trials whose pipeline FLOPs (the run plus the base training it inherits) are at most this",
+    )
+    p.add_argument("--searched-only", action="store_true", help="leave out the baseline trials")
+    p.add_argument("--json", action="store_true", help="print JSON (typed values) instead of a table")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: env, else sqlite:///mlflow.db)")
 
 
 def run_best(args: argparse.Namespace) -> int:

@@ -14,11 +14,12 @@ from optuna.trial import TrialState
 from .claims import Analysis, claims, lr_bands, tuning_gaps
 from .figures import figures, lr_sensitivity_figure
 from .final import evaluate_choices
-from .layout import study_arms
+from .layout import study_arms, study_name
 from .ownership import claim
 from .picks import choose
 from .reconcile import close_stale_runs
 from .report import importances, results_table, write_report
+from .report_html import write_html
 from .runner import RunOptions
 from .runtime_options import add_runtime_args, runtime_from_args
 from .spec import Spec, SpecError, load_spec
@@ -27,6 +28,13 @@ from .studies import resolve_study_names, trial_counts
 from .tracking import RunTree, configure
 from .tradeoff import tradeoff_report
 from .trunk import Trunk, build_trunk
+
+
+def report_folder(spec: Spec, names: dict[str, str]) -> str:
+    """The spec's name, plus the studies' version suffix (`.v2` after --new-study), so reports of
+    different settings never overwrite each other."""
+    arm = next(iter(names))
+    return spec.name + names[arm].removeprefix(study_name(spec, arm))
 
 
 def shortfalls(spec: Spec, studies: dict[str, optuna.Study | None]) -> list[str]:
@@ -176,12 +184,13 @@ def report_spec(
         "budgets_macs": {"E": trunk.budgets.train_e, "B": trunk.budgets.train_b, "P": trunk.budgets.pipeline_p},
         "spec_digest": spec.digest(),
     }
-    out = out_dir / spec.name
+    out = out_dir / report_folder(spec, names)
     notes = method_notes(spec, trunk)
     paths = write_report(out, table, gaps, verdicts, imp, header, caveats, notes, [asdict(m) for m in missing])
     c = trunk.budgets
     pngs = figures(studies, curves, out, {"E": c.train_e, "B": c.train_b, "P": c.pipeline_p})
     pngs.append(lr_sensitivity_figure(points, out))
+    paths["html"] = write_html(out, paths["report"].read_text(), pngs, f"rethink report: {spec.name}")
     report_run = tree.child(root, "report", "report", {"rethink.spec_digest": spec.digest()}, reuse=False)
     for p in [*paths.values(), *pngs, *out.glob("*.csv")]:
         tree.client.log_artifact(report_run, str(p))
@@ -204,17 +213,20 @@ def report_spec(
         print(f"missing: {m.arm} {m.name}: {m.why}")
     for v in verdicts:
         print(f"claim {v['claim']}: {v['verdict']}")
-    print(f"report: {out.resolve()} (report.md, table.csv, verdict.json, figures); MLflow run {report_run}")
+    print(f"report: {(out / 'report.html').resolve()} (and report.md, table.csv, verdict.json, figures)")
+    print(f"MLflow: run {report_run}, artifacts tab (report.html)")
     return out
 
 
 def add_report_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", nargs="?", default="quick")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("spec", nargs="?", default="quick", help="a spec TOML path or a shipped name")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec field, as for `rethink study`"
+    )
     p.add_argument(
         "--storage", default=None, help="Optuna storage (default: env RETHINK_STORAGE, else sqlite:///optuna.db)"
     )
-    p.add_argument("--workdir", default="runs")
+    p.add_argument("--workdir", default="runs", help="folder of the spec's checkpoints (as given to `rethink study`)")
     p.add_argument("--out", default="reports", help="report folder (a subfolder per spec)")
     add_runtime_args(p)
     p.add_argument("--partial", action="store_true", help="report unfinished studies, with the caveat printed")
@@ -225,7 +237,7 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
         help="non-inferiority margin in accuracy points; overriding the spec's [verdict] makes the analysis post hoc",
     )
     p.add_argument("--confidence", type=float, default=None, help="confidence level; an override is post hoc")
-    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: env, else sqlite:///mlflow.db)")
 
 
 def run_report(args: argparse.Namespace) -> int:

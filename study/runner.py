@@ -89,12 +89,26 @@ def run_trials(study: optuna.Study, ctx: ArmContext) -> None:
             continue
         start = time.perf_counter()
         n_timed = len(ctx.timings)
-        study.optimize(objective, n_trials=1, catch=(NonFiniteLoss, OverBudget))
+        ran: list[optuna.trial.FrozenTrial] = []
+        study.optimize(objective, n_trials=1, catch=(NonFiniteLoss, OverBudget), callbacks=[_collect(ran)])
         if len(ctx.timings) > n_timed:  # the trial trained: the rest of its wall time is overhead
             train_s, tracking_s = ctx.timings[-1][:2]
             ctx.timings[-1] = (train_s, tracking_s, time.perf_counter() - start)
         done, _, _ = trial_counts(study)
-        print(f"[{ctx.arm}] {done}/{budget} trials finished", flush=True)
+        print(f"[{ctx.arm}] {outcome(ran[0]) if ran else 'no trial'}; {done}/{budget} trials finished", flush=True)
+
+
+def _collect(into: list):
+    return lambda _study, trial: into.append(trial)
+
+
+def outcome(t: optuna.trial.FrozenTrial) -> str:
+    """A trial's score as its progress line shows it."""
+    if t.state == TrialState.COMPLETE:
+        flops = t.user_attrs.get("train_flops")
+        return f"trial {t.number}: val acc {t.values[0]:.4f}" + (f", {flops:.3g} training MACs" if flops else "")
+    reason = t.user_attrs.get("fail_reason", "")
+    return f"trial {t.number}: {t.state.name.lower()}" + (f" ({reason[:120]})" if reason else "")
 
 
 def overhead_fraction(timings: list[tuple]) -> float | None:

@@ -40,3 +40,12 @@ def runtime_argv(runtime: Runtime) -> tuple[str, ...]:
         *("--device", runtime.device, "--bf16", name[runtime.bf16], "--channels-last", name[runtime.channels_last]),
         *("--compile", "on" if runtime.compile else "off"),
     )
+
+
+def add_tracking_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: env MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
+    )
+    p.add_argument("--experiment", default="rethink", help="MLflow experiment name")

@@ -16,10 +16,14 @@ from .storage import make_storage, redact, storage_url
 
 
 def add_serve_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
-    p.add_argument("--mlflow-port", type=int, default=5000)
-    p.add_argument("--dashboard-port", type=int, default=8080)
-    p.add_argument("--backend-store-uri", default="sqlite:///mlflow.db", help="MLflow backend: SQLite or PostgreSQL")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on: loopback only unless you give another")
+    p.add_argument("--mlflow-port", type=int, default=5000, help="port of the MLflow tracking server")
+    p.add_argument("--dashboard-port", type=int, default=8080, help="port of optuna-dashboard")
+    p.add_argument(
+        "--backend-store-uri",
+        default=os.environ.get("MLFLOW_BACKEND_STORE_URI", "sqlite:///mlflow.db"),
+        help="MLflow backend: SQLite or PostgreSQL (default: env MLFLOW_BACKEND_STORE_URI, else sqlite:///mlflow.db)",
+    )
     p.add_argument("--artifacts-destination", default="./mlartifacts", help="MLflow artifact root")
     p.add_argument(
         "--storage",

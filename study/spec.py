@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from rethink.arms import ARMS
 from rethink.budget import SCHEDULES
 from rethink.data import AUGMENTATIONS
+from rethink.errors import UserError
 from rethink.models import MODELS
 from rethink.prune import METHODS, VARIANTS
 from rethink.train import TrainConfig, config_digest
@@ -25,7 +26,7 @@ else:  # pragma: no cover
 SPECS_DIR = Path(__file__).parent / "specs"
 
 
-class SpecError(ValueError):
+class SpecError(UserError):
     """A spec that does not validate; the message names the file and every bad field."""
 
 

@@ -19,7 +19,7 @@ from .tradeoff import tradeoff_report
 
 
 def add_study_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", nargs="?", default="quick", help="a spec TOML path or a shipped name (default: quick)")
+    p.add_argument("spec", nargs="?", default="quick", help="a spec TOML path or a shipped name")
     p.add_argument(
         "--set",
         action="append",
@@ -46,6 +46,11 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
         "start workers on any host with --worker",
     )
     p.add_argument("--worker", action="store_true", help="join studies a --prepare-only run made (no report)")
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: env MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
+    )
 
 
 def level_overrides(spec: Spec, level: Spec) -> list[str]:

@@ -226,6 +226,9 @@ class RunTree:
             if not project_run:  # the project run belongs to `mlflow run`, which ends it
                 self.client.update_run(run_id, status="RUNNING")
                 _OPEN[run_id] = self.client
+            else:  # a readable name in the UI instead of MLflow's random one, and the spec run's kind
+                self.client.update_run(run_id, name=name)
+                self.client.set_tag(run_id, "rethink.kind", "spec")
             for k, v in tags.items():
                 self.client.set_tag(run_id, k, v)
         return run_id

@@ -9,17 +9,49 @@ from pathlib import Path
 
 import mlflow
 
+from rethink.budget import SCHEDULES
 from rethink.checkpoint import save_checkpoint
-from rethink.data import load_dataset, train_val_split
+from rethink.data import AUGMENTATIONS, dataset_names, load_dataset, train_val_split
 from rethink.flops import forward_flops, param_count, training_flops
-from rethink.models import ArchSpec, ModelError, build_model, default_spec
+from rethink.models import MODELS, ArchSpec, ModelError, build_model, default_spec
 from rethink.prune.sfp import SoftFilterPruning
 from rethink.prune.slimming import SparsityPenalty
 from rethink.train import ConfigError, NonFiniteLoss, TrainConfig, config_digest, seed_everything, train
 
 from .progress import PrintProgress
-from .runtime_options import runtime_from_args
+from .runtime_options import add_runtime_args, add_tracking_args, runtime_from_args
 from .tracking import MlflowEpochLogger, configure, end_failed, log_dataset
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    """`rethink train`'s options."""
+    d = TrainConfig()
+    p.add_argument("--dataset", default="digits", help=f"one of {', '.join(dataset_names())}")
+    p.add_argument("--data-root", default="data", help="folder holding (or receiving) the CIFAR files")
+    p.add_argument("--download", action="store_true", help="download CIFAR if missing (needs internet)")
+    p.add_argument("--model", default="vgg11", help=f"one of {', '.join(sorted(MODELS))}")
+    p.add_argument("--width-scale", type=float, default=1.0, help="scale every registered width")
+    p.add_argument("--widths", default=None, help="comma-separated per-layer widths (overrides --width-scale)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (SGD)")
+    p.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
+    p.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 weight decay")
+    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="learning-rate schedule")
+    p.add_argument("--augment", choices=AUGMENTATIONS, default=d.augment, help="augmentation policy")
+    p.add_argument("--seed", type=int, default=d.seed, help="init, data order and augmentation seed (>= 0)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of the training set held out, stratified")
+    add_runtime_args(p)
+    p.add_argument("--out", default="runs", help="folder for checkpoints")
+    p.add_argument(
+        "--sparsity",
+        type=float,
+        default=0.0,
+        help="Network Slimming: L1 strength on BN scales (paper: 1e-4 VGG, 1e-5 ResNet/DenseNet)",
+    )
+    p.add_argument("--sfp-ratio", type=float, default=None, help="soft filter pruning: zero this share each epoch")
+    add_tracking_args(p)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -80,7 +80,9 @@ def test_mlflow_run_main_makes_the_project_run_the_root(tmp_path):
     }
     for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         env.pop(var, None)
-    spec = REPO / "tests" / "tiny.toml"
+    spec = tmp_path / "tiny.toml"  # the tiny spec, lighter: one searched trial per study, one final seed
+    text = (REPO / "tests" / "tiny.toml").read_text().replace("n_trials = 2", "n_trials = 1")
+    spec.write_text(text.replace("[final]\nseeds = 2", "[final]\nseeds = 1"))
     proc = subprocess.run(
         [
             mlflow_bin,
@@ -97,7 +99,7 @@ def test_mlflow_run_main_makes_the_project_run_the_root(tmp_path):
             "-P",
             f"report_dir={tmp_path / 'reports'}",
             "--experiment-name",
-            "proj",
+            "tiny",  # the README's command 1 names the experiment after the spec
         ],
         cwd=tmp_path,
         env=env,
@@ -108,11 +110,13 @@ def test_mlflow_run_main_makes_the_project_run_the_root(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "reports" / "tiny" / "report.md").is_file() and (tmp_path / "runs" / "tiny").is_dir()
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    runs = mlflow.search_runs(experiment_names=["proj"], output_format="list")
+    runs = mlflow.search_runs(experiment_names=["tiny"], output_format="list")
     roots = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(roots) == 1 and roots[0].data.tags.get("mlflow.project.entryPoint") == "main"
     root = roots[0]
     assert root.info.status == "FINISHED" and root.data.tags["rethink.spec"] == "tiny"
+    assert root.info.run_name == "spec tiny"  # not MLflow's random name
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
     by_kind = {}
     for r in runs:
         by_kind.setdefault(r.data.tags.get("rethink.kind"), []).append(r)
@@ -121,8 +125,15 @@ def test_mlflow_run_main_makes_the_project_run_the_root(tmp_path):
     }
     arm_ids = {r.info.run_id for r in by_kind["arm"]}
     assert (
-        len(by_kind["trial"]) == 2 * 2 + 5 and {r.data.tags["mlflow.parentRunId"] for r in by_kind["trial"]} == arm_ids
+        len(by_kind["trial"]) == 2 * 1 + 5 and {r.data.tags["mlflow.parentRunId"] for r in by_kind["trial"]} == arm_ids
     )
+    others = [r for k, rs in by_kind.items() if k not in ("spec", "trial") for r in rs]
+    assert {"final", "report"} <= set(by_kind) and {r.data.tags["mlflow.parentRunId"] for r in others} == {
+        root.info.run_id
+    }
+    from study.query import best_configs
+
+    assert set(best_configs("tiny")["study"]) == {r.data.tags["optuna.study_name"] for r in by_kind["arm"]}
 
 
 def test_prune_command_records_reductions(tracking_uri, tmp_path, capsys):
@@ -170,7 +181,7 @@ def test_prune_command_refuses_bad_variant(tracking_uri, tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, expect",
     [
-        (["best", "--spec", "no-such-spec"], "no MLflow experiment named 'no-such-spec'"),
+        (["best", "--spec", "no-such-spec"], "no runs of spec 'no-such-spec'"),
         (ARGS + ["--widths", "8,x"], "--widths must be comma-separated integers"),
         (["study", "quick", "--workers", "0"], "--workers must be >= 1"),
     ],

@@ -1,6 +1,9 @@
 """The verdict: final evaluation with seeds, statistics checked against scipy, figures, artifacts."""
 
 import json
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import mlflow
@@ -119,8 +122,41 @@ def test_report_table_statistics_figures_and_artifacts(reported):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     (report_run,) = client.search_runs([exp.experiment_id], "tags.`rethink.kind` = 'report'")
     names = {a.path for a in client.list_artifacts(report_run.info.run_id)}
-    assert {"verdict.json", "report.md", "table.csv", "pareto.png", "val_curves.png"} <= names
+    assert {"verdict.json", "report.md", "report.html", "table.csv", "pareto.png", "val_curves.png"} <= names
     assert "Verdicts" in (out / "report.md").read_text()
+
+
+def _chromium() -> str | None:
+    return next((p for n in ("chromium", "chromium-browser", "google-chrome") if (p := shutil.which(n))), None)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_report_html_renders_its_table_and_figures_in_headless_chromium(reported):
+    """A real browser loads report.html from disk, with no network: every figure decodes (they are embedded)
+    and every table row is laid out; the page records both on load, and --dump-dom reads them back."""
+    out, _ = reported
+    page = out / "report.html"
+    assert "http" not in page.read_text().split("<body>")[1].split("data:image")[0]  # nothing to fetch
+    dom = subprocess.run(
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    figures = int(re.search(r'data-figures-decoded="(\d+)"', dom).group(1))
+    rows = int(re.search(r'data-table-rows-shown="(\d+)"', dom).group(1))
+    table_rows = len(json.loads((out / "verdict.json").read_text())["table"])
+    assert figures == len(list(out.glob("*.png"))) == 4
+    assert rows >= table_rows  # the results table, plus the tuning-gap and importance tables
+    assert "Verdicts" in dom and "unpruned" in dom
 
 
 def test_unfinished_studies_are_named_and_can_be_reported_partially(reported, tmp_path, capsys):

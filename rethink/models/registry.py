@@ -7,8 +7,10 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
+from rethink.errors import UserError
 
-class ModelError(ValueError):
+
+class ModelError(UserError):
     """Unknown model name or widths that do not fit the model."""
 
 

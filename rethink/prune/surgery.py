@@ -7,12 +7,13 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from rethink.errors import UserError
 from rethink.models import ArchSpec, Unit, build_model, prunable_units
 
 Keep = Mapping[int, Sequence[int]]  # unit index -> kept channel positions (within the unit's current width)
 
 
-class PruneError(ValueError):
+class PruneError(UserError):
     """A pruning request that does not fit the model (bad variant, ratio, or an emptied layer)."""
 
 

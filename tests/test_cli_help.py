@@ -1,0 +1,53 @@
+"""The command line as a newcomer meets it: a fast top-level help, every option described with its default."""
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from study.cli import COMMANDS, build_parser
+
+HEAVY = ("torch", "mlflow", "optuna", "pandas", "sklearn")
+
+
+def test_top_level_help_imports_no_heavy_library():
+    code = (
+        "import sys\nfrom study.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "study" in out and "report" in out  # the commands are listed
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def _options(command: str) -> list[argparse.Action]:
+    parser = build_parser(command)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return [a for a in sub.choices[command]._actions if not isinstance(a, argparse._HelpAction)]
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_option_is_described(command):
+    undescribed = [a.dest for a in _options(command) if not (a.help or "").strip()]
+    assert not undescribed
+
+
+@pytest.mark.parametrize(
+    "command,shown",
+    [
+        ("train", ["--epochs EPOCHS", "(default: 160)", "one of densenet16", "vgg11"]),
+        ("study", ["(default: quick)", "(default: runs)", "RETHINK_STORAGE"]),
+        ("report", ["(default: reports)", "(default: runs)"]),
+        ("prune", ["lottery", "thinet", "(default: global)"]),
+        ("best", ["(default: quick)"]),
+        ("serve", ["(default: 5000)", "(default: 8080)", "(default: 127.0.0.1)"]),
+    ],
+)
+def test_help_shows_defaults_and_valid_names(command, shown, capsys):
+    with pytest.raises(SystemExit):
+        build_parser(command).parse_args([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for s in shown:
+        assert s in text
+    assert "(default: None)" not in text and "(default: False)" not in text
