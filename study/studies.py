@@ -4,6 +4,7 @@ the baselines enqueued on top of the searched trials, and what counts toward a s
 from __future__ import annotations
 
 import json
+import re
 
 import mlflow
 import optuna
@@ -82,10 +83,22 @@ def resolve_study_names(spec: Spec, storage, new_study: bool = False) -> dict[st
             else:
                 why = "a different spec (" + "; ".join(diff_fields(attrs.get("spec_fields", {}), fields)) + ")"
             raise SpecError(
-                f"study {base!r} was created from {why}; pass --new-study to start fresh studies beside it, "
-                f"give the setting its own name (--set name={spec.name}-2), or restore the spec"
+                f"study {base!r} was created from {why}; a new setting wants its own name: "
+                f"--set name={suggested_name(spec, attrs.get('spec_fields', {}))} (or pass --new-study to start "
+                f"fresh studies beside these, or restore the spec)"
             )
     return names
+
+
+def suggested_name(spec: Spec, old_fields: dict) -> str:
+    """A name for a changed setting, from what changed most visibly: the dataset, else the model."""
+    if old_fields.get("dataset") not in (None, spec.dataset):
+        hint = spec.dataset.removeprefix("npz:").rsplit("/", 1)[-1].removesuffix(".npz")
+    elif old_fields.get("model") not in (None, spec.model):
+        hint = spec.model
+    else:
+        hint = "2"
+    return f"{spec.name}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', hint)}"
 
 
 def _same(attrs: dict, fields: dict) -> bool:

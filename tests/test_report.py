@@ -305,3 +305,42 @@ def test_a_shared_base_serves_every_seed_and_the_report_says_so(reported, tmp_pa
     exp = client.get_experiment_by_name("tiny")
     finals = client.search_runs([exp.experiment_id], "tags.`rethink.kind` = 'final' and tags.base_seed = '0'")
     assert {r.data.tags["seed"] for r in finals if r.data.tags["arm"] == "finetune"} == {"0", "1"}
+
+
+def test_a_changed_dataset_is_refused_before_training_and_the_offered_name_gets_its_own_studies(
+    reported, tmp_path, capsys
+):
+    """The newcomer's path: the same spec on another dataset is refused before anything runs, with a name
+    for the new setting offered; taken, that name gets its own studies, experiment and report, and the
+    report's chosen configs are trials of those studies."""
+    from sklearn.datasets import load_digits
+
+    _, args = reported
+    d = load_digits()
+    x = np.round(d.images[:, :, ::-1] * 255 / 16).astype(np.uint8)  # mirrored digits: another dataset
+    np.savez(
+        tmp_path / "mirrored.npz", x_train=x[:1400], y_train=d.target[:1400], x_test=x[1400:], y_test=d.target[1400:]
+    )
+    client = mlflow.MlflowClient()
+    before = len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
+    changed = ["study", TINY, *args, "--set", f"dataset=npz:{tmp_path / 'mirrored.npz'}"]
+    capsys.readouterr()
+    assert main([*changed, "--report-dir", str(tmp_path / "reports")]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "--set name=tiny-mirrored" in line and "dataset" in line and len(line.splitlines()) == 1
+    assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == before
+    assert not list((tmp_path / "runs").glob("tiny-mirrored*"))
+
+    assert main([*changed, "--set", "name=tiny-mirrored", "--report-dir", str(tmp_path / "reports")]) == 0
+    verdict = json.loads((tmp_path / "reports" / "tiny-mirrored" / "verdict.json").read_text())
+    assert verdict["header"]["spec"] == "tiny-mirrored" and "npz:" in verdict["header"]["dataset"]
+    assert json.loads((tmp_path / "reports" / "tiny" / "verdict.json").read_text())["header"]["dataset"] == "digits"
+    exp = client.get_experiment_by_name("tiny-mirrored")
+    finals = client.search_runs([exp.experiment_id], "tags.`rethink.kind` = 'final' and params.trial != ''")
+    assert finals
+    storage = args[1]
+    for run in finals:
+        study = optuna.load_study(study_name=f"tiny-mirrored.{run.data.tags['study_arm']}", storage=storage)
+        trial = study.trials[int(run.data.params["trial"])]
+        assert float(run.data.params["train.lr"]) == pytest.approx(trial.params["lr"])
+        assert run.data.params["train.schedule"] == trial.params["schedule"]
