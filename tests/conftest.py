@@ -94,11 +94,12 @@ def start_mlflow_server(backend: str, artifacts: Path, port: int | None = None):
             "--artifacts-destination",
             str(artifacts),
             "--workers",
-            "2",
+            "1",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        env=os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no job runner: a faster start
     )
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/health", proc)

@@ -151,11 +151,11 @@ def _kill_one_worker_mid_trial(storage_url: str, procs: list[subprocess.Popen]) 
 
 SPEC_ARGS = [
     "--set",
-    "study.n_trials=3",
+    "study.n_trials=2",
     "--set",
     "study.arms=['finetune', 'scratch-b']",  # two studies: finetune, scratch (its paper@B and literature)
     "--set",
-    "space.epochs={low=8, high=10}",
+    "space.epochs={low=6, high=7}",
     "--no-report",
 ]
 
@@ -173,7 +173,7 @@ def test_postgres_workers_survive_a_killed_worker(postgres, mlflow_server, tmp_p
     codes = [w.wait(timeout=300) for w in workers]
     tails = [(log.seek(0), log.read()[-1500:])[1] for log in logs]
     assert sorted(codes) == [-signal.SIGKILL, 0, 0], tails
-    figures = check_record(storage, mlflow_server, 3, (arm, number))
+    figures = check_record(storage, mlflow_server, 2, (arm, number))
     figures["kill_to_retry_start_s"] = figures.pop("retry_started") - killed_at
     assert 0 < figures["kill_to_retry_start_s"] < 60
     with capsys.disabled():
@@ -209,7 +209,7 @@ def test_journal_workers_survive_a_killed_worker(mlflow_server, tmp_path, capsys
     _, err = parent.communicate(timeout=300)
     assert parent.returncode == 0, err[-2000:]
     assert "1 trial(s) retried" in err
-    figures = check_record(storage, mlflow_server, 3, (arm, number))
+    figures = check_record(storage, mlflow_server, 2, (arm, number))
     figures["kill_to_retry_start_s"] = figures.pop("retry_started") - killed_at
     with capsys.disabled():
         print("\njournal kill figures:", json.dumps(figures, default=str))
@@ -218,7 +218,9 @@ def test_journal_workers_survive_a_killed_worker(mlflow_server, tmp_path, capsys
 @pytest.mark.slow
 def test_sigint_leaves_the_stores_consistent_and_rerun_resumes(tracking_uri, tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    cmd = study_cmd(storage, tmp_path / "runs", *SPEC_ARGS, "--set", "study.n_trials=3")
+    cmd = study_cmd(
+        storage, tmp_path / "runs", *SPEC_ARGS, "--set", "study.n_trials=2", "--set", "space.epochs={low=4, high=5}"
+    )
     env = os.environ | {"MLFLOW_TRACKING_URI": tracking_uri}
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180
@@ -238,7 +240,7 @@ def test_sigint_leaves_the_stores_consistent_and_rerun_resumes(tracking_uri, tmp
     assert subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True).returncode == 0
     for arm in ARMS:
         study = optuna.load_study(study_name=f"tiny.{arm}", storage=storage)
-        assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 3 + len(study.user_attrs["baselines"])
+        assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2 + len(study.user_attrs["baselines"])
     assert_stores_agree(storage, "tiny")
 
 
