@@ -124,6 +124,7 @@ def test_report_table_statistics_figures_and_artifacts(reported):
     names = {a.path for a in client.list_artifacts(report_run.info.run_id)}
     assert {"verdict.json", "report.md", "report.html", "table.csv", "pareto.png", "val_curves.png"} <= names
     assert "Verdicts" in (out / "report.md").read_text()
+    assert not client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")  # the report ended them
 
 
 def _chromium() -> str | None:
@@ -157,6 +158,28 @@ def test_report_html_renders_its_table_and_figures_in_headless_chromium(reported
     assert figures == len(list(out.glob("*.png"))) == 4
     assert rows >= table_rows  # the results table, plus the tuning-gap and importance tables
     assert "Verdicts" in dom and "unpruned" in dom
+
+
+def test_finished_final_runs_are_reused_by_a_later_spec_run(reported, tmp_path):
+    """Another spec run (here: one more final seed, so another root) trains only what is new: the finished
+    final runs of seeds 0 and 1 are found again by digest, wherever they are in the experiment."""
+    _, args = reported
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("tiny")
+    query = "tags.`rethink.kind` = 'final'"
+    before = {r.info.run_id for r in client.search_runs([exp.experiment_id], query)}
+    argv = [
+        "report",
+        TINY,
+        *[a if a != "final.seeds=2" else "final.seeds=3" for a in args],
+        "--out",
+        str(tmp_path / "r3"),
+    ]
+    assert main(argv) == 0
+    new = [r for r in client.search_runs([exp.experiment_id], query) if r.info.run_id not in before]
+    assert new and {r.data.tags["seed"] for r in new} == {"2"}
+    verdict = json.loads((tmp_path / "r3" / "tiny" / "verdict.json").read_text())
+    assert all(r["seeds"] == 3 for r in verdict["table"])
 
 
 def test_unfinished_studies_are_named_and_can_be_reported_partially(reported, tmp_path, capsys):

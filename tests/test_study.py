@@ -86,6 +86,18 @@ def test_every_study_searches_n_trials_from_the_same_space(tiny_run, tmp_path):
         trials = optuna.load_study(study_name=f"tiny.{arm}", storage=tiny_run).get_trials()
         assert len([t for t in trials if "baseline" not in t.user_attrs]) == 3
         assert len([t for t in trials if "baseline" in t.user_attrs]) == len(BASELINES[arm])  # not enqueued twice
+    # a larger budget is a new spec run; its base and prune runs point at the checkpoints, none left RUNNING
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("tiny")
+    roots = client.search_runs([exp.experiment_id], "tags.`rethink.kind` = 'spec'")
+    assert len(roots) == 2 and {r.info.status for r in roots} == {"FINISHED"}
+    assert_stores_agree(tiny_run, "tiny")
+    newest = max(roots, key=lambda r: r.info.start_time).info.run_id
+    trunk = client.search_runs(
+        [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{newest}' and tags.`rethink.kind` != 'arm'"
+    )
+    assert sorted(r.data.tags["rethink.kind"] for r in trunk) == ["base", "prune"]
+    assert all("checkpoint reused" in r.data.tags["note"] and r.data.tags["rethink.made_in"] for r in trunk)
 
 
 def test_finetune_can_decay_its_lr(tiny_run):

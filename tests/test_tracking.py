@@ -105,3 +105,32 @@ def test_recovery_ends_the_run_of_a_trial_killed_before_it_was_linked(tracking_u
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
     assert trials[1].system_attrs["fixed_params"] == trials[0].params  # the same parameters, retried
+
+
+def test_recovery_leaves_a_trial_whose_owner_is_alive(tracking_uri, tmp_path):
+    """Only a provably dead owner's trial is recovered: a RUNNING trial of a live process on this host is
+    left alone; once that process is gone, the trial is failed and retried."""
+    import socket
+    import subprocess
+    import sys
+
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState
+
+    from study.reconcile import recover_interrupted
+    from study.tracking import RunTree
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="s.finetune")
+    trial = study.ask({"lr": FloatDistribution(0.01, 0.1, log=True)})
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    trial.set_user_attr("worker_pid", owner.pid)
+    trial.set_user_attr("worker_host", socket.gethostname())
+    tree = RunTree("s")
+    assert recover_interrupted(study, tree) == 0
+    assert study.get_trials()[0].state == TrialState.RUNNING
+    owner.kill()
+    owner.wait()
+    assert recover_interrupted(study, tree) == 1
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.WAITING]
+    assert study.get_trials()[0].user_attrs["lost"] is True
