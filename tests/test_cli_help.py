@@ -51,3 +51,19 @@ def test_help_shows_defaults_and_valid_names(command, shown, capsys):
     for s in shown:
         assert s in text
     assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_progress_lines_show_what_exists_and_the_time_left(capsys):
+    """Train loss and accuracy, images/s, epoch and ETA; the evaluation accuracy only once it was scored."""
+    from rethink.train import EpochMetrics
+    from study.progress import PrintProgress, eta
+
+    progress = PrintProgress(4, "[x] ")
+    nan = float("nan")
+    for epoch, acc in ((0, nan), (1, nan), (2, nan), (3, 0.9)):
+        progress.on_epoch_end(EpochMetrics(epoch, 0.1, 0.5, 0.8, nan, acc, 1234.0, 0.1), None)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 4 and "nan" not in " ".join(lines)
+    assert lines[0].startswith("[x] epoch 1/4") and "loss 0.5000" in lines[0] and "1,234 img/s" in lines[0]
+    assert "ETA" in lines[0] and "ETA" not in lines[-1] and "eval acc 0.900" in lines[-1]
+    assert [eta(s) for s in (42, 185, 3720)] == ["42 s", "3 min 05 s", "1 h 02 min"]
