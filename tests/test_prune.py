@@ -162,7 +162,7 @@ def test_slimming_prunes_lowest_gamma_first(digits):
         kept_g.append(g[mask])
         dropped_g.append(g[~mask])
     dropped = torch.cat(dropped_g)
-    assert len(dropped) == int(0.4 * len(gammas[1e-3]))
+    assert len(dropped) == int(0.4 * len(gammas[1e-3])) + 1  # the official threshold's own channel goes too
     assert dropped.max() <= torch.cat(kept_g).min()
 
 
@@ -261,3 +261,33 @@ def test_random_control_copies_the_widths_but_not_the_choice(like, ratio):
     silenced = zero_pruned_channels(copy.deepcopy(model), spec, control.keep)
     with torch.no_grad():  # the surgery is exact for the random selection too
         torch.testing.assert_close(control.model.eval()(x), silenced(x), atol=1e-5, rtol=1e-4)
+
+
+def _official_slimming_counts(model: torch.nn.Module, percent: float) -> list[int]:
+    """Kept channels per BatchNorm2d as the paper's official code computes them (compared with
+    cifar/network-slimming/vggprune.py, resprune.py and denseprune.py of Eric-mingjie/rethinking-network-pruning,
+    commit 92e4108): all |gamma| of every BatchNorm2d sorted ascending, thre = y[int(total * percent)],
+    a channel kept iff |gamma| > thre. Re-stated here, not copied; no floor, so no layer may empty."""
+    gammas = [m.weight.detach().abs() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    y = torch.cat(gammas).sort().values
+    thre = y[int(len(y) * percent)]
+    return [int((g > thre).sum()) for g in gammas]
+
+
+@pytest.mark.parametrize("name, percent", [("vgg19", 0.7), ("preresnet164", 0.4), ("densenet40", 0.4)])
+def test_slimming_keeps_what_the_official_threshold_keeps_layer_by_layer(name, percent):
+    """The paper's settings (VGG-19 70%, PreResNet-164 40%, DenseNet-40 40%): the same kept count in every
+    layer as the official rule on the same weights; in total int(total × percent) + 1 channels go."""
+    spec = default_spec(name, 3, 10, 32, 1.0)
+    torch.manual_seed(0)
+    model = build_model(spec)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.uniform_(0.0, 1.0)  # distinct scales, as after sparsity training (no ties)
+    official = _official_slimming_counts(model, percent)
+    pruned = prune(model, spec, PruneConfig("slimming", ratio=percent))
+    units = prunable_units(spec, model)
+    assert len(units) == len(official)  # every BatchNorm2d is a unit, as in the official code
+    assert [len(pruned.keep[k]) for k in range(len(units))] == official
+    n_all = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert n_all - sum(official) == int(n_all * percent) + 1  # e.g. VGG-19 70%: 1,651 of 5,504 kept

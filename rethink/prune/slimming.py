@@ -41,8 +41,11 @@ def slimming(model, spec: ArchSpec, config: PruneConfig, data=None) -> PrunedMod
     units = prunable_units(spec, model)
     scores = [bn_scale(model, u) for u in units]
     flat = torch.cat(scores).sort().values
-    n_removed = int(len(flat) * config.ratio)
-    threshold = flat[n_removed - 1] if n_removed > 0 else flat.new_tensor(-1.0)  # removes exactly n_removed
+    # As the official code takes it (vggprune.py / resprune.py / denseprune.py in the paper's repository):
+    # the threshold is the |gamma| at index int(total * ratio) of the ascending sort, and only scales above it
+    # are kept, so int(total * ratio) + 1 channels go (more on ties). Ratio 0 keeps every channel.
+    index = min(int(len(flat) * config.ratio), len(flat) - 1)
+    threshold = flat[index] if config.ratio > 0 else flat.new_tensor(-1.0)
     keep = {}
     for k, s in enumerate(scores):
         kept = (s > threshold).nonzero().flatten().tolist()
