@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,11 +53,17 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: refused, not a weights-only checkpoint ({str(e).splitlines()[0]})") from e
+        with warnings.catch_warnings():  # torch's notes on pickle protocols are not the user's business
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path}: refused, not a weights-only checkpoint (loading it would run pickled code); save tensors "
+            f"with rethink or torch.save(state_dict)"
+        ) from None
     except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({e})") from e
+        first = str(e).split(". ")[0].splitlines()[0]
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({first})") from None
     if not isinstance(payload, dict) or not {"arch", "state_dict"} <= set(payload):
         raise CheckpointError(f"{path}: not a rethink checkpoint (needs 'arch' and 'state_dict')")
     try:

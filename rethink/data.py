@@ -147,9 +147,10 @@ def load_npz(path: str | Path) -> Dataset:
     except ValueError as e:  # pickled data: object arrays, or not numpy at all; pickle is never allowed
         if isinstance(e, DataError):
             raise
+        why = "it holds object arrays" if "Object arrays" in str(e) else "numpy reads it as pickled data"
         raise DataError(
-            f"{path}: not an npz of plain arrays ({str(e).splitlines()[0]}); save uint8 images and integer "
-            f"labels with numpy.savez"
+            f"{path}: not an npz of plain arrays ({why}; pickles are never loaded); save uint8 images and "
+            f"integer labels with numpy.savez"
         ) from None
     except (OSError, EOFError) as e:
         raise DataError(f"{path}: not a readable npz archive ({str(e).splitlines()[0]})") from None

@@ -121,8 +121,6 @@ def report_spec(
     claim(opts.storage, spec.name)  # no study process may add trials while the report reads them
     storage = make_storage(opts.storage)
     names = resolve_study_names(spec, storage)  # the same studies the study command used
-    configure(opts.tracking_uri)
-    tree = RunTree(spec.name)
     existing = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     studies = {
         arm: optuna.load_study(study_name=names[arm], storage=storage) if names[arm] in existing else None
@@ -135,6 +133,8 @@ def report_spec(
             "or pass --partial to report what exists with this caveat"
         )
     studies = {a: s for a, s in studies.items() if s is not None}
+    configure(opts.tracking_uri)  # the tracking store is touched only once the report can be made
+    tree = RunTree(spec.name)
     tags = {"rethink.spec": spec.name, "rethink.spec_digest": spec.digest()}
     root = tree.root(f"spec {spec.name}", tags, reopen=False)
     runtime = opts.runtime
