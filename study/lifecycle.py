@@ -26,14 +26,15 @@ def _close_runs(status: str, reason: str | None) -> None:
     if tracking is not None:
         tracking.close_open_runs(status, reason)
     mlflow = sys.modules.get("mlflow")
-    if mlflow is not None:
-        while mlflow.active_run() is not None:  # fluent runs of `rethink train` / `prune`
-            try:
-                if reason:
-                    mlflow.set_tag("failure_reason" if status != "FINISHED" else "note", reason[:5000])
-                mlflow.end_run(status)
-            except Exception:  # noqa: BLE001 - a server gone: the run is left for the next run to reconcile
-                mlflow.tracking.fluent._active_run_stack.get().pop()
+    for _ in range(8):  # fluent runs of `rethink train` / `prune` (nested at most a few deep)
+        if mlflow is None or mlflow.active_run() is None:
+            break
+        try:
+            if reason:
+                mlflow.set_tag("failure_reason" if status != "FINISHED" else "note", reason[:5000])
+            mlflow.end_run(status)
+        except Exception:  # noqa: BLE001 - a server gone: nothing more to do here; the run stays as it is
+            break
 
 
 def _is_outage(e: BaseException) -> bool:
