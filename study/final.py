@@ -60,11 +60,12 @@ class SeedBase:
 def _finished(tree: RunTree, digest: str, root: str):
     """A finished final run with this digest: under this spec run, else anywhere in the experiment (an
     earlier `mlflow run` is another root); one left unfinished under this root is closed."""
-    old = tree.find({"rethink.kind": "final", "rethink.digest": digest}, root)
-    if old and (run := tree.client.get_run(old)).info.status == "FINISHED" and "test_acc" in run.data.metrics:
-        return old, run.data.metrics
-    if old and tree.client.get_run(old).info.status == "RUNNING":
-        tree.end(old, "KILLED", "interrupted; evaluated again")
+    if old := tree.find({"rethink.kind": "final", "rethink.digest": digest}, root):
+        run = tree.client.get_run(old)
+        if run.info.status == "FINISHED" and "test_acc" in run.data.metrics:
+            return old, run.data.metrics
+        if run.info.status == "RUNNING":
+            tree.end(old, "KILLED", "interrupted; evaluated again")
     done = tree.client.search_runs(
         [tree.experiment_id],
         f"tags.`rethink.kind` = 'final' and tags.`rethink.digest` = '{digest}' and attributes.status = 'FINISHED'",

@@ -69,14 +69,11 @@ def run_guarded(command: str, call: Callable[[], int], user_errors: tuple[type[B
 def _run(command: str, call: Callable[[], int], user_errors: tuple[type[BaseException], ...]) -> int:
     try:
         code = call()
-    except Terminated:
-        _close_runs("KILLED", "terminated (SIGTERM); run the same command again to resume")
-        print(f"rethink {command}: terminated (SIGTERM); run it again to resume", file=sys.stderr)
-        return EXIT_SIGTERM
-    except KeyboardInterrupt:
-        _close_runs("KILLED", "interrupted (SIGINT); run the same command again to resume")
-        print(f"rethink {command}: interrupted; run it again to resume", file=sys.stderr)
-        return EXIT_SIGINT
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM as Terminated
+        status, reason = ending(e)
+        _close_runs(status, reason)
+        print(f"rethink {command}: {reason.replace('the same command', 'it')}", file=sys.stderr)
+        return EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT
     except user_errors as e:
         _close_runs("FAILED", one_line(e))
         print(f"rethink {command}: error: {one_line(e)}", file=sys.stderr)
@@ -85,7 +82,7 @@ def _run(command: str, call: Callable[[], int], user_errors: tuple[type[BaseExce
         if _is_outage(e):  # the server is gone: ending runs would only wait on it; the next run reconciles
             print(f"rethink {command}: error: {_outage_message(e)}", file=sys.stderr)
             return EXIT_SERVICE
-        _close_runs("FAILED", f"{type(e).__name__}: {one_line(e)}")
+        _close_runs(*ending(e))
         raise
     _close_runs("FINISHED", None)
     return code

@@ -75,7 +75,7 @@ def is_tracking_outage(e: BaseException) -> bool:
             return True
         text = str(e)
         if isinstance(e, mlflow.exceptions.MlflowException) and (
-            "Max retries exceeded" in text or "API request to" in text and "failed with exception" in text
+            "Max retries exceeded" in text or ("API request to" in text and "failed with exception" in text)
         ):
             return True
         e = e.__cause__ or e.__context__
@@ -87,15 +87,18 @@ def close_open_runs(status: str, reason: str | None = None) -> list[str]:
     that cannot be ended (a server gone) is left for the next run of the spec to reconcile."""
     closed = []
     for run_id, client in list(_OPEN.items()):
-        try:
-            if reason:
-                client.set_tag(run_id, "failure_reason" if status != "FINISHED" else "note", reason[:5000])
-            client.set_terminated(run_id, status)
+        with contextlib.suppress(Exception):  # the process is ending; the next run reconciles
+            _terminate(client, run_id, status, reason)
             closed.append(run_id)
-        except Exception:  # noqa: BLE001 - the process is ending; the next run reconciles
-            pass
         _OPEN.pop(run_id, None)
     return closed
+
+
+def _terminate(client: mlflow.MlflowClient, run_id: str, status: str, reason: str | None) -> None:
+    """End a run with `status`; the reason goes in `failure_reason` (or `note` when it finished)."""
+    if reason:
+        client.set_tag(run_id, "failure_reason" if status != "FINISHED" else "note", reason[:5000])
+    client.set_terminated(run_id, status)
 
 
 def epoch_metrics_dict(m: EpochMetrics, eval_name: str = "val") -> dict[str, float]:
@@ -294,9 +297,7 @@ class RunTree:
         _OPEN.pop(run_id, None)
 
     def end(self, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
-        if reason:
-            self.client.set_tag(run_id, "failure_reason" if status != "FINISHED" else "note", reason[:5000])
-        self.client.set_terminated(run_id, status)
+        _terminate(self.client, run_id, status, reason)
         _OPEN.pop(run_id, None)
 
     def end_quietly(self, run_id: str, status: str, reason: str) -> None:
