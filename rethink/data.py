@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -250,11 +250,50 @@ class Split:
     y_eval: np.ndarray
     num_classes: int
     eval_name: str  # "val" or "test"
+    constants: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # fixed (mean, std), else the split's own
 
     @cached_property
     def train_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-channel mean and std of the training images, computed once per split."""
+        """The per-channel (mean, std) that normalize every batch: fixed constants, or those of the training
+        images, computed once per split."""
+        if self.constants is not None:
+            return tuple(np.asarray(c, dtype=np.float32) for c in self.constants)
         return channel_stats(self.x_train)
+
+
+# Per-channel (mean, std) in [0, 1] units. "split": the training split's own statistics (rethink's default).
+# "liu2019": the constants of the paper's l1-norm, slimming and weight-level code (CIFAR-10 and -100 alike).
+# "he2018": those of the soft-filter-pruning code (125.3, 123.0, 113.9 / 63.0, 62.1, 66.7 on CIFAR-10).
+NORMALIZATIONS: dict[str, dict[str, tuple[tuple[float, ...], tuple[float, ...]]]] = {
+    "split": {},
+    "liu2019": {name: ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)) for name in ("cifar10", "cifar100")},
+    "he2018": {
+        "cifar10": (tuple(v / 255 for v in (125.3, 123.0, 113.9)), tuple(v / 255 for v in (63.0, 62.1, 66.7))),
+        "cifar100": (tuple(v / 255 for v in (129.3, 124.1, 112.4)), tuple(v / 255 for v in (68.2, 65.4, 70.4))),
+    },
+}
+
+
+def normalization(name: str, dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The fixed constants `name` gives `dataset`, or None for the split's own statistics."""
+    if name not in NORMALIZATIONS:
+        raise DataError(f"unknown normalization {name!r}; valid names: {', '.join(NORMALIZATIONS)}")
+    if name == "split":
+        return None
+    stem = Path(dataset[4:]).stem if dataset.startswith("npz:") else dataset
+    known = sorted(NORMALIZATIONS[name], key=len, reverse=True)  # cifar10-5k: a CIFAR-10 subset, CIFAR-10's constants
+    match = next((k for k in known if stem == k or stem.startswith(f"{k}-")), None)
+    if match is None:
+        raise DataError(
+            f"normalization {name!r} has constants for {', '.join(NORMALIZATIONS[name])} only, not {dataset!r}; "
+            f'use normalize = "split"'
+        )
+    return NORMALIZATIONS[name][match]
+
+
+def normalized(split: Split, name: str, dataset: str) -> Split:
+    """`split` normalized by the named constants (see NORMALIZATIONS)."""
+    return replace(split, constants=normalization(name, dataset))
 
 
 def train_val_split(ds: Dataset, val_fraction: float = 0.1, seed: int = 0) -> Split:

@@ -129,6 +129,9 @@ class Callback:
 
     def after_step(self, model: nn.Module) -> None: ...
 
+    def after_epoch_train(self, model: nn.Module) -> None:
+        """Called after each epoch's training pass, before that epoch's evaluation."""
+
     def on_epoch_end(self, metrics: EpochMetrics, model: nn.Module) -> None: ...
 
     def on_train_end(self, history: History) -> None:
@@ -293,6 +296,8 @@ def train(
                     cb.after_step(model)
                 loss_sum += loss.detach() * len(y)
                 correct += (out.detach().argmax(1) == y).sum()
+            for cb in callbacks:
+                cb.after_epoch_train(model)
             n = train_loader.num_samples
             train_loss, train_acc = float(loss_sum) / n, float(correct) / n  # the epoch's one host sync
             seconds = time.perf_counter() - start

@@ -14,7 +14,7 @@ import torch
 
 from rethink.arms import build_arm, default_recipe, pruned_flops
 from rethink.checkpoint import load_cached, save_checkpoint
-from rethink.data import Split, load_dataset, train_test
+from rethink.data import Split, load_dataset, normalized, train_test
 from rethink.flops import training_flops
 from rethink.models import build_model
 from rethink.prune import PrunedModel, prune
@@ -25,7 +25,7 @@ from .picks import Choice
 from .progress import PrintProgress
 from .space import apply
 from .tracking import MlflowEpochLogger, RunTree
-from .trunk import Trunk, _calibration, control_for, prune_config
+from .trunk import Trunk, _calibration, base_callbacks, control_for, prune_config
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,10 @@ def final_base(
     """Train (or find again) the base of `seed` on train+validation, score it once, and prune it."""
     spec = trunk.spec
     config = replace(trunk.base_config, seed=seed)
-    digest = config_digest({"final_base": spec.base_digest(), "seed": seed, "data": "train+val"})
+    key = {"final_base": spec.base_digest(), "seed": seed, "data": "train+val"}
+    if spec.base.sparsity or spec.base.sfp_ratio is not None:
+        key["callbacks"] = "base"  # trained with the base's callbacks (before 2026-11-28 they were left out)
+    digest = config_digest(key)
     folder = workdir / f"final-base-{digest}"
     run_id, metrics = _finished(tree, digest, root)
     if run_id and (folder / "model.pt").is_file():
@@ -110,7 +113,11 @@ def final_base(
         seed_everything(seed)  # the base's init comes from the seed itself; scratch inits have their own stream
         model = build_model(trunk.base_spec)
         init_state = {k: v.clone() for k, v in model.state_dict().items()}
-        callbacks = [MlflowEpochLogger(run_id, "test"), PrintProgress(config.epochs, "  ", every=10)]
+        callbacks = [
+            *base_callbacks(spec),
+            MlflowEpochLogger(run_id, "test"),
+            PrintProgress(config.epochs, "  ", every=10),
+        ]
         try:
             history = train(model, split, config, callbacks, runtime, eval_final_only=True)
         except BaseException as e:
@@ -149,7 +156,8 @@ def evaluate_choices(
     """Per seed: the base on train+val (the unpruned row), pruned; then every choice with that seed, the
     fine-tune and lottery ones from that seed's base. With `share_base`, one base serves every seed."""
     spec = trunk.spec
-    split = train_test(load_dataset(spec.dataset, spec.data_root))
+    ds = load_dataset(spec.dataset, spec.data_root)
+    split = normalized(train_test(ds), spec.normalize, ds.name)
     results: list[FinalResult] = []
     n_jobs = seeds * len(choices) + (1 if share_base else seeds)
     job = 0

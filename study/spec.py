@@ -12,7 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from rethink.arms import ARMS
 from rethink.budget import SCHEDULES
-from rethink.data import AUGMENTATIONS
+from rethink.data import AUGMENTATIONS, NORMALIZATIONS, DataError, normalization
 from rethink.errors import UserError
 from rethink.models import MODELS
 from rethink.prune import METHODS, VARIANTS
@@ -65,9 +65,12 @@ class BaseTraining(_Strict):
     milestones: tuple[float, ...] = (0.5, 0.75)
     augment: Augmentation = "crop-flip"
     sparsity: float = Field(0.0, ge=0, description="Network Slimming L1 strength on BN scales")
+    sfp_ratio: float | None = Field(
+        None, ge=0, lt=1, description="Soft Filter Pruning: share of every conv's filters zeroed after each epoch"
+    )
 
     def train_config(self, seed: int) -> TrainConfig:
-        fields = self.model_dump(exclude={"sparsity"})
+        fields = self.model_dump(exclude={"sparsity", "sfp_ratio"})
         return TrainConfig(**fields, seed=seed)
 
 
@@ -211,6 +214,9 @@ class Spec(_Strict):
     val_fraction: float = Field(0.1, gt=0, lt=1)
     model: Annotated[str, one_of("model", MODELS)] = "vgg11"
     width_scale: float = Field(1.0, gt=0)
+    classifier: str = "default"  # VGG: "bn-mlp" (Li et al.) or "linear" (the slimming and weight-level code)
+    bn_init: float = Field(1.0, gt=0)  # BN scale at init: 0.5 in the official Network Slimming models
+    normalize: Annotated[str, one_of("normalization", NORMALIZATIONS)] = "split"
     seed: int = Field(0, ge=0)
     base: BaseTraining = BaseTraining()
     prune: Pruning = Pruning(ratio=0.5)
@@ -227,6 +233,14 @@ class Spec(_Strict):
         family = MODELS[self.model].family
         if family not in METHODS[self.prune.method].families:
             raise ValueError(f"prune.method {self.prune.method!r} does not support {self.model}")
+        if self.classifier != "default" and self.classifier not in MODELS[self.model].classifiers:
+            offered = ", ".join(MODELS[self.model].classifiers) or "none (the model has one head)"
+            raise ValueError(f"classifier {self.classifier!r} does not fit {self.model}; valid: {offered}")
+        try:
+            normalization(self.normalize, self.dataset)
+        except DataError as e:
+            raise ValueError(str(e)) from None
+        self._check_sfp()
         missing = [b for b in self.study.baselines if b not in BUILTIN_BASELINES and b not in self.baselines]
         if missing:
             raise ValueError(f"study.baselines names {missing}, which [baselines] does not define")
@@ -236,6 +250,20 @@ class Spec(_Strict):
         if "lottery" in self.study.arms and self.prune.method not in ("lottery", "magnitude", "l1-norm"):
             raise ValueError("the lottery arm needs a magnitude, lottery or l1-norm pruning")
         return self
+
+    def _check_sfp(self) -> None:
+        """Soft Filter Pruning is a training procedure: its base trains with the ratio it prunes at."""
+        sfp, ratio = self.base.sfp_ratio, self.prune.ratio
+        if self.prune.method == "sfp":
+            if self.prune.ratios is not None:
+                raise ValueError("prune.ratios: sfp trains its base at one ratio; write one spec per ratio")
+            if sfp is None or ratio is None or not math.isclose(sfp, ratio):
+                raise ValueError(
+                    f"base.sfp_ratio ({sfp}) must equal prune.ratio ({ratio}) for method 'sfp': soft filter pruning "
+                    f"zeroes that share of filters while the base trains; set base.sfp_ratio = {ratio}"
+                )
+        elif sfp is not None:
+            raise ValueError(f"base.sfp_ratio is set but prune.method is {self.prune.method!r}; it belongs to 'sfp'")
 
     def _check_baselines_fit_space(self) -> None:
         """Every enqueued baseline's categorical values must be choices of the space (Optuna refuses others)."""
@@ -277,18 +305,40 @@ class Spec(_Strict):
             for r in self.prune.ratios
         ]
 
+    def dump(self, **kwargs) -> dict[str, Any]:
+        """model_dump(mode="json") without the later fields that hold their defaults (see LATER_FIELDS)."""
+        d = self.model_dump(mode="json", **kwargs)
+        for path, default in LATER_FIELDS.items():
+            *parents, key = path
+            node = d
+            for p in parents:
+                node = node.get(p, {})
+            if key in node and node[key] == default:
+                del node[key]
+        return d
+
     def digest(self) -> str:
-        return config_digest(self.model_dump(mode="json", exclude={"description"}))
+        return config_digest(self.dump(exclude={"description"}))
 
     def base_digest(self) -> str:
-        keys = {"dataset", "val_fraction", "model", "width_scale", "seed", "base"}
-        return config_digest(self.model_dump(mode="json", include=keys))
+        keys = {"dataset", "val_fraction", "model", "width_scale", "classifier", "bn_init", "normalize", "seed", "base"}
+        return config_digest(self.dump(include=keys))
 
     def study_fields(self) -> dict[str, Any]:
         """The fields that define a study's trials: a change here makes old trials incomparable."""
-        fields = self.model_dump(mode="json", exclude={"description", "final", "data_root", "verdict"})
+        fields = self.dump(exclude={"description", "final", "data_root", "verdict"})
         fields["study"].pop("n_trials")  # a larger budget continues the same studies
         return fields
+
+
+# Fields added after specs were first digested. Holding their defaults they are left out of digests and
+# study fields, so the studies, runs and checkpoints of specs written before them stay valid.
+LATER_FIELDS: dict[tuple[str, ...], Any] = {
+    ("classifier",): "default",
+    ("bn_init",): 1.0,
+    ("normalize",): "split",
+    ("base", "sfp_ratio"): None,
+}
 
 
 def _union_branch(part: str) -> bool:

@@ -11,7 +11,7 @@ import mlflow
 
 from rethink.budget import SCHEDULES
 from rethink.checkpoint import save_checkpoint
-from rethink.data import AUGMENTATIONS, dataset_names, load_dataset, train_val_split
+from rethink.data import AUGMENTATIONS, NORMALIZATIONS, dataset_names, load_dataset, normalized, train_val_split
 from rethink.flops import forward_flops, param_count, training_flops
 from rethink.models import MODELS, ArchSpec, ModelError, build_model, default_spec
 from rethink.prune.sfp import SoftFilterPruning
@@ -32,6 +32,13 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="vgg11", help=f"one of {', '.join(sorted(MODELS))}")
     p.add_argument("--width-scale", type=float, default=1.0, help="scale every registered width")
     p.add_argument("--widths", default=None, help="comma-separated per-layer widths (overrides --width-scale)")
+    p.add_argument(
+        "--classifier", default="default", help="VGG head: bn-mlp (Li et al., the default) or linear (slimming code)"
+    )
+    p.add_argument("--bn-init", type=float, default=1.0, help="BN scale at init (official slimming models: 0.5)")
+    p.add_argument(
+        "--normalize", choices=tuple(NORMALIZATIONS), default="split", help="per-channel constants (or the split's own)"
+    )
     p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (SGD)")
@@ -69,13 +76,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def spec_from_args(args: argparse.Namespace, in_channels: int, num_classes: int, size: int) -> ArchSpec:
-    spec = default_spec(args.model, in_channels, num_classes, size, args.width_scale)
+    spec = default_spec(args.model, in_channels, num_classes, size, args.width_scale, args.classifier, args.bn_init)
     if args.widths:
         try:
             widths = tuple(int(w) for w in args.widths.split(","))
         except ValueError as e:
             raise ModelError(f"--widths must be comma-separated integers, got {args.widths!r}") from e
-        spec = ArchSpec(args.model, widths, in_channels, num_classes, size)
+        spec = spec.with_widths(widths)
     build_model(spec)  # validates widths before any tracking starts
     return spec
 
@@ -84,7 +91,7 @@ def run_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # ConfigError names the bad field
     ds = load_dataset(args.dataset, args.data_root, args.download)
     spec = spec_from_args(args, ds.in_channels, ds.num_classes, ds.input_size)
-    split = train_val_split(ds, args.val_fraction, config.seed)
+    split = normalized(train_val_split(ds, args.val_fraction, config.seed), args.normalize, ds.name)
     if not args.sparsity >= 0:
         raise ConfigError(f"--sparsity must be >= 0, got {args.sparsity}")
     if args.sfp_ratio is not None and not 0 <= args.sfp_ratio < 1:
@@ -96,6 +103,8 @@ def run_train(args: argparse.Namespace) -> int:
     init_state = {k: v.clone() for k, v in model.state_dict().items()}  # for the lottery arm
     macs = forward_flops(model, (spec.in_channels, spec.input_size, spec.input_size))
     extras = {"sparsity": args.sparsity, "sfp_ratio": args.sfp_ratio}
+    if args.normalize != "split":
+        extras["normalize"] = args.normalize
     digest = config_digest(
         {"dataset": ds.name, "arch": spec.to_dict(), "train": config.to_dict(), "val_fraction": args.val_fraction}
         | extras
@@ -119,7 +128,7 @@ def run_train(args: argparse.Namespace) -> int:
         if args.sparsity:
             callbacks.insert(0, SparsityPenalty(args.sparsity))
         if args.sfp_ratio:
-            callbacks.insert(0, SoftFilterPruning(spec, args.sfp_ratio))
+            callbacks.insert(0, SoftFilterPruning(args.sfp_ratio))
         start = time.perf_counter()
         try:
             history = train(model, split, config, callbacks, runtime)

@@ -11,13 +11,14 @@ import torch
 
 from rethink.arms import derive_seed, pruned_flops
 from rethink.checkpoint import load_cached, save_checkpoint
-from rethink.data import Dataset, Split, load_dataset, train_val_split
+from rethink.data import Dataset, Split, load_dataset, normalized, train_val_split
 from rethink.flops import forward_flops, param_count, training_flops
 from rethink.models import ArchSpec, build_model, default_spec
 from rethink.prune import PruneConfig, PrunedModel, prune
 from rethink.prune.random_control import random_like
+from rethink.prune.sfp import SoftFilterPruning
 from rethink.prune.slimming import SparsityPenalty
-from rethink.train import Runtime, TrainConfig, config_digest, seed_everything, train
+from rethink.train import Callback, Runtime, TrainConfig, config_digest, seed_everything, train
 
 from .layout import Budgets, budgets
 from .progress import PrintProgress
@@ -75,7 +76,25 @@ def _reused(tree: RunTree, root: str, kind: str, tags: dict[str, str], path: Pat
 def load_data(spec: Spec) -> tuple[Dataset, Split]:
     """The spec's dataset and validation split, validated (called before any run is opened)."""
     ds = load_dataset(spec.dataset, spec.data_root)
-    return ds, train_val_split(ds, spec.val_fraction, spec.seed)
+    return ds, normalized(train_val_split(ds, spec.val_fraction, spec.seed), spec.normalize, ds.name)
+
+
+def base_callbacks(spec: Spec) -> list[Callback]:
+    """What the base's training adds to the loop: slimming's L1 on BN scales, SFP's filter zeroing. The
+    trunk's base and every final-evaluation base train with the same ones."""
+    callbacks: list[Callback] = []
+    if spec.base.sparsity:
+        callbacks.append(SparsityPenalty(spec.base.sparsity))
+    if spec.base.sfp_ratio is not None:
+        callbacks.append(SoftFilterPruning(spec.base.sfp_ratio))
+    return callbacks
+
+
+def base_arch(spec: Spec, ds: Dataset) -> ArchSpec:
+    """The spec's unpruned architecture for the dataset's shape, with the spec's model options."""
+    return default_spec(
+        spec.model, ds.in_channels, ds.num_classes, ds.input_size, spec.width_scale, spec.classifier, spec.bn_init
+    )
 
 
 def build_trunk(
@@ -89,7 +108,7 @@ def build_trunk(
 ) -> Trunk:
     """Base and pruned model for `spec`: loaded when their checkpoints exist, else made and recorded."""
     ds, split = data or load_data(spec)
-    base_spec = default_spec(spec.model, ds.in_channels, ds.num_classes, ds.input_size, spec.width_scale)
+    base_spec = base_arch(spec, ds)
     base_config = spec.base.train_config(spec.seed)
     shape = (base_spec.in_channels, base_spec.input_size, base_spec.input_size)
     base_digest = spec.base_digest()
@@ -119,14 +138,17 @@ def build_trunk(
                 "widths": ",".join(map(str, base_spec.widths)),
                 "dataset": ds.name,
                 "sparsity": spec.base.sparsity,
-            },
+            }
+            | ({"sfp_ratio": spec.base.sfp_ratio} if spec.base.sfp_ratio is not None else {}),
         )
         seed_everything(spec.seed)
         base = build_model(base_spec)
         init_state = {k: v.clone() for k, v in base.state_dict().items()}
-        callbacks = [MlflowEpochLogger(base_run), PrintProgress(base_config.epochs, "[base] ", every=5)]
-        if spec.base.sparsity:
-            callbacks.insert(0, SparsityPenalty(spec.base.sparsity))
+        callbacks = [
+            *base_callbacks(spec),
+            MlflowEpochLogger(base_run),
+            PrintProgress(base_config.epochs, "[base] ", every=5),
+        ]
         print(f"[base] training {base_spec.model} for {base_config.epochs} epochs on {ds.name}", flush=True)
         start = time.perf_counter()
         history = train(base, split, base_config, callbacks, runtime)

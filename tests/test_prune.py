@@ -1,4 +1,6 @@
 import copy
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -54,6 +56,8 @@ def test_pruned_model_equals_original_with_pruned_channels_silenced(method, name
     assert pruned.keep and forward_flops(pruned.model, (3, 16, 16)) < forward_flops(model, (3, 16, 16))
     reference = zero_pruned_channels(copy.deepcopy(model), spec, pruned.keep)
     with torch.no_grad():
+        for name, mask in (pruned.masks or {}).items():  # sfp: filters held at zero in place (stem, block conv2)
+            reference.get_parameter(name)[~mask.flatten(1).any(1)] = 0
         torch.testing.assert_close(pruned.model.eval()(x), reference(x), atol=1e-5, rtol=1e-4)
         assert not torch.allclose(model(x), reference(x), atol=1e-3)  # the pruning did change the function
 
@@ -66,6 +70,8 @@ def test_l1_variants_equal_silenced_original(variant):
     pruned = prune(model, spec, PruneConfig("l1-norm", variant=variant))
     reference = zero_pruned_channels(copy.deepcopy(model), spec, pruned.keep)
     with torch.no_grad():
+        for name, mask in (pruned.masks or {}).items():  # sfp: filters held at zero in place (stem, block conv2)
+            reference.get_parameter(name)[~mask.flatten(1).any(1)] = 0
         torch.testing.assert_close(pruned.model.eval()(x), reference(x), atol=1e-5, rtol=1e-4)
 
 
@@ -177,14 +183,82 @@ def test_slimming_floor_and_emptied_layer():
         prune(model, spec, PruneConfig("slimming", ratio=0.2, min_channels=0))
 
 
-def test_sfp_callback_zeroes_smallest_filters():
-    spec = default_spec("resnet20", 3, 10, 8)
-    model = _randomized(spec)
-    SoftFilterPruning(spec, 0.25).on_epoch_end(None, model)
-    for u in prunable_units(spec, model):
-        w = model.get_submodule(u.conv).weight
-        zero = int((w.flatten(1).abs().sum(1) == 0).sum())
-        assert zero == w.shape[0] - int(w.shape[0] * 0.75)
+OFFICIAL_SFP = json.loads((Path(__file__).parent / "data" / "official_sfp_resnet.json").read_text())
+
+
+def _zeroed(model: nn.Module) -> dict[str, list[int]]:
+    return {
+        n: torch.nonzero(m.weight.flatten(1).abs().sum(1) == 0).flatten().tolist()
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Conv2d)
+    }
+
+
+def _seeded(depth: int) -> nn.Module:
+    torch.manual_seed(0)
+    return build_model(default_spec(f"resnet{depth}"))
+
+
+def test_sfp_zeroes_what_the_official_code_zeroes_at_start_and_after_an_epoch():
+    """Expected sets: the official Mask class (tests/data/official_sfp_resnet.json says where and how) run on
+    the same seeded weights. "After an epoch": the masked init plus a seeded per-filter update standing in
+    for an epoch of SGD, large enough that 71 zeroed filters regrow past kept ones and leave the zeroed set."""
+    model, sfp = _seeded(20), SoftFilterPruning(0.3)
+    sfp.on_train_start(model, None)
+    assert _zeroed(model) == OFFICIAL_SFP["resnet20_ratio0.3_zeroed_at_start"]
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                scale = torch.rand(m.weight.shape[0], 1, 1, 1, generator=g) * 2 * m.weight.std()
+                m.weight.add_(torch.randn(m.weight.shape, generator=g) * scale)
+    sfp.after_epoch_train(model)
+    after = _zeroed(model)
+    assert after == OFFICIAL_SFP["resnet20_ratio0.3_zeroed_after_epoch"]
+    regrown = sum(len(set(OFFICIAL_SFP["resnet20_ratio0.3_zeroed_at_start"][k]) - set(after[k])) for k in after)
+    assert regrown == 71
+
+
+@pytest.mark.parametrize("depth, ratio", [(56, 0.4), (110, 0.3)])
+def test_sfp_zeroes_the_official_count_in_every_conv(depth, ratio):
+    """Every conv, stem included, loses int(n × ratio) filters (official: int(n × (1 − rate)))."""
+    model = _seeded(depth)
+    SoftFilterPruning(ratio).on_train_start(model, None)
+    counts = {k: len(v) for k, v in _zeroed(model).items()}
+    assert counts == OFFICIAL_SFP[f"resnet{depth}_ratio{ratio}_zeroed_counts"]
+
+
+def test_sfp_prune_removes_inner_filters_and_holds_the_others_at_zero(digits):
+    """Trained with SFP, the base's zeroed filters are what `sfp` prunes: block conv1 filters leave the
+    architecture, stem and conv2 filters stay as masked zeros, and the count is the FLOPs He et al. count."""
+    spec = default_spec("resnet20", 1, 10, 8, 0.5)
+    seed_everything(0)
+    model = build_model(spec)
+    split = train_val_split(digits, 0.1, 0)
+    train(model, split, TrainConfig(epochs=2, batch_size=64, lr=0.05, augment="none"), [SoftFilterPruning(0.4)])
+    zeroed = _zeroed(model)
+    pruned = prune(model, spec, PruneConfig("sfp", ratio=0.4))
+    for k, u in enumerate(prunable_units(spec, model)):
+        n = spec.widths[k]
+        assert pruned.spec.widths[k] == n - int(n * 0.4)
+        assert pruned.keep[k] == [c for c in range(n) if c not in zeroed[u.conv]]
+    held = {n[: -len(".weight")] for n in pruned.masks}
+    assert held == {n for n in zeroed if n == "conv1" or n.endswith(".conv2")}
+    for name, mask in pruned.masks.items():
+        filters = (~mask.flatten(1).any(1)).nonzero().flatten().tolist()
+        assert filters == zeroed[name[: -len(".weight")]]
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned.model.eval()(x), model.eval()(x), atol=0.5, rtol=0)  # BN shifts aside
+    # MACs as He et al. count them: stem out (1-r); conv1 in full, out (1-r); conv2 in (1-r), out (1-r).
+    kept = {n: m.out_channels - len(zeroed[n]) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    hw, net = 8 * 8, pruned.model
+    expected = hw * 9 * 1 * kept["conv1"] + net.fc.in_features * net.fc.out_features
+    for b, block in enumerate(net.blocks):
+        hw //= block.conv1.stride[0] ** 2
+        expected += hw * 9 * block.conv1.in_channels * block.conv1.out_channels
+        expected += hw * 9 * block.conv2.in_channels * kept[f"blocks.{b}.conv2"]
+    assert nonzero_forward_flops(pruned.model, (1, 8, 8)) == expected
 
 
 def test_thinet_greedy_removes_channels_that_cancel_or_vanish():
@@ -261,6 +335,19 @@ def test_random_control_copies_the_widths_but_not_the_choice(like, ratio):
     silenced = zero_pruned_channels(copy.deepcopy(model), spec, control.keep)
     with torch.no_grad():  # the surgery is exact for the random selection too
         torch.testing.assert_close(control.model.eval()(x), silenced(x), atol=1e-5, rtol=1e-4)
+
+
+def test_random_control_of_sfp_copies_widths_and_held_filter_counts():
+    spec = default_spec("resnet20", 3, 10, 16)
+    model = _randomized(spec)
+    reference = prune(model, spec, PruneConfig("sfp", ratio=0.4))
+    control = prune(model, spec, PruneConfig("random", ratio=0.4, like="sfp", seed=3))
+    assert control.spec.widths == reference.spec.widths and control.keep != reference.keep
+    held = {k: (~m.flatten(1).any(1)).nonzero().flatten().tolist() for k, m in control.masks.items()}
+    ref_held = {k: (~m.flatten(1).any(1)).nonzero().flatten().tolist() for k, m in reference.masks.items()}
+    assert {k: len(v) for k, v in held.items()} == {k: len(v) for k, v in ref_held.items()} and held != ref_held
+    for k, filters in held.items():
+        assert control.model.get_parameter(k)[filters].abs().sum() == 0
 
 
 def _official_slimming_counts(model: torch.nn.Module, percent: float) -> list[int]:

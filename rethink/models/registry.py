@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
+import torch
 from torch import nn
 
 from rethink.errors import UserError
@@ -23,16 +24,26 @@ class ArchSpec:
     in_channels: int = 3
     num_classes: int = 10
     input_size: int = 32
+    classifier: str = "default"  # VGG: "bn-mlp" (Li et al.'s head, the default) or "linear" (slimming, weight-level)
+    bn_init: float = 1.0  # BN scale at init; the official Network Slimming models use 0.5
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"widths": list(self.widths)}
+        """Options at their defaults are left out, so specs written before they existed keep their digests."""
+        d = asdict(self) | {"widths": list(self.widths)}
+        return {k: v for k, v in d.items() if k not in OPTION_DEFAULTS or v != OPTION_DEFAULTS[k]}
 
     @classmethod
     def from_dict(cls, d: dict) -> ArchSpec:
-        unknown = set(d) - {"model", "widths", "in_channels", "num_classes", "input_size"}
+        unknown = set(d) - {"model", "widths", "in_channels", "num_classes", "input_size", *OPTION_DEFAULTS}
         if unknown:
             raise ModelError(f"arch spec has unknown fields {sorted(unknown)}")
         return cls(**{**d, "widths": tuple(int(w) for w in d["widths"])})
+
+    def with_widths(self, widths: Sequence[int]) -> ArchSpec:
+        return replace(self, widths=tuple(widths))
+
+
+OPTION_DEFAULTS = {"classifier": "default", "bn_init": 1.0}
 
 
 @dataclass(frozen=True)
@@ -57,21 +68,29 @@ class ModelEntry:
     name: str
     family: str
     default_widths: tuple[int, ...]
-    build: Callable[[int, int, Sequence[int]], nn.Module] = field(repr=False)
+    build: Callable[..., nn.Module] = field(repr=False)
     units: Callable[[nn.Module], list[Unit]] = field(repr=False, default=lambda m: [])
+    classifiers: tuple[str, ...] = ()  # the heads `build(..., classifier=NAME)` offers, the default first
 
 
 MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, family: str, default_widths: Sequence[int], units: Callable | None = None):
+def register_model(
+    name: str,
+    family: str,
+    default_widths: Sequence[int],
+    units: Callable | None = None,
+    classifiers: Sequence[str] = (),
+):
     """Decorator: register `fn(in_channels, num_classes, widths) -> nn.Module` under `name`.
 
-    `units(model)` lists the model's prunable channel groups (see Unit), in width order.
+    `units(model)` lists the model's prunable channel groups (see Unit), in width order. A model with a
+    choice of head lists the names in `classifiers` (default first); fn then takes `classifier=NAME`.
     """
 
     def wrap(fn):
-        MODELS[name] = ModelEntry(name, family, tuple(default_widths), fn, units or (lambda m: []))
+        MODELS[name] = ModelEntry(name, family, tuple(default_widths), fn, units or (lambda m: []), tuple(classifiers))
         return fn
 
     return wrap
@@ -84,11 +103,17 @@ def model_entry(name: str) -> ModelEntry:
 
 
 def default_spec(
-    name: str, in_channels: int = 3, num_classes: int = 10, input_size: int = 32, width_scale: float = 1.0
+    name: str,
+    in_channels: int = 3,
+    num_classes: int = 10,
+    input_size: int = 32,
+    width_scale: float = 1.0,
+    classifier: str = "default",
+    bn_init: float = 1.0,
 ) -> ArchSpec:
     """The registered architecture, optionally with every width scaled (at least 1 channel each)."""
     widths = tuple(max(1, round(w * width_scale)) for w in model_entry(name).default_widths)
-    return ArchSpec(name, widths, in_channels, num_classes, input_size)
+    return ArchSpec(name, widths, in_channels, num_classes, input_size, classifier, bn_init)
 
 
 def prunable_units(spec: ArchSpec, model: nn.Module) -> list[Unit]:
@@ -103,4 +128,18 @@ def build_model(spec: ArchSpec) -> nn.Module:
         raise ModelError(f"{spec.model}: every width must be >= 1, got {list(spec.widths)}")
     if spec.input_size < 8:
         raise ModelError(f"input_size must be at least 8, got {spec.input_size}")
-    return entry.build(spec.in_channels, spec.num_classes, spec.widths)
+    options = {}
+    if spec.classifier != "default":
+        if spec.classifier not in entry.classifiers:
+            offered = f"one of {', '.join(entry.classifiers)}" if entry.classifiers else "only its own"
+            raise ModelError(f"classifier {spec.classifier!r} does not fit {spec.model}, which takes {offered}")
+        options["classifier"] = spec.classifier
+    if not (spec.bn_init > 0 and spec.bn_init < float("inf")):
+        raise ModelError(f"bn_init must be a positive BN scale, got {spec.bn_init}")
+    model = entry.build(spec.in_channels, spec.num_classes, spec.widths, **options)
+    if spec.bn_init != 1.0:
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+                    m.weight.fill_(spec.bn_init)
+    return model

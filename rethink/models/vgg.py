@@ -13,6 +13,9 @@ from .registry import Unit, register_model
 STAGES = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
 STAGE_WIDTHS = (64, 128, 256, 512, 512)
 CLASSIFIER_HIDDEN = 512  # Li et al.'s CIFAR VGG: Linear(c, 512) - BN - ReLU - Linear(512, classes)
+# "bn-mlp": Li et al.'s head (l1-norm-pruning/models/vgg.py); "linear": Linear(c, classes), the head of the
+# official Network Slimming and weight-level VGGs (network-slimming/models/vgg.py, weight-level/.../vgg.py).
+CLASSIFIERS = ("bn-mlp", "linear")
 
 
 def vgg_widths(depth: int) -> tuple[int, ...]:
@@ -22,7 +25,9 @@ def vgg_widths(depth: int) -> tuple[int, ...]:
 class VGG(nn.Module):
     """`features` holds conv-BN-ReLU units, a max-pool after each stage but the last."""
 
-    def __init__(self, depth: int, in_channels: int, num_classes: int, widths: Sequence[int]):
+    def __init__(
+        self, depth: int, in_channels: int, num_classes: int, widths: Sequence[int], classifier: str = "bn-mlp"
+    ):
         super().__init__()
         self.depth = depth
         layers: list[nn.Module] = []
@@ -40,12 +45,15 @@ class VGG(nn.Module):
                 layers.append(nn.MaxPool2d(2, ceil_mode=True))
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)  # = the paper's AvgPool2d(2) on the final 2×2 map
-        self.classifier = nn.Sequential(
-            nn.Linear(c, CLASSIFIER_HIDDEN),
-            nn.BatchNorm1d(CLASSIFIER_HIDDEN),
-            nn.ReLU(inplace=True),
-            nn.Linear(CLASSIFIER_HIDDEN, num_classes),
-        )
+        if classifier == "linear":
+            self.classifier = nn.Sequential(nn.Linear(c, num_classes))
+        else:
+            self.classifier = nn.Sequential(
+                nn.Linear(c, CLASSIFIER_HIDDEN),
+                nn.BatchNorm1d(CLASSIFIER_HIDDEN),
+                nn.ReLU(inplace=True),
+                nn.Linear(CLASSIFIER_HIDDEN, num_classes),
+            )
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,9 +83,9 @@ def vgg_units(model: VGG) -> list[Unit]:
 
 
 def _register(depth: int) -> None:
-    @register_model(f"vgg{depth}", "vgg", vgg_widths(depth), vgg_units)
-    def build(in_channels: int, num_classes: int, widths: Sequence[int]) -> nn.Module:
-        return VGG(depth, in_channels, num_classes, widths)
+    @register_model(f"vgg{depth}", "vgg", vgg_widths(depth), vgg_units, CLASSIFIERS)
+    def build(in_channels: int, num_classes: int, widths: Sequence[int], classifier: str = "bn-mlp") -> nn.Module:
+        return VGG(depth, in_channels, num_classes, widths, classifier)
 
 
 for _depth in STAGES:

@@ -16,9 +16,10 @@ from .surgery import PruneError, apply_keep
 
 
 def random_like(model, spec: ArchSpec, reference: PrunedModel, config: PruneConfig) -> PrunedModel:
-    """`reference`'s shape with a random selection (seeded by `config.seed`)."""
+    """`reference`'s shape with a random selection (seeded by `config.seed`): random channels at its widths,
+    random filters where it holds whole filters at zero (sfp), random weights at its per-layer counts."""
     g = torch.Generator().manual_seed(config.seed)
-    if reference.masks is not None:
+    if reference.masks is not None and not reference.keep:
         masks = {}
         for name, mask in reference.masks.items():
             n_kept = int(mask.sum())
@@ -35,7 +36,16 @@ def random_like(model, spec: ArchSpec, reference: PrunedModel, config: PruneConf
         width = model.get_submodule(units[k].bn).num_features
         keep[k] = sorted(torch.randperm(width, generator=g)[: len(kept)].tolist())
     small, small_spec = apply_keep(model, spec, keep)
-    return PrunedModel(small_spec, small, config, keep)
+    if reference.masks is None:
+        return PrunedModel(small_spec, small, config, keep)
+    masks = {}
+    for name, mask in reference.masks.items():  # whole filters held at zero: as many, chosen at random
+        filters = mask.flatten(1).any(1)
+        held = torch.randperm(len(filters), generator=g)[: int((~filters).sum())]
+        masks[name] = torch.ones(small.get_parameter(name).shape, dtype=torch.bool)
+        masks[name][held] = False
+    apply_masks(small, masks)
+    return PrunedModel(small_spec, small, config, keep, masks)
 
 
 @register_method("random", families=("vgg", "resnet", "preresnet", "densenet"))

@@ -1,5 +1,13 @@
-"""Soft Filter Pruning (He et al. 2018): the smallest-L2 filters of each layer are zeroed after every
-epoch while training goes on (they may recover); at the end they are physically removed."""
+"""Soft Filter Pruning (He et al. 2018), as the paper's code runs it (cifar/soft-filter-pruning in
+Eric-mingjie/rethinking-network-pruning): while the base trains, the lowest-L2 filters of every conv are
+zeroed before the first epoch and after every epoch (they keep training, so they may regrow); only conv
+weights are zeroed, BN is left alone. Pruning then removes the filters zeroed at the end.
+
+Layer scope: the official mask covers every conv (stem, and both convs of each ResNet block). Filters
+of a unit's conv (VGG convs, a ResNet block's first conv) are removed physically; the others (stem and
+second conv of a block, whose outputs join the residual stream) stay in place as zero filters held by
+masks, so the FLOPs they no longer spend are counted the way He et al. count them.
+"""
 
 from __future__ import annotations
 
@@ -9,38 +17,79 @@ from torch import nn
 from rethink.models import ArchSpec, prunable_units
 from rethink.train import Callback
 
+from .masks import apply_masks
 from .registry import PruneConfig, PrunedModel, register_method
-from .surgery import PruneError, apply_keep, filter_norm, top_k
+from .surgery import PruneError, apply_keep
 
 
-def sfp_keep(model: nn.Module, spec: ArchSpec, ratio: float) -> dict[int, list[int]]:
-    keep = {}
-    for k, u in enumerate(prunable_units(spec, model)):
-        norms = filter_norm(model, u, p=2)
-        keep[k] = top_k(norms, max(1, int(len(norms) * (1 - ratio))))
-    return keep
+def n_zeroed(filters: int, ratio: float) -> int:
+    """The official count, `int(filters * (1 - rate))` with rate the share kept: int(filters × ratio),
+    leaving at least one filter."""
+    return min(int(filters * ratio), filters - 1)
+
+
+def conv_names(model: nn.Module) -> list[str]:
+    """Every conv of the model, in module order: the official SFP scope."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def zeroed_filters(weight: torch.Tensor, ratio: float) -> list[int]:
+    """The filters SFP zeroes: the int(n × ratio) of smallest L2 norm, ascending positions."""
+    norms = weight.detach().flatten(1).norm(p=2, dim=1)
+    order = torch.argsort(norms, stable=True)
+    return sorted(order[: n_zeroed(len(norms), ratio)].tolist())
+
+
+@torch.no_grad()
+def zero_lowest_filters(model: nn.Module, ratio: float) -> dict[str, list[int]]:
+    """One SFP step: zero the lowest-L2 filters of every conv in place; returns what was zeroed."""
+    zeroed = {}
+    for name in conv_names(model):
+        w = model.get_submodule(name).weight
+        zeroed[name] = zeroed_filters(w, ratio)
+        w[zeroed[name]] = 0
+    return zeroed
 
 
 class SoftFilterPruning(Callback):
-    """Zero the filters outside each layer's top-(1-ratio) by L2 norm at the end of every epoch."""
+    """Base-training callback: zero the lowest-L2 filters of every conv before training and after every
+    epoch's training pass (before its evaluation, as the official code validates the masked model)."""
 
-    def __init__(self, spec: ArchSpec, ratio: float):
-        self.spec, self.ratio = spec, ratio
+    def __init__(self, ratio: float):
+        if not 0 <= ratio < 1:
+            raise PruneError(f"sfp ratio={ratio} is outside [0, 1): give the fraction of filters zeroed per layer")
+        self.ratio = ratio
 
-    @torch.no_grad()
-    def on_epoch_end(self, metrics, model: nn.Module) -> None:
-        units = prunable_units(self.spec, model)
-        for k, kept in sfp_keep(model, self.spec, self.ratio).items():
-            w = model.get_submodule(units[k].conv).weight
-            mask = torch.zeros(w.shape[0], dtype=torch.bool, device=w.device)
-            mask[kept] = True
-            w[~mask] = 0
+    def on_train_start(self, model, optimizer) -> None:
+        zero_lowest_filters(model, self.ratio)
+
+    def after_epoch_train(self, model) -> None:
+        zero_lowest_filters(model, self.ratio)
 
 
 @register_method("sfp", families=("vgg", "resnet"))
 def sfp(model, spec: ArchSpec, config: PruneConfig, data=None) -> PrunedModel:
     if config.ratio is None:
         raise PruneError("sfp needs a ratio: the fraction of filters removed per layer")
-    keep = sfp_keep(model, spec, config.ratio)
+    units = prunable_units(spec, model)
+    unit_of = {u.conv: k for k, u in enumerate(units)}
+    keep: dict[int, list[int]] = {}
+    held: dict[str, list[int]] = {}  # conv name -> zeroed filters kept in place by a mask
+    for name in conv_names(model):
+        w = model.get_submodule(name).weight
+        zeroed = set(zeroed_filters(w, config.ratio))
+        if name in unit_of:
+            keep[unit_of[name]] = [c for c in range(w.shape[0]) if c not in zeroed]
+        elif zeroed:
+            held[name] = sorted(zeroed)
     small, pruned_spec = apply_keep(model, spec, keep)
-    return PrunedModel(pruned_spec, small, config, keep)
+    if not held:
+        return PrunedModel(pruned_spec, small, config, keep)
+    masks = {}
+    for name, zeroed in held.items():
+        w = small.get_submodule(name).weight
+        mask = torch.ones(w.shape, dtype=torch.bool)
+        mask[zeroed] = False
+        masks[f"{name}.weight"] = mask
+    apply_masks(small, masks)
+    return PrunedModel(pruned_spec, small, config, keep, masks)

@@ -27,7 +27,7 @@ def new_spec(spec: ArchSpec, units: Sequence[Unit], keep: Keep) -> ArchSpec:
         if len(kept) == 0:
             raise PruneError(f"unit {k} ({units[k].bn}) would lose every channel; keep at least one")
         widths[units[k].width] = len(kept)
-    return ArchSpec(spec.model, tuple(widths), spec.in_channels, spec.num_classes, spec.input_size)
+    return spec.with_widths(widths)
 
 
 def apply_keep(model: nn.Module, spec: ArchSpec, keep: Keep) -> tuple[nn.Module, ArchSpec]:
