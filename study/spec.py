@@ -63,6 +63,7 @@ class BaseTraining(_Strict):
     weight_decay: float = Field(1e-4, ge=0)
     schedule: Schedule = "step"
     milestones: tuple[float, ...] = (0.5, 0.75)
+    gamma: float = Field(0.1, gt=0, le=1, description="step schedule: lr factor at each milestone")
     augment: Augmentation = "crop-flip"
     sparsity: float = Field(0.0, ge=0, description="Network Slimming L1 strength on BN scales")
     sfp_ratio: float | None = Field(
@@ -338,6 +339,7 @@ LATER_FIELDS: dict[tuple[str, ...], Any] = {
     ("bn_init",): 1.0,
     ("normalize",): "split",
     ("base", "sfp_ratio"): None,
+    ("base", "gamma"): 0.1,
 }
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from rethink.arms import build_arm
 from rethink.data import train_val_split
 from rethink.flops import forward_flops, nonzero_forward_flops, param_count
 from rethink.models import MODELS, ArchSpec, build_model, default_spec, prunable_units
@@ -259,6 +260,12 @@ def test_sfp_prune_removes_inner_filters_and_holds_the_others_at_zero(digits):
         expected += hw * 9 * block.conv1.in_channels * block.conv1.out_channels
         expected += hw * 9 * block.conv2.in_channels * kept[f"blocks.{b}.conv2"]
     assert nonzero_forward_flops(pruned.model, (1, 8, 8)) == expected
+    for arm in ("finetune", "scratch-e"):  # both train the pruned architecture with the held filters at zero
+        built = build_arm(arm, pruned, spec, TrainConfig(epochs=2), forward_flops(model, (1, 8, 8)))
+        train(built.model, split, TrainConfig(epochs=1, lr=0.05, augment="none"), built.callbacks)
+        for name, mask in pruned.masks.items():
+            w = built.model.get_parameter(name)
+            assert w[~mask].abs().sum() == 0 and w[mask].abs().sum() > 0
 
 
 def test_thinet_greedy_removes_channels_that_cancel_or_vanish():
