@@ -12,9 +12,12 @@ from rethink.data import (
     channel_stats,
     cutout_mask,
     load_dataset,
+    normalized,
     random_crop,
+    train_test,
     train_val_split,
 )
+from rethink.train import TrainConfig, make_loaders
 
 
 def test_unknown_dataset_lists_valid_names():
@@ -164,6 +167,21 @@ def test_no_augmentation_is_plain_normalization():
     expected = (x / 255.0 - mean[None, :, None, None]) / std[None, :, None, None]
     np.testing.assert_allclose(xb.numpy(), expected, atol=1e-5)
     assert yb.tolist() == (np.arange(20) % 10).tolist()
+
+
+@pytest.mark.parametrize("name, mean, std", [("liu2019", 0.4914, 0.2023), ("he2018", 125.3 / 255, 63.0 / 255)])
+def test_official_normalization_constants_normalize_the_batches(name, mean, std):
+    """The paper's code normalizes CIFAR with fixed constants (l1-norm, slimming, weight-level: 0.4914...;
+    soft-filter-pruning: 125.3/255...); a split carrying them feeds them to the loader instead of its own."""
+    ds = load_dataset(f"npz:{CIFAR5K}")
+    split = normalized(train_test(ds), name, ds.name)
+    assert split.train_stats[0][0] == pytest.approx(mean) and split.train_stats[1][0] == pytest.approx(std)
+    xb, _ = next(iter(make_loaders(split, TrainConfig(batch_size=8, augment="none"), torch.device("cpu"))[1].epoch(0)))
+    expected = (split.x_eval[:8, 0] / 255.0 - mean) / std
+    np.testing.assert_allclose(xb[:8, 0].numpy(), expected, atol=1e-5)
+    assert train_test(ds).train_stats[0][0] != pytest.approx(mean, abs=1e-3)  # the default: the split's own
+    with pytest.raises(DataError, match="not 'digits'; use normalize"):
+        normalized(train_test(load_dataset("digits")), name, "digits")
 
 
 def test_random_crop_is_zero_padded_shift():

@@ -41,3 +41,25 @@ def test_bad_widths_and_names_are_errors():
         default_spec("alexnet")
     with pytest.raises(ModelError, match=">= 1"):
         build_model(ArchSpec("vgg11", (0,) * 8))
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in MODELS.items() if e.classifiers))
+def test_vgg_heads_and_bn_init_follow_the_official_models(name):
+    """network-slimming/models/vgg.py and weight-level/models/cifar/vgg.py end in Linear(512, classes); the
+    slimming one fills every BN scale with 0.5 (compared with Eric-mingjie/rethinking-network-pruning)."""
+    linear = build_model(default_spec(name, classifier="linear", bn_init=0.5))
+    assert [type(m).__name__ for m in linear.classifier] == ["Linear"]
+    assert (linear.classifier[0].in_features, linear.classifier[0].out_features) == (512, 10)
+    bns = [m for m in linear.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bns) == len(default_spec(name).widths) and all(torch.all(m.weight == 0.5) for m in bns)
+    default = build_model(default_spec(name))
+    assert [type(m).__name__ for m in default.classifier] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert all(torch.all(m.weight == 1.0) for m in default.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    spec = default_spec(name, classifier="linear", bn_init=0.5)
+    assert ArchSpec.from_dict(spec.to_dict()) == spec and "classifier" not in default_spec(name).to_dict()
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in MODELS.items() if not e.classifiers))
+def test_a_head_choice_is_refused_where_the_model_has_one_head(name):
+    with pytest.raises(ModelError, match=f"classifier 'linear' does not fit {name}, which takes only its own"):
+        build_model(default_spec(name, classifier="linear"))

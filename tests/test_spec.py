@@ -55,11 +55,42 @@ def test_errors_name_the_field_and_file(tmp_path, extra, field):
         ("study.arms=['finetune', 'finetune']", "arms repeat"),
         ("baselines.literature.augment='mixup'", "baselines.literature.augment: unknown augmentation"),
         ("baselines.literature.arms=['scratch-z']", "baselines.literature.arms.0: unknown arm"),
+        ("classifier='mlp'", "classifier 'mlp' does not fit vgg11; valid: bn-mlp, linear"),
+        ("normalize='imagenet'", "normalize: unknown normalization 'imagenet'; valid names"),
+        ("normalize='liu2019'", "constants for cifar10, cifar100 only, not 'digits'"),
+        ("bn_init=0", "bn_init: Input should be greater than 0"),
+        ("base.sfp_ratio=0.3", "base.sfp_ratio is set but prune.method is 'l1-norm'"),
     ],
 )
 def test_bad_values_are_refused(override, expect):
     with pytest.raises(SpecError, match=expect):
         load_spec(TINY, [override])
+
+
+@pytest.mark.parametrize(
+    "overrides, expect",
+    [
+        (["prune.method='sfp'"], r"base.sfp_ratio \(None\) must equal prune.ratio \(0.5\).*set base.sfp_ratio = 0.5"),
+        (["prune.method='sfp'", "base.sfp_ratio=0.3"], r"base.sfp_ratio \(0.3\) must equal prune.ratio \(0.5\)"),
+        (["prune.method='sfp'", "base.sfp_ratio=0.5", "prune.ratios=[0.3, 0.5]"], "write one spec per ratio"),
+    ],
+)
+def test_sfp_trains_its_base_at_the_ratio_it_prunes(overrides, expect):
+    with pytest.raises(SpecError, match=expect):
+        load_spec(TINY, ["model='resnet20'", *overrides])
+    assert load_spec(TINY, ["model='resnet20'", "prune.method='sfp'", "base.sfp_ratio=0.5"]).base.sfp_ratio == 0.5
+
+
+def test_options_at_their_defaults_leave_digests_as_they_were():
+    """Specs written before classifier, bn_init, normalize, base.gamma and base.sfp_ratio existed keep their
+    digests (and so their studies and checkpoints); setting one changes the digest and the base's."""
+    tiny = load_spec(TINY)  # the digests below were printed by commit 0a2552c, before these fields existed
+    assert (tiny.digest(), tiny.base_digest()) == ("e0998a04" + tiny.digest()[8:], "d4977e80" + tiny.base_digest()[8:])
+    spelled = load_spec(TINY, ["classifier='default'", "bn_init=1.0", "normalize='split'", "base.gamma=0.1"])
+    assert (spelled.digest(), spelled.base_digest()) == (tiny.digest(), tiny.base_digest())
+    for override in ("classifier='linear'", "bn_init=0.5", "base.gamma=0.2"):
+        changed = load_spec(TINY, [override])
+        assert changed.digest() != tiny.digest() and changed.base_digest() != tiny.base_digest()
 
 
 @pytest.mark.parametrize("url", ["mongodb://localhost/x", "optuna.db", "redis://h"])
