@@ -13,7 +13,8 @@ from rethink.models import MODELS, ArchSpec, build_model, default_spec, prunable
 from rethink.prune import METHODS, VARIANTS, KeepMasked, PruneConfig, PruneError, prune, zero_pruned_channels
 from rethink.prune.sfp import SoftFilterPruning
 from rethink.prune.slimming import SparsityPenalty
-from rethink.prune.thinet import contributions, greedy_remove
+from rethink.prune.surgery import apply_keep
+from rethink.prune.thinet import SAMPLES_PER_IMAGE, choose_channels, contributions, greedy_remove, n_kept
 from rethink.train import TrainConfig, seed_everything, train
 
 STRUCTURED = sorted(n for n, e in METHODS.items() if e.structured)
@@ -57,6 +58,19 @@ def test_pruned_model_equals_original_with_pruned_channels_silenced(method, name
     assert pruned.keep and forward_flops(pruned.model, (3, 16, 16)) < forward_flops(model, (3, 16, 16))
     reference = zero_pruned_channels(copy.deepcopy(model), spec, pruned.keep)
     with torch.no_grad():
+        if method == "thinet":  # besides the surgery, ThiNet only rescales each kept input channel of a consumer
+            units = prunable_units(spec, model)
+            for k, kept in pruned.keep.items():
+                (consumer,) = units[k].consumers
+                rows = next(
+                    (pruned.keep[j] for j, u in enumerate(units) if u.conv == consumer and j in pruned.keep), ...
+                )
+                before = reference.get_parameter(f"{consumer}.weight")
+                old = before[rows][:, kept]
+                after = pruned.model.get_parameter(f"{consumer}.weight")
+                scale = (after * old).sum((0, 2, 3)) / (old**2).sum((0, 2, 3))
+                torch.testing.assert_close(after, old * scale.view(1, -1, 1, 1), atol=1e-5, rtol=1e-4)
+                before[:, kept] *= scale.view(1, -1, 1, 1)
         for name, mask in (pruned.masks or {}).items():  # sfp: filters held at zero in place (stem, block conv2)
             reference.get_parameter(name)[~mask.flatten(1).any(1)] = 0
         torch.testing.assert_close(pruned.model.eval()(x), reference(x), atol=1e-5, rtol=1e-4)
@@ -71,8 +85,6 @@ def test_l1_variants_equal_silenced_original(variant):
     pruned = prune(model, spec, PruneConfig("l1-norm", variant=variant))
     reference = zero_pruned_channels(copy.deepcopy(model), spec, pruned.keep)
     with torch.no_grad():
-        for name, mask in (pruned.masks or {}).items():  # sfp: filters held at zero in place (stem, block conv2)
-            reference.get_parameter(name)[~mask.flatten(1).any(1)] = 0
         torch.testing.assert_close(pruned.model.eval()(x), reference(x), atol=1e-5, rtol=1e-4)
 
 
@@ -266,6 +278,77 @@ def test_sfp_prune_removes_inner_filters_and_holds_the_others_at_zero(digits):
         for name, mask in pruned.masks.items():
             w = built.model.get_parameter(name)
             assert w[~mask].abs().sum() == 0 and w[mask].abs().sum() > 0
+
+
+OFFICIAL_THINET = json.loads((Path(__file__).parent / "data" / "official_thinet_case.json").read_text())
+
+
+def _thinet_case() -> torch.Tensor:
+    """A fixed small case: 400 samples × 12 channel contributions of varied scale, one pair that nearly
+    cancels, one correlated pair (so rescaling can make up for a removed channel)."""
+    g = torch.Generator().manual_seed(7)
+    n, c = 400, 12
+    z = torch.randn(n, c, generator=g, dtype=torch.float64) * torch.linspace(0.2, 2.0, c, dtype=torch.float64)
+    z[:, 3] = -0.9 * z[:, 8] + 0.05 * torch.randn(n, generator=g, dtype=torch.float64)
+    shared = torch.randn(n, generator=g, dtype=torch.float64)
+    z[:, 5] += shared
+    z[:, 10] += 0.5 * shared
+    return z
+
+
+@pytest.mark.parametrize("compress_rate", sorted(OFFICIAL_THINET["cases"]))
+def test_thinet_matches_the_official_selection_and_rescaling(compress_rate):
+    """Kept channels, least-squares scales and reconstruction errors against the official value_sum run on
+    the same case (tests/data/official_thinet_case.json says where and how)."""
+    expected = OFFICIAL_THINET["cases"][compress_rate]
+    z = _thinet_case()
+    choice = choose_channels(z, n_kept(z.shape[1], 1 - float(compress_rate)))
+    assert choice.kept == expected["kept"]
+    torch.testing.assert_close(choice.scale, torch.tensor(expected["scale"], dtype=torch.float64))
+    assert choice.error_unscaled == pytest.approx(expected["error_unscaled"], rel=1e-9)
+    assert choice.error == pytest.approx(expected["error"], rel=1e-9) and choice.error < choice.error_unscaled
+
+
+def _consumer_input(net: nn.Module, consumer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    seen = []
+    hook = consumer.register_forward_pre_hook(lambda m, inp: seen.append(inp[0]))
+    with torch.no_grad():
+        net.eval()(x)
+    hook.remove()
+    return seen[0]
+
+
+def test_thinet_prunes_layer_by_layer_from_the_already_pruned_network():
+    """Each layer's contributions come from the network pruned (and rescaled) before it: re-running the
+    choice of layer k on the final model's predecessor-pruned activations gives the same kept channels."""
+    spec = default_spec("vgg11", 3, 10, 16, 0.25)
+    model = _randomized(spec)
+    x = torch.randn(32, 3, 16, 16)
+    pruned = prune(model, spec, PruneConfig("thinet", ratio=0.5, seed=0), data=x)
+    units = prunable_units(spec, model)
+    targets = [k for k, u in enumerate(units) if isinstance(model.get_submodule(u.consumers[0]), nn.Conv2d)]
+    assert sorted(pruned.keep) == targets
+    g = torch.Generator().manual_seed(0)
+    current, current_spec = model, spec
+    for k in targets:  # the same walk, by hand: record, choose, cut, rescale
+        consumer = current.get_submodule(units[k].consumers[0])
+        seen = _consumer_input(current, consumer, x)
+        choice = choose_channels(contributions(seen, consumer, SAMPLES_PER_IMAGE, g), n_kept(consumer.in_channels, 0.5))
+        assert choice.kept == pruned.keep[k]
+        current, current_spec = apply_keep(current, current_spec, {k: choice.kept})
+        with torch.no_grad():
+            current.get_submodule(units[k].consumers[0]).weight.mul_(choice.scale.float().view(1, -1, 1, 1))
+    with torch.no_grad():
+        torch.testing.assert_close(current.eval()(x), pruned.model.eval()(x))
+    one_shot = {}  # the old one-shot walk (every layer from the unpruned network) chooses differently
+    g = torch.Generator().manual_seed(0)
+    for k in targets:
+        consumer = model.get_submodule(units[k].consumers[0])
+        seen = _consumer_input(model, consumer, x)
+        one_shot[k] = choose_channels(
+            contributions(seen, consumer, SAMPLES_PER_IMAGE, g), n_kept(consumer.in_channels, 0.5)
+        ).kept
+    assert one_shot[targets[0]] == pruned.keep[targets[0]] and one_shot != pruned.keep
 
 
 def test_thinet_greedy_removes_channels_that_cancel_or_vanish():

@@ -1,11 +1,20 @@
-"""ThiNet (Luo et al. 2017): keep the input channels of the next layer that best reconstruct its output.
+"""ThiNet (Luo et al. 2017): keep the input channels of the next layer that best reconstruct its output,
+as the official code does it (Roll920/ThiNet_Code, ThiNet_ICCV/compress_model.py: get_index, value_sum,
+compress_net).
 
-For each unit whose consumer is a conv, the consumer's input is recorded on calibration images; at
-sampled output positions each input channel's contribution is computed, and channels are removed
-greedily, each time the one whose removal adds the least squared error to the consumer's output.
+Layer by layer, from the first unit to the last: the consumer's input is recorded on calibration images
+through the network as pruned so far; at sampled (image, position, filter) points each input channel's
+contribution is computed; channels are removed greedily, each time the one whose removal adds the least
+to the squared norm of the removed contributions' sum; then the kept channels are rescaled by the least-
+squares weights that best rebuild the full output (the consumer's filters are multiplied by them).
+The official code fine-tunes between layers; here the finetune arm follows the whole pruning instead.
+Units whose consumer is not a conv (VGG's last conv, read by the classifier) are left whole.
 """
 
 from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -15,7 +24,7 @@ from rethink.models import ArchSpec, prunable_units
 from .registry import PruneConfig, PrunedModel, register_method
 from .surgery import PruneError, apply_keep
 
-SAMPLES_PER_IMAGE = 10
+SAMPLES_PER_IMAGE = 10  # the official code samples 10 locations per image
 
 
 def contributions(x: torch.Tensor, conv: nn.Conv2d, samples: int, generator: torch.Generator) -> torch.Tensor:
@@ -23,7 +32,7 @@ def contributions(x: torch.Tensor, conv: nn.Conv2d, samples: int, generator: tor
     cols = nn.functional.unfold(x, conv.kernel_size, padding=conv.padding, stride=conv.stride)  # N, C*kk, L
     n, _, locations = cols.shape
     c = conv.in_channels
-    w = conv.weight.detach().view(conv.out_channels, c, -1)
+    w = conv.weight.detach().to(x.device).view(conv.out_channels, c, -1)
     img = torch.arange(n).repeat_interleave(samples)
     loc = torch.randint(0, locations, (n * samples,), generator=generator)
     out = torch.randint(0, conv.out_channels, (n * samples,), generator=generator)
@@ -47,34 +56,62 @@ def greedy_remove(z: torch.Tensor, n_remove: int) -> list[int]:
     return removed
 
 
+@dataclass(frozen=True)
+class LayerChoice:
+    """One layer's outcome: kept channels (ascending), their least-squares scales, and the reconstruction
+    error ||y − Σ kept contributions|| before and after rescaling (y: the full output at the samples)."""
+
+    kept: list[int]
+    scale: torch.Tensor
+    error_unscaled: float
+    error: float
+
+
+def choose_channels(z: torch.Tensor, n_keep: int) -> LayerChoice:
+    """ThiNet on one layer's contributions z (samples × channels): greedy removal, then least squares."""
+    z = z.double()
+    removed = set(greedy_remove(z, z.shape[1] - n_keep))
+    kept = [c for c in range(z.shape[1]) if c not in removed]
+    y = z.sum(1, keepdim=True)
+    selected = z[:, kept]
+    scale = torch.linalg.lstsq(selected, y, driver="gelsd").solution.flatten()
+    unscaled = float(torch.linalg.vector_norm(y.flatten() - selected.sum(1)))
+    return LayerChoice(kept, scale, unscaled, float(torch.linalg.vector_norm(y.flatten() - selected @ scale)))
+
+
+def n_kept(width: int, ratio: float) -> int:
+    """The official count: int(width × compress_rate), compress_rate the share kept (at least one)."""
+    return max(1, int(width * (1 - ratio)))
+
+
 @register_method("thinet", families=("vgg", "resnet"), needs_data=True)
 def thinet(model, spec: ArchSpec, config: PruneConfig, data: torch.Tensor) -> PrunedModel:
     if config.ratio is None:
         raise PruneError("thinet needs a ratio: the fraction of channels removed per layer")
     units = prunable_units(spec, model)
     targets = [k for k, u in enumerate(units) if isinstance(model.get_submodule(u.consumers[0]), nn.Conv2d)]
-    recorded: dict[int, torch.Tensor] = {}
-    hooks = [
-        model.get_submodule(units[k].consumers[0]).register_forward_pre_hook(
-            lambda m, inp, k=k: recorded.__setitem__(k, inp[0].detach())
-        )
-        for k in targets
-    ]
     device = next(model.parameters()).device
-    try:
-        with torch.no_grad():
-            model(data[: config.calibration_images].to(device))
-    finally:
-        for h in hooks:
-            h.remove()
+    images = data[: config.calibration_images].to(device)
     g = torch.Generator().manual_seed(config.seed)
-    keep = {}
-    for k in targets:
-        conv = model.get_submodule(units[k].consumers[0])
-        z = contributions(recorded[k].cpu(), conv, SAMPLES_PER_IMAGE, g).double()
-        width = conv.in_channels
-        n_keep = max(1, int(width * (1 - config.ratio)))
-        removed = set(greedy_remove(z, width - n_keep))
-        keep[k] = [c for c in range(width) if c not in removed]
-    small, pruned_spec = apply_keep(model, spec, keep)
-    return PrunedModel(pruned_spec, small, config, keep)
+    current, current_spec = model, spec
+    keep: dict[int, list[int]] = {}
+    for k in targets:  # shallow to deep, each layer seeing the network pruned before it
+        consumer = current.get_submodule(units[k].consumers[0])
+        recorded: list[torch.Tensor] = []
+        hook = consumer.register_forward_pre_hook(lambda m, inp, out=recorded: out.append(inp[0].detach()))
+        try:
+            with torch.no_grad():
+                current(images)
+        finally:
+            hook.remove()
+        z = contributions(recorded[0].cpu(), consumer, SAMPLES_PER_IMAGE, g)
+        choice = choose_channels(z, n_kept(consumer.in_channels, config.ratio))
+        keep[k] = choice.kept
+        current, current_spec = apply_keep(current, current_spec, {k: choice.kept})
+        current.to(device).eval()
+        with torch.no_grad():
+            rescaled = current.get_submodule(units[k].consumers[0]).weight
+            rescaled.mul_(choice.scale.to(rescaled.device, rescaled.dtype).view(1, -1, 1, 1))
+    if current is model:  # nothing to prune: the caller's model stays untouched
+        current = copy.deepcopy(model)
+    return PrunedModel(current_spec, current, config, keep)
