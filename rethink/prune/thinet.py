@@ -93,25 +93,25 @@ def thinet(model, spec: ArchSpec, config: PruneConfig, data: torch.Tensor) -> Pr
     device = next(model.parameters()).device
     images = data[: config.calibration_images].to(device)
     g = torch.Generator().manual_seed(config.seed)
-    current, current_spec = model, spec
+    # The removed channels' consumer weights are zeroed as the walk goes (and the kept ones rescaled), so
+    # each layer sees exactly the activations of the network pruned before it; one surgery at the end.
+    work = copy.deepcopy(model).eval()
     keep: dict[int, list[int]] = {}
-    for k in targets:  # shallow to deep, each layer seeing the network pruned before it
-        consumer = current.get_submodule(units[k].consumers[0])
+    for k in targets:  # shallow to deep
+        consumer = work.get_submodule(units[k].consumers[0])
         recorded: list[torch.Tensor] = []
         hook = consumer.register_forward_pre_hook(lambda m, inp, out=recorded: out.append(inp[0].detach()))
         try:
             with torch.no_grad():
-                current(images)
+                work(images)
         finally:
             hook.remove()
         z = contributions(recorded[0].cpu(), consumer, SAMPLES_PER_IMAGE, g)
         choice = choose_channels(z, n_kept(consumer.in_channels, config.ratio))
         keep[k] = choice.kept
-        current, current_spec = apply_keep(current, current_spec, {k: choice.kept})
-        current.to(device).eval()
+        scale = torch.zeros(consumer.in_channels, dtype=torch.float64)
+        scale[choice.kept] = choice.scale
         with torch.no_grad():
-            rescaled = current.get_submodule(units[k].consumers[0]).weight
-            rescaled.mul_(choice.scale.to(rescaled.device, rescaled.dtype).view(1, -1, 1, 1))
-    if current is model:  # nothing to prune: the caller's model stays untouched
-        current = copy.deepcopy(model)
-    return PrunedModel(current_spec, current, config, keep)
+            consumer.weight.mul_(scale.to(consumer.weight.device, consumer.weight.dtype).view(1, -1, 1, 1))
+    small, pruned_spec = apply_keep(work, spec, keep)
+    return PrunedModel(pruned_spec, small, config, keep)
