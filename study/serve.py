@@ -99,6 +99,8 @@ def run_serve(args: argparse.Namespace) -> int:
             print(f"workers: rethink study SPEC --tracking-uri {mlflow_url} (the storage URL in env RETHINK_STORAGE)")
             print("Ctrl-C stops both.", flush=True)
             code = _watch(procs)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (study/lifecycle.py), even while the servers start: a clean stop
+        code = 0
     finally:
         _stop(procs)
     return code
@@ -128,16 +130,13 @@ def _wait_until_up(args: argparse.Namespace, procs: dict[str, subprocess.Popen])
 
 
 def _watch(procs: dict[str, subprocess.Popen]) -> int:
-    """Until Ctrl-C or SIGTERM (0), or until a server exits on its own (1, with a message)."""
-    try:
-        while True:
-            for name, p in procs.items():
-                if p.poll() is not None:
-                    print(f"rethink serve: error: {name} exited with code {p.returncode}", file=sys.stderr)
-                    return 1
-            time.sleep(0.5)
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through study/lifecycle.py
-        return 0
+    """Until a server exits on its own (1, with a message); Ctrl-C and SIGTERM end it in run_serve."""
+    while True:
+        for name, p in procs.items():
+            if p.poll() is not None:
+                print(f"rethink serve: error: {name} exited with code {p.returncode}", file=sys.stderr)
+                return 1
+        time.sleep(0.5)
 
 
 def _stop(procs: dict[str, subprocess.Popen]) -> None:
