@@ -311,7 +311,7 @@ def test_two_processes_on_one_spec_one_is_refused_and_sigterm_ends_every_run_kil
     """Started together on one SQLite storage: one owns the spec, the other is refused before training,
     naming the owner, and never touches its live trial. SIGTERM then ends the owner's runs KILLED."""
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    cmd = study_cmd(storage, tmp_path / "runs", "--no-report", "--set", "space.epochs={low=40, high=40}")
+    cmd = study_cmd(storage, tmp_path / "runs", "--no-report", "--set", "space.epochs={low=400, high=400}")
     procs = [
         subprocess.Popen(cmd, env=_env(tracking_uri), cwd=tmp_path, stderr=subprocess.PIPE, text=True) for _ in range(2)
     ]
@@ -321,7 +321,9 @@ def test_two_processes_on_one_spec_one_is_refused_and_sigterm_ends_every_run_kil
     assert refused.returncode == 2, err
     line = one_line_error(err)
     assert f"spec 'tiny' on storage {storage} is in use by process {owner.pid}" in line
-    arm, number = _wait_for(lambda: _searched_trial_running(storage), proc=owner)  # 40 epochs: several seconds
+    arm, number = _wait_for(
+        lambda: _searched_trial_running(storage), proc=owner
+    )  # 400 epochs: a minute or more, so it outlives the late start below (SIGTERM ends it)
     late = subprocess.run(cmd, env=_env(tracking_uri), cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert late.returncode == 2 and f"in use by process {owner.pid}" in one_line_error(late.stderr)
     live = optuna.load_study(study_name=f"tiny.{arm}", storage=storage).trials[number]
