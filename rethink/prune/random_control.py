@@ -12,7 +12,7 @@ from rethink.models import ArchSpec, model_entry, prunable_units
 
 from .masks import apply_masks
 from .registry import PruneConfig, PrunedModel, prune, register_method
-from .surgery import PruneError, apply_keep
+from .surgery import PruneError, apply_keep, unit_width
 
 
 def random_like(model, spec: ArchSpec, reference: PrunedModel, config: PruneConfig) -> PrunedModel:
@@ -33,7 +33,10 @@ def random_like(model, spec: ArchSpec, reference: PrunedModel, config: PruneConf
     units = prunable_units(spec, model)
     keep = {}
     for k, kept in reference.keep.items():
-        width = model.get_submodule(units[k].bn).num_features
+        u = units[k]  # a selection unit's width is its selection's, not its BN's (they differ at other widths)
+        width = (
+            model.get_submodule(u.select).index.numel() if u.conv is None else model.get_submodule(u.bn).num_features
+        )
         keep[k] = sorted(torch.randperm(width, generator=g)[: len(kept)].tolist())
     small, small_spec = apply_keep(model, spec, keep)
     if reference.masks is None:

@@ -61,7 +61,7 @@ def zero_pruned_channels(model: nn.Module, spec: ArchSpec, keep: Keep) -> nn.Mod
     for k, kept in keep.items():
         u = units[k]
         bn = _get(model, u.bn)
-        width = _get(model, u.select).index.numel() if u.conv is None else bn.num_features
+        width = unit_width(model, u)
         dropped = torch.as_tensor(sorted(set(range(width)) - set(kept)), dtype=torch.long)
         if u.conv is not None:
             _get(model, u.conv).weight[dropped] = 0
@@ -71,6 +71,11 @@ def zero_pruned_channels(model: nn.Module, spec: ArchSpec, keep: Keep) -> nn.Mod
         bn.weight[channels] = 0
         bn.bias[channels] = 0
     return model
+
+
+def unit_width(model: nn.Module, u: Unit) -> int:
+    """The unit's current channel count: its conv's filters, or its selection's size (not its BN's)."""
+    return _get(model, u.select).index.numel() if u.conv is None else _get(model, u.bn).num_features
 
 
 def top_k(scores: torch.Tensor, k: int) -> list[int]:
