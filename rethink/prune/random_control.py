@@ -33,11 +33,7 @@ def random_like(model, spec: ArchSpec, reference: PrunedModel, config: PruneConf
     units = prunable_units(spec, model)
     keep = {}
     for k, kept in reference.keep.items():
-        u = units[k]  # a selection unit's width is its selection's, not its BN's (they differ at other widths)
-        width = (
-            model.get_submodule(u.select).index.numel() if u.conv is None else model.get_submodule(u.bn).num_features
-        )
-        keep[k] = sorted(torch.randperm(width, generator=g)[: len(kept)].tolist())
+        keep[k] = sorted(torch.randperm(unit_width(model, units[k]), generator=g)[: len(kept)].tolist())
     small, small_spec = apply_keep(model, spec, keep)
     if reference.masks is None:
         return PrunedModel(small_spec, small, config, keep)
