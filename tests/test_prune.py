@@ -131,7 +131,7 @@ def test_magnitude_masks_stay_zero_through_training(digits):
     model = build_model(spec)
     pruned = prune(model, spec, PruneConfig("magnitude", ratio=0.6))
     conv_total = sum(m.numel() for m in pruned.masks.values())
-    assert sum(int((~m).sum()) for m in pruned.masks.values()) == int(0.6 * conv_total)
+    assert sum(int((~m).sum()) for m in pruned.masks.values()) == int(0.6 * conv_total) + 1  # official threshold
     split = train_val_split(digits, 0.2, 0)
     train(pruned.model, split, TrainConfig(epochs=2, lr=0.05, augment="none"), [KeepMasked(pruned.masks)])
     params = dict(pruned.model.named_parameters())
@@ -150,6 +150,23 @@ def test_nonzero_flops_shrink_with_sparsity():
     assert flops[0] == forward_flops(model, (3, 32, 32))
     assert flops[0] > flops[1] > flops[2] > flops[3]
     assert flops[3] < 0.3 * flops[0]  # global threshold: big-FLOP early layers keep more weights
+
+
+@pytest.mark.parametrize("percent", [0.3, 0.6, 0.9])
+def test_magnitude_keeps_what_the_official_threshold_keeps_layer_by_layer(percent):
+    """Compared with cifar/weight-level/cifar_prune.py of Eric-mingjie/rethinking-network-pruning (commit
+    2ac473d): every conv's |w| sorted ascending, thre = y[int(total * percent)], a weight kept iff |w| > thre.
+    Re-stated here, not copied. The weight-level VGG-19 (half width, for time) at the paper's three ratios."""
+    spec = default_spec("vgg19", classifier="linear", width_scale=0.5)
+    torch.manual_seed(0)
+    model = build_model(spec)
+    convs = [m.weight.detach().abs() for m in model.modules() if isinstance(m, nn.Conv2d)]
+    y = torch.cat([w.flatten() for w in convs]).sort().values
+    thre = y[int(len(y) * percent)]
+    official = [int((w > thre).sum()) for w in convs]
+    pruned = prune(model, spec, PruneConfig("magnitude", ratio=percent))
+    assert [int(m.sum()) for m in pruned.masks.values()] == official
+    assert sum(official) <= len(y) - int(len(y) * percent) - 1  # the threshold's own weight goes too (and ties)
 
 
 def test_layerwise_magnitude_prunes_each_layer_by_the_ratio():

@@ -19,12 +19,15 @@ def conv_weights(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def magnitude_masks(model: nn.Module, ratio: float, scope: str = "global") -> dict[str, torch.Tensor]:
-    """Masks keeping the largest-|w| conv weights; `ratio` of them (globally or per layer) become zero."""
+    """Masks keeping the largest-|w| conv weights; `ratio` of them (globally, with the official code's
+    threshold, or per layer) become zero."""
     weights = {k: w.detach().abs() for k, w in conv_weights(model).items()}
     if scope == "global":
+        # As the official code (cifar/weight-level/cifar_prune.py): sorted |w| y, thre = y[int(total × ratio)],
+        # keep |w| > thre, so the weight at that index goes too; ratio 0 prunes nothing.
         flat = torch.cat([w.flatten() for w in weights.values()])
         k = int(ratio * flat.numel())
-        threshold = torch.kthvalue(flat, k).values if k > 0 else flat.new_tensor(-1.0)
+        threshold = torch.kthvalue(flat, min(k + 1, flat.numel())).values if k > 0 else flat.new_tensor(-1.0)
         return {name: w > threshold for name, w in weights.items()}
     masks = {}
     for name, w in weights.items():
