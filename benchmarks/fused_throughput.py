@@ -56,6 +56,12 @@ def batches(split, n_runs: int, batch: int, steps: int, device) -> list[list[tup
     return out
 
 
+def step(loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def sequential(spec, data, device) -> float:
     start = time.perf_counter()
     for seed, run in enumerate(data):
@@ -63,10 +69,7 @@ def sequential(spec, data, device) -> float:
         model = build_model(spec).to(device).train()
         opt = torch.optim.SGD(model.parameters(), 0.05, momentum=0.9, weight_decay=1e-4)
         for x, y in run:
-            loss = nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            step(nn.functional.cross_entropy(model(x), y), opt)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
@@ -86,14 +89,13 @@ def fused(spec, data, device) -> float:
 
     opt = torch.optim.SGD(list(params.values()), 0.05, momentum=0.9, weight_decay=1e-4)
     n = len(data)
-    for step in range(len(data[0])):
-        x = torch.stack([run[step][0] for run in data])
-        y = torch.stack([run[step][1] for run in data])
+    for i in range(len(data[0])):
+        x = torch.stack([run[i][0] for run in data])
+        y = torch.stack([run[i][1] for run in data])
         out = torch.vmap(forward)(params, buffers, x)
-        loss = nn.functional.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(n, -1).mean(1).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        step(
+            nn.functional.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(n, -1).mean(1).sum(), opt
+        )
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start

@@ -12,7 +12,7 @@ import torch
 
 from rethink.arms import arm_epochs, pruned_flops
 from rethink.checkpoint import load_checkpoint, save_checkpoint
-from rethink.data import channel_stats, load_dataset, train_val_split
+from rethink.data import load_dataset, normalized, train_val_split
 from rethink.flops import forward_flops, param_count
 from rethink.prune import METHODS, VARIANTS, PruneConfig, PruneError, prune
 from rethink.train import TrainConfig
@@ -21,10 +21,12 @@ from .runtime_options import add_tracking_args
 from .tracking import configure
 
 
-def calibration_images(dataset: str, root: str, n: int, seed: int) -> torch.Tensor:
-    """The first n training images of the validation-split training part, normalized (ThiNet)."""
-    split = train_val_split(load_dataset(dataset, root), 0.1, seed)
-    mean, std = channel_stats(split.x_train)
+def calibration_images(dataset: str, root: str, n: int, seed: int, normalize: str = "split") -> torch.Tensor:
+    """The first n training images of the validation-split training part, normalized as the checkpoint's
+    training was (ThiNet)."""
+    ds = load_dataset(dataset, root)
+    split = normalized(train_val_split(ds, 0.1, seed), normalize, ds.name)
+    mean, std = split.train_stats
     x = torch.from_numpy(split.x_train[:n]).float() / 255.0
     return (x - torch.from_numpy(mean).view(1, -1, 1, 1)) / torch.from_numpy(std).view(1, -1, 1, 1)
 
@@ -70,7 +72,8 @@ def run_prune(args: argparse.Namespace) -> int:
         dataset = args.dataset or ckpt.meta.get("dataset")
         if not dataset:
             raise PruneError(f"{args.method} needs calibration images: pass --dataset")
-        data = calibration_images(dataset, args.data_root, config.calibration_images, args.seed)
+        normalize = ckpt.meta.get("normalize", "split")  # rethink train --normalize records it when not "split"
+        data = calibration_images(dataset, args.data_root, config.calibration_images, args.seed, normalize)
     pruned = prune(base, ckpt.spec, config, data)
     base_epochs = (ckpt.meta.get("train") or {}).get("epochs")
     report = reduction_report(base, ckpt.spec, pruned, base_epochs)
