@@ -4,3 +4,7 @@ one line and exits 2. Kept free of heavy imports, so the command line can catch 
 
 class UserError(ValueError):
     """Bad input; the message names the field, file or value and says how to fix it."""
+
+
+class ConfigError(UserError):
+    """A training config or runtime field out of range; the message names the field."""

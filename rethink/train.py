@@ -1,28 +1,25 @@
-"""One training loop with callbacks (SGD, step/cosine schedules, device-resident data); returns a history."""
+"""One training loop with callbacks (SGD, step/cosine schedules, device-resident data); returns a history.
+The loop trains one run, or several runs together (a group) whose step one engine computes."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from .budget import PER_STEP_SCHEDULES, SCHEDULES, lr_at
-from .data import AUGMENTATIONS, DeviceLoader, Split
-from .errors import UserError
+from .budget import PER_STEP_SCHEDULES, lr_at
+from .config import TrainConfig, config_digest  # noqa: F401 (re-exported: they lived here first)
+from .data import DeviceLoader, Split
+from .errors import ConfigError  # noqa: F401 (re-exported)
+from .runtime import Runtime
 
 FUSED_SGD_DEVICES = ("cpu", "cuda")
-COMPILE_CACHE_ENTRIES = 64  # compiled graphs kept per forward: architectures x batch shapes in one worker
-
-
-class ConfigError(UserError):
-    """A training config field out of range; the message names the field."""
 
 
 class NonFiniteLoss(RuntimeError):
@@ -35,61 +32,6 @@ class NonFiniteLoss(RuntimeError):
 
 class StopTraining(Exception):
     """Raised by a callback to end training early (e.g. an hpo pruner); the history so far is kept."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The recipe. Defaults are the paper's: SGD 0.9, wd 1e-4, batch 64, lr 0.1, 160 epochs, ×0.1 at 50/75%."""
-
-    epochs: int = 160
-    batch_size: int = 64
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 1e-4
-    schedule: str = "step"
-    milestones: tuple[float, ...] = (0.5, 0.75)
-    gamma: float = 0.1
-    augment: str = "crop-flip"
-    label_smoothing: float = 0.0
-    seed: int = 0
-
-    def __post_init__(self):
-        object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
-        checks = {
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 1,
-            "lr": math.isfinite(self.lr) and self.lr > 0,
-            "momentum": 0 <= self.momentum < 1,
-            "weight_decay": math.isfinite(self.weight_decay) and self.weight_decay >= 0,
-            "milestones": all(0 < m < 1 for m in self.milestones),
-            "gamma": 0 < self.gamma <= 1,
-            "label_smoothing": 0 <= self.label_smoothing < 1,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"train config: {name}={getattr(self, name)!r} is out of range")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"train config: schedule={self.schedule!r}; valid names: {', '.join(SCHEDULES)}")
-        if self.augment not in AUGMENTATIONS:
-            raise ConfigError(f"train config: augment={self.augment!r}; valid names: {', '.join(AUGMENTATIONS)}")
-        if self.nesterov and self.momentum == 0:
-            raise ConfigError("train config: nesterov=True needs momentum > 0")
-
-    def to_dict(self) -> dict:
-        return asdict(self) | {"milestones": list(self.milestones)}
-
-    def digest(self) -> str:
-        return config_digest(self.to_dict())
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-
-def config_digest(d: dict) -> str:
-    """A short stable hash of a JSON-able config: names runs and finds reusable results."""
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -136,57 +78,6 @@ class Callback:
 
     def on_train_end(self, history: History) -> None:
         """Called once training stops for any reason (done, stopped early, failed, interrupted)."""
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """How to run, not what to train: the same config trains the same model whatever these are."""
-
-    device: str = "auto"
-    channels_last: bool | None = None  # default: on CUDA; on CPU it helps some models and slows others
-    bf16: bool | None = None  # default: on CUDA; on CPU only when asked
-    compile: bool = False  # torch.compile; on CUDA in reduce-overhead mode, which captures the step in CUDA
-    # graphs. The compiled code is cached per architecture and reused by later trials in the same process.
-
-    def __post_init__(self):
-        if self.device == "auto":
-            return
-        try:
-            dev = torch.device(self.device)
-        except RuntimeError:
-            raise ConfigError(f"--device {self.device!r}: expected auto, cpu, cuda or cuda:N") from None
-        if dev.type == "cuda":
-            if not torch.cuda.is_available():
-                raise ConfigError(f"--device {self.device}: no CUDA device is available here; use --device cpu")
-            if dev.index is not None and dev.index >= torch.cuda.device_count():
-                raise ConfigError(f"--device {self.device}: only {torch.cuda.device_count()} CUDA device(s) here")
-        elif dev.type not in ("cpu", "mps"):
-            raise ConfigError(f"--device {self.device!r}: expected auto, cpu, cuda or cuda:N")
-
-    def resolve(self) -> tuple[torch.device, bool, bool]:
-        """The device, whether to use channels_last, whether to autocast to bf16."""
-        dev = torch.device(
-            "cuda"
-            if self.device == "auto" and torch.cuda.is_available()
-            else ("cpu" if self.device == "auto" else self.device)
-        )
-        cuda = dev.type == "cuda"
-        bf16 = cuda if self.bf16 is None else self.bf16
-        return dev, cuda if self.channels_last is None else self.channels_last, bf16
-
-    def describe(self) -> str:
-        """What runs, for the record: e.g. 'cuda bf16 channels_last compiled' or 'cpu fp32'."""
-        dev, channels_last, bf16 = self.resolve()
-        flags = ["bf16" if bf16 else "fp32"] + ["channels_last"] * channels_last + ["compiled"] * self.compile
-        return " ".join([str(dev), *flags])
-
-    def compiled(self, model: nn.Module, device: torch.device):
-        """The callable the step runs: the model itself, or its compiled form."""
-        if not self.compile:
-            return model
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, COMPILE_CACHE_ENTRIES)
-        mode = "reduce-overhead" if device.type == "cuda" else None
-        return torch.compile(model, mode=mode, dynamic=False)
 
 
 def seed_everything(seed: int) -> None:
@@ -244,79 +135,164 @@ def evaluate(model: nn.Module, loader: DeviceLoader, bf16: bool = False) -> tupl
     return float(loss) / n, float(correct) / n
 
 
+@dataclass(eq=False)
+class Job:
+    """One run to train: the model (trained in place), its recipe and its callbacks."""
+
+    model: nn.Module
+    config: TrainConfig
+    callbacks: Sequence[Callback] = ()
+
+
+class PlainStep:
+    """The step of one model: forward (compiled when asked), cross-entropy, backward, fused SGD."""
+
+    def __init__(self, jobs: Sequence[Job], device: torch.device, runtime: Runtime):
+        (job,) = jobs
+        self.model, self.bf16 = job.model, runtime.resolve()[2]
+        self.forward = runtime.compiled(job.model, device)
+        self.optimizer = make_sgd(job.model, job.config, fused=device.type in FUSED_SGD_DEVICES)  # ~2x on CPU
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=job.config.label_smoothing)
+
+    def set_lr(self, lrs: Sequence[float]) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lrs[0]
+
+    def train_mode(self) -> None:
+        self.model.train()
+
+    def __call__(self, xs: list[torch.Tensor], ys: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward of one batch per run; each run's mean loss and correct count (on the device)."""
+        x, y = xs[0], ys[0]
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=self.bf16):
+            out = self.forward(x)
+            loss = self.criterion(out.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        return loss.detach().view(1), (out.detach().argmax(1) == y).sum().view(1)
+
+    def step(self) -> None:
+        self.optimizer.step()
+
+    def stop(self, k: int) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+def train_jobs(
+    jobs: Sequence[Job],
+    split: Split,
+    runtime: Runtime = Runtime(),
+    eval_final_only: bool = False,
+    engine=PlainStep,
+    on_done: Callable[[int, History | BaseException], None] | None = None,
+) -> list[History | BaseException]:
+    """Train `jobs` epoch by epoch, each on its own batches (its seed's order and augmentation) and with its
+    own callbacks, evaluating on split.eval after every epoch (or only after the last: a test set is scored
+    once). `engine(jobs, device, runtime)` computes one step of them all. A job whose loss stops being finite
+    (NonFiniteLoss) or whose callback stops it (StopTraining) ends there and the others go on; its entry, and
+    what `on_done(k, entry)` is told when job k ends, is the exception or its History."""
+    device, channels_last, bf16 = runtime.resolve()
+    for job in jobs:
+        job.model.to(device)
+        if channels_last:
+            job.model.to(memory_format=torch.channels_last)
+    loaders = [make_loaders(split, job.config, device, channels_last) for job in jobs]
+    epochs, steps = jobs[0].config.epochs, len(loaders[0][0])
+    step = engine(jobs, device, runtime)
+    histories = [History(eval_name=split.eval_name) for _ in jobs]
+    results: list[History | BaseException] = list(histories)
+    active = list(range(len(jobs)))
+
+    def end(k: int, outcome: History | BaseException) -> None:
+        active.remove(k)
+        step.stop(k)
+        results[k] = outcome
+        for cb in jobs[k].callbacks:
+            cb.on_train_end(histories[k])
+        if on_done:
+            on_done(k, outcome)
+
+    try:
+        for k in active:
+            for cb in jobs[k].callbacks:
+                cb.on_train_start(jobs[k].model, getattr(step, "optimizer", None))
+        for epoch in range(epochs):
+            configs = [job.config for job in jobs]
+            lrs = [lr_at(epoch, c.epochs, c.lr, c.schedule, c.milestones, c.gamma, 0, steps) for c in configs]
+            per_step = [c.schedule in PER_STEP_SCHEDULES for c in configs]
+            step.set_lr(lrs)
+            step.train_mode()
+            start = time.perf_counter()
+            loss_sum = torch.zeros(len(jobs), device=device)
+            correct = torch.zeros(len(jobs), device=device, dtype=torch.long)
+            for i, batches in enumerate(zip(*(train.epoch(epoch) for train, _ in loaders), strict=True)):
+                if any(per_step):
+                    step.set_lr(
+                        [lr_at(epoch, c.epochs, c.lr, c.schedule, step=i, steps_per_epoch=steps) if p else lr
+                         for c, p, lr in zip(configs, per_step, lrs, strict=True)]
+                    )  # fmt: skip
+                xs, ys = [b[0] for b in batches], [b[1] for b in batches]
+                losses, hits = step(xs, ys)
+                for k in active:
+                    for cb in jobs[k].callbacks:
+                        cb.after_backward(jobs[k].model)
+                step.step()
+                for k in active:
+                    for cb in jobs[k].callbacks:
+                        cb.after_step(jobs[k].model)
+                loss_sum += losses * len(ys[0])
+                correct += hits
+            for k in active:
+                for cb in jobs[k].callbacks:
+                    cb.after_epoch_train(jobs[k].model)
+            n = loaders[0][0].num_samples
+            train_losses = [s / n for s in loss_sum.tolist()]  # the epoch's one host sync
+            train_hits = correct.tolist()
+            seconds = time.perf_counter() - start
+            for k in list(active):
+                history = histories[k]
+                history.images_seen += n
+                if not math.isfinite(train_losses[k]):
+                    end(k, NonFiniteLoss(epoch, train_losses[k]))
+                    continue
+                if eval_final_only and epoch < epochs - 1:
+                    eval_loss = eval_acc = math.nan
+                else:
+                    eval_loss, eval_acc = evaluate(jobs[k].model, loaders[k][1], bf16)
+                metrics = EpochMetrics(
+                    epoch, lrs[k], train_losses[k], train_hits[k] / n, eval_loss, eval_acc, n / seconds, seconds
+                )
+                history.epochs.append(metrics)
+                try:
+                    for cb in jobs[k].callbacks:
+                        cb.on_epoch_end(metrics, jobs[k].model)
+                except StopTraining:
+                    history.stopped_early = True
+                    end(k, history)
+            if not active:
+                break
+        for k in list(active):
+            end(k, histories[k])
+    finally:
+        step.finish()
+        for k in active:  # stopped by an exception that is not one job's outcome (a signal, a bug)
+            for cb in jobs[k].callbacks:
+                cb.on_train_end(histories[k])
+    return results
+
+
 def train(
     model: nn.Module,
     split: Split,
     config: TrainConfig,
-    callbacks: list[Callback] = (),
+    callbacks: Sequence[Callback] = (),
     runtime: Runtime = Runtime(),
     eval_final_only: bool = False,
 ) -> History:
     """Train `model` in place on split.train, evaluating on split.eval after every epoch (or only after
     the last one: a test set is scored once)."""
-    device, channels_last, bf16 = runtime.resolve()
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    train_loader, eval_loader = make_loaders(split, config, device, channels_last)
-    forward = runtime.compiled(model, device)
-    optimizer = make_sgd(model, config, fused=device.type in FUSED_SGD_DEVICES)  # ~2x faster steps on CPU
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    for cb in callbacks:
-        cb.on_train_start(model, optimizer)
-    history = History(eval_name=split.eval_name)
-    try:
-        for epoch in range(config.epochs):
-            lr = lr_at(
-                epoch, config.epochs, config.lr, config.schedule, config.milestones, config.gamma, 0, len(train_loader)
-            )
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            model.train()
-            start = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            per_step = config.schedule in PER_STEP_SCHEDULES
-            for i, (x, y) in enumerate(train_loader.epoch(epoch)):
-                if per_step:
-                    step_lr = lr_at(
-                        epoch, config.epochs, config.lr, config.schedule, step=i, steps_per_epoch=len(train_loader)
-                    )
-                    for group in optimizer.param_groups:
-                        group["lr"] = step_lr
-                with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-                    out = forward(x)
-                    loss = criterion(out.float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                for cb in callbacks:
-                    cb.after_backward(model)
-                optimizer.step()
-                for cb in callbacks:
-                    cb.after_step(model)
-                loss_sum += loss.detach() * len(y)
-                correct += (out.detach().argmax(1) == y).sum()
-            for cb in callbacks:
-                cb.after_epoch_train(model)
-            n = train_loader.num_samples
-            train_loss, train_acc = float(loss_sum) / n, float(correct) / n  # the epoch's one host sync
-            seconds = time.perf_counter() - start
-            history.images_seen += n
-            if not math.isfinite(train_loss):
-                raise NonFiniteLoss(epoch, train_loss)
-            if eval_final_only and epoch < config.epochs - 1:
-                eval_loss = eval_acc = math.nan
-            else:
-                eval_loss, eval_acc = evaluate(model, eval_loader, bf16)
-            metrics = EpochMetrics(epoch, lr, train_loss, train_acc, eval_loss, eval_acc, n / seconds, seconds)
-            history.epochs.append(metrics)
-            try:
-                for cb in callbacks:
-                    cb.on_epoch_end(metrics, model)
-            except StopTraining:
-                history.stopped_early = True
-                break
-    finally:
-        for cb in callbacks:
-            cb.on_train_end(history)
-    return history
+    (outcome,) = train_jobs([Job(model, config, list(callbacks))], split, runtime, eval_final_only)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome

@@ -1,12 +1,12 @@
 """Final evaluation. For each seed s: the base is trained on train+validation with seed s (the `unpruned`
 row, the untuned paper recipe), pruned with the spec's method, and fine-tuned with each chosen config;
 scratch arms train on train+validation with seed s. Every arm sees the same data and its own seed
-variance. Each run is scored once on the test set and is an MLflow run; finished ones are reused."""
+variance. Each run is scored once on the test set and is an MLflow run; finished ones are reused.
+The seeds of one config train as one group (rethink.fuse: stacked, in parallel, or one after another)."""
 
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,13 +18,12 @@ from rethink.data import Split, load_dataset, normalized, train_test
 from rethink.flops import training_flops
 from rethink.models import build_model
 from rethink.prune import PrunedModel, prune
-from rethink.train import Runtime, config_digest, seed_everything, train
+from rethink.train import History, Runtime, config_digest, seed_everything
 
-from .lifecycle import ending
+from .final_group import Pending, train_pending
 from .picks import Choice
-from .progress import PrintProgress
 from .space import apply
-from .tracking import MlflowEpochLogger, RunTree
+from .tracking import RunTree
 from .trunk import Trunk, _calibration, base_callbacks, control_for, prune_config
 
 
@@ -77,70 +76,84 @@ def _finished(tree: RunTree, digest: str, root: str):
     return None, None
 
 
-def final_base(
-    trunk: Trunk, seed: int, split: Split, tree: RunTree, root: str, runtime: Runtime, workdir: Path, label: str
-) -> SeedBase:
-    """Train (or find again) the base of `seed` on train+validation, score it once, and prune it."""
+def final_bases(
+    trunk: Trunk,
+    seeds: list[int],
+    split: Split,
+    tree: RunTree,
+    root: str,
+    runtime: Runtime,
+    workdir: Path,
+) -> dict[int, SeedBase]:
+    """Train (or find again) the base of each seed on train+validation, as one group; score each once on
+    the test set, save its checkpoints, and prune it."""
     spec = trunk.spec
-    config = replace(trunk.base_config, seed=seed)
-    key = {"final_base": spec.base_digest(), "seed": seed, "data": "train+val"}
-    if spec.base.sparsity or spec.base.sfp_ratio is not None:
-        key["callbacks"] = "base"  # trained with the base's callbacks (before 2026-11-28 they were left out)
-    digest = config_digest(key)
-    folder = workdir / f"final-base-{digest}"
-    run_id, metrics = _finished(tree, digest, root)
-    if run_id and (folder / "model.pt").is_file():
-        model, _ = load_cached(folder / "model.pt", digest)
-        init_state = load_cached(folder / "init.pt", digest)[1].state_dict
-        test_acc, flops = metrics["test_acc"], metrics["train_flops"]
-    else:
+    found: dict[int, tuple] = {}  # seed -> (model, init_state, test_acc, train_flops, run_id, digest)
+    pending: list[Pending] = []
+    todo: list[tuple[int, str, Path, dict]] = []
+    for seed in seeds:
+        config = replace(trunk.base_config, seed=seed)
+        key = {"final_base": spec.base_digest(), "seed": seed, "data": "train+val"}
+        if spec.base.sparsity or spec.base.sfp_ratio is not None:
+            key["callbacks"] = "base"  # trained with the base's callbacks (before 2026-11-28 they were left out)
+        digest = config_digest(key)
+        folder = workdir / f"final-base-{digest}"
+        run_id, metrics = _finished(tree, digest, root)
+        if run_id and (folder / "model.pt").is_file():
+            model, _ = load_cached(folder / "model.pt", digest)
+            init_state = load_cached(folder / "init.pt", digest)[1].state_dict
+            found[seed] = (model, init_state, metrics["test_acc"], metrics["train_flops"], run_id, digest)
+            continue
         if run_id:
             tree.end(run_id, "FINISHED", "its checkpoint is gone; the base was trained again")
-        tags = {
-            "arm": "unpruned",
-            "choice": "paper",
-            "seed": seed,
-            "rethink.digest": digest,
-            "rethink.role": "base",
-            "data": "train+val",
-            "rethink.runtime": runtime.describe(),
-        }
-        run_id = tree.child(root, f"final:base:seed{seed}", "final", tags, reuse=False)
-        tree.log_params(
-            run_id, {f"train.{k}": v for k, v in config.to_dict().items()} | {"train_images": len(split.y_train)}
-        )
-        print(f"{label} base (unpruned, paper recipe) seed {seed}: {config.epochs} epochs", file=sys.stderr, flush=True)
         seed_everything(seed)  # the base's init comes from the seed itself; scratch inits have their own stream
         model = build_model(trunk.base_spec)
         init_state = {k: v.clone() for k, v in model.state_dict().items()}
-        callbacks = [
-            *base_callbacks(spec),
-            MlflowEpochLogger(run_id, "test"),
-            PrintProgress(config.epochs, "  ", every=10),
-        ]
-        try:
-            history = train(model, split, config, callbacks, runtime, eval_final_only=True)
-        except BaseException as e:
-            tree.end_quietly(run_id, *ending(e))
-            raise
-        model.cpu()
+        tags = {"arm": "unpruned", "choice": "paper", "seed": seed, "rethink.digest": digest, "rethink.role": "base"}
+        params = {f"train.{k}": v for k, v in config.to_dict().items()} | {"train_images": len(split.y_train)}
+        pending.append(
+            Pending(
+                f"final:base:seed{seed}",
+                tags | {"data": "train+val"},
+                params,
+                model,
+                config,
+                f"seed {seed}",
+                base_callbacks(spec),
+            )
+        )
+        todo.append((seed, digest, folder, init_state))
+
+    def finish(k: int, history: History) -> dict[str, float]:
+        seed, digest, folder, init_state = todo[k]
+        model, config = pending[k].model.cpu(), pending[k].config
         test_acc, flops = history.final.eval_acc, training_flops(trunk.base_flops, history.images_seen)
         init_model = build_model(trunk.base_spec)
         init_model.load_state_dict(init_state)
         meta = {"train": config.to_dict(), "digest": digest, "test_acc": test_acc}
         save_checkpoint(folder / "init.pt", init_model, trunk.base_spec, meta=meta | {"epoch": 0})
         save_checkpoint(folder / "model.pt", model, trunk.base_spec, meta=meta)
-        tree.log_metrics(run_id, {"test_acc": test_acc, "train_flops": flops, "pipeline_flops": flops}, config.epochs)
-        tree.end(run_id)
-        print(f"  test acc {test_acc:.4f}", file=sys.stderr, flush=True)
-    model.eval()
+        return {"test_acc": test_acc, "train_flops": flops, "pipeline_flops": flops}
+
+    if pending:
+        heading = f"[final] base (unpruned, paper recipe), seed {','.join(str(t[0]) for t in todo)}"
+        run_ids, histories = train_pending(pending, split, tree, root, runtime, finish, heading)
+        for (seed, digest, _, init_state), p, run_id, h in zip(todo, pending, run_ids, histories, strict=True):
+            flops = training_flops(trunk.base_flops, h.images_seen)
+            found[seed] = (p.model, init_state, h.final.eval_acc, flops, run_id, digest)
     pconfig = prune_config(spec)
-    data = _calibration(split, pconfig.calibration_images) if pconfig.method == "thinet" else None
-    pruned = prune(model, trunk.base_spec, pconfig, data)
-    control = control_for(spec, model, trunk.base_spec, pruned)
-    params = {"lr": config.lr, "schedule": config.schedule, "augment": config.augment, "epochs": config.epochs}
-    result = FinalResult("unpruned", "paper", seed, test_acc, flops, flops, config.epochs, params, run_id, run_id)
-    return SeedBase(seed, init_state, pruned, control, pruned_flops(pruned), flops, digest, result)
+    bases = {}
+    for seed in seeds:
+        model, init_state, test_acc, flops, run_id, digest = found[seed]
+        model.cpu().eval()
+        data = _calibration(split, pconfig.calibration_images) if pconfig.method == "thinet" else None
+        pruned = prune(model, trunk.base_spec, pconfig, data)
+        control = control_for(spec, model, trunk.base_spec, pruned)
+        config = trunk.base_config
+        params = {"lr": config.lr, "schedule": config.schedule, "augment": config.augment, "epochs": config.epochs}
+        result = FinalResult("unpruned", "paper", seed, test_acc, flops, flops, config.epochs, params, run_id, run_id)
+        bases[seed] = SeedBase(seed, init_state, pruned, control, pruned_flops(pruned), flops, digest, result)
+    return bases
 
 
 def evaluate_choices(
@@ -154,119 +167,115 @@ def evaluate_choices(
     share_base: bool = False,
 ) -> list[FinalResult]:
     """Per seed: the base on train+val (the unpruned row), pruned; then every choice with that seed, the
-    fine-tune and lottery ones from that seed's base. With `share_base`, one base serves every seed."""
+    fine-tune and lottery ones from that seed's base. With `share_base`, one base serves every seed. The
+    bases train as one group, then every choice's runs as another."""
     spec = trunk.spec
     ds = load_dataset(spec.dataset, spec.data_root)
     split = normalized(train_test(ds), spec.normalize, ds.name)
-    results: list[FinalResult] = []
-    n_jobs = seeds * len(choices) + (1 if share_base else seeds)
-    job = 0
-    shared: SeedBase | None = None
-    for s in range(seeds):
-        seed = spec.seed + s
-        if shared is None or not share_base:
-            job += 1
-            base = final_base(trunk, seed, split, tree, root, runtime, workdir, f"[final {job}/{n_jobs}]")
-            results.append(base.result)
-            shared = base
-        base = shared
-        for choice in choices:
-            job += 1
-            results.append(
-                _train_choice(choice, base, seed, trunk, split, tree, root, runtime, f"[final {job}/{n_jobs}]")
-            )
-    return results
+    all_seeds = [spec.seed + s for s in range(seeds)]
+    base_seeds = all_seeds[:1] if share_base else all_seeds
+    bases = final_bases(trunk, base_seeds, split, tree, root, runtime, workdir)
+    pairs = [(seed, bases[base_seeds[0]] if share_base else bases[seed]) for seed in all_seeds]
+    return [bases[s].result for s in base_seeds] + _train_choices(choices, pairs, trunk, split, tree, root, runtime)
 
 
-def _train_choice(
-    choice: Choice,
-    base: SeedBase,
-    seed: int,
+def _train_choices(
+    choices: list[Choice],
+    pairs: list[tuple[int, SeedBase]],
     trunk: Trunk,
     split: Split,
     tree: RunTree,
     root: str,
     runtime: Runtime,
-    label: str,
-) -> FinalResult:
+) -> list[FinalResult]:
+    """Every choice with every (seed, base) pair: finished runs found again, a config chosen twice (best@E
+    and best@B, say) trained once per seed, and the rest trained as one group."""
     spec = trunk.spec
-    recipe = default_recipe(choice.arm, trunk.base_config, trunk.base_flops, trunk.pruned_flops)
-    config = apply(choice.params, replace(recipe, seed=seed))
-    digest = config_digest(
-        {
-            "arm": choice.study_arm,
-            "config": config.to_dict(),
-            "setting": config_digest(spec.study_fields()),
-            "base": base.digest,
-        }
-    )
-    # The same config chosen twice (best@E and best@B, say) is trained once per seed.
-    run_id, metrics = _finished(tree, digest, root)
-    if run_id:
-        return FinalResult(
-            choice.arm,
-            choice.name,
-            seed,
-            metrics["test_acc"],
-            metrics["train_flops"],
-            metrics.get("pipeline_flops", math.nan),
-            config.epochs,
-            choice.params,
-            run_id,
-            base.result.run_id,
-            choice.trial,
+    entries: list[tuple[Choice, int, SeedBase, int, str]] = []  # (choice, seed, base, epochs, digest)
+    found: dict[str, tuple[str, float, float, float]] = {}  # digest -> run id, test acc, train and pipeline FLOPs
+    pending: list[Pending] = []
+    todo: dict[str, tuple[int, SeedBase, object]] = {}  # digest -> (index in pending, base, arm)
+    for choice in choices:
+        recipe = default_recipe(choice.arm, trunk.base_config, trunk.base_flops, trunk.pruned_flops)
+        for seed, base in pairs:
+            config = apply(choice.params, replace(recipe, seed=seed))
+            digest = config_digest(
+                {
+                    "arm": choice.study_arm,
+                    "config": config.to_dict(),
+                    "setting": config_digest(spec.study_fields()),
+                    "base": base.digest,
+                }
+            )
+            entries.append((choice, seed, base, config.epochs, digest))
+            if digest in found or digest in todo:
+                continue
+            run_id, metrics = _finished(tree, digest, root)
+            if run_id:
+                flops = metrics["train_flops"]
+                found[digest] = (run_id, metrics["test_acc"], flops, metrics.get("pipeline_flops", math.nan))
+                continue
+            tags = {
+                "arm": choice.arm,
+                "choice": choice.name,
+                "seed": seed,
+                "study_arm": choice.study_arm,
+                "rethink.digest": digest,
+                "rethink.base_run": base.result.run_id,
+                "base_seed": base.seed,
+                "data": "train+val",
+            }
+            params = {f"train.{k}": v for k, v in config.to_dict().items()} | {
+                "trial": choice.trial if choice.trial is not None else "",
+                "train_images": len(split.y_train),
+            }
+            arm = build_arm(
+                choice.study_arm,
+                base.control if choice.study_arm == "finetune-random" else base.pruned,
+                trunk.base_spec,
+                trunk.base_config,
+                trunk.base_flops,
+                seed=seed,
+                init_state=base.init_state,
+                pruned_macs=base.pruned_flops,
+            )
+            name, label = f"final:{choice.arm}:{choice.name}:seed{seed}", f"{choice.arm} {choice.name} seed {seed}"
+            todo[digest] = (len(pending), base, arm)
+            pending.append(Pending(name, tags, params, arm.model, config, label, list(arm.callbacks)))
+
+    order = list(todo.values())
+
+    def finish(k: int, history: History) -> dict[str, float]:
+        _, base, arm = order[k]
+        flops = training_flops(arm.forward_macs, history.images_seen)
+        pipeline = flops + (base.train_flops if arm.inherits_base else 0.0)
+        return {"test_acc": history.final.eval_acc, "train_flops": flops, "pipeline_flops": pipeline}
+
+    if pending:
+        again = len(entries) - len(pending)
+        heading = f"[final] {len(choices)} chosen configs × {len(pairs)} seeds" + (
+            f" ({again} found again or chosen twice)" if again else ""
         )
-    tags = {
-        "arm": choice.arm,
-        "choice": choice.name,
-        "seed": seed,
-        "study_arm": choice.study_arm,
-        "rethink.digest": digest,
-        "rethink.runtime": runtime.describe(),
-        "rethink.base_run": base.result.run_id,
-        "base_seed": base.seed,
-        "data": "train+val",
-    }
-    run_id = tree.child(root, f"final:{choice.arm}:{choice.name}:seed{seed}", "final", tags, reuse=False)
-    tree.log_params(
-        run_id,
-        {f"train.{k}": v for k, v in config.to_dict().items()}
-        | {"trial": choice.trial if choice.trial is not None else "", "train_images": len(split.y_train)},
-    )
-    print(f"{label} {choice.arm} {choice.name} seed {seed}: {config.epochs} epochs", file=sys.stderr, flush=True)
-    arm = build_arm(
-        choice.study_arm,
-        base.control if choice.study_arm == "finetune-random" else base.pruned,
-        trunk.base_spec,
-        trunk.base_config,
-        trunk.base_flops,
-        seed=seed,
-        init_state=base.init_state,
-        pruned_macs=base.pruned_flops,
-    )
-    callbacks = [*arm.callbacks, MlflowEpochLogger(run_id, "test"), PrintProgress(config.epochs, "  ", every=10)]
-    try:
-        history = train(arm.model, split, config, callbacks, runtime, eval_final_only=True)
-    except BaseException as e:
-        tree.end_quietly(run_id, *ending(e))
-        raise
-    flops = training_flops(arm.forward_macs, history.images_seen)
-    pipeline = flops + (base.train_flops if arm.inherits_base else 0.0)
-    tree.log_metrics(
-        run_id, {"test_acc": history.final.eval_acc, "train_flops": flops, "pipeline_flops": pipeline}, config.epochs
-    )
-    tree.end(run_id)
-    print(f"  test acc {history.final.eval_acc:.4f}", file=sys.stderr, flush=True)
-    return FinalResult(
-        choice.arm,
-        choice.name,
-        seed,
-        history.final.eval_acc,
-        flops,
-        pipeline,
-        config.epochs,
-        choice.params,
-        run_id,
-        base.result.run_id,
-        choice.trial,
-    )
+        run_ids, histories = train_pending(pending, split, tree, root, runtime, finish, heading)
+        for digest, (k, _, _) in todo.items():
+            m = finish(k, histories[k])
+            found[digest] = (run_ids[k], m["test_acc"], m["train_flops"], m["pipeline_flops"])
+    results = []
+    for choice, seed, base, epochs, digest in entries:
+        run_id, test_acc, flops, pipeline = found[digest]
+        results.append(
+            FinalResult(
+                choice.arm,
+                choice.name,
+                seed,
+                test_acc,
+                flops,
+                pipeline,
+                epochs,
+                choice.params,
+                run_id,
+                base.result.run_id,
+                choice.trial,
+            )
+        )
+    return results

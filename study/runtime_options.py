@@ -1,15 +1,17 @@
-"""Command-line options that choose how to run (device, bf16, channels_last, compile), never what to train."""
+"""Command-line options that choose how to run (device, bf16, channels_last, compile, fusion), never what to
+train."""
 
 from __future__ import annotations
 
 import argparse
 
-from rethink.train import Runtime
+from rethink.runtime import FUSE_MODES, Runtime
 
 SWITCH = {"auto": None, "on": True, "off": False}
 
 
-def add_runtime_args(p: argparse.ArgumentParser) -> None:
+def add_runtime_args(p: argparse.ArgumentParser, fuse: bool = True) -> None:
+    """The runtime options; `fuse` for the commands that train groups of runs (study, report)."""
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument(
         "--bf16", choices=tuple(SWITCH), default="auto", help="bf16 autocast (auto: on CUDA; on CPU when on)"
@@ -27,10 +29,22 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
         help="torch.compile the model (on CUDA: reduce-overhead mode, the step captured in CUDA graphs); "
         "compiled code is reused by later trials of the same architecture in one worker",
     )
+    if not fuse:
+        return
+    p.add_argument(
+        "--fuse",
+        choices=FUSE_MODES,
+        default="auto",
+        help="how the final evaluation trains the runs of a group (each seed of each chosen config, and the "
+        "per-seed bases) together: stacked = one computation over the runs' stacked weights, parallel = one "
+        "thread per run, off = one after another (auto: stacked on CUDA, parallel on a CPU with 2+ threads)",
+    )
 
 
 def runtime_from_args(args: argparse.Namespace) -> Runtime:
-    return Runtime(args.device, SWITCH[args.channels_last], SWITCH[args.bf16], args.compile == "on")
+    return Runtime(
+        args.device, SWITCH[args.channels_last], SWITCH[args.bf16], args.compile == "on", getattr(args, "fuse", "auto")
+    )
 
 
 def runtime_argv(runtime: Runtime) -> tuple[str, ...]:
@@ -38,7 +52,7 @@ def runtime_argv(runtime: Runtime) -> tuple[str, ...]:
     name = {v: k for k, v in SWITCH.items()}
     return (
         *("--device", runtime.device, "--bf16", name[runtime.bf16], "--channels-last", name[runtime.channels_last]),
-        *("--compile", "on" if runtime.compile else "off"),
+        *("--compile", "on" if runtime.compile else "off", "--fuse", runtime.fuse),
     )
 
 

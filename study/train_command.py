@@ -49,7 +49,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", choices=AUGMENTATIONS, default=d.augment, help="augmentation policy")
     p.add_argument("--seed", type=int, default=d.seed, help="init, data order and augmentation seed (>= 0)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of the training set held out, stratified")
-    add_runtime_args(p)
+    add_runtime_args(p, fuse=False)  # one run: nothing to fuse
     p.add_argument("--out", default="runs", help="folder for checkpoints")
     p.add_argument(
         "--sparsity",

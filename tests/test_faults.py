@@ -354,20 +354,26 @@ def test_sigint_in_the_final_evaluation_ends_its_runs_killed(tiny_run, tmp_path)
         tiny_run,
         "--workdir",
         str(tmp_path / "runs"),
+        "--fuse",
+        "parallel",
     ]
-    proc = subprocess.Popen(
-        cmd, env=_env(os.environ["MLFLOW_TRACKING_URI"]), cwd=tmp_path, stderr=subprocess.PIPE, text=True
-    )
-    for line in proc.stderr:  # each final run prints its line once it is made, then trains
-        if line.startswith("[final 2/"):
+    env = _env(os.environ["MLFLOW_TRACKING_URI"]) | {"OMP_NUM_THREADS": "2"}  # runs side by side
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # the bases train as one group, then the chosen configs as another
+        if line.startswith("[final]") and "chosen configs" in line:
+            time.sleep(1.0)  # inside the second group's training
             proc.send_signal(signal.SIGINT)
             break
     assert proc.wait(timeout=60) == 130
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name("tiny")
     finals = client.search_runs([exp.experiment_id], "tags.`rethink.kind` = 'final'")
-    (killed,) = [r for r in finals if r.info.status == "KILLED"]
-    assert killed.data.tags["arm"] == "finetune" and "SIGINT" in killed.data.tags["failure_reason"]
+    bases = [r for r in finals if r.data.tags.get("rethink.role") == "base"]
+    assert len(bases) == 2 and all(r.info.status == "FINISHED" for r in bases)
+    killed = [r for r in finals if r.info.status == "KILLED"]
+    assert killed and all("SIGINT" in r.data.tags["failure_reason"] for r in killed)
+    assert {r.info.status for r in finals} <= {"FINISHED", "KILLED"}  # every run the group started ended
+    assert all("fused:parallel" in r.data.tags["rethink.runtime"] for r in finals)
     (root,) = client.search_runs([exp.experiment_id], "tags.`rethink.kind` = 'spec'")
     assert root.info.status == "KILLED"
     assert_stores_agree(tiny_run, "tiny")

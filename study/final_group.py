@@ -1,0 +1,88 @@
+"""Final runs trained as one group (the seeds of one config): each is its own MLflow run, made before the
+group trains and ended as soon as its training ends, with its own per-epoch metrics and test score."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from rethink.data import Split
+from rethink.fuse import fusion_plan, train_group
+from rethink.train import Callback, History, Job, Runtime, TrainConfig
+
+from .lifecycle import ending
+from .progress import PrintProgress
+from .tracking import MlflowEpochLogger, RunTree
+
+
+@dataclass(eq=False)
+class Pending:
+    """One final run still to train: its MLflow run's name, tags and params, and what it trains."""
+
+    name: str
+    tags: dict
+    params: dict
+    model: nn.Module
+    config: TrainConfig
+    label: str  # its line in the progress output, e.g. "seed 1"
+    callbacks: list[Callback] = field(default_factory=list)
+
+
+def train_pending(
+    pending: Sequence[Pending],
+    split: Split,
+    tree: RunTree,
+    root: str,
+    runtime: Runtime,
+    finish: Callable[[int, History], dict[str, float]],
+    heading: str,
+) -> tuple[list[str], list[History]]:
+    """Train the pending runs as one group (how: runtime.fuse). Each one's MLflow run is made as its training
+    starts and ended as it ends: FINISHED with the metrics `finish(k, history)` returns (it may save
+    checkpoints first), or with the status and reason of what stopped it. Whatever stops the group ends the
+    runs still open, and is raised; so is a run's own failure (a diverged loss), once the others have ended."""
+    if not pending:
+        return [], []
+    jobs = [Job(p.model, p.config) for p in pending]
+    plan = fusion_plan(jobs, runtime)
+    loggers = [MlflowEpochLogger("", "test") for _ in pending]  # each gets its run id when its run is made
+    for job, p, logger in zip(jobs, pending, loggers, strict=True):
+        label = f"  {p.label}: " if len(pending) > 1 else "  "
+        job.callbacks = [*p.callbacks, logger, PrintProgress(p.config.epochs, label, every=10)]
+    epochs = sorted({p.config.epochs for p in pending})
+    span = f"{epochs[0]}" if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
+    how = f", {len(pending)} runs {plan[0][0] if plan[0][0] != 'off' else 'unfused'}" if len(pending) > 1 else ""
+    print(f"{heading}: {span} epochs{how}", file=sys.stderr, flush=True)
+    run_ids = [""] * len(pending)
+    still_open: set[int] = set()
+
+    def on_start(k: int) -> None:
+        p = pending[k]
+        tags = p.tags | {"rethink.runtime": runtime.describe(plan[k])}
+        run_ids[k] = loggers[k].run_id = tree.child(root, p.name, "final", tags, reuse=False)
+        still_open.add(k)
+        tree.log_params(run_ids[k], p.params, fresh=True)
+
+    def on_done(k: int, outcome: History | BaseException) -> None:
+        still_open.discard(k)
+        if isinstance(outcome, BaseException):
+            tree.end_quietly(run_ids[k], *ending(outcome))
+            return
+        tree.log_metrics(run_ids[k], finish(k, outcome), pending[k].config.epochs)
+        tree.end(run_ids[k])
+        who = f"{pending[k].label} " if len(pending) > 1 else ""
+        print(f"  {who}test acc {outcome.final.eval_acc:.4f}", file=sys.stderr, flush=True)
+
+    try:
+        outcomes = train_group(jobs, split, runtime, eval_final_only=True, on_done=on_done, on_start=on_start)
+    except BaseException as e:
+        for k in sorted(still_open):
+            tree.end_quietly(run_ids[k], *ending(e))
+        raise
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return run_ids, outcomes

@@ -1,0 +1,83 @@
+"""The final evaluation writes the same MLflow runs and metrics fused or not: one run per seed of each
+chosen config (and per-seed base), with the same name, tags, params, metric keys and steps. `parallel` at
+one thread per run gives the very numbers `off` gives at one thread (see test_fuse.py for why); `stacked`
+computes the same function with other kernels, so its numbers are compared in tests/test_fuse.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+
+from conftest import TINY, tiny_args
+from study.cli import main
+
+TIMING = {"images_per_s"}  # measured, not computed
+PER_RUN_TAGS = {"rethink.runtime", "rethink.base_run", "mlflow.parentRunId", "mlflow.runName"}
+
+
+def _report(run_once, folder: Path, fuse: str, threads: int, monkeypatch) -> dict[str, dict]:
+    """The tiny spec's final evaluation and report, from a fresh copy of its studies, in `folder`."""
+    folder.mkdir()
+    run_once("tiny-study", tiny_args, folder)
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(folder)
+    mlflow.set_tracking_uri(uri)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        storage = ["--storage", f"sqlite:///{folder / 'optuna.db'}", "--workdir", str(folder / "runs")]
+        assert main(["report", TINY, *storage, "--out", str(folder / "reports"), "--fuse", fuse]) == 0
+    finally:
+        torch.set_num_threads(before)
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("tiny")
+    runs = {}
+    for r in client.search_runs([exp.experiment_id], "tags.`rethink.kind` = 'final'"):
+        assert r.info.status == "FINISHED"
+        histories = {
+            k: [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, k)] for k in r.data.metrics
+        }
+        runs[r.info.run_name] = {
+            "tags": {k: v for k, v in r.data.tags.items() if k not in PER_RUN_TAGS and not k.startswith("mlflow.")},
+            "runtime": r.data.tags["rethink.runtime"],
+            "params": r.data.params,
+            "steps": {k: sorted(s for s, _ in h) for k, h in histories.items()},
+            "values": {k: sorted(h) for k, h in histories.items() if k not in TIMING},
+        }
+    runs["table"] = pd.read_csv(folder / "reports" / "tiny" / "table.csv")
+    return runs
+
+
+@pytest.mark.slow
+def test_fused_final_evaluation_writes_the_runs_and_metrics_the_unfused_one_writes(
+    run_once, tracking_uri, tmp_path, monkeypatch
+):
+    off = _report(run_once, tmp_path / "off", "off", 1, monkeypatch)
+    parallel = _report(run_once, tmp_path / "parallel", "parallel", 2, monkeypatch)
+    stacked = _report(run_once, tmp_path / "stacked", "stacked", 2, monkeypatch)
+    table = off.pop("table")
+    assert parallel.pop("table").equals(table)  # the same test accuracies, hence the same report
+    stacked_table = stacked.pop("table")
+    assert list(stacked_table[["arm", "choice"]].itertuples(index=False)) == list(
+        table[["arm", "choice"]].itertuples(index=False)
+    )
+    assert sorted(off) == sorted(parallel) == sorted(stacked)
+    assert sum(name.startswith("final:base:") for name in off) == 2  # one base per seed, and per choice:
+    assert all(name.endswith(("seed0", "seed1")) for name in off)  # each seed its own run
+    for name, run in off.items():
+        for fused in (parallel[name], stacked[name]):
+            assert fused["tags"] == run["tags"] and fused["params"] == run["params"]
+            assert fused["steps"] == run["steps"]  # the same metrics, at the same epochs
+        assert parallel[name]["values"] == run["values"]  # every logged number, bit for bit
+        assert run["runtime"] == "cpu fp32 unfused"
+        assert parallel[name]["runtime"].startswith("cpu fp32 fused:parallel×")
+        assert "test_acc" in run["steps"] and run["steps"]["train_loss"] == list(
+            range(int(run["params"]["train.epochs"]))
+        )
+    bases = [stacked[n]["runtime"] for n in stacked if n.startswith("final:base:")]
+    assert bases == ["cpu fp32 fused:stacked×2"] * 2  # the seeds of one config: one stacked computation
