@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -419,6 +420,19 @@ class DeviceLoader:
         pad = default_pad(self.size) if pad is None else pad
         self.drop_last, self.seed, self.pad, self.channels_last = drop_last, seed, pad, channels_last
         self.hole = max(1, self.size // 2)  # cutout 16×16 on 32×32 (DeVries & Taylor 2017)
+
+    def with_draws(self, batch_size: int, augment: str = "none", shuffle: bool = False, seed: int = 0) -> DeviceLoader:
+        """The same images on the device (not copied again), batched and drawn for another run."""
+        if batch_size < 1:
+            raise DataError(f"batch_size must be >= 1, got {batch_size}")
+        other = copy.copy(self)
+        other.batch_size, other.augment, other.shuffle, other.seed = (
+            batch_size,
+            check_augmentation(augment),
+            shuffle,
+            seed,
+        )
+        return other
 
     def __len__(self) -> int:
         n = len(self.y)

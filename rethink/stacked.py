@@ -73,11 +73,11 @@ class StackedStep:
         for i in range(self.n):
             self._alias(i)
         self.skeleton = copy.deepcopy(first).to("meta")
-        self.momentum_buffers: list[torch.Tensor] | None = None
+        self.momentum_buffers: dict[str, torch.Tensor] = {}  # SGD's, started from each tensor's first gradient
         self.live = [True] * self.n
         self.active = torch.ones(self.n, device=device)  # the loss weight of each run: 0 once it ended
         self.lrs = [0.0] * self.n
-        self.lr_full: list[torch.Tensor] | None = None  # per-tensor [N, 1, ...] lr, when the lrs differ
+        self.lr_full: dict[str, torch.Tensor] | None = None  # per tensor, the lrs as [N, 1, ...], when they differ
         self.forward = torch.vmap(self._forward_one, in_dims=(0, 0, 0))
 
     def _alias(self, i: int) -> None:
@@ -98,8 +98,9 @@ class StackedStep:
         if len(set(self.lrs)) == 1:
             self.lr_full = None
             return
-        lr = torch.tensor(self.lrs, device=self.active.device)
-        self.lr_full = [lr.view(-1, *[1] * (p.dim() - 1)) for p in self.params.values()]
+        # In each tensor's dtype (an fp32 lr would round 0.1 by 1.5e-8 on fp64 weights), viewed as [N, 1, ...].
+        lrs = {p.dtype: torch.tensor(self.lrs, dtype=p.dtype, device=p.device) for p in self.params.values()}
+        self.lr_full = {k: lrs[p.dtype].view(-1, *[1] * (p.dim() - 1)) for k, p in self.params.items()}
 
     def train_mode(self) -> None:
         self.skeleton.train()
@@ -117,31 +118,35 @@ class StackedStep:
         if self.expose_grads:
             for i, model in enumerate(self.models):
                 for k in self.param_names:
-                    model.get_parameter(k).grad = self.params[k].grad[i]
+                    if (grad := self.params[k].grad) is not None:
+                        model.get_parameter(k).grad = grad[i]
         return losses.detach(), (out.detach().argmax(-1) == y).sum(1)
 
     @torch.no_grad()
     def step(self) -> None:
-        """torch.optim.SGD's update (dampening 0) over the stacked tensors, one learning rate per run."""
-        params = list(self.params.values())
+        """torch.optim.SGD's update (dampening 0) over the stacked tensors, one learning rate per run; a tensor
+        without a gradient is left alone, as SGD leaves it."""
+        names = [k for k, p in self.params.items() if p.grad is not None]
+        params = [self.params[k] for k in names]
         grads = [p.grad for p in params]
         if self.weight_decay:
             grads = torch._foreach_add(grads, params, alpha=self.weight_decay)
         if self.momentum:
-            if self.momentum_buffers is None:
-                self.momentum_buffers = [g.clone() for g in grads]
-            else:
-                torch._foreach_mul_(self.momentum_buffers, self.momentum)
-                torch._foreach_add_(self.momentum_buffers, grads)
-            if self.nesterov:
-                grads = torch._foreach_add(grads, self.momentum_buffers, alpha=self.momentum)
-            else:
-                grads = self.momentum_buffers
+            have = [i for i, k in enumerate(names) if k in self.momentum_buffers]
+            if have:
+                buffers = [self.momentum_buffers[names[i]] for i in have]
+                torch._foreach_mul_(buffers, self.momentum)
+                torch._foreach_add_(buffers, [grads[i] for i in have])
+            for k, g in zip(names, grads, strict=True):
+                if k not in self.momentum_buffers:
+                    self.momentum_buffers[k] = g.clone()  # SGD's first step: the buffer is the gradient
+            buffers = [self.momentum_buffers[k] for k in names]
+            grads = torch._foreach_add(grads, buffers, alpha=self.momentum) if self.nesterov else buffers
         if self.lr_full is None:
             torch._foreach_add_(params, grads, alpha=-self.lrs[0])
         else:
-            for p, g, lr in zip(params, grads, self.lr_full, strict=True):
-                p.addcmul_(lr, g, value=-1)
+            for k, p, g in zip(names, params, grads, strict=True):
+                p.addcmul_(self.lr_full[k], g, value=-1)
 
     def stop(self, k: int) -> None:
         """Run k ended: its module keeps a copy of its tensors, and its slot trains no more."""

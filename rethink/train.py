@@ -7,7 +7,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,67 +17,10 @@ from .budget import PER_STEP_SCHEDULES, lr_at
 from .config import TrainConfig, config_digest  # noqa: F401 (re-exported: they lived here first)
 from .data import DeviceLoader, Split
 from .errors import ConfigError  # noqa: F401 (re-exported)
+from .history import Callback, EpochMetrics, History, NonFiniteLoss, StopTraining  # noqa: F401 (re-exported)
 from .runtime import Runtime
 
 FUSED_SGD_DEVICES = ("cpu", "cuda")
-
-
-class NonFiniteLoss(RuntimeError):
-    """The training loss became NaN or infinite."""
-
-    def __init__(self, epoch: int, value: float):
-        super().__init__(f"training loss became {value} at epoch {epoch}; lower the learning rate")
-        self.epoch, self.value = epoch, value
-
-
-class StopTraining(Exception):
-    """Raised by a callback to end training early (e.g. an hpo pruner); the history so far is kept."""
-
-
-@dataclass(frozen=True)
-class EpochMetrics:
-    epoch: int
-    lr: float
-    train_loss: float
-    train_acc: float
-    eval_loss: float
-    eval_acc: float
-    images_per_s: float
-    seconds: float
-
-
-@dataclass
-class History:
-    epochs: list[EpochMetrics] = field(default_factory=list)
-    eval_name: str = "val"
-    stopped_early: bool = False
-    images_seen: int = 0
-
-    @property
-    def final(self) -> EpochMetrics:
-        return self.epochs[-1]
-
-    @property
-    def best_eval_acc(self) -> float:
-        return max((e.eval_acc for e in self.epochs if not math.isnan(e.eval_acc)), default=math.nan)
-
-
-class Callback:
-    """Hooks of the loop; override what you need. on_epoch_end may raise StopTraining."""
-
-    def on_train_start(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None: ...
-
-    def after_backward(self, model: nn.Module) -> None: ...
-
-    def after_step(self, model: nn.Module) -> None: ...
-
-    def after_epoch_train(self, model: nn.Module) -> None:
-        """Called after each epoch's training pass, before that epoch's evaluation."""
-
-    def on_epoch_end(self, metrics: EpochMetrics, model: nn.Module) -> None: ...
-
-    def on_train_end(self, history: History) -> None:
-        """Called once training stops for any reason (done, stopped early, failed, interrupted)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -99,9 +42,19 @@ def make_sgd(model: nn.Module, config: TrainConfig, fused: bool = False) -> torc
 
 
 def make_loaders(
-    split: Split, config: TrainConfig, device: torch.device, channels_last: bool = False
+    split: Split,
+    config: TrainConfig,
+    device: torch.device,
+    channels_last: bool = False,
+    like: tuple[DeviceLoader, DeviceLoader] | None = None,
 ) -> tuple[DeviceLoader, DeviceLoader]:
-    """Train loader (augmented, shuffled) and eval loader, both normalized by training-set statistics."""
+    """Train loader (augmented, shuffled) and eval loader, both normalized by training-set statistics;
+    `like`: loaders of the same split whose device copy of the images these share."""
+    if like is not None:
+        train, evaluation = like
+        return train.with_draws(config.batch_size, config.augment, True, config.seed), evaluation.with_draws(
+            max(256, config.batch_size)
+        )
     mean, std = split.train_stats
     train = DeviceLoader(
         split.x_train,
@@ -197,7 +150,9 @@ def train_jobs(
         job.model.to(device)
         if channels_last:
             job.model.to(memory_format=torch.channels_last)
-    loaders = [make_loaders(split, job.config, device, channels_last) for job in jobs]
+    loaders: list[tuple[DeviceLoader, DeviceLoader]] = []
+    for job in jobs:  # one copy of the images on the device for the whole group
+        loaders.append(make_loaders(split, job.config, device, channels_last, loaders[0] if loaders else None))
     epochs, steps = jobs[0].config.epochs, len(loaders[0][0])
     step = engine(jobs, device, runtime)
     histories = [History(eval_name=split.eval_name) for _ in jobs]

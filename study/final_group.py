@@ -15,7 +15,7 @@ from rethink.train import Callback, History, Job, Runtime, TrainConfig
 
 from .lifecycle import ending
 from .progress import PrintProgress
-from .tracking import MlflowEpochLogger, RunTree
+from .tracking import MlflowEpochLogger, RunTree, is_tracking_outage
 
 
 @dataclass(eq=False)
@@ -79,8 +79,9 @@ def train_pending(
     try:
         outcomes = train_group(jobs, split, runtime, eval_final_only=True, on_done=on_done, on_start=on_start)
     except BaseException as e:
-        for k in sorted(still_open):
-            tree.end_quietly(run_ids[k], *ending(e))
+        if not is_tracking_outage(e):  # a server gone: ending runs would only wait on it; the next run reconciles
+            for k in sorted(still_open):
+                tree.end_quietly(run_ids[k], *ending(e))
         raise
     for outcome in outcomes:
         if isinstance(outcome, BaseException):

@@ -1,4 +1,5 @@
-"""One trial: build the arm, apply the trial's hyperparameters, train, report, return the objectives."""
+"""One trial: build the arm, apply the trial's hyperparameters, train, report, return the objectives. The
+steps (`TrialSteps`) serve the one-at-a-time objective and the trials trained as a group alike."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from dataclasses import dataclass, field
 
 import optuna
 
-from rethink.arms import build_arm
+from rethink.arms import Arm, build_arm
 from rethink.flops import training_flops
-from rethink.train import Callback, EpochMetrics, NonFiniteLoss, Runtime, StopTraining, TrainConfig, train
+from rethink.train import Callback, EpochMetrics, History, NonFiniteLoss, Runtime, StopTraining, TrainConfig, train
 
 from .lifecycle import ending
 from .progress import PrintProgress
@@ -64,19 +65,40 @@ class ArmContext:
     timings: list[tuple] = field(default_factory=list)
 
 
-def make_objective(ctx: ArmContext):
-    spec = ctx.trunk.spec
-    common_tags = {
-        "arm": ctx.arm,
-        "optuna.study_name": ctx.study_name,
-        "rethink.spec_digest": spec.digest(),
-        "rethink.spec": spec.name,
-        "method": spec.prune.method,
-        "ratio": spec.prune.ratio if spec.prune.ratio is not None else spec.prune.variant,
-        "rethink.runtime": ctx.runtime.describe(),
-    }
+@dataclass(eq=False)
+class TrialPlan:
+    """A trial made ready to train: its parameters, recipe, arm and callbacks; its run is made as it starts."""
 
-    def objective(trial: optuna.Trial):
+    trial: optuna.Trial
+    params: dict
+    config: TrainConfig
+    tags: dict[str, str]
+    label: str
+    arm: Arm
+    logger: MlflowEpochLogger
+    reporter: ReportToOptuna | None
+    callbacks: list[Callback]
+    run_id: str = ""
+
+
+class TrialSteps:
+    """The steps of one trial of an arm: plan, start (its MLflow run), then finish or fail."""
+
+    def __init__(self, ctx: ArmContext):
+        self.ctx = ctx
+        spec = ctx.trunk.spec
+        self.common_tags = {
+            "arm": ctx.arm,
+            "optuna.study_name": ctx.study_name,
+            "rethink.spec_digest": spec.digest(),
+            "rethink.spec": spec.name,
+            "method": spec.prune.method,
+            "ratio": spec.prune.ratio if spec.prune.ratio is not None else spec.prune.variant,
+            "rethink.runtime": ctx.runtime.describe(),
+        }
+
+    def plan(self, trial: optuna.Trial) -> TrialPlan:
+        ctx, spec = self.ctx, self.ctx.trunk.spec
         if ctx.parallel and over_budget(trial, ctx.n_trials):
             trial.set_user_attr("fail_reason", "over budget: other workers already run the last trials")
             raise OverBudget(trial.number)
@@ -85,7 +107,7 @@ def make_objective(ctx: ArmContext):
         params = suggest(trial, spec.space, fixed_epochs=ctx.recipe.epochs if ctx.mode == "fixed-budget" else None)
         config = apply(params, ctx.recipe)
         baseline = trial.user_attrs.get("baseline", "")
-        tags = {**common_tags, "optuna.trial_number": trial.number, "rethink.trial_kind": "searched"}
+        tags = {**self.common_tags, "optuna.trial_number": trial.number, "rethink.trial_kind": "searched"}
         if baseline:
             tags |= {
                 "baseline": baseline,
@@ -93,14 +115,6 @@ def make_objective(ctx: ArmContext):
                 "rethink.trial_kind": "baseline",
             }
         label = f"trial {trial.number}" + (f" (baseline: {baseline})" if baseline else "")
-        run_id = ctx.tree.child(ctx.arm_run, label, "trial", tags, reuse=False)
-        trial.set_user_attr("mlflow_run_id", run_id)
-        ctx.tree.log_params(run_id, {**params, **{f"train.{k}": v for k, v in config.to_dict().items()}}, fresh=True)
-        print(
-            f"[{ctx.arm}] {label}: lr {config.lr:.4g} {config.schedule}, augment {config.augment}, "
-            f"{config.epochs} epochs",
-            flush=True,
-        )
         arm = build_arm(
             ctx.arm,
             ctx.trunk.pruned_for(ctx.arm),
@@ -111,28 +125,42 @@ def make_objective(ctx: ArmContext):
             init_state=ctx.trunk.init_state,
             pruned_macs=ctx.trunk.pruned_flops,
         )
-        logger = MlflowEpochLogger(run_id, "val", flush_at_end=False)  # the rest goes with the final figures
+        logger = MlflowEpochLogger("", "val", flush_at_end=False)  # the rest goes with the final figures
         reporter = ReportToOptuna(trial) if ctx.mode == "fixed-budget" else None
         callbacks = [*arm.callbacks, logger, PrintProgress(config.epochs, f"[{ctx.arm}] ", every=5)]
         if reporter:
             callbacks.append(reporter)
-        start = time.perf_counter()
-        try:
-            history = train(arm.model, ctx.trunk.split, config, callbacks, ctx.runtime)
-        except NonFiniteLoss as e:
-            trial.set_user_attr("fail_reason", str(e))
-            trial.set_user_attr("failed_for_good", True)  # a diverged config: retrying it changes nothing
-            logger.flush()
-            ctx.tree.end(run_id, "FAILED", str(e))
-            raise
-        except BaseException as e:  # SIGINT/SIGTERM, a tracking server gone, OOM, bugs
-            if not is_tracking_outage(e):
-                with contextlib.suppress(Exception):  # keep the original error
-                    logger.flush()
-                ctx.tree.end_quietly(run_id, *ending(e))
-            raise
-        train_seconds = time.perf_counter() - start
-        ctx.timings.append((train_seconds, logger.seconds))
+        return TrialPlan(trial, params, config, tags, label, arm, logger, reporter, callbacks)
+
+    def start(self, p: TrialPlan) -> None:
+        """The trial's MLflow run, made and pointed at from the trial, with its parameters."""
+        ctx, config = self.ctx, p.config
+        p.run_id = p.logger.run_id = ctx.tree.child(ctx.arm_run, p.label, "trial", p.tags, reuse=False)
+        p.trial.set_user_attr("mlflow_run_id", p.run_id)
+        ctx.tree.log_params(
+            p.run_id, {**p.params, **{f"train.{k}": v for k, v in config.to_dict().items()}}, fresh=True
+        )
+        print(
+            f"[{ctx.arm}] {p.label}: lr {config.lr:.4g} {config.schedule}, augment {config.augment}, "
+            f"{config.epochs} epochs",
+            flush=True,
+        )
+
+    def failed(self, p: TrialPlan, e: BaseException) -> None:
+        """End the run of a trial that `e` stopped: FAILED for good when it diverged, else as `e` says."""
+        if isinstance(e, NonFiniteLoss):
+            p.trial.set_user_attr("fail_reason", str(e))
+            p.trial.set_user_attr("failed_for_good", True)  # a diverged config: retrying it changes nothing
+            p.logger.flush()
+            self.ctx.tree.end(p.run_id, "FAILED", str(e))
+        elif not is_tracking_outage(e):  # SIGINT/SIGTERM, OOM, bugs
+            with contextlib.suppress(Exception):  # keep the original error
+                p.logger.flush()
+            self.ctx.tree.end_quietly(p.run_id, *ending(e))
+
+    def finish(self, p: TrialPlan, history: History, train_seconds: float):
+        """Record a trained trial (FINISHED, or KILLED when the hpo pruner stopped it) and return its objectives."""
+        ctx, trial, arm = self.ctx, p.trial, p.arm
         flops = training_flops(arm.forward_macs, history.images_seen)
         pipeline = flops + (ctx.trunk.budgets.base_train if arm.inherits_base else 0.0)
         final = history.final
@@ -146,33 +174,68 @@ def make_objective(ctx: ArmContext):
         }
         trial.set_user_attr("train_flops", flops)  # also objective 2 in pareto mode
         trial.set_user_attr("pipeline_flops", pipeline)
-        if reporter and reporter.pruned_at is not None:
-            reason = f"hpo_pruner stopped the trial after epoch {reporter.pruned_at}"
+        if p.reporter and p.reporter.pruned_at is not None:
+            reason = f"hpo_pruner stopped the trial after epoch {p.reporter.pruned_at}"
             ctx.tree.finish(
-                run_id,
+                p.run_id,
                 "KILLED",
                 summary,
                 {"optuna.state": "PRUNED", "failure_reason": reason},
                 step=len(history.epochs),
-                pending=logger.take(),
+                pending=p.logger.take(),
             )
             raise optuna.TrialPruned(reason)
         ctx.tree.finish(
-            run_id, "FINISHED", summary, {"optuna.state": "COMPLETE"}, step=len(history.epochs), pending=logger.take()
+            p.run_id,
+            "FINISHED",
+            summary,
+            {"optuna.state": "COMPLETE"},
+            step=len(history.epochs),
+            pending=p.logger.take(),
         )
         return final.eval_acc if ctx.mode == "fixed-budget" else (final.eval_acc, flops)
 
+
+def mark_lost(trial: optuna.Trial, e: BaseException) -> None:
+    """A trial stopped by a signal or a tracking outage is not its config's fault: it is marked lost, and
+    the same trial runs again on the next run of the spec (reconcile.requeue_lost)."""
+    if isinstance(e, KeyboardInterrupt) or is_tracking_outage(e):
+        trial.set_user_attr("lost", True)
+    trial.set_user_attr("fail_reason", f"{type(e).__name__}: {str(e)[:500]}")
+
+
+def make_objective(ctx: ArmContext):
+    steps = TrialSteps(ctx)
+
+    def objective(trial: optuna.Trial):
+        plan = steps.plan(trial)
+        steps.start(plan)
+        start = time.perf_counter()
+        try:
+            history = train(plan.arm.model, ctx.trunk.split, plan.config, plan.callbacks, ctx.runtime)
+        except BaseException as e:
+            steps.failed(plan, e)
+            raise
+        train_seconds = time.perf_counter() - start
+        ctx.timings.append((train_seconds, plan.logger.seconds))
+        return steps.finish(plan, history, train_seconds)
+
     def guarded(trial: optuna.Trial):
-        """A trial stopped by a signal or a tracking outage is not its config's fault: it is marked lost,
-        and the same trial runs again on the next run of the spec (reconcile.requeue_lost)."""
         try:
             return objective(trial)
         except (NonFiniteLoss, OverBudget, optuna.TrialPruned):
             raise
         except BaseException as e:
-            if isinstance(e, KeyboardInterrupt) or is_tracking_outage(e):
-                trial.set_user_attr("lost", True)
-            trial.set_user_attr("fail_reason", f"{type(e).__name__}: {str(e)[:500]}")
+            mark_lost(trial, e)
             raise
 
     return guarded
+
+
+def outcome(t: optuna.trial.FrozenTrial) -> str:
+    """A trial's score as its progress line shows it."""
+    if t.state == optuna.trial.TrialState.COMPLETE:
+        flops = t.user_attrs.get("train_flops")
+        return f"trial {t.number}: val acc {t.values[0]:.4f}" + (f", {flops:.3g} training MACs" if flops else "")
+    reason = t.user_attrs.get("fail_reason", "")
+    return f"trial {t.number}: {t.state.name.lower()}" + (f" ({reason[:120]})" if reason else "")

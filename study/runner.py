@@ -18,7 +18,7 @@ from rethink.arms import default_recipe
 from rethink.train import NonFiniteLoss, Runtime
 
 from .layout import rows_of, study_arms
-from .objective import ArmContext, OverBudget, make_objective
+from .objective import ArmContext, OverBudget, make_objective, outcome
 from .ownership import claim
 from .reconcile import close_stale_runs, close_stale_trial_runs, recover_interrupted, requeue_lost
 from .spec import Spec, SpecError
@@ -31,6 +31,7 @@ from .studies import (
     trial_counts,
 )
 from .tracking import RunTree, configure
+from .trial_group import run_waiting_together
 from .trunk import Trunk, build_trunk, load_data
 
 ATTEMPTS_PER_TRIAL = 3  # failed (e.g. diverged) trials are replaced, up to this many attempts per budgeted trial
@@ -87,6 +88,8 @@ def run_trials(study: optuna.Study, ctx: ArmContext) -> None:
             optuna.storages.fail_stale_trials(study)  # a dead worker's trial (RDB heartbeats) is retried
             time.sleep(1.0)  # the last trials run in other workers; wait in case one of them fails
             continue
+        if run_waiting_together(study, ctx):  # its baselines (and requeued trials) as one group, where exact
+            continue
         start = time.perf_counter()
         n_timed = len(ctx.timings)
         ran: list[optuna.trial.FrozenTrial] = []
@@ -100,15 +103,6 @@ def run_trials(study: optuna.Study, ctx: ArmContext) -> None:
 
 def _collect(into: list):
     return lambda _study, trial: into.append(trial)
-
-
-def outcome(t: optuna.trial.FrozenTrial) -> str:
-    """A trial's score as its progress line shows it."""
-    if t.state == TrialState.COMPLETE:
-        flops = t.user_attrs.get("train_flops")
-        return f"trial {t.number}: val acc {t.values[0]:.4f}" + (f", {flops:.3g} training MACs" if flops else "")
-    reason = t.user_attrs.get("fail_reason", "")
-    return f"trial {t.number}: {t.state.name.lower()}" + (f" ({reason[:120]})" if reason else "")
 
 
 def overhead_fraction(timings: list[tuple]) -> float | None:

@@ -300,3 +300,45 @@ def test_what_auto_means_and_what_a_plan_says(split):
         Runtime("cpu", compile=True, fuse="parallel")
     with pytest.raises(ConfigError, match="--fuse 'merge'"):
         Runtime("cpu", fuse="merge")
+
+
+class WithUnused(nn.Module):
+    """A linear classifier and a parameter the forward never uses (SGD must leave it alone)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 10).double()
+        self.unused = nn.Parameter(torch.ones(3, dtype=torch.float64))
+
+    def forward(self, x):
+        return self.fc(x.double().flatten(1))
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_the_stacked_update_is_torch_sgd_with_a_learning_rate_per_run(nesterov):
+    torch.manual_seed(0)
+    models = [WithUnused() for _ in range(3)]
+    copies = [WithUnused() for _ in range(3)]
+    for m, c in zip(models, copies, strict=True):
+        c.load_state_dict(m.state_dict())
+    config = TrainConfig(epochs=1, momentum=0.9, nesterov=nesterov, weight_decay=1e-2)
+    step = StackedStep([Job(m, config) for m in models], torch.device("cpu"), Runtime("cpu"))
+    sgd = [torch.optim.SGD(c.parameters(), 0.1, momentum=0.9, nesterov=nesterov, weight_decay=1e-2) for c in copies]
+    for t in range(4):
+        lrs = [0.1 * (k + 1) / (t + 1) for k in range(3)]
+        xs = [torch.randn(8, 1, 8, 8) for _ in range(3)]
+        ys = [torch.randint(0, 10, (8,)) for _ in range(3)]
+        step.set_lr(lrs)
+        step(xs, ys)
+        step.step()
+        for c, opt, lr, x, y in zip(copies, sgd, lrs, xs, ys, strict=True):
+            opt.param_groups[0]["lr"] = lr
+            opt.zero_grad()
+            nn.functional.cross_entropy(c(x).float(), y).backward()  # the loss in fp32, as both steps take it
+            opt.step()
+    for m, c in zip(models, copies, strict=True):
+        assert torch.allclose(m.fc.weight, c.fc.weight, rtol=1e-12, atol=1e-14)
+        assert torch.equal(m.unused, c.unused) and torch.equal(m.unused, torch.ones(3, dtype=torch.float64))
+    step.finish()
+    assert all(m.fc.weight.untyped_storage().data_ptr() != models[0].fc.weight.untyped_storage().data_ptr()
+               for m in models[1:])  # fmt: skip

@@ -114,7 +114,9 @@ def check_record(storage_url: str, tracking: str, budget: int, killed: tuple[str
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         study = optuna.load_study(study_name=f"tiny.{arm}", storage=storage)
         assert len(complete) == budget + len(study.user_attrs["baselines"]), arm  # searched + baselines
-        assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+        assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)], [
+            (t.number, t.state.name, t.params, t.user_attrs) for t in trials
+        ]
         finished = sorted(i for i, r in runs.items() if r.data.tags["arm"] == arm and r.info.status == "FINISHED")
         assert finished == sorted(t.user_attrs["mlflow_run_id"] for t in complete)
         for t in complete:

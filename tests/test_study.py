@@ -51,8 +51,10 @@ def test_study_records_every_trial_in_both_stores(tiny_run):
             run = runs[t.user_attrs["mlflow_run_id"]]
             assert run.info.status == "FINISHED"
             assert run.data.tags["optuna.trial_number"] == str(t.number)
-            assert run.data.tags["rethink.runtime"] == "cpu fp32"  # how it ran, for the record
             kind = "baseline" if t.user_attrs.get("baseline") else "searched"
+            # How it ran, for the record: the baselines as one group, side by side (2 threads).
+            together = f"cpu fp32 fused:parallel×{len(BASELINES[arm])}"
+            assert run.data.tags["rethink.runtime"] == (together if kind == "baseline" else "cpu fp32")
             assert run.data.tags["rethink.trial_kind"] == kind
             assert run.data.tags.get("baseline", "") == t.user_attrs.get("baseline", "")
             assert run.data.metrics["val_acc"] == pytest.approx(t.values[0])
@@ -317,3 +319,5 @@ def test_fixed_budget_mode_reports_epochs_and_prunes_consistently(tracking_uri, 
             assert "hpo_pruner" in run.data.tags["failure_reason"]
         else:
             assert run.info.status == "FINISHED" and len(t.intermediate_values) == 3
+        # a median pruner compares a trial with the finished ones: baselines train one at a time here
+        assert run.data.tags["rethink.runtime"] == "cpu fp32"
