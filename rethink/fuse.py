@@ -77,9 +77,13 @@ def stacked_groups(jobs: Sequence[Job]) -> list[list[int]]:
 
 
 def parallel_lanes(n_runs: int, threads: int) -> int:
-    """How many runs of a parallel group train at once: all of them while they are fewer than twice the
-    threads (3 runs on 2 cores finish sooner side by side than 2 then 1), else one per thread."""
-    return n_runs if n_runs < 2 * threads else threads
+    """How many runs of a parallel group train at once, each on its share of the threads: one per thread
+    when they split evenly or are many; all at once when a last round would leave cores idle (3 or 5 runs on
+    2 cores finish sooner side by side than 2, 2 then 1 alone). Fixed for the whole group, so a run's thread
+    count, and so its numbers, never depend on how fast the others are."""
+    if n_runs % threads == 0 or n_runs > 4 * threads:
+        return min(n_runs, threads)
+    return n_runs
 
 
 def fusion_plan(jobs: Sequence[Job], runtime: Runtime) -> list[tuple[str, int]]:

@@ -99,8 +99,9 @@ class StackedStep:
             self.lr_full = None
             return
         # In each tensor's dtype (an fp32 lr would round 0.1 by 1.5e-8 on fp64 weights), viewed as [N, 1, ...].
-        lrs = {p.dtype: torch.tensor(self.lrs, dtype=p.dtype, device=p.device) for p in self.params.values()}
-        self.lr_full = {k: lrs[p.dtype].view(-1, *[1] * (p.dim() - 1)) for k, p in self.params.items()}
+        kinds = {(p.dtype, p.device) for p in self.params.values()}
+        lrs = {(dtype, device): torch.tensor(self.lrs, dtype=dtype, device=device) for dtype, device in kinds}
+        self.lr_full = {k: lrs[p.dtype, p.device].view(-1, *[1] * (p.dim() - 1)) for k, p in self.params.items()}
 
     def train_mode(self) -> None:
         self.skeleton.train()
