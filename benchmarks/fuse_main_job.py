@@ -48,6 +48,15 @@ def once(spec: str, fuse: str, extra: list[str]) -> dict[str, float]:
         return {"wall_s": wall, **phases(folder, spec)}
 
 
+def _versions() -> dict[str, str]:
+    import mlflow
+    import optuna
+    import torch
+
+    return {"torch": torch.__version__, "mlflow": mlflow.__version__, "optuna": optuna.__version__,
+            "python": platform.python_version()}  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--spec", default="quick")
@@ -73,7 +82,10 @@ def main() -> None:
                 "device": f"{torch.get_num_threads()}-thread {platform.machine()} CPU"
                 if not torch.cuda.is_available()
                 else torch.cuda.get_device_name(),
-                "versions": {"torch": torch.__version__, "python": platform.python_version()},
+                "versions": _versions(),
+                "commit": subprocess.run(
+                    ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+                ).stdout.strip(),
                 "command": f"rethink study {args.spec} --fuse off|{args.on} {' '.join(extra)}".strip(),
                 "repeats": args.repeats,
                 "median": median,
