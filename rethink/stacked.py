@@ -21,7 +21,6 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from .errors import ConfigError
 from .runtime import Runtime
 from .train import Callback, Job
 
@@ -51,11 +50,10 @@ class StackedStep:
     optimizer = None  # the update is this class's own, over the stacked tensors
 
     def __init__(self, jobs: Sequence[Job], device: torch.device, runtime: Runtime):
-        if runtime.compile:
-            raise ConfigError("--fuse stacked does not combine with --compile on; use --fuse off or auto")
-        keys = {stack_key(job) for job in jobs}
-        if len(keys) > 1:
-            raise ConfigError("stacked runs need one architecture and the same epochs, batch size and optimizer")
+        if runtime.compile or len({stack_key(job) for job in jobs}) > 1:  # train_group never asks for either
+            raise ValueError(
+                "stacked runs need one architecture, the same epochs, batch size and optimizer, no compile"
+            )
         self.models = [job.model for job in jobs]
         self.n, self.bf16 = len(jobs), runtime.resolve()[2]
         c = jobs[0].config
@@ -71,7 +69,7 @@ class StackedStep:
             }
             self.buffers = {k: torch.stack([m.get_buffer(k) for m in self.models]) for k in self.buffer_names}
         for i in range(self.n):
-            self._alias(i)
+            self._point(i, own=False)
         self.skeleton = copy.deepcopy(first).to("meta")
         self.momentum_buffers: dict[str, torch.Tensor] = {}  # SGD's, started from each tensor's first gradient
         self.live = [True] * self.n
@@ -80,15 +78,16 @@ class StackedStep:
         self.lr_full: dict[str, torch.Tensor] | None = None  # per tensor, the lrs as [N, 1, ...], when they differ
         self.forward = torch.vmap(self._forward_one, in_dims=(0, 0, 0))
 
-    def _alias(self, i: int) -> None:
-        """Point run i's module at its slice of the stacked tensors."""
+    def _point(self, i: int, own: bool) -> None:
+        """Point run i's module at its slice of the stacked tensors, or (own) at a copy of it."""
         model = self.models[i]
         for k in self.param_names:
             owner, leaf = _owner(model, k)
-            owner._parameters[leaf] = nn.Parameter(self.params[k].detach()[i])
+            view = self.params[k].detach()[i]
+            owner._parameters[leaf] = nn.Parameter(view.clone() if own else view)
         for k in self.buffer_names:
             owner, leaf = _owner(model, k)
-            owner._buffers[leaf] = self.buffers[k][i]
+            owner._buffers[leaf] = self.buffers[k][i].clone() if own else self.buffers[k][i]
 
     def _forward_one(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.skeleton, (params, buffers), (x,))
@@ -151,22 +150,13 @@ class StackedStep:
 
     def stop(self, k: int) -> None:
         """Run k ended: its module keeps a copy of its tensors, and its slot trains no more."""
-        self._detach(k)
+        self._point(k, own=True)
         self.live[k] = False
         self.active[k] = 0.0
         self.set_lr(self.lrs)
 
-    def _detach(self, i: int) -> None:
-        model = self.models[i]
-        for k in self.param_names:
-            owner, leaf = _owner(model, k)
-            owner._parameters[leaf] = nn.Parameter(self.params[k].detach()[i].clone())
-        for k in self.buffer_names:
-            owner, leaf = _owner(model, k)
-            owner._buffers[leaf] = self.buffers[k][i].clone()
-
     def finish(self) -> None:
         for i in range(self.n):
             if self.live[i]:
-                self._detach(i)
+                self._point(i, own=True)
                 self.live[i] = False

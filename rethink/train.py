@@ -171,7 +171,7 @@ def train_jobs(
     try:
         for k in active:
             for cb in jobs[k].callbacks:
-                cb.on_train_start(jobs[k].model, getattr(step, "optimizer", None))
+                cb.on_train_start(jobs[k].model, step.optimizer)
         for epoch in range(epochs):
             configs = [job.config for job in jobs]
             lrs = [lr_at(epoch, c.epochs, c.lr, c.schedule, c.milestones, c.gamma, 0, steps) for c in configs]

@@ -1,5 +1,5 @@
-"""Final runs trained as one group (the seeds of one config): each is its own MLflow run, made before the
-group trains and ended as soon as its training ends, with its own per-epoch metrics and test score."""
+"""Final runs trained as one group (the per-seed bases; the picks × seeds): each is its own MLflow run, made
+as its training starts and ended as soon as it ends, with its own per-epoch metrics and test score."""
 
 from __future__ import annotations
 

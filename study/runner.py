@@ -77,6 +77,7 @@ def run_trials(study: optuna.Study, ctx: ArmContext) -> None:
     """Run trials until the arm's budget of finished (complete or pruned) trials is met."""
     objective = make_objective(ctx)
     budget = ctx.n_trials
+    run_waiting_together(study, ctx)  # its baselines (and trials enqueued again) as one group, where exact
     while True:
         done, running, total = trial_counts(study)
         if done >= budget:
@@ -87,8 +88,6 @@ def run_trials(study: optuna.Study, ctx: ArmContext) -> None:
         if done + running >= budget:
             optuna.storages.fail_stale_trials(study)  # a dead worker's trial (RDB heartbeats) is retried
             time.sleep(1.0)  # the last trials run in other workers; wait in case one of them fails
-            continue
-        if run_waiting_together(study, ctx):  # its baselines (and requeued trials) as one group, where exact
             continue
         start = time.perf_counter()
         n_timed = len(ctx.timings)

@@ -35,8 +35,8 @@ def add_runtime_args(p: argparse.ArgumentParser, fuse: bool = True) -> None:
         "--fuse",
         choices=FUSE_MODES,
         default="auto",
-        help="how the final evaluation trains the runs of a group (each seed of each chosen config, and the "
-        "per-seed bases) together: stacked = one computation over the runs' stacked weights, parallel = one "
+        help="how runs that train as a group (the final evaluation's per-seed bases, then its picks x seeds; a "
+        "study's baselines) train: stacked = one computation over the runs' stacked weights, parallel = one "
         "thread per run, off = one after another (auto: stacked on CUDA, parallel on a CPU with 2+ threads)",
     )
 
