@@ -15,7 +15,7 @@ from datetime import date
 
 def wall(argv: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "study.cli", *argv], capture_output=True, check=True)
+    subprocess.run([sys.executable, "-m", "study.commands.cli", *argv], capture_output=True, check=True)
     return time.perf_counter() - start
 
 

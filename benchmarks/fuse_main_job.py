@@ -38,7 +38,7 @@ def phases(folder: Path, spec: str) -> dict[str, float]:
 def once(spec: str, fuse: str, extra: list[str]) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix=f"fuse-{fuse}-") as tmp:
         folder = Path(tmp)
-        cmd = [sys.executable, "-m", "study.cli", "study", spec, "--fuse", fuse, *extra]
+        cmd = [sys.executable, "-m", "study.commands.cli", "study", spec, "--fuse", fuse, *extra]
         env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
         start = time.perf_counter()
         done = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True)

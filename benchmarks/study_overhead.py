@@ -20,8 +20,8 @@ sys.path.insert(0, str(REPO))
 def run(spec_path: str, overrides: list[str]) -> dict:
     import optuna
 
-    from study.runner import RunOptions, run_spec
-    from study.spec import load_spec
+    from study.plan.spec import load_spec
+    from study.search.runner import RunOptions, run_spec
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = load_spec(spec_path, overrides)

@@ -23,7 +23,7 @@ def check_record(storage: str, tracking: str, spec_name: str, arms: list[str], b
     import optuna
     from optuna.trial import TrialState
 
-    from study.storage import make_storage
+    from study.records.storage import make_storage
 
     mlflow.set_tracking_uri(tracking)
     client = mlflow.MlflowClient()
@@ -56,8 +56,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2, help="every trial's epochs (fixed, so trials cost the same)")
     p.add_argument("--device", default="auto")
     args = p.parse_args()
-    from study.layout import study_arms
-    from study.spec import load_spec
+    from study.plan.layout import study_arms
+    from study.plan.spec import load_spec
 
     fixed = [*args.set, f"space.epochs={{low={args.epochs}, high={args.epochs}}}"]
     spec = load_spec(args.spec, fixed)
@@ -70,7 +70,7 @@ def main() -> None:
             cmd = [
                 sys.executable,
                 "-m",
-                "study.cli",
+                "study.commands.cli",
                 "study",
                 args.spec,
                 *sets,

@@ -117,7 +117,7 @@ TINY = str(REPO / "tests" / "tiny.toml")
 
 
 def study_args(storage: str, workdir: Path, *extra: str, spec: str = TINY) -> list[str]:
-    """`rethink study` arguments for the tiny spec (pass to main, or after `python -m study.cli`)."""
+    """`rethink study` arguments for the tiny spec (pass to main, or after `python -m study.commands.cli`)."""
     return ["study", spec, "--storage", storage, "--workdir", str(workdir), *extra]
 
 
@@ -125,7 +125,7 @@ def study_cmd(storage: str, workdir: Path, *extra: str) -> list[str]:
     """The same as a subprocess command line."""
     import sys
 
-    return [sys.executable, "-m", "study.cli", *study_args(storage, workdir, *extra)]
+    return [sys.executable, "-m", "study.commands.cli", *study_args(storage, workdir, *extra)]
 
 
 @pytest.fixture(scope="session")
@@ -141,7 +141,7 @@ def run_once(tmp_path_factory):
             folder = tmp_path_factory.mktemp(key)
             import mlflow
 
-            from study.cli import main
+            from study.commands.cli import main
 
             with pytest.MonkeyPatch.context() as mp:
                 mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")

@@ -6,14 +6,14 @@ import sys
 
 import pytest
 
-from study.cli import COMMANDS, build_parser
+from study.commands.cli import COMMANDS, build_parser
 
 HEAVY = ("torch", "mlflow", "optuna", "pandas", "sklearn")
 
 
 def test_top_level_help_imports_no_heavy_library():
     code = (
-        "import sys\nfrom study.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "import sys\nfrom study.commands.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -56,7 +56,7 @@ def test_help_shows_defaults_and_valid_names(command, shown, capsys):
 def test_progress_lines_show_what_exists_and_the_time_left(capsys):
     """Train loss and accuracy, images/s, epoch and ETA; the evaluation accuracy only once it was scored."""
     from rethink.train import EpochMetrics
-    from study.progress import PrintProgress, eta
+    from study.records.progress import PrintProgress, eta
 
     progress = PrintProgress(4, "[x] ")
     nan = float("nan")

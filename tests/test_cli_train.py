@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO
 from rethink.checkpoint import load_checkpoint
-from study.cli import main
+from study.commands.cli import main
 
 ARGS = ["train", "--model", "vgg11", "--width-scale", "0.25", "--lr", "0.05", "--augment", "none"]
 
@@ -43,7 +43,7 @@ def test_runtime_options_change_how_not_what_and_are_recorded(tracking_uri):
 def test_runtime_options_round_trip_to_worker_command_lines():
     import argparse
 
-    from study.runtime_options import add_runtime_args, runtime_argv, runtime_from_args
+    from study.commands.options import add_runtime_args, runtime_argv, runtime_from_args
 
     p = argparse.ArgumentParser()
     add_runtime_args(p)
@@ -131,7 +131,7 @@ def test_mlflow_run_main_makes_the_project_run_the_root(tmp_path):
     assert {"final", "report"} <= set(by_kind) and {r.data.tags["mlflow.parentRunId"] for r in others} == {
         root.info.run_id
     }
-    from study.query import best_configs
+    from study.records.query import best_configs
 
     assert set(best_configs("tiny")["study"]) == {r.data.tags["optuna.study_name"] for r in by_kind["arm"]}
 
@@ -197,7 +197,7 @@ def test_thinet_calibration_is_normalized_as_the_checkpoint_was_trained():
 
     from conftest import CIFAR5K
     from rethink.data import load_dataset, train_val_split
-    from study.prune_command import calibration_images
+    from study.commands.prune import calibration_images
 
     x = calibration_images(f"npz:{CIFAR5K}", "data", 4, 0, "liu2019")
     raw = train_val_split(load_dataset(f"npz:{CIFAR5K}"), 0.1, 0).x_train[:4, 0] / 255.0

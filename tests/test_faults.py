@@ -21,7 +21,7 @@ import torch
 from optuna.trial import TrialState
 
 from conftest import TINY, assert_stores_agree, free_port, start_mlflow_server, stop_process_group, study_cmd
-from study.cli import main
+from study.commands.cli import main
 
 DIGITS_SHAPE = (40, 8, 8)
 
@@ -347,7 +347,7 @@ def test_sigint_in_the_final_evaluation_ends_its_runs_killed(tiny_run, tmp_path)
     cmd = [
         sys.executable,
         "-m",
-        "study.cli",
+        "study.commands.cli",
         "report",
         TINY,
         "--storage",

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import TINY, tiny_args
-from study.cli import main
+from study.commands.cli import main
 
 TIMING = {"images_per_s"}  # measured, not computed
 PER_RUN_TAGS = {"rethink.runtime", "rethink.base_run", "mlflow.parentRunId", "mlflow.runName"}

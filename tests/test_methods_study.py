@@ -10,7 +10,7 @@ from conftest import TINY, assert_stores_agree
 from rethink.arms import pruned_flops
 from rethink.checkpoint import load_checkpoint
 from rethink.prune import PruneConfig, PrunedModel
-from study.cli import main
+from study.commands.cli import main
 
 SFP = [
     "--set", "name=tiny-sfp",

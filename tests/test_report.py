@@ -14,8 +14,8 @@ from optuna.trial import TrialState
 from scipy import stats
 
 from conftest import TINY
-from study.cli import main
-from study.stats import noninferiority_verdict, welch
+from study.commands.cli import main
+from study.verdict.stats import noninferiority_verdict, welch
 
 
 def test_welch_matches_scipy():

@@ -28,10 +28,10 @@ from conftest import (
     study_cmd,
     wait_http,
 )
-from study.storage import make_storage
+from study.records.storage import make_storage
 
 ARMS = ("finetune", "scratch")  # the tiny spec's studies: pareto mode has one scratch study
-CLI = [sys.executable, "-m", "study.cli"]
+CLI = [sys.executable, "-m", "study.commands.cli"]
 
 
 def _pg_bin(name: str) -> str | None:
@@ -247,7 +247,7 @@ def test_sigint_leaves_the_stores_consistent_and_rerun_resumes(tracking_uri, tmp
 
 
 def test_unreachable_database_is_a_clear_error_within_seconds(tracking_uri, tmp_path, capsys):
-    from study.cli import main
+    from study.commands.cli import main
 
     start = time.time()
     url = f"postgresql://nobody@127.0.0.1:{free_port()}/none"
@@ -260,7 +260,7 @@ def test_unreachable_database_is_a_clear_error_within_seconds(tracking_uri, tmp_
 
 @pytest.mark.parametrize("url", ["postgresql//host/db", "sqlite:/relative.db", "journal"])
 def test_malformed_storage_urls(url):
-    from study.spec import SpecError
+    from study.plan.spec import SpecError
 
     with pytest.raises(SpecError, match="storage"):
         make_storage(url)
@@ -282,7 +282,7 @@ def test_malformed_storage_urls(url):
     ],
 )
 def test_every_credential_form_is_masked(url, masked):
-    from study.storage import redact, scrub
+    from study.records.storage import redact, scrub
 
     assert redact(url) == masked
     if "s3cret" in url:

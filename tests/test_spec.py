@@ -1,9 +1,9 @@
 import pytest
 
 from conftest import REPO, TINY
-from study.cli import main
-from study.spec import SPECS_DIR, SpecError, load_spec
-from study.storage import make_storage
+from study.commands.cli import main
+from study.plan.spec import SPECS_DIR, SpecError, load_spec
+from study.records.storage import make_storage
 
 
 @pytest.mark.parametrize("path", sorted(SPECS_DIR.glob("*.toml")), ids=lambda p: p.stem)

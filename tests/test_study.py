@@ -14,9 +14,9 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import TINY, assert_stores_agree, free_port, start_mlflow_server, stop_process_group, study_cmd, wait_http
-from study.cli import main
-from study.query import best_configs
-from study.tracking import trial_run_id
+from study.commands.cli import main
+from study.records.query import best_configs
+from study.records.tracking import trial_run_id
 
 ARMS = ("finetune", "scratch")  # the tiny spec's studies: pareto mode searches Scratch-E and B in one
 N_TRIALS = 2  # tiny.toml: searched trials per study
@@ -268,7 +268,7 @@ def test_parallel_workers_on_a_journal_finish_the_budget_exactly(tracking_uri, t
     env = os.environ | {"MLFLOW_TRACKING_URI": tracking_uri}
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    from study.storage import make_storage
+    from study.records.storage import make_storage
 
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name("tiny")

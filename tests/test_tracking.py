@@ -7,7 +7,7 @@ import torch
 from rethink.data import train_val_split
 from rethink.models import build_model, default_spec
 from rethink.train import Callback, NonFiniteLoss, TrainConfig, seed_everything, train
-from study.tracking import MlflowEpochLogger
+from study.records.tracking import MlflowEpochLogger
 
 
 class _Peek(Callback):
@@ -70,7 +70,7 @@ def test_a_failed_run_keeps_its_buffered_epochs(digits, new_run):
 
 
 def test_finish_sends_held_epochs_past_the_batch_limit(new_run):
-    from study.tracking import RunTree
+    from study.records.tracking import RunTree
 
     run_id = new_run()
     tree = RunTree("logging")
@@ -89,8 +89,8 @@ def test_recovery_ends_the_run_of_a_trial_killed_before_it_was_linked(tracking_u
     from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState
 
-    from study.reconcile import recover_interrupted
-    from study.tracking import RunTree
+    from study.records.tracking import RunTree
+    from study.search.reconcile import recover_interrupted
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="s.scratch-e")
     trial = study.ask({"lr": FloatDistribution(0.01, 0.1, log=True)})
@@ -118,8 +118,8 @@ def test_recovery_leaves_a_trial_whose_owner_is_alive(tracking_uri, tmp_path):
     from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState
 
-    from study.reconcile import recover_interrupted
-    from study.tracking import RunTree
+    from study.records.tracking import RunTree
+    from study.search.reconcile import recover_interrupted
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="s.finetune")
     trial = study.ask({"lr": FloatDistribution(0.01, 0.1, log=True)})

@@ -12,7 +12,7 @@ import torch
 from optuna.trial import TrialState
 
 from conftest import assert_stores_agree, study_args
-from study.cli import main
+from study.commands.cli import main
 
 ARMS = ("finetune", "scratch")
 

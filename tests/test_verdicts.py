@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from study.claims import Analysis, claim3, claims
-from study.final import FinalResult
-from study.stats import contrast, noninferiority
+from study.final.evaluation import FinalResult
+from study.verdict.claims import Analysis, claim3, claims
+from study.verdict.stats import contrast, noninferiority
 
 MARGIN = 0.005
 PRE = Analysis(MARGIN, 0.95, ("E", "B", "P"))
@@ -140,7 +140,7 @@ def test_claim1_reports_a_missing_budget_pick_instead_of_falling_back():
 
 
 def test_lr_bands_compare_ticket_and_random_init_within_equal_log_bands():
-    from study.claims import lr_bands
+    from study.verdict.claims import lr_bands
 
     trials = {
         "lottery": [(0.001, 0.95), (0.002, 0.97), (0.02, 0.80), (0.2, 0.60)],
@@ -156,7 +156,7 @@ def test_lr_bands_compare_ticket_and_random_init_within_equal_log_bands():
 
 
 def test_pooling_over_levels_matches_a_direct_computation():
-    from study.stats import pool
+    from study.verdict.stats import pool
 
     levels = [
         {"diff": 0.01, "se": 0.004, "dof": 3.5, "n_a": 3, "n_b": 3},

@@ -23,7 +23,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-SPECS_DIR = Path(__file__).parent / "specs"
+SPECS_DIR = Path(__file__).parent.parent / "specs"
 
 
 class SpecError(UserError):

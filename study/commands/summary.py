@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .spec import load_spec
-from .tradeoff import read_report
+from study.plan.spec import load_spec
+from study.verdict.tradeoff import read_report
 
 COLUMNS = [  # (column, arm, pick)
     ("unpruned", "unpruned", "paper"),

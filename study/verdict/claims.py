@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .final import FinalResult
+from study.final.evaluation import FinalResult
+
 from .stats import contrast, noninferiority, one_sided, welch
 
 ARM_ORDER = ["unpruned", "finetune", "finetune-random", "scratch-e", "scratch-b", "lottery"]

@@ -17,10 +17,10 @@ from rethink.models import MODELS, ArchSpec, ModelError, build_model, default_sp
 from rethink.prune.sfp import SoftFilterPruning
 from rethink.prune.slimming import SparsityPenalty
 from rethink.train import ConfigError, NonFiniteLoss, TrainConfig, config_digest, seed_everything, train
+from study.records.progress import PrintProgress
+from study.records.tracking import MlflowEpochLogger, configure, end_failed, log_dataset
 
-from .progress import PrintProgress
-from .runtime_options import add_runtime_args, add_tracking_args, runtime_from_args
-from .tracking import MlflowEpochLogger, configure, end_failed, log_dataset
+from .options import add_runtime_args, add_tracking_args, runtime_from_args
 
 
 def add_args(p: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ import optuna
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
-from .spec import SpecError
+from study.plan.spec import SpecError
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 HEARTBEAT_INTERVAL = 10  # seconds; RETHINK_HEARTBEAT overrides (the grace period is 3 intervals)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from .layout import Budgets, rows_of
-from .spec import Spec
+from study.plan.layout import Budgets, rows_of
+from study.plan.spec import Spec
 
 CAPS_PER_ROW = {  # pareto mode: the budget-capped picks of each report row (train account; P: pipeline)
     "finetune": ("best", "best@E", "best@B", "best@P"),

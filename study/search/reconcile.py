@@ -9,10 +9,11 @@ import os
 import optuna
 from optuna.trial import TrialState
 
-from .ownership import owner_alive
-from .storage import retry_trial
+from study.records.ownership import owner_alive
+from study.records.storage import retry_trial
+from study.records.tracking import _OPEN, RunTree, trial_run_id
+
 from .studies import DONE, settled
-from .tracking import _OPEN, RunTree, trial_run_id
 
 # The MLflow status a trial's run ends with, by the trial's Optuna state (objective.py writes the same).
 RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}

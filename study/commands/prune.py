@@ -16,9 +16,9 @@ from rethink.data import load_dataset, normalized, train_val_split
 from rethink.flops import forward_flops, param_count
 from rethink.prune import METHODS, VARIANTS, PruneConfig, PruneError, prune
 from rethink.train import TrainConfig
+from study.records.tracking import configure
 
-from .runtime_options import add_tracking_args
-from .tracking import configure
+from .options import add_tracking_args
 
 
 def calibration_images(dataset: str, root: str, n: int, seed: int, normalize: str = "split") -> torch.Tensor:

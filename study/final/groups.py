@@ -12,10 +12,9 @@ from torch import nn
 from rethink.data import Split
 from rethink.fuse import fusion_plan, train_group
 from rethink.train import Callback, History, Job, Runtime, TrainConfig
-
-from .lifecycle import ending
-from .progress import PrintProgress
-from .tracking import MlflowEpochLogger, RunTree, is_tracking_outage
+from study.records.lifecycle import ending
+from study.records.progress import PrintProgress
+from study.records.tracking import MlflowEpochLogger, RunTree, is_tracking_outage
 
 
 @dataclass(eq=False)

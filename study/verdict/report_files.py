@@ -12,8 +12,9 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from study.final.evaluation import FinalResult
+
 from .claims import ARM_ORDER
-from .final import FinalResult
 
 
 def results_table(results: list[FinalResult], recipes: dict[tuple[str, str], str] | None = None) -> pd.DataFrame:

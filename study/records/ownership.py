@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from .spec import SpecError
+from study.plan.spec import SpecError
+
 from .storage import local_storage_path, redact
 
 _HELD: dict[Path, int] = {}  # lock path -> file descriptor, for the life of the process

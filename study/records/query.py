@@ -8,7 +8,8 @@ import json
 import mlflow
 import pandas as pd
 
-from .spec import SpecError
+from study.plan.spec import SpecError
+
 from .storage import redact
 from .tracking import configure
 

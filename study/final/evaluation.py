@@ -19,12 +19,12 @@ from rethink.flops import training_flops
 from rethink.models import build_model
 from rethink.prune import PrunedModel, prune
 from rethink.train import History, Runtime, config_digest, seed_everything
+from study.plan.space import apply
+from study.records.tracking import RunTree
+from study.search.trunk import Trunk, _calibration, base_callbacks, control_for, prune_config
 
-from .final_group import Pending, train_pending
+from .groups import Pending, train_pending
 from .picks import Choice
-from .space import apply
-from .tracking import RunTree
-from .trunk import Trunk, _calibration, base_callbacks, control_for, prune_config
 
 
 @dataclass(frozen=True)

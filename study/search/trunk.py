@@ -19,11 +19,10 @@ from rethink.prune.random_control import random_like
 from rethink.prune.sfp import SoftFilterPruning
 from rethink.prune.slimming import SparsityPenalty
 from rethink.train import Callback, Runtime, TrainConfig, config_digest, seed_everything, train
-
-from .layout import Budgets, budgets
-from .progress import PrintProgress
-from .spec import Spec, SpecError
-from .tracking import MlflowEpochLogger, RunTree
+from study.plan.layout import Budgets, budgets
+from study.plan.spec import Spec, SpecError
+from study.records.progress import PrintProgress
+from study.records.tracking import MlflowEpochLogger, RunTree
 
 
 @dataclass(eq=False)

@@ -11,8 +11,8 @@ import subprocess
 import sys
 import time
 
-from .spec import SpecError
-from .storage import make_storage, redact, storage_url
+from study.plan.spec import SpecError
+from study.records.storage import make_storage, redact, storage_url
 
 
 def add_serve_args(p: argparse.ArgumentParser) -> None:

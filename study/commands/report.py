@@ -11,23 +11,24 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from .claims import Analysis, claims, lr_bands, tuning_gaps
-from .figures import figures, lr_sensitivity_figure
-from .final import evaluate_choices
-from .layout import study_arms, study_name
-from .ownership import claim
-from .picks import choose
-from .reconcile import close_stale_runs
-from .report import importances, results_table, write_report
-from .report_html import write_html
-from .runner import RunOptions
-from .runtime_options import add_runtime_args, runtime_from_args
-from .spec import Spec, SpecError, load_spec
-from .storage import is_shared, make_storage, storage_url
-from .studies import resolve_study_names, trial_counts
-from .tracking import RunTree, configure
-from .tradeoff import tradeoff_report
-from .trunk import Trunk, build_trunk
+from study.final.evaluation import evaluate_choices
+from study.final.picks import choose
+from study.plan.layout import study_arms, study_name
+from study.plan.spec import Spec, SpecError, load_spec
+from study.records.ownership import claim
+from study.records.storage import is_shared, make_storage, storage_url
+from study.records.tracking import RunTree, configure
+from study.search.reconcile import close_stale_runs
+from study.search.runner import RunOptions
+from study.search.studies import resolve_study_names, trial_counts
+from study.search.trunk import Trunk, build_trunk
+from study.verdict.claims import Analysis, claims, lr_bands, tuning_gaps
+from study.verdict.figures import figures, lr_sensitivity_figure
+from study.verdict.report_files import importances, results_table, write_report
+from study.verdict.report_html import write_html
+from study.verdict.tradeoff import tradeoff_report
+
+from .options import add_runtime_args, runtime_from_args
 
 
 def report_folder(spec: Spec, names: dict[str, str]) -> str:

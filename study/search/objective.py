@@ -14,11 +14,11 @@ import optuna
 from rethink.arms import Arm, build_arm
 from rethink.flops import training_flops
 from rethink.train import Callback, EpochMetrics, History, NonFiniteLoss, Runtime, StopTraining, TrainConfig, train
+from study.plan.space import apply, suggest
+from study.records.lifecycle import ending
+from study.records.progress import PrintProgress
+from study.records.tracking import MlflowEpochLogger, RunTree, is_tracking_outage
 
-from .lifecycle import ending
-from .progress import PrintProgress
-from .space import apply, suggest
-from .tracking import MlflowEpochLogger, RunTree, is_tracking_outage
 from .trunk import Trunk
 
 

@@ -10,12 +10,13 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from .report_command import report_spec
-from .runner import RunOptions, run_spec
-from .runtime_options import add_runtime_args, runtime_argv, runtime_from_args
-from .spec import Spec, SpecError, load_spec, resolve_spec_path
-from .storage import dashboard_command, redact, storage_url
-from .tradeoff import tradeoff_report
+from study.plan.spec import Spec, SpecError, load_spec, resolve_spec_path
+from study.records.storage import dashboard_command, redact, storage_url
+from study.search.runner import RunOptions, run_spec
+from study.verdict.tradeoff import tradeoff_report
+
+from .options import add_runtime_args, runtime_argv, runtime_from_args
+from .report import report_spec
 
 
 def add_study_args(p: argparse.ArgumentParser) -> None:
@@ -82,7 +83,7 @@ def _run_level(args: argparse.Namespace, spec: Spec, level: Spec, runtime) -> bo
     worker_cmd = (
         sys.executable,
         "-m",
-        "study.cli",
+        "study.commands.cli",
         "study",
         str(resolve_spec_path(args.spec)),
         *[f"--set={s}" for s in [*args.set, *level_overrides(spec, level)]],

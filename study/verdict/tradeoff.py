@@ -12,9 +12,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from study.plan.spec import Spec, SpecError  # noqa: E402
+
 from .claims import claim3_verdict  # noqa: E402
 from .figures import ARM_COLOURS  # noqa: E402
-from .spec import Spec, SpecError  # noqa: E402
 from .stats import noninferiority_verdict, pool  # noqa: E402
 
 ROWS = [  # (arm, pick) drawn on the trade-off figure: the untuned large model and each arm's matched pick

@@ -10,8 +10,9 @@ import mlflow
 import optuna
 from optuna.trial import TrialState
 
-from .layout import LAYOUT, baseline_trials, rows_of, study_arms, study_name
-from .spec import Spec, SpecError
+from study.plan.layout import LAYOUT, baseline_trials, rows_of, study_arms, study_name
+from study.plan.spec import Spec, SpecError
+
 from .trunk import Trunk
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)

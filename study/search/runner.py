@@ -16,13 +16,14 @@ from optuna.trial import TrialState
 
 from rethink.arms import default_recipe
 from rethink.train import NonFiniteLoss, Runtime
+from study.plan.layout import rows_of, study_arms
+from study.plan.spec import Spec, SpecError
+from study.records.ownership import claim
+from study.records.storage import DEFAULT_STORAGE, allows_parallel, is_shared, make_storage, redact
+from study.records.tracking import RunTree, configure
 
-from .layout import rows_of, study_arms
 from .objective import ArmContext, OverBudget, make_objective, outcome
-from .ownership import claim
 from .reconcile import close_stale_runs, close_stale_trial_runs, recover_interrupted, requeue_lost
-from .spec import Spec, SpecError
-from .storage import DEFAULT_STORAGE, allows_parallel, is_shared, make_storage, redact
 from .studies import (
     enqueue_baselines,
     open_study,
@@ -30,7 +31,6 @@ from .studies import (
     searched_done,
     trial_counts,
 )
-from .tracking import RunTree, configure
 from .trial_group import run_waiting_together
 from .trunk import Trunk, build_trunk, load_data
 

@@ -8,41 +8,40 @@ import importlib
 import sys
 
 from rethink.errors import UserError
-
-from .lifecycle import run_guarded
+from study.records.lifecycle import run_guarded
 
 # name: (one-line help, "module:function" adding its options, "module:function" running it)
 COMMANDS = {
     "study": (
         "run a spec: base, prune, one Optuna study per arm, then the final evaluation and report",
-        "study_command:add_study_args",
-        "study_command:run_study",
+        "commands.study:add_study_args",
+        "commands.study:run_study",
     ),
     "report": (
         "final evaluation with seeds on the test set, then the report and its verdicts",
-        "report_command:add_report_args",
-        "report_command:run_report",
+        "commands.report:add_report_args",
+        "commands.report:run_report",
     ),
     "best": (
         "best config of each arm, from the MLflow tracking store or server",
-        "query:add_best_args",
-        "query:run_best",
+        "records.query:add_best_args",
+        "records.query:run_best",
     ),
     "summary": (
         "one table across finished reports, in the shape of the paper's tables",
-        "summary:add_summary_args",
-        "summary:run_summary",
+        "commands.summary:add_summary_args",
+        "commands.summary:run_summary",
     ),
     "serve": (
         "MLflow server + optuna-dashboard on 127.0.0.1 (the local team stack)",
-        "serve:add_serve_args",
-        "serve:run_serve",
+        "commands.serve:add_serve_args",
+        "commands.serve:run_serve",
     ),
-    "train": ("train one model and record one MLflow run", "train_command:add_args", "train_command:run_train"),
+    "train": ("train one model and record one MLflow run", "commands.train:add_args", "commands.train:run_train"),
     "prune": (
         "prune a checkpoint; record FLOPs and params before and after",
-        "prune_command:add_args",
-        "prune_command:run_prune",
+        "commands.prune:add_args",
+        "commands.prune:run_prune",
     ),
 }
 
@@ -88,7 +87,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse, run the command, and end it the one way study/lifecycle.py defines (runs closed, exit code)."""
+    """Parse, run the command, and end it the one way study/records/lifecycle.py defines (runs closed, exit code)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = argv[0] if argv and argv[0] in COMMANDS else None
     args = build_parser(command).parse_args(argv)

@@ -22,7 +22,7 @@ def _raise_terminated(signum, frame):
 
 def _close_runs(status: str, reason: str | None) -> None:
     """End what is still open; a no-op when MLflow was never imported (e.g. `rethink --help`)."""
-    tracking = sys.modules.get("study.tracking")
+    tracking = sys.modules.get("study.records.tracking")
     if tracking is not None:
         tracking.close_open_runs(status, reason)
     mlflow = sys.modules.get("mlflow")
@@ -38,7 +38,7 @@ def _close_runs(status: str, reason: str | None) -> None:
 
 
 def _is_outage(e: BaseException) -> bool:
-    tracking = sys.modules.get("study.tracking")
+    tracking = sys.modules.get("study.records.tracking")
     return tracking is not None and tracking.is_tracking_outage(e)
 
 
@@ -62,7 +62,7 @@ def run_guarded(command: str, call: Callable[[], int], user_errors: tuple[type[B
         return _run(command, call, user_errors)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if (ownership := sys.modules.get("study.ownership")) is not None:
+        if (ownership := sys.modules.get("study.records.ownership")) is not None:
             ownership.release_all()  # in-process callers (tests, notebooks) get the spec back at once
 
 
@@ -89,7 +89,7 @@ def _run(command: str, call: Callable[[], int], user_errors: tuple[type[BaseExce
 
 
 def _outage_message(e: BaseException) -> str:
-    tracking = sys.modules["study.tracking"]
+    tracking = sys.modules["study.records.tracking"]
     if isinstance(e, tracking.TrackingUnavailable):
         return one_line(e)
     import mlflow

@@ -1,0 +1,1 @@
+"""The spec schema, the search space, the study layout and its budgets."""

@@ -1,0 +1,1 @@
+"""MLflow tracking, Optuna storage, ownership, lifecycle, queries and progress lines."""

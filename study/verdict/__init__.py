@@ -1,0 +1,1 @@
+"""Statistics, claims, figures and the report files, from the final results."""
