@@ -191,15 +191,14 @@ def test_user_errors_are_messages_not_tracebacks(tracking_uri, capsys, argv, exp
     assert expect in capsys.readouterr().err
 
 
-def test_thinet_calibration_is_normalized_as_the_checkpoint_was_trained():
+def test_thinet_calibration_is_normalized_as_the_checkpoint_was_trained(cifar_made):
     """`rethink prune` reads `normalize` from the checkpoint's meta (rethink train records it)."""
     import numpy as np
 
-    from conftest import CIFAR5K
     from rethink.data import load_dataset, train_val_split
     from study.commands.prune import calibration_images
 
-    x = calibration_images(f"npz:{CIFAR5K}", "data", 4, 0, "liu2019")
-    raw = train_val_split(load_dataset(f"npz:{CIFAR5K}"), 0.1, 0).x_train[:4, 0] / 255.0
+    x = calibration_images(f"npz:{cifar_made}", "data", 4, 0, "liu2019")
+    raw = train_val_split(load_dataset(f"npz:{cifar_made}"), 0.1, 0).x_train[:4, 0] / 255.0
     np.testing.assert_allclose(x[:, 0].numpy(), (raw - 0.4914) / 0.2023, atol=1e-5)
-    assert not np.allclose(calibration_images(f"npz:{CIFAR5K}", "data", 4, 0)[:, 0].numpy(), x[:, 0].numpy())
+    assert not np.allclose(calibration_images(f"npz:{cifar_made}", "data", 4, 0)[:, 0].numpy(), x[:, 0].numpy())

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CIFAR5K
 from rethink.data import (
     AUGMENTATIONS,
     DataError,
@@ -117,9 +116,8 @@ def test_npz_errors_name_the_key(tmp_path, over, key):
         load_dataset(f"npz:{tmp_path / 'bad.npz'}")
 
 
-@pytest.mark.skipif(not CIFAR5K.exists(), reason="shared cifar10-5k.npz not present")
-def test_shared_cifar5k_loads():
-    ds = load_dataset(f"npz:{CIFAR5K}")
+def test_shared_cifar5k_loads(cifar5k):
+    ds = load_dataset(f"npz:{cifar5k}")
     assert ds.x_train.shape == (5085, 3, 32, 32) and ds.x_test.shape == (1017, 3, 32, 32)
     assert ds.label_names[0] == "airplane"
     mean, _ = channel_stats(ds.x_train)
@@ -170,10 +168,10 @@ def test_no_augmentation_is_plain_normalization():
 
 
 @pytest.mark.parametrize("name, mean, std", [("liu2019", 0.4914, 0.2023), ("he2018", 125.3 / 255, 63.0 / 255)])
-def test_official_normalization_constants_normalize_the_batches(name, mean, std):
+def test_official_normalization_constants_normalize_the_batches(name, mean, std, cifar_made):
     """The paper's code normalizes CIFAR with fixed constants (l1-norm, slimming, weight-level: 0.4914...;
     soft-filter-pruning: 125.3/255...); a split carrying them feeds them to the loader instead of its own."""
-    ds = load_dataset(f"npz:{CIFAR5K}")
+    ds = load_dataset(f"npz:{cifar_made}")
     split = normalized(train_test(ds), name, ds.name)
     assert split.train_stats[0][0] == pytest.approx(mean) and split.train_stats[1][0] == pytest.approx(std)
     xb, _ = next(iter(make_loaders(split, TrainConfig(batch_size=8, augment="none"), torch.device("cpu"))[1].epoch(0)))
@@ -205,3 +203,17 @@ def test_cutout_mask_zeroes_a_square():
     mask = cutout_mask(torch.tensor([[16, 16], [0, 0]]), 32, 16)
     assert mask.shape == (2, 1, 32, 32)
     assert int((~mask[0]).sum()) == 256 and int((~mask[1]).sum()) == 64  # clipped at the corner
+
+
+def test_the_shared_file_is_read_only_through_the_fixture_that_skips_without_it():
+    """A user's clone has no ../shared: a test that opened the file directly would fail there, not skip."""
+    from conftest import REPO
+
+    direct = [
+        f"{p.name}:{i}"
+        for p in sorted((REPO / "tests").glob("*.py"))
+        if p.name != "conftest.py"
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if ("CIFAR5K" in line or "cifar10-5k" in line or "shared/data" in line) and "noqa: shared-ok" not in line
+    ]
+    assert direct == [], f"use the cifar5k fixture (or images the test makes) instead: {direct}"

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import mlflow
@@ -20,7 +21,16 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from conftest import TINY, assert_stores_agree, free_port, start_mlflow_server, stop_process_group, study_cmd
+from conftest import (
+    TINY,
+    assert_stores_agree,
+    free_port,
+    signal_when,
+    start_mlflow_server,
+    stop_process_group,
+    study_cmd,
+    while_frozen,
+)
 from study.commands.cli import main
 
 DIGITS_SHAPE = (40, 8, 8)
@@ -302,6 +312,11 @@ def _searched_trial_running(storage: str) -> tuple[str, int] | None:
     return None
 
 
+def _trial_running(storage: str, arm: str, number: int) -> bool | None:
+    trial = optuna.load_study(study_name=f"tiny.{arm}", storage=storage).trials[number]
+    return True if trial.state == TrialState.RUNNING else None
+
+
 def _env(tracking: str) -> dict[str, str]:
     return os.environ | {"MLFLOW_TRACKING_URI": tracking, "OMP_NUM_THREADS": "1"}
 
@@ -328,7 +343,8 @@ def test_two_processes_on_one_spec_one_is_refused_and_sigterm_ends_every_run_kil
     assert late.returncode == 2 and f"in use by process {owner.pid}" in one_line_error(late.stderr)
     live = optuna.load_study(study_name=f"tiny.{arm}", storage=storage).trials[number]
     assert live.state == TrialState.RUNNING  # the refused process failed nothing
-    owner.send_signal(signal.SIGTERM)
+    running = partial(_trial_running, storage, arm, number)
+    assert while_frozen(owner.pid, running, partial(os.kill, owner.pid, signal.SIGTERM))  # lands mid-trial
     assert owner.wait(timeout=60) == 143
     counts = assert_stores_agree(storage, "tiny")
     assert counts.get("RUNNING", 0) == 0 and counts["FAIL"] >= 1
@@ -358,19 +374,24 @@ def test_sigint_in_the_final_evaluation_ends_its_runs_killed(tiny_run, tmp_path)
         "parallel",
     ]
     env = _env(os.environ["MLFLOW_TRACKING_URI"]) | {"OMP_NUM_THREADS": "2"}  # runs side by side
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:  # the bases train as one group, then the chosen configs as another
-        if line.startswith("[final]") and "chosen configs" in line:
-            time.sleep(1.0)  # inside the second group's training
-            proc.send_signal(signal.SIGINT)
-            break
-    assert proc.wait(timeout=60) == 130
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stderr=subprocess.DEVNULL, text=True)
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name("tiny")
+
+    def choices_in_training():  # the bases train as one group, then the chosen configs as another
+        runs = client.search_runs(
+            [exp.experiment_id], "tags.`rethink.kind` = 'final' and attributes.status = 'RUNNING'"
+        )
+        training = [r for r in runs if r.data.tags.get("rethink.role") != "base" and not r.data.metrics]
+        return training or None  # a run's metrics are sent as its training ends: none yet, still training
+
+    in_training = signal_when(proc.pid, choices_in_training, signal.SIGINT, proc=proc)
+    assert proc.wait(timeout=60) == 130
     finals = client.search_runs([exp.experiment_id], "tags.`rethink.kind` = 'final'")
     bases = [r for r in finals if r.data.tags.get("rethink.role") == "base"]
     assert len(bases) == 2 and all(r.info.status == "FINISHED" for r in bases)
     killed = [r for r in finals if r.info.status == "KILLED"]
+    assert {r.info.run_id for r in in_training} <= {r.info.run_id for r in killed}  # those in training at the signal
     assert killed and all("SIGINT" in r.data.tags["failure_reason"] for r in killed)
     assert {r.info.status for r in finals} <= {"FINISHED", "KILLED"}  # every run the group started ended
     assert all("fused:parallel" in r.data.tags["rethink.runtime"] for r in finals)
@@ -388,8 +409,12 @@ def test_a_tracking_server_that_dies_mid_trial_fails_it_cleanly_and_the_rerun_re
     cmd = study_cmd(storage, tmp_path / "runs", "--tracking-uri", url, "--no-report", *sets)
     proc = subprocess.Popen(cmd, env=_env(url), cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     arm, number = _wait_for(lambda: _searched_trial_running(storage), proc=proc)
-    os.killpg(server.pid, signal.SIGKILL)
-    server.wait()
+
+    def kill_server():
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+    assert while_frozen(proc.pid, partial(_trial_running, storage, arm, number), kill_server)  # mid-trial, surely
     died = time.monotonic()
     assert proc.wait(timeout=120) == 3
     stopped_after = time.monotonic() - died

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import mlflow
@@ -22,11 +23,13 @@ from conftest import (
     TINY,
     assert_stores_agree,
     free_port,
+    signal_when,
     start_mlflow_server,
     stop_process_group,
     study_args,
     study_cmd,
     wait_http,
+    while_frozen,
 )
 from study.records.storage import make_storage
 
@@ -138,15 +141,23 @@ def check_record(storage_url: str, tracking: str, budget: int, killed: tuple[str
     return figures
 
 
+def _trial_still_running(storage_url: str, arm: str, number: int, pid: int) -> bool | None:
+    trial = optuna.load_study(study_name=f"tiny.{arm}", storage=make_storage(storage_url)).trials[number]
+    return True if trial.state == TrialState.RUNNING and trial.user_attrs.get("worker_pid") == pid else None
+
+
 def _kill_one_worker_mid_trial(storage_url: str, procs: list[subprocess.Popen]) -> tuple[str, int, float]:
+    """SIGKILL a worker while one of its trials is RUNNING: checked with the worker frozen (while_frozen), so
+    the kill cannot race the end of the trial. Returns that trial and the time of the kill."""
     pids = {p.pid for p in procs}
     deadline = time.time() + 180
     while time.time() < deadline:
         found = running_trial_of(storage_url, pids)
         if found:
             pid, arm, number = found
-            os.kill(pid, signal.SIGKILL)  # trials last over a second: this lands mid-trial
-            return arm, number, time.time()
+            still = partial(_trial_still_running, storage_url, arm, number, pid)
+            if while_frozen(pid, still, partial(os.kill, pid, signal.SIGKILL)):
+                return arm, number, time.time()
         time.sleep(0.2)
     raise TimeoutError("no worker started a trial")
 
@@ -225,10 +236,7 @@ def test_sigint_leaves_the_stores_consistent_and_rerun_resumes(tracking_uri, tmp
     )
     env = os.environ | {"MLFLOW_TRACKING_URI": tracking_uri}
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 180
-    while not running_trial_of(storage, None) and time.time() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    signal_when(proc.pid, lambda: running_trial_of(storage, None), signal.SIGINT, proc=proc)  # mid-trial, surely
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-1000:]
     client = mlflow.MlflowClient()
@@ -282,7 +290,7 @@ def test_malformed_storage_urls(url):
     ],
 )
 def test_every_credential_form_is_masked(url, masked):
-    from study.records.storage import redact, scrub
+    from study.records.secrets import redact, scrub
 
     assert redact(url) == masked
     if "s3cret" in url:

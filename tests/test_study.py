@@ -5,7 +5,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 import mlflow
@@ -13,7 +13,16 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import TINY, assert_stores_agree, free_port, start_mlflow_server, stop_process_group, study_cmd, wait_http
+from conftest import (
+    TINY,
+    assert_stores_agree,
+    free_port,
+    signal_when,
+    start_mlflow_server,
+    stop_process_group,
+    study_cmd,
+    wait_http,
+)
 from study.commands.cli import main
 from study.records.query import best_configs
 from study.records.tracking import trial_run_id
@@ -222,6 +231,17 @@ def _complete_trials(db: Path) -> int:
         return 0
 
 
+def _running_after_two(db: Path) -> tuple[str, int] | None:
+    """A trial RUNNING once two have completed: (study name, trial number)."""
+    if _complete_trials(db) < 2:
+        return None
+    with sqlite3.connect(db, timeout=1) as con:
+        return con.execute(
+            "select s.study_name, t.number from trials t join studies s on s.study_id = t.study_id "
+            "where t.state = 'RUNNING'"
+        ).fetchone()
+
+
 @pytest.mark.slow
 def test_resume_after_kill_completes_the_budget_without_duplicates(tracking_uri, tmp_path):
     db = tmp_path / "optuna.db"
@@ -229,11 +249,7 @@ def test_resume_after_kill_completes_the_budget_without_duplicates(tracking_uri,
     cmd = study_cmd(storage, tmp_path / "runs", "--set", "space.epochs={low=3, high=3}", "--no-report")
     env = os.environ | {"MLFLOW_TRACKING_URI": tracking_uri}
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while _complete_trials(db) < 2 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    time.sleep(0.3)  # into the next trial
-    proc.send_signal(signal.SIGKILL)
+    study_name, number = signal_when(proc.pid, partial(_running_after_two, db), signal.SIGKILL, timeout=240, proc=proc)
     proc.wait()
     assert 2 <= _complete_trials(db) < 2 * N_TRIALS + 5, "the kill should land mid-study"
     assert subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True).returncode == 0
@@ -257,6 +273,8 @@ def test_resume_after_kill_completes_the_budget_without_duplicates(tracking_uri,
                 run = client.get_run(run_id) if run_id else None
                 assert run is None or (run.info.status == "KILLED" and "interrupted" in run.data.tags["failure_reason"])
     assert_stores_agree(storage, "tiny")  # and no run of any kind is left RUNNING
+    killed = optuna.load_study(study_name=study_name, storage=storage).trials[number]
+    assert killed.state == TrialState.FAIL  # the trial running at the kill, failed by the rerun and retried
 
 
 @pytest.mark.slow

@@ -24,8 +24,8 @@ COMMANDS = {
     ),
     "best": (
         "best config of each arm, from the MLflow tracking store or server",
-        "records.query:add_best_args",
-        "records.query:run_best",
+        "commands.best:add_best_args",
+        "commands.best:run_best",
     ),
     "summary": (
         "one table across finished reports, in the shape of the paper's tables",

@@ -12,7 +12,8 @@ import sys
 import time
 
 from study.plan.spec import SpecError
-from study.records.storage import make_storage, redact, storage_url
+from study.records.secrets import redact
+from study.records.storage import make_storage, storage_url
 
 
 def add_serve_args(p: argparse.ArgumentParser) -> None:

@@ -11,7 +11,8 @@ import optuna
 import pandas as pd
 
 from study.plan.spec import Spec, SpecError, load_spec, resolve_spec_path
-from study.records.storage import dashboard_command, redact, storage_url
+from study.records.secrets import redact
+from study.records.storage import dashboard_command, storage_url
 from study.search.runner import RunOptions, run_spec
 from study.verdict.tradeoff import tradeoff_report
 

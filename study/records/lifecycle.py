@@ -9,6 +9,8 @@ import signal
 import sys
 from collections.abc import Callable
 
+from .secrets import redact
+
 EXIT_OK, EXIT_BUG, EXIT_USER, EXIT_SERVICE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 3, 130, 143
 
 
@@ -93,8 +95,6 @@ def _outage_message(e: BaseException) -> str:
     if isinstance(e, tracking.TrackingUnavailable):
         return one_line(e)
     import mlflow
-
-    from .storage import redact
 
     return (
         f"the MLflow tracking server {redact(mlflow.get_tracking_uri())} stopped answering; the trial it was "

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from study.plan.spec import SpecError
 
-from .storage import local_storage_path, redact
+from .secrets import redact
+from .storage import local_storage_path
 
 _HELD: dict[Path, int] = {}  # lock path -> file descriptor, for the life of the process
 

@@ -4,16 +4,16 @@ or PostgreSQL (many hosts, with heartbeats so a killed worker's trial is failed 
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from pathlib import Path
-from urllib.parse import unquote
 
 import optuna
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
 from study.plan.spec import SpecError
+
+from .secrets import redact, scrub
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 HEARTBEAT_INTERVAL = 10  # seconds; RETHINK_HEARTBEAT overrides (the grace period is 3 intervals)
@@ -105,35 +105,6 @@ def make_storage(url: str | None = None) -> optuna.storages.BaseStorage:
             first = scrub(str(e).splitlines()[0] if str(e) else type(e).__name__, url)
             raise SpecError(f"cannot open Optuna storage {redact(url)}: {first}") from None
     raise SpecError(f"unknown storage {redact(url)!r}; valid forms: {SCHEMES}")
-
-
-# Query parameters that carry a credential (libpq's password and sslpassword, tokens, keys).
-SECRET_PARAMS = re.compile(
-    r"([?&;](?:password|passwd|pwd|pass|sslpassword|secret|token|access_token|auth_token|api_key|apikey|key)=)"
-    r"([^&;#]*)",
-    re.IGNORECASE,
-)
-USERINFO = re.compile(r"(://[^/@:?#]*:)([^@/?#]*)@")
-
-
-def redact(url: str) -> str:
-    """The URL with every credential masked (`user:***@`, `?password=***`), for messages and tags."""
-    url = USERINFO.sub(r"\1***@", url)
-    return SECRET_PARAMS.sub(r"\1***", url)
-
-
-def secrets_of(url: str) -> list[str]:
-    """The credential values a URL holds, raw and percent-decoded."""
-    values = [m.group(2) for m in USERINFO.finditer(url)] + [m.group(2) for m in SECRET_PARAMS.finditer(url)]
-    return sorted({v for raw in values if raw for v in (raw, unquote(raw))}, key=len, reverse=True)
-
-
-def scrub(text: str, url: str) -> str:
-    """`text` (e.g. a driver's error) with the URL and any credential of it masked."""
-    text = text.replace(url, redact(url))
-    for secret in secrets_of(url):
-        text = text.replace(secret, "***")
-    return text
 
 
 def dashboard_command(url: str) -> str:

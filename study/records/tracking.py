@@ -15,6 +15,8 @@ from optuna.trial import FrozenTrial
 from rethink.data import Dataset
 from rethink.train import Callback, EpochMetrics
 
+from .secrets import redact
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
 # A tracking server's calls are bounded: each waits at most HTTP_TIMEOUT_S, with HTTP_RETRIES retries
@@ -51,8 +53,6 @@ def configure(tracking_uri: str | None = None, experiment: str | None = None) ->
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
     """One bounded request to the server's /health; any HTTP answer means it is up."""
     import requests
-
-    from .storage import redact
 
     try:
         requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)

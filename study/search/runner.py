@@ -19,7 +19,8 @@ from rethink.train import NonFiniteLoss, Runtime
 from study.plan.layout import rows_of, study_arms
 from study.plan.spec import Spec, SpecError
 from study.records.ownership import claim
-from study.records.storage import DEFAULT_STORAGE, allows_parallel, is_shared, make_storage, redact
+from study.records.secrets import redact
+from study.records.storage import DEFAULT_STORAGE, allows_parallel, is_shared, make_storage
 from study.records.tracking import RunTree, configure
 
 from .objective import ArmContext, OverBudget, make_objective, outcome

@@ -1,0 +1,42 @@
+"""The final evaluation of a finished search: each report row's pick, then every pick on every final seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rethink.train import Runtime
+from study.search.finished import FinishedSearch
+
+from .evaluation import FinalResult, evaluate_choices
+from .picks import Choice, Missing, choose
+
+
+@dataclass
+class FinalEvaluation:
+    choices: list[Choice]
+    missing: list[Missing]
+    results: list[FinalResult]
+    caveats: list[str] = field(default_factory=list)
+
+
+def evaluate_picks(search: FinishedSearch, runtime: Runtime) -> FinalEvaluation:
+    spec = search.spec
+    choices, missing = [], []
+    for arm, study in search.studies.items():
+        c, m = choose(study, arm, spec, search.trunk.budgets)
+        choices += c
+        missing += m
+    results = evaluate_choices(
+        choices,
+        search.trunk,
+        spec.final.seeds,
+        search.tree,
+        search.root,
+        runtime,
+        search.workdir,
+        spec.final.share_base,
+    )
+    caveats = []
+    if spec.final.share_base:
+        caveats.append("one base served every seed (final.share_base): fine-tune's seed spread excludes the base's")
+    return FinalEvaluation(choices, missing, results, caveats)
