@@ -306,6 +306,25 @@ def act_when(pid: int, probe, action, timeout: float = 180, proc=None):
     raise TimeoutError("the moment never came")
 
 
+@pytest.fixture
+def ctrl_c_handled():
+    """Python's own Ctrl-C handler in this process for the test (`_thread.interrupt_main` does nothing where
+    SIGINT came in ignored, as in a shell's background job); the disposition found is restored after."""
+    import signal
+
+    found = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, found)
+
+
+def interruptible():
+    """`preexec_fn` for a child that a test will SIGINT: a shell starts background jobs with SIGINT ignored,
+    the child would inherit that, and Python then installs no KeyboardInterrupt handler at all; reset it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def signal_when(pid: int, probe, sig: int, timeout: float = 180, proc=None):
     """Send `sig` to `pid` at a moment `probe()` finds, with the process frozen on it (see act_when)."""
     return act_when(pid, probe, lambda: os.kill(pid, sig), timeout, proc)

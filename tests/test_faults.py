@@ -25,6 +25,7 @@ from conftest import (
     TINY,
     assert_stores_agree,
     free_port,
+    interruptible,
     signal_when,
     start_mlflow_server,
     stop_process_group,
@@ -374,7 +375,7 @@ def test_sigint_in_the_final_evaluation_ends_its_runs_killed(tiny_run, tmp_path)
         "parallel",
     ]
     env = _env(os.environ["MLFLOW_TRACKING_URI"]) | {"OMP_NUM_THREADS": "2"}  # runs side by side
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stderr=subprocess.DEVNULL, text=True, preexec_fn=interruptible)
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name("tiny")
 

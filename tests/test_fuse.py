@@ -263,7 +263,7 @@ class InterruptOnce(Callback):
             _thread.interrupt_main()
 
 
-def test_ctrl_c_stops_a_parallel_group_and_every_run_ends(split, one_thread):
+def test_ctrl_c_stops_a_parallel_group_and_every_run_ends(split, one_thread, ctrl_c_handled):
     torch.set_num_threads(2)
     jobs = make_jobs("vgg11", n=3, epochs=200)
     started: set[int] = set()

@@ -23,6 +23,7 @@ from conftest import (
     TINY,
     assert_stores_agree,
     free_port,
+    interruptible,
     signal_when,
     start_mlflow_server,
     stop_process_group,
@@ -235,7 +236,15 @@ def test_sigint_leaves_the_stores_consistent_and_rerun_resumes(tracking_uri, tmp
         storage, tmp_path / "runs", *SPEC_ARGS, "--set", "study.n_trials=2", "--set", "space.epochs={low=4, high=5}"
     )
     env = os.environ | {"MLFLOW_TRACKING_URI": tracking_uri}
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=interruptible,
+    )
     signal_when(proc.pid, lambda: running_trial_of(storage, None), signal.SIGINT, proc=proc)  # mid-trial, surely
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-1000:]
