@@ -22,6 +22,7 @@ from rethink.prune import PruneConfig, prune
 
 CONV_SHARE = "the ratio: share of conv weights"
 # (method, model, setting, config, model options, paper FLOPs ↓ %, paper params ↓ %, source)
+WEIGHT_LEVEL_VGG = {"classifier": "linear", "conv_init": "weight-level"}  # the weight-level code's VGG
 ROWS = [
     ("l1-norm", "vgg16", "VGG-16-A", {"variant": "vgg16-a"}, {}, 34.2, 64.0, "Li et al. 2017, Table 1"),
     ("l1-norm", "resnet56", "ResNet-56-A", {"variant": "resnet56-a"}, {}, 10.4, 9.4, "Li et al. 2017, Table 1"),
@@ -36,9 +37,9 @@ ROWS = [
      "Liu et al. 2017, Table 1"),
     ("slimming", "preresnet164", "40%", {"ratio": 0.4}, {}, 31.1, 14.9, "Liu et al. 2017, Table 1"),
     ("slimming", "densenet40", "40%", {"ratio": 0.4}, {}, 30.3, 65.2, "Liu et al. 2017, Table 1"),
-    ("magnitude", "vgg19", "30%", {"ratio": 0.3}, {"classifier": "linear"}, None, 30.0, CONV_SHARE),
-    ("magnitude", "vgg19", "60%", {"ratio": 0.6}, {"classifier": "linear"}, None, 60.0, CONV_SHARE),
-    ("magnitude", "vgg19", "90%", {"ratio": 0.9}, {"classifier": "linear"}, None, 90.0, CONV_SHARE),
+    ("magnitude", "vgg19", "30%", {"ratio": 0.3}, WEIGHT_LEVEL_VGG, None, 30.0, CONV_SHARE),
+    ("magnitude", "vgg19", "60%", {"ratio": 0.6}, WEIGHT_LEVEL_VGG, None, 60.0, CONV_SHARE),
+    ("magnitude", "vgg19", "90%", {"ratio": 0.9}, WEIGHT_LEVEL_VGG, None, 90.0, CONV_SHARE),
 ]  # fmt: skip
 WEIGHT_DEPENDENT_FLOPS = {"slimming", "magnitude"}
 WEIGHT_DEPENDENT_PARAMS = {"slimming"}

@@ -1,13 +1,14 @@
 """The fair experiment (issue 11), at unit level: schedules every arm can search, independent init
 streams, baselines that are points of the space, and the budgets that define the report's rows."""
 
+import json
 import math
 
 import pytest
 import torch
 
 from conftest import TINY
-from rethink.arms import build_arm, derive_seed, scratch_init_seed
+from rethink.arms import build_arm, derive_seed, final_seeds, scratch_init_seed
 from rethink.budget import SCHEDULES, lr_at
 from rethink.data import train_val_split
 from rethink.flops import forward_flops
@@ -59,7 +60,7 @@ def test_scratch_init_is_never_the_base_init_for_any_final_seed(method, ratio):
     """Before issue 11, scratch trials called seed_everything(spec.seed) like the base did: with magnitude
     pruning the widths are the base's, so Scratch-E/B started from exactly the lottery ticket."""
     spec = default_spec("resnet20", 3, 10, 8)
-    for seed in range(3):  # every final seed s: base(s) init is drawn from s, as the final evaluation does
+    for seed in final_seeds(0, 3):  # every final seed s: base(s) init is drawn from s, as the final evaluation does
         seed_everything(seed)
         base = build_model(spec)
         init_state = {k: v.clone() for k, v in base.state_dict().items()}
@@ -141,3 +142,106 @@ def test_baselines_must_be_points_of_the_space(overrides, message):
     with pytest.raises(SpecError) as e:
         load_spec(TINY, overrides)
     assert message in str(e.value)
+
+
+def test_a_version_bump_changes_the_digests_of_the_trunk_studies_and_final_runs(monkeypatch):
+    """Issue 24: a method's or an arm builder's version enters the digests that find results again (versions
+    of 1 leave the older digests as they were)."""
+    from dataclasses import replace
+
+    from rethink.arms import ARM_VERSIONS
+    from rethink.prune.registry import METHODS
+    from study.search.trunk import prune_config, pruned_digest
+
+    spec = load_spec(TINY)  # l1-norm; its base trains without the method
+    slim = load_spec(TINY, ["prune.method=slimming", "base.sparsity=1e-4"])  # its base trains with the method
+    assert "code_versions" not in spec.study_fields()
+
+    def digests():
+        return (
+            spec.digest(),
+            json.dumps(spec.study_fields(), sort_keys=True),  # the studies' identity; final runs digest it too
+            pruned_digest(spec.base_digest(), prune_config(spec)),
+            spec.base_digest(),
+            slim.base_digest(),
+        )
+
+    before = digests()
+    monkeypatch.setitem(METHODS, "l1-norm", replace(METHODS["l1-norm"], version=2))
+    bumped = digests()
+    assert [a != b for a, b in zip(before, bumped, strict=True)] == [True, True, True, False, False]
+    assert spec.study_fields()["code_versions"] == {"method:l1-norm": 2}
+    monkeypatch.setitem(METHODS, "slimming", replace(METHODS["slimming"], version=2))
+    assert slim.base_digest() != before[4]  # slimming's base trains with its L1 penalty: the base is made again
+    monkeypatch.setitem(ARM_VERSIONS, "finetune", 2)
+    assert spec.study_fields()["code_versions"] == {"arm:finetune": 2, "method:l1-norm": 2}
+
+
+def test_magnitude_pruned_scratch_uses_its_own_arm_builder_version():
+    magnitude = load_spec(TINY, ["prune.method=magnitude"])
+    assert magnitude.code_versions() == {"arm:scratch-unstructured": 2}  # the official masked init (below)
+    assert load_spec(TINY).code_versions() == {}  # structured scratch: unchanged, its studies stay valid
+
+
+def test_scratch_init_of_a_weight_level_pruned_model_follows_the_official_code():
+    """Compared with Eric-mingjie/rethinking-network-pruning cifar/weight-level/cifar_E.py (lines 205-211) and
+    cifar_B.py (213-219): each conv is drawn from N(0, 2/n) with n = mask.sum() / in_channels, then masked.
+    Masking the dense init instead leaves the kept weights sqrt(1/density) too small (3.2x at 90%)."""
+    spec = default_spec("vgg11", 3, 10, 32)
+    seed_everything(0)
+    base = build_model(spec)
+    pruned = prune(base, spec, PruneConfig("magnitude", ratio=0.9))
+    f0 = forward_flops(base, (3, 32, 32))
+    model = build_arm("scratch-e", pruned, spec, BASE, f0, seed=0).model
+    checked = 0
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Conv2d):
+            continue
+        mask = pruned.masks[f"{name}.weight"]
+        w = module.weight.detach()
+        assert torch.equal(w[~mask], torch.zeros_like(w[~mask]))  # pruned weights exactly zero
+        kept = w[mask]
+        if kept.numel() < 2000:
+            continue  # too few draws for a 10% check of the spread
+        expected = math.sqrt(2.0 / (float(mask.sum()) / module.in_channels))
+        assert kept.std().item() == pytest.approx(expected, rel=0.1), name
+        density = float(mask.float().mean())  # the global threshold leaves each layer its own density
+        dense = math.sqrt(2.0 / (module.kernel_size[0] * module.kernel_size[1] * module.out_channels))
+        assert kept.std().item() / dense == pytest.approx(1 / math.sqrt(density), rel=0.1)  # the masked dense init: 1
+        checked += 1
+    assert checked >= 4
+
+
+def test_bn_init_sets_the_conv_batchnorms_only_as_the_official_l1_norm_vgg_does():
+    """Compared with cifar/l1-norm-pruning/models/vgg.py `_initialize_weights`: BatchNorm2d scales filled with
+    0.5; the classifier's BatchNorm1d is left at 1. The shipped cifar10-l1-vgg16-a spec says bn_init = 0.5."""
+    from dataclasses import replace
+
+    spec = load_spec("cifar10-l1-vgg16-a")
+    assert spec.bn_init == 0.5 and spec.classifier == "default"  # Li et al.'s head: Linear-BN1d-ReLU-Linear
+    model = build_model(replace(default_spec(spec.model, 3, 10, 32), bn_init=spec.bn_init))
+    bn2d = [m.weight for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    bn1d = [m.weight for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(bn2d) == 13 and len(bn1d) == 1
+    assert all(torch.all(w == 0.5) for w in bn2d) and all(torch.all(w == 1.0) for w in bn1d)
+
+
+def test_the_weight_level_vgg_is_built_as_the_official_code_builds_it():
+    """Compared with cifar/weight-level/models/cifar/vgg.py: Conv2d with its bias (zeroed), weights from
+    N(0, 2/n) with n = k*k*in_channels; BatchNorm2d at 1; Linear(512, classes) from N(0, 0.01). The shipped
+    magnitude specs ask for it."""
+    from dataclasses import replace
+
+    spec = load_spec("cifar10-magnitude-vgg19-60")
+    assert (spec.conv_init, spec.classifier) == ("weight-level", "linear")
+    model = build_model(replace(default_spec("vgg19", 3, 10, 32, classifier="linear"), conv_init=spec.conv_init))
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 16 and all(m.bias is not None and torch.all(m.bias == 0) for m in convs)
+    for m in convs[2:]:  # the wide layers: enough draws for a 5% check
+        expected = math.sqrt(2.0 / (m.kernel_size[0] * m.kernel_size[1] * m.in_channels))
+        assert m.weight.std().item() == pytest.approx(expected, rel=0.05)
+    (head,) = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert head.weight.std().item() == pytest.approx(0.01, rel=0.1) and torch.all(head.bias == 0)
+    assert all(torch.all(m.weight == 1) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    default = build_model(default_spec("vgg19", 3, 10, 32, classifier="linear"))
+    assert all(m.bias is None for m in default.modules() if isinstance(m, torch.nn.Conv2d))  # Li et al.: no bias

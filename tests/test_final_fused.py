@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import TINY, tiny_args
+from rethink.arms import final_seeds
 from study.commands.cli import main
 
 TIMING = {"images_per_s"}  # measured, not computed
@@ -68,7 +69,7 @@ def test_fused_final_evaluation_writes_the_runs_and_metrics_the_unfused_one_writ
     )
     assert sorted(off) == sorted(parallel) == sorted(stacked)
     assert sum(name.startswith("final:base:") for name in off) == 2  # one base per seed, and per choice:
-    assert all(name.endswith(("seed0", "seed1")) for name in off)  # each seed its own run
+    assert all(name.endswith(tuple(f"seed{s}" for s in final_seeds(0, 2))) for name in off)  # each seed its own run
     for name, run in off.items():
         for fused in (parallel[name], stacked[name]):
             assert fused["tags"] == run["tags"] and fused["params"] == run["params"]

@@ -485,3 +485,23 @@ def test_slimming_keeps_what_the_official_threshold_keeps_layer_by_layer(name, p
     assert [len(pruned.keep[k]) for k in range(len(units))] == official
     n_all = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert n_all - sum(official) == int(n_all * percent) + 1  # e.g. VGG-19 70%: 1,651 of 5,504 kept
+
+
+@pytest.mark.parametrize("method", ["l1-norm", "slimming"])
+def test_a_conv_bias_follows_its_kept_filters(method):
+    """The weight-level VGG's convs carry a bias (conv_init="weight-level"): surgery keeps the bias of each
+    kept filter, so the pruned model still equals the original with the pruned channels silenced."""
+    from dataclasses import replace
+
+    spec = replace(default_spec("vgg11", 3, 10, 16, 0.5), conv_init="weight-level")
+    model = _randomized(spec)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                m.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(6, 3, 16, 16)
+    pruned = prune(model, spec, PruneConfig(method, ratio=0.4))
+    assert pruned.spec.conv_init == "weight-level" and sum(pruned.spec.widths) < sum(spec.widths)
+    reference = zero_pruned_channels(copy.deepcopy(model), spec, pruned.keep)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned.model.eval()(x), reference(x), atol=1e-5, rtol=1e-4)

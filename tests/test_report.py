@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from scipy import stats
 
 from conftest import TINY
+from rethink.arms import final_seeds
 from study.commands.cli import main
 from study.verdict.stats import noninferiority_verdict, welch
 
@@ -217,7 +218,7 @@ def test_final_finetune_runs_descend_from_their_seeds_base_trained_on_train_and_
     exp = client.get_experiment_by_name("tiny")
     finals = client.search_runs([exp.experiment_id], "tags.`rethink.kind` = 'final'")
     bases = {r.info.run_id: r for r in finals if r.data.tags.get("rethink.role") == "base"}
-    assert sorted(int(b.data.tags["seed"]) for b in bases.values()) == [0, 1]
+    assert sorted(int(b.data.tags["seed"]) for b in bases.values()) == sorted(final_seeds(0, 2))
     for b in bases.values():
         assert b.data.tags["data"] == "train+val" and b.data.tags["arm"] == "unpruned"
         assert int(b.data.params["train_images"]) == len(digits.y_train)  # the whole training set, val included
@@ -326,8 +327,9 @@ def test_a_shared_base_serves_every_seed_and_the_report_says_so(reported, tmp_pa
     assert unpruned[0]["seeds"] == 1  # the shared base is one sample, not one per seed
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name("tiny")
-    finals = client.search_runs([exp.experiment_id], "tags.`rethink.kind` = 'final' and tags.base_seed = '0'")
-    assert {r.data.tags["seed"] for r in finals if r.data.tags["arm"] == "finetune"} == {"0", "1"}
+    first, second = final_seeds(0, 2)
+    finals = client.search_runs([exp.experiment_id], f"tags.`rethink.kind` = 'final' and tags.base_seed = '{first}'")
+    assert {r.data.tags["seed"] for r in finals if r.data.tags["arm"] == "finetune"} == {str(first), str(second)}
 
 
 def test_a_changed_dataset_is_refused_before_training_and_the_offered_name_gets_its_own_studies(
@@ -367,3 +369,38 @@ def test_a_changed_dataset_is_refused_before_training_and_the_offered_name_gets_
         trial = study.trials[int(run.data.params["trial"])]
         assert float(run.data.params["train.lr"]) == pytest.approx(trial.params["lr"])
         assert run.data.params["train.schedule"] == trial.params["schedule"]
+
+
+def test_final_seeds_never_repeat_a_search_seed(reported):
+    """Issue 24: the final runs' seeds (base init, data order, augmentation, and the scratch-init stream derived
+    from them) are a stream apart from the search's, read back from the runs MLflow holds."""
+    from rethink.arms import scratch_init_seed
+
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([exp.experiment_id])
+    search = {int(r.data.params["train.seed"]) for r in runs if r.data.tags.get("rethink.kind") in ("trial", "base")}
+    final = {int(r.data.params["train.seed"]) for r in runs if r.data.tags.get("rethink.kind") == "final"}
+    assert search == {0} and final == set(final_seeds(0, 2))  # the tiny spec: seed 0, two final seeds
+    search_streams = search | {scratch_init_seed(s) for s in search}
+    final_streams = final | {scratch_init_seed(s) for s in final}
+    assert search_streams.isdisjoint(final_streams)
+    assert len(final_streams) == 2 * len(final)  # no final stream repeats another
+
+
+def test_a_version_bump_is_refused_against_the_old_studies_naming_it(reported, monkeypatch, capsys):
+    """Issue 24: results of a method's old code are not found again as current: a bumped method version changes
+    the studies' fields, and the spec is refused before anything runs, naming code_versions."""
+    from dataclasses import replace
+
+    from rethink.prune.registry import METHODS
+
+    _, args = reported
+    monkeypatch.setitem(METHODS, "l1-norm", replace(METHODS["l1-norm"], version=2))
+    client = mlflow.MlflowClient()
+    before = len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
+    capsys.readouterr()
+    assert main(["study", TINY, *args, "--no-report"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "code_versions" in line and len(line.splitlines()) == 1
+    assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == before

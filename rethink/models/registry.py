@@ -25,7 +25,8 @@ class ArchSpec:
     num_classes: int = 10
     input_size: int = 32
     classifier: str = "default"  # VGG: "bn-mlp" (Li et al.'s head, the default) or "linear" (slimming, weight-level)
-    bn_init: float = 1.0  # BN scale at init; the official Network Slimming models use 0.5
+    bn_init: float = 1.0  # conv BN scale at init; 0.5 in the official Network Slimming and L1-norm VGGs
+    conv_init: str = "default"  # VGG: "weight-level" = the weight-level code's convs (bias on, He init over fan-in)
 
     def to_dict(self) -> dict:
         """Options at their defaults are left out, so specs written before they existed keep their digests."""
@@ -43,7 +44,7 @@ class ArchSpec:
         return replace(self, widths=tuple(widths))
 
 
-OPTION_DEFAULTS = {"classifier": "default", "bn_init": 1.0}
+OPTION_DEFAULTS = {"classifier": "default", "bn_init": 1.0, "conv_init": "default"}
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class ModelEntry:
     build: Callable[..., nn.Module] = field(repr=False)
     units: Callable[[nn.Module], list[Unit]] = field(repr=False, default=lambda m: [])
     classifiers: tuple[str, ...] = ()  # the heads `build(..., classifier=NAME)` offers, the default first
+    conv_inits: tuple[str, ...] = ()  # the conv styles `build(..., conv_init=NAME)` offers besides "default"
 
 
 MODELS: dict[str, ModelEntry] = {}
@@ -82,6 +84,7 @@ def register_model(
     default_widths: Sequence[int],
     units: Callable | None = None,
     classifiers: Sequence[str] = (),
+    conv_inits: Sequence[str] = (),
 ):
     """Decorator: register `fn(in_channels, num_classes, widths) -> nn.Module` under `name`.
 
@@ -90,7 +93,9 @@ def register_model(
     """
 
     def wrap(fn):
-        MODELS[name] = ModelEntry(name, family, tuple(default_widths), fn, units or (lambda m: []), tuple(classifiers))
+        MODELS[name] = ModelEntry(
+            name, family, tuple(default_widths), fn, units or (lambda m: []), tuple(classifiers), tuple(conv_inits)
+        )
         return fn
 
     return wrap
@@ -110,10 +115,11 @@ def default_spec(
     width_scale: float = 1.0,
     classifier: str = "default",
     bn_init: float = 1.0,
+    conv_init: str = "default",
 ) -> ArchSpec:
     """The registered architecture, optionally with every width scaled (at least 1 channel each)."""
     widths = tuple(max(1, round(w * width_scale)) for w in model_entry(name).default_widths)
-    return ArchSpec(name, widths, in_channels, num_classes, input_size, classifier, bn_init)
+    return ArchSpec(name, widths, in_channels, num_classes, input_size, classifier, bn_init, conv_init)
 
 
 def prunable_units(spec: ArchSpec, model: nn.Module) -> list[Unit]:
@@ -134,12 +140,17 @@ def build_model(spec: ArchSpec) -> nn.Module:
             offered = f"one of {', '.join(entry.classifiers)}" if entry.classifiers else "only its own"
             raise ModelError(f"classifier {spec.classifier!r} does not fit {spec.model}, which takes {offered}")
         options["classifier"] = spec.classifier
+    if spec.conv_init != "default":
+        if spec.conv_init not in entry.conv_inits:
+            offered = f"one of {', '.join(entry.conv_inits)}" if entry.conv_inits else "only its own"
+            raise ModelError(f"conv_init {spec.conv_init!r} does not fit {spec.model}, which takes {offered}")
+        options["conv_init"] = spec.conv_init
     if not (spec.bn_init > 0 and spec.bn_init < float("inf")):
         raise ModelError(f"bn_init must be a positive BN scale, got {spec.bn_init}")
     model = entry.build(spec.in_channels, spec.num_classes, spec.widths, **options)
-    if spec.bn_init != 1.0:
+    if spec.bn_init != 1.0:  # the conv BNs only, as the official VGGs do (BatchNorm1d keeps its 1)
         with torch.no_grad():
             for m in model.modules():
-                if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+                if isinstance(m, nn.BatchNorm2d):
                     m.weight.fill_(spec.bn_init)
     return model

@@ -16,6 +16,9 @@ CLASSIFIER_HIDDEN = 512  # Li et al.'s CIFAR VGG: Linear(c, 512) - BN - ReLU - L
 # "bn-mlp": Li et al.'s head (l1-norm-pruning/models/vgg.py); "linear": Linear(c, classes), the head of the
 # official Network Slimming and weight-level VGGs (network-slimming/models/vgg.py, weight-level/.../vgg.py).
 CLASSIFIERS = ("bn-mlp", "linear")
+# "weight-level": the convs of the weight-level code's VGG (weight-level/models/cifar/vgg.py): a bias on every
+# conv (zero at init) and He init over the fan-in, k*k*in_channels; the default is fan-out without a bias.
+CONV_INITS = ("weight-level",)
 
 
 def vgg_widths(depth: int) -> tuple[int, ...]:
@@ -26,7 +29,13 @@ class VGG(nn.Module):
     """`features` holds conv-BN-ReLU units, a max-pool after each stage but the last."""
 
     def __init__(
-        self, depth: int, in_channels: int, num_classes: int, widths: Sequence[int], classifier: str = "bn-mlp"
+        self,
+        depth: int,
+        in_channels: int,
+        num_classes: int,
+        widths: Sequence[int],
+        classifier: str = "bn-mlp",
+        conv_init: str = "default",
     ):
         super().__init__()
         self.depth = depth
@@ -35,7 +44,7 @@ class VGG(nn.Module):
         for s, n in enumerate(STAGES[depth]):
             for _ in range(n):
                 layers += [
-                    nn.Conv2d(c, widths[i], 3, padding=1, bias=False),
+                    nn.Conv2d(c, widths[i], 3, padding=1, bias=conv_init == "weight-level"),
                     nn.BatchNorm2d(widths[i]),
                     nn.ReLU(inplace=True),
                 ]
@@ -54,16 +63,18 @@ class VGG(nn.Module):
                 nn.ReLU(inplace=True),
                 nn.Linear(CLASSIFIER_HIDDEN, num_classes),
             )
-        init_weights(self)
+        init_weights(self, "fan_in" if conv_init == "weight-level" else "fan_out")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
-def init_weights(model: nn.Module) -> None:
+def init_weights(model: nn.Module, conv_mode: str = "fan_out") -> None:
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.kaiming_normal_(m.weight, mode=conv_mode, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
@@ -83,9 +94,15 @@ def vgg_units(model: VGG) -> list[Unit]:
 
 
 def _register(depth: int) -> None:
-    @register_model(f"vgg{depth}", "vgg", vgg_widths(depth), vgg_units, CLASSIFIERS)
-    def build(in_channels: int, num_classes: int, widths: Sequence[int], classifier: str = "bn-mlp") -> nn.Module:
-        return VGG(depth, in_channels, num_classes, widths, classifier)
+    @register_model(f"vgg{depth}", "vgg", vgg_widths(depth), vgg_units, CLASSIFIERS, CONV_INITS)
+    def build(
+        in_channels: int,
+        num_classes: int,
+        widths: Sequence[int],
+        classifier: str = "bn-mlp",
+        conv_init: str = "default",
+    ) -> nn.Module:
+        return VGG(depth, in_channels, num_classes, widths, classifier, conv_init)
 
 
 for _depth in STAGES:

@@ -3,7 +3,7 @@
 from . import l1_norm, lottery, magnitude, random_control, sfp, slimming, thinet  # noqa: F401  (registration)
 from .l1_norm import VARIANTS
 from .masks import KeepMasked, apply_masks
-from .registry import METHODS, PruneConfig, PrunedModel, prune, register_method
+from .registry import METHODS, PruneConfig, PrunedModel, method_version, prune, register_method
 from .surgery import PruneError, apply_keep, zero_pruned_channels
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "PrunedModel",
     "apply_keep",
     "apply_masks",
+    "method_version",
     "prune",
     "register_method",
     "zero_pruned_channels",

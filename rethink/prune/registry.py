@@ -65,17 +65,26 @@ class MethodEntry:
     families: tuple[str, ...]
     structured: bool = True
     needs_data: bool = False
+    # Raised whenever a fix changes what the method returns: it enters the digests of the pruned model, the
+    # studies and the final runs, so results of the old code are never found again as if they were current.
+    version: int = 1
 
 
 METHODS: dict[str, MethodEntry] = {}
 
 
-def register_method(name: str, families: tuple[str, ...], structured: bool = True, needs_data: bool = False):
+def register_method(
+    name: str, families: tuple[str, ...], structured: bool = True, needs_data: bool = False, version: int = 1
+):
     def wrap(fn: PruneFn) -> PruneFn:
-        METHODS[name] = MethodEntry(name, fn, families, structured, needs_data)
+        METHODS[name] = MethodEntry(name, fn, families, structured, needs_data, version)
         return fn
 
     return wrap
+
+
+def method_version(name: str) -> int:
+    return METHODS[name].version
 
 
 def prune(model: nn.Module, spec: ArchSpec, config: PruneConfig, data: torch.Tensor | None = None) -> PrunedModel:

@@ -41,8 +41,9 @@ def apply_keep(model: nn.Module, spec: ArchSpec, keep: Keep) -> tuple[nn.Module,
         u = units[k]
         idx = torch.as_tensor(sorted(kept), dtype=torch.long)
         if u.conv is not None:
-            w = f"{u.conv}.weight"
-            state[w] = state[w][idx]
+            for p in ("weight", "bias"):  # a conv bias (weight-level VGG) follows its kept filters
+                if f"{u.conv}.{p}" in state:
+                    state[f"{u.conv}.{p}"] = state[f"{u.conv}.{p}"][idx]
             for p in ("weight", "bias", "running_mean", "running_var"):
                 state[f"{u.bn}.{p}"] = state[f"{u.bn}.{p}"][idx]
         else:
@@ -64,7 +65,10 @@ def zero_pruned_channels(model: nn.Module, spec: ArchSpec, keep: Keep) -> nn.Mod
         width = unit_width(model, u)
         dropped = torch.as_tensor(sorted(set(range(width)) - set(kept)), dtype=torch.long)
         if u.conv is not None:
-            _get(model, u.conv).weight[dropped] = 0
+            conv = _get(model, u.conv)
+            conv.weight[dropped] = 0
+            if conv.bias is not None:
+                conv.bias[dropped] = 0
             channels = dropped
         else:
             channels = _get(model, u.select).index[dropped]

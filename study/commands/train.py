@@ -35,7 +35,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--classifier", default="default", help="VGG head: bn-mlp (Li et al., the default) or linear (slimming code)"
     )
-    p.add_argument("--bn-init", type=float, default=1.0, help="BN scale at init (official slimming models: 0.5)")
+    p.add_argument("--bn-init", type=float, default=1.0, help="conv BN scale at init (official slimming models: 0.5)")
+    p.add_argument(
+        "--conv-init",
+        default="default",
+        help="VGG convs: default, or weight-level (the weight-level code's: a bias, He init over the fan-in)",
+    )
     p.add_argument(
         "--normalize", choices=tuple(NORMALIZATIONS), default="split", help="per-channel constants (or the split's own)"
     )
@@ -76,7 +81,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def spec_from_args(args: argparse.Namespace, in_channels: int, num_classes: int, size: int) -> ArchSpec:
-    spec = default_spec(args.model, in_channels, num_classes, size, args.width_scale, args.classifier, args.bn_init)
+    spec = default_spec(
+        args.model, in_channels, num_classes, size, args.width_scale, args.classifier, args.bn_init, args.conv_init
+    )
     if args.widths:
         try:
             widths = tuple(int(w) for w in args.widths.split(","))

@@ -1,8 +1,9 @@
-"""Final evaluation. For each seed s: the base is trained on train+validation with seed s (the `unpruned`
-row, the untuned paper recipe), pruned with the spec's method, and fine-tuned with each chosen config;
-scratch arms train on train+validation with seed s. Every arm sees the same data and its own seed
-variance. Each run is scored once on the test set and is an MLflow run; finished ones are reused.
-The seeds of one config train as one group (rethink.fuse: stacked, in parallel, or one after another)."""
+"""Final evaluation. For each final seed s (rethink.arms.final_seeds: a stream apart from the search's seed):
+the base is trained on train+validation with seed s (the `unpruned` row, the untuned paper recipe), pruned
+with the spec's method, and fine-tuned with each chosen config; scratch arms train on train+validation with
+seed s. Every arm sees the same data and its own seed variance. Each run is scored once on the test set and
+is an MLflow run; finished ones are reused. The seeds of one config train as one group (rethink.fuse:
+stacked, in parallel, or one after another)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from rethink.arms import build_arm, default_recipe, pruned_flops
+from rethink.arms import build_arm, default_recipe, final_seeds, pruned_flops
 from rethink.checkpoint import load_cached, save_checkpoint
 from rethink.data import Split, load_dataset, normalized, train_test
 from rethink.flops import training_flops
@@ -172,7 +173,7 @@ def evaluate_choices(
     spec = trunk.spec
     ds = load_dataset(spec.dataset, spec.data_root)
     split = normalized(train_test(ds), spec.normalize, ds.name)
-    all_seeds = [spec.seed + s for s in range(seeds)]
+    all_seeds = final_seeds(spec.seed, seeds)  # a stream of their own: never the search's seed
     base_seeds = all_seeds[:1] if share_base else all_seeds
     bases = final_bases(trunk, base_seeds, split, tree, root, runtime, workdir)
     pairs = [(seed, bases[base_seeds[0]] if share_base else bases[seed]) for seed in all_seeds]

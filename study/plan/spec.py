@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from rethink.arms import ARMS
+from rethink.arms import ARMS, code_versions
 from rethink.budget import SCHEDULES
 from rethink.data import AUGMENTATIONS, NORMALIZATIONS, DataError, normalization
 from rethink.errors import UserError
@@ -216,7 +216,8 @@ class Spec(_Strict):
     model: Annotated[str, one_of("model", MODELS)] = "vgg11"
     width_scale: float = Field(1.0, gt=0)
     classifier: str = "default"  # VGG: "bn-mlp" (Li et al.) or "linear" (the slimming and weight-level code)
-    bn_init: float = Field(1.0, gt=0)  # BN scale at init: 0.5 in the official Network Slimming models
+    bn_init: float = Field(1.0, gt=0)  # conv BN scale at init: 0.5 in the official slimming and L1-norm VGGs
+    conv_init: str = "default"  # VGG: "weight-level" = the weight-level code's convs (bias, He init over fan-in)
     normalize: Annotated[str, one_of("normalization", NORMALIZATIONS)] = "split"
     seed: int = Field(0, ge=0)
     base: BaseTraining = BaseTraining()
@@ -237,6 +238,9 @@ class Spec(_Strict):
         if self.classifier != "default" and self.classifier not in MODELS[self.model].classifiers:
             offered = ", ".join(MODELS[self.model].classifiers) or "none (the model has one head)"
             raise ValueError(f"classifier {self.classifier!r} does not fit {self.model}; valid: {offered}")
+        if self.conv_init != "default" and self.conv_init not in MODELS[self.model].conv_inits:
+            offered = ", ".join(MODELS[self.model].conv_inits) or "none (only its own)"
+            raise ValueError(f"conv_init {self.conv_init!r} does not fit {self.model}; valid: {offered}")
         try:
             normalization(self.normalize, self.dataset)
         except DataError as e:
@@ -318,18 +322,34 @@ class Spec(_Strict):
                 del node[key]
         return d
 
+    def code_versions(self) -> dict[str, int]:
+        """Versions (above 1) of the method and arm builders that make this setting's results."""
+        return code_versions(self.prune.method, self.study.arms)
+
+    def _with_versions(self, d: dict[str, Any]) -> dict[str, Any]:
+        """`d` plus the code versions, when any is above 1 (so older digests stay as they were)."""
+        versions = self.code_versions()
+        return {**d, "code_versions": versions} if versions else d
+
     def digest(self) -> str:
-        return config_digest(self.dump(exclude={"description"}))
+        return config_digest(self._with_versions(self.dump(exclude={"description"})))
 
     def base_digest(self) -> str:
-        keys = {"dataset", "val_fraction", "model", "width_scale", "classifier", "bn_init", "normalize", "seed", "base"}
-        return config_digest(self.dump(include=keys))
+        keys = {"dataset", "val_fraction", "model", "width_scale", "classifier", "bn_init", "conv_init", "normalize"}
+        keys |= {"seed", "base"}
+        d = self.dump(include=keys)
+        trains_with_method = self.base.sparsity > 0 or self.base.sfp_ratio is not None  # slimming's L1, SFP
+        version = code_versions(self.prune.method, ()).get(f"method:{self.prune.method}")
+        if trains_with_method and version:
+            d["method_version"] = version
+        return config_digest(d)
 
     def study_fields(self) -> dict[str, Any]:
-        """The fields that define a study's trials: a change here makes old trials incomparable."""
+        """The fields that define a study's trials: a change here (the code versions included) makes old
+        trials incomparable; the studies are then refused, naming it, until --new-study starts new ones."""
         fields = self.dump(exclude={"description", "final", "data_root", "verdict"})
         fields["study"].pop("n_trials")  # a larger budget continues the same studies
-        return fields
+        return self._with_versions(fields)
 
 
 # Fields added after specs were first digested. Holding their defaults they are left out of digests and
@@ -337,6 +357,7 @@ class Spec(_Strict):
 LATER_FIELDS: dict[tuple[str, ...], Any] = {
     ("classifier",): "default",
     ("bn_init",): 1.0,
+    ("conv_init",): "default",
     ("normalize",): "split",
     ("base", "sfp_ratio"): None,
     ("base", "gamma"): 0.1,

@@ -14,7 +14,7 @@ from rethink.checkpoint import load_cached, save_checkpoint
 from rethink.data import Dataset, Split, load_dataset, normalized, train_val_split
 from rethink.flops import forward_flops, param_count, training_flops
 from rethink.models import ArchSpec, build_model, default_spec
-from rethink.prune import PruneConfig, PrunedModel, prune
+from rethink.prune import PruneConfig, PrunedModel, method_version, prune
 from rethink.prune.random_control import random_like
 from rethink.prune.sfp import SoftFilterPruning
 from rethink.prune.slimming import SparsityPenalty
@@ -48,6 +48,14 @@ class Trunk:
 def prune_config(spec: Spec) -> PruneConfig:
     p = spec.prune
     return PruneConfig(p.method, p.ratio, p.variant, p.min_channels, p.scope, seed=spec.seed, like=p.like)
+
+
+def pruned_digest(base_digest: str, pconfig: PruneConfig) -> str:
+    """Names the pruned model: its base, the prune config, and the method's version when above 1."""
+    key = {"base": base_digest, "prune": pconfig.to_dict()}
+    if (version := method_version(pconfig.method)) > 1:
+        key["method_version"] = version
+    return config_digest(key)
 
 
 def control_for(spec: Spec, base, base_spec, pruned: PrunedModel) -> PrunedModel | None:
@@ -92,7 +100,14 @@ def base_callbacks(spec: Spec) -> list[Callback]:
 def base_arch(spec: Spec, ds: Dataset) -> ArchSpec:
     """The spec's unpruned architecture for the dataset's shape, with the spec's model options."""
     return default_spec(
-        spec.model, ds.in_channels, ds.num_classes, ds.input_size, spec.width_scale, spec.classifier, spec.bn_init
+        spec.model,
+        ds.in_channels,
+        ds.num_classes,
+        ds.input_size,
+        spec.width_scale,
+        spec.classifier,
+        spec.bn_init,
+        spec.conv_init,
     )
 
 
@@ -176,7 +191,7 @@ def build_trunk(
     base_flops = forward_flops(base, shape)
 
     pconfig = prune_config(spec)
-    prune_digest = config_digest({"base": base_digest, "prune": pconfig.to_dict()})
+    prune_digest = pruned_digest(base_digest, pconfig)
     pruned_path = base_dir / f"pruned-{prune_digest}.pt"
     ptags = {"rethink.digest": prune_digest}
     if pruned_path.is_file():
