@@ -2,13 +2,15 @@
 non-inferiority at the boundaries, each claim-3 part, and post-hoc labelling."""
 
 import math
+from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from study.final.evaluation import FinalResult
-from study.verdict.claims import Analysis, claim3, claims
+from study.verdict.claims import Analysis, claim3, claim3_verdict, claims
 from study.verdict.stats import contrast, noninferiority
 
 MARGIN = 0.005
@@ -171,3 +173,82 @@ def test_pooling_over_levels_matches_a_direct_computation():
     flat = pool([{"diff": 0.01, "se": 0.0, "dof": math.inf}, {"diff": 0.02, "se": 0.0, "dof": math.inf}], 0.9)
     assert (flat["ci_low"], flat["ci_high"]) == (pytest.approx(0.015), pytest.approx(0.015))
     assert math.isnan(pool([{"diff": 0.01, "se": math.nan, "dof": math.nan}, levels[0]], 0.9)["ci_low"])
+
+
+# ---- issue 25: no certainty from zero spread, seeds needed from t quantiles, claim 3 needs FT >= FP ----
+
+N_DIGITS_TEST = 360  # digits' test set: accuracies move in steps of 1/360
+
+
+def _floored(values, n_test):
+    p = (np.mean(values) * n_test + 0.5) / (n_test + 1)
+    return max(np.var(values, ddof=1), p * (1 - p) / n_test)
+
+
+def test_equal_accuracies_are_not_certainty_the_binomial_floor_against_scipy():
+    """Two seeds per arm with equal accuracies: the old rule read the zero spread as certainty ("supported",
+    p = 0); floored at one run's binomial variance p(1 - p)/N_test it is a coarse measurement."""
+    a, b = [0.95, 0.95], [0.94, 0.94]
+    assert noninferiority(a, b, MARGIN, 0.95)["verdict"] == "supported"  # without N_test: the loophole
+    test = noninferiority(a, b, MARGIN, 0.95, N_DIGITS_TEST)
+    assert test["verdict"].startswith("inconclusive")
+    va, vb = _floored(a, N_DIGITS_TEST), _floored(b, N_DIGITS_TEST)
+    ref = stats.ttest_ind_from_stats(0.95, math.sqrt(va), 2, 0.94, math.sqrt(vb), 2, equal_var=False)
+    assert test["p_value"] == pytest.approx(ref.pvalue)
+    assert test["se"] == pytest.approx(math.sqrt(va / 2 + vb / 2))
+
+
+def test_four_equal_constant_cells_never_support_claim_1_or_3():
+    cells = {
+        ("scratch-e", "best@E"): [0.9, 0.9],
+        ("scratch-e", "literature"): [0.9, 0.9],
+        ("finetune", "best@E"): [0.9, 0.9],
+        ("finetune", "paper"): [0.9, 0.9],
+        ("scratch-b", "best@B"): [0.9, 0.9],
+        ("finetune", "best@B"): [0.9, 0.9],
+    }
+    results = [replace(r, n_test=N_DIGITS_TEST) for r in _results(cells)]
+    verdicts = claims(results, PRE, True)
+    assert verdicts and not [v for v in verdicts if v["verdict"] == "supported"], verdicts
+
+
+def _power_holds(va: float, vb: float, room: float, k: int) -> bool:
+    """(t_0.95 + t_0.8) · se(k) <= diff + margin, t at the Satterthwaite df of k seeds per arm."""
+    df = (va + vb) ** 2 / ((va**2 + vb**2) / (k - 1))
+    return (stats.t.ppf(0.95, df) + stats.t.ppf(0.8, df)) * math.sqrt((va + vb) / k) <= room
+
+
+def test_seeds_needed_come_from_t_quantiles_and_exceed_the_seeds_run():
+    """With n = 3 (and n = 2) inconclusive, the old normal-quantile answer could ask for the seeds already run.
+    Checked by hand: at the answer n the power condition (t_c + t_power) · se(n) <= diff + margin holds at the
+    Satterthwaite df of n seeds per arm, and at n - 1 it does not (unless n - 1 is the seeds run)."""
+    for a, b in (([0.901, 0.897, 0.903], [0.900, 0.899, 0.904]), ([0.901, 0.896], [0.900, 0.903])):
+        test = noninferiority(a, b, MARGIN, 0.95)
+        assert test["verdict"].startswith("inconclusive at this sample size")
+        n = test["needed_n"]
+        assert n > len(a)
+        va, vb = np.var(a, ddof=1), np.var(b, ddof=1)
+        holds = partial(_power_holds, va, vb, test["diff"] + MARGIN)
+        assert holds(n) and (n - 1 == len(a) or not holds(n - 1))
+        assert f"about {n} seeds per arm" in test["verdict"]
+
+
+def test_fewer_than_the_specs_minimum_seeds_is_too_few():
+    strict = Analysis(MARGIN, 0.95, ("E",), min_seeds=3)
+    cells = {("scratch-e", "best@E"): [0.95, 0.96], ("finetune", "best@E"): [0.90, 0.91]}
+    (v,) = [v for v in claims(_results(cells), strict, True) if v["claim"].startswith("1 at budget E")]
+    assert v["verdict"].startswith("inconclusive (too few seeds")
+
+
+def test_claim_3_is_never_supported_when_tuning_made_fine_tuning_worse_than_its_paper_baseline():
+    """The review's case: (a) the old contradiction reproduces, (b) tuned scratch matches tuned fine-tuning,
+    and (c) the interaction is large only because tuned fine-tuning fell below its own paper recipe."""
+    st, sl = [0.900, 0.901, 0.899, 0.900], [0.850, 0.852, 0.848, 0.851]
+    ft, fp = [0.901, 0.900, 0.902, 0.899], [0.930, 0.931, 0.929, 0.930]  # FT far below FP
+    entry = claim3(_results(_cells(st, sl, ft, fp)), PRE, True)
+    a, b, c, d = (entry["parts"][k] for k in "abcd")
+    assert a["holds"] and b["holds"] and c["holds"] and not d["holds"]
+    assert claim3_verdict(a, b, c, MARGIN) == "supported"  # the old rule, without (d): the loophole
+    assert entry["verdict"] != "supported" and "(d) tuning did not hurt fine-tuning" in entry["verdict"]
+    ref = stats.ttest_ind(np.asarray(ft) + MARGIN, fp, equal_var=False, alternative="greater")
+    assert d["p_noninferiority"] == pytest.approx(ref.pvalue)

@@ -41,6 +41,7 @@ class FinalResult:
     run_id: str
     base_run: str = ""
     trial: int | None = None  # the study trial the config came from (None: the per-seed base)
+    n_test: int = 0  # test images scored: the floor of a cell's variance, p(1 - p)/n_test
 
 
 @dataclass(eq=False)
@@ -152,7 +153,20 @@ def final_bases(
         control = control_for(spec, model, trunk.base_spec, pruned)
         config = trunk.base_config
         params = {"lr": config.lr, "schedule": config.schedule, "augment": config.augment, "epochs": config.epochs}
-        result = FinalResult("unpruned", "paper", seed, test_acc, flops, flops, config.epochs, params, run_id, run_id)
+        result = FinalResult(
+            "unpruned",
+            "paper",
+            seed,
+            test_acc,
+            flops,
+            flops,
+            config.epochs,
+            params,
+            run_id,
+            run_id,
+            None,
+            len(split.y_eval),
+        )
         bases[seed] = SeedBase(seed, init_state, pruned, control, pruned_flops(pruned), flops, digest, result)
     return bases
 
@@ -277,6 +291,7 @@ def _train_choices(
                 run_id,
                 base.result.run_id,
                 choice.trial,
+                len(split.y_eval),
             )
         )
     return results

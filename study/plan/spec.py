@@ -186,6 +186,7 @@ class Verdict(_Strict):
     margin: float = Field(0.5, ge=0, lt=100, description="non-inferiority margin, in accuracy points")
     confidence: float = Field(0.95, gt=0.5, lt=1)
     budgets: tuple[Literal["E", "B", "P"], ...] = Field(("E", "B", "P"), min_length=1)
+    min_seeds: int = Field(2, ge=2, description="an arm with fewer final seeds is inconclusive (too few seeds)")
 
     @property
     def margin_fraction(self) -> float:
@@ -358,6 +359,7 @@ LATER_FIELDS: dict[tuple[str, ...], Any] = {
     ("classifier",): "default",
     ("bn_init",): 1.0,
     ("conv_init",): "default",
+    ("verdict", "min_seeds"): 2,
     ("normalize",): "split",
     ("base", "sfp_ratio"): None,
     ("base", "gamma"): 0.1,

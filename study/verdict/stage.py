@@ -81,7 +81,11 @@ def analysis_for(spec: Spec, studies: dict[str, optuna.Study], margin: float | N
     table differs from the one recorded in the studies when they were made."""
     v = spec.verdict
     why = []
-    recorded = {json.dumps(s.user_attrs.get("verdict"), sort_keys=True) for s in studies.values()}
+    later = {"min_seeds": 2}  # fields added to [verdict] since studies first recorded it, at their defaults
+    recorded = {
+        json.dumps({**later, **r} if isinstance(r := s.user_attrs.get("verdict"), dict) else r, sort_keys=True)
+        for s in studies.values()
+    }
     if recorded != {json.dumps(v.model_dump(mode="json"), sort_keys=True)}:
         why.append("the spec's [verdict] table differs from the one recorded when the studies were made")
     if margin is not None and margin != v.margin:
@@ -89,7 +93,7 @@ def analysis_for(spec: Spec, studies: dict[str, optuna.Study], margin: float | N
     if confidence is not None and confidence != v.confidence:
         why.append(f"--confidence {confidence} chosen at report time (pre-registered: {v.confidence})")
     m = v.margin if margin is None else margin
-    return Analysis(m / 100, v.confidence if confidence is None else confidence, v.budgets, tuple(why))
+    return Analysis(m / 100, v.confidence if confidence is None else confidence, v.budgets, tuple(why), v.min_seeds)
 
 
 def trial_points(studies: dict[str, optuna.Study]) -> dict[str, list[tuple[float, float]]]:

@@ -1,5 +1,8 @@
 """Statistics of the report: Welch's t-test with the Satterthwaite df, one-sided non-inferiority, and a
-Welch-Satterthwaite test of a linear contrast of independent cells (claim 3's interaction)."""
+Welch-Satterthwaite test of a linear contrast of independent cells (claim 3's interaction).
+
+A cell's variance never falls below the binomial variance of one run's test accuracy, p(1 - p)/N_test
+(`n_test`): on a small test set equal accuracies are a coarse measurement, not certainty."""
 
 from __future__ import annotations
 
@@ -10,25 +13,39 @@ from scipy import stats
 
 CONFIDENCE = 0.95
 POWER = 0.8  # for the sample size a test would need at the observed spread
+MAX_SEEDS = 1000  # "seeds needed" stops counting here
 
 
-def welch(a: list[float], b: list[float], confidence: float = CONFIDENCE) -> dict:
+def cell_variance(values: np.ndarray, n_test: int | None = None) -> float:
+    """The sample variance of a cell's accuracies, floored at the binomial variance p(1 - p)/N_test of one
+    run's test accuracy (p smoothed as (p N + 0.5)/(N + 1), so a cell of perfect scores is not certain)."""
+    s2 = float(values.var(ddof=1))
+    if n_test:
+        p = (float(values.mean()) * n_test + 0.5) / (n_test + 1)
+        s2 = max(s2, p * (1 - p) / n_test)
+    return s2
+
+
+def welch(a: list[float], b: list[float], confidence: float = CONFIDENCE, n_test: int | None = None) -> dict:
     """mean(a) - mean(b) with Welch's t-test (two-sided p of no difference) and its two-sided confidence
     interval at `confidence` (NaN where n < 2)."""
-    return contrast([a, b], [1.0, -1.0], confidence)
+    return contrast([a, b], [1.0, -1.0], confidence, n_test)
 
 
-def contrast(cells: list[list[float]], weights: list[float], confidence: float = CONFIDENCE) -> dict:
-    """Σ w_i mean(cell_i) for independent cells: its standard error Σ w_i² s_i²/n_i, Satterthwaite's df,
-    the two-sided p of a zero contrast, and a two-sided confidence interval."""
+def contrast(
+    cells: list[list[float]], weights: list[float], confidence: float = CONFIDENCE, n_test: int | None = None
+) -> dict:
+    """Σ w_i mean(cell_i) for independent cells: its standard error Σ w_i² s_i²/n_i (s_i² floored, see
+    cell_variance), Satterthwaite's df, the two-sided p of a zero contrast, and a two-sided interval."""
     arrays = [np.asarray(c, float) for c in cells]
     ns = [len(c) for c in arrays]
     est = float(sum(w * c.mean() for w, c in zip(weights, arrays, strict=True))) if all(ns) else math.nan
     out = {"diff": est, "n_a": ns[0], "n_b": ns[1] if len(ns) > 1 else 0, "n": ns, "p_value": math.nan}
     out |= {"ci_low": math.nan, "ci_high": math.nan, "se": math.nan, "dof": math.nan, "confidence": confidence}
+    out["variance_floor"] = "p(1-p)/N_test" if n_test else "none (N_test unknown)"
     if min(ns) < 2:
         return out
-    v = [w * w * c.var(ddof=1) / len(c) for w, c in zip(weights, arrays, strict=True)]
+    v = [w * w * cell_variance(c, n_test) / len(c) for w, c in zip(weights, arrays, strict=True)]
     se = math.sqrt(sum(v))
     if se == 0:
         out.update(p_value=1.0 if est == 0 else 0.0, ci_low=est, ci_high=est, se=0.0, dof=math.inf)
@@ -51,30 +68,47 @@ def one_sided(test: dict, threshold: float, side: str) -> float:
     return float(stats.t.sf(t, test["dof"]) if side == "above" else stats.t.cdf(t, test["dof"]))
 
 
-def needed_n(a: list[float], b: list[float], diff: float, margin: float, confidence: float) -> int | None:
-    """Seeds per arm for the one-sided lower bound to clear -margin with POWER, at the observed means and
-    spread (normal approximation); None when the observed difference is not above -margin."""
+def needed_n(
+    a: list[float], b: list[float], diff: float, margin: float, confidence: float, n_test: int | None = None
+) -> int | None:
+    """Seeds per arm for the one-sided lower bound to clear -margin with POWER at the observed means and
+    spread: the smallest n above the seeds already run with (t_c + t_power) · se(n) <= diff + margin, t at
+    the Satterthwaite df of n seeds per arm; None when the observed difference is not above -margin."""
     if diff + margin <= 0:
         return None
-    spread = np.var(a, ddof=1) + np.var(b, ddof=1)
-    z = stats.norm.ppf(confidence) + stats.norm.ppf(POWER)
-    return max(2, math.ceil(z * z * spread / (diff + margin) ** 2))
+    va, vb = cell_variance(np.asarray(a, float), n_test), cell_variance(np.asarray(b, float), n_test)
+    for n in range(max(len(a), len(b)) + 1, MAX_SEEDS + 1):
+        se = math.sqrt((va + vb) / n)
+        dof = (va + vb) ** 2 / ((va**2 + vb**2) / (n - 1)) if va + vb > 0 else math.inf
+        if (stats.t.ppf(confidence, dof) + stats.t.ppf(POWER, dof)) * se <= diff + margin:
+            return n
+    return MAX_SEEDS + 1
 
 
-def noninferiority(a: list[float], b: list[float], margin: float, confidence: float = CONFIDENCE) -> dict:
+def noninferiority(
+    a: list[float],
+    b: list[float],
+    margin: float,
+    confidence: float = CONFIDENCE,
+    n_test: int | None = None,
+    min_seeds: int = 2,
+) -> dict:
     """One-sided non-inferiority of a against b: H0 mean(a) - mean(b) <= -margin. The interval is the
     two-sided (2c - 1) one, whose lower end is the one-sided c bound; supported when it clears -margin,
-    contradicted when its upper end is below -margin, else inconclusive with the seeds needed."""
-    test = welch(a, b, 2 * confidence - 1) | {"margin": margin, "test": "Welch t, Satterthwaite df, one-sided"}
+    contradicted when its upper end is below -margin, else inconclusive with the seeds needed. Fewer than
+    `min_seeds` seeds in an arm is inconclusive (too few seeds), whatever the interval says."""
+    test = welch(a, b, 2 * confidence - 1, n_test) | {"margin": margin, "test": "Welch t, Satterthwaite df, one-sided"}
     test["p_noninferiority"] = one_sided(test, -margin, "above")
     test["verdict"] = noninferiority_verdict(test, margin)
-    if test["verdict"].startswith("inconclusive") and not math.isnan(test["ci_low"]):
-        n = needed_n(a, b, test["diff"], margin, confidence)
+    if min(len(a), len(b)) < max(2, min_seeds):
+        test["verdict"] = f"inconclusive (too few seeds: n={len(a)}, {len(b)}; the spec asks for {min_seeds})"
+    elif test["verdict"].startswith("inconclusive") and not math.isnan(test["ci_low"]):
+        n = needed_n(a, b, test["diff"], margin, confidence, n_test)
         test["needed_n"] = n
         if n is None:
             test["verdict"] += "; the observed difference is below -margin, so more seeds would not make it supported"
         else:
-            seeds = f"about {n}" if n <= 1000 else "more than 1,000"
+            seeds = f"about {n}" if n <= MAX_SEEDS else f"more than {MAX_SEEDS:,}"
             test["verdict"] += f"; {seeds} seeds per arm would settle it at this spread ({int(100 * POWER)}% power)"
     return test
 
