@@ -107,12 +107,20 @@ def test_report_table_statistics_figures_and_artifacts(reported):
     for gap in verdict["tuning_gaps"]:
         tuned = [r for r in rows if r["arm"] == gap["arm"] and r["choice"] == gap["tuned"]][0]
         base = [r for r in rows if r["arm"] == gap["arm"] and r["choice"] == gap["baseline"]][0]
+        if "note" in gap:  # the tuned pick is this baseline: the same runs, no test of them against themselves
+            assert "same runs" in gap["note"] and "p_value" not in gap and tuned["test_acc"] == base["test_acc"]
+            continue
         assert gap["diff"] == pytest.approx(
             (float(tuned["test_acc"].split()[0]) - float(base["test_acc"].split()[0])) / 100, abs=1e-4
         )
     claim1 = [c for c in verdict["claims"] if c["claim"].startswith("1 ")]
     assert [c["budget"] for c in claim1] == ["E", "B", "P"]
-    assert all(c["verdict"].split()[0] in ("supported", "contradicted", "inconclusive") for c in claim1)
+    assert all(c["verdict"].split()[0] in ("supported", "contradicted", "inconclusive", "same") for c in claim1)
+    assert claim1[0]["verdict"].split()[0] != "same"  # budget E always tests; B and P may repeat its runs
+    for c in claim1:  # a repeat names the budget whose runs it repeats, and those runs are the same
+        if "same_as" in c:
+            (first,) = [d for d in claim1 if d["budget"] == c["same_as"]]
+            assert c["diff"] == first["diff"] and c["verdict"].startswith(f"same runs as budget {c['same_as']}")
 
     (claim3,) = [c for c in verdict["claims"] if c["claim"].startswith("3")]
     assert set(claim3["parts"]) == {"a", "b", "c", "d"} and all("ci_low" in p for p in claim3["parts"].values())

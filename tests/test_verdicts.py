@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from study.final.evaluation import FinalResult
-from study.verdict.claims import Analysis, claim3, claim3_verdict, claims
+from study.verdict.claims import Analysis, claim3, claim3_verdict, claims, tuning_gaps
 from study.verdict.stats import contrast, noninferiority
 
 MARGIN = 0.005
@@ -252,3 +252,59 @@ def test_claim_3_is_never_supported_when_tuning_made_fine_tuning_worse_than_its_
     assert entry["verdict"] != "supported" and "(d) tuning did not hurt fine-tuning" in entry["verdict"]
     ref = stats.ttest_ind(np.asarray(ft) + MARGIN, fp, equal_var=False, alternative="greater")
     assert d["p_noninferiority"] == pytest.approx(ref.pvalue)
+
+
+def _shared(cells: dict[tuple[str, str], tuple[str, list[float]]]) -> list[FinalResult]:
+    """Results whose cells name their runs: cells given the same key share their final runs."""
+    return [
+        FinalResult(arm, choice, seed, acc, 1.0, 1.0, 1, {}, f"{key}-{seed}", n_test=N_DIGITS_TEST)
+        for (arm, choice), (key, accs_) in cells.items()
+        for seed, acc in enumerate(accs_)
+    ]
+
+
+def test_one_comparison_is_printed_once_and_a_pick_that_is_its_baseline_is_not_tested():
+    """As in a quick run where the scratch picks coincide: claim 1 at B and P compare the very runs budget E
+    compared, so they say so instead of counting as more evidence; a tuned pick that is the paper baseline
+    gets no Welch test of identical runs."""
+    s, f = [0.95, 0.96, 0.955], [0.94, 0.945, 0.95]
+    results = _shared(
+        {
+            ("scratch-e", "best@E"): ("scratch-t3", s),
+            ("scratch-b", "best@B"): ("scratch-t3", s),
+            ("scratch-b", "best@P"): ("scratch-t3", s),
+            ("scratch-e", "paper"): ("scratch-t0", s),  # the tuned pick is this baseline
+            ("finetune", "best@E"): ("finetune-t1", f),
+            ("finetune", "best@B"): ("finetune-t1", f),
+            ("finetune", "best@P"): ("finetune-t1", f),
+        }
+    )
+    claim1 = [v for v in claims(results, PRE, True) if v["claim"].startswith("1 ")]
+    assert [v.get("same_as") for v in claim1] == [None, "E", "E"]
+    assert [v["verdict"] for v in claim1[1:]] == ["same runs as budget E: not a separate test"] * 2
+    assert not claim1[0]["verdict"].startswith("same runs")
+    gaps = {
+        g["baseline"]: g
+        for g in tuning_gaps(
+            _shared(
+                {
+                    ("scratch-e", "best@E"): ("t0", s),
+                    ("scratch-e", "paper"): ("t0", s),
+                    ("scratch-e", "literature"): ("t5", f),
+                }
+            ),
+            True,
+        )
+    }
+    assert "same runs" in gaps["paper"]["note"] and "p_value" not in gaps["paper"]
+    assert gaps["literature"]["p_value"] == pytest.approx(
+        stats.ttest_ind_from_stats(
+            np.mean(s),
+            math.sqrt(_floored(s, N_DIGITS_TEST)),
+            3,
+            np.mean(f),
+            math.sqrt(_floored(f, N_DIGITS_TEST)),
+            3,
+            equal_var=False,
+        ).pvalue
+    )

@@ -63,17 +63,28 @@ def tuned_pick(arm: str, pareto: bool) -> str:
     return TUNED_PICK.get(arm, "best") if pareto else "best"
 
 
+def runs_of(results: list[FinalResult], arm: str, choice: str) -> tuple[str, ...]:
+    """The final runs of a cell, by seed: two cells with the same runs are one measurement, not two."""
+    return tuple(r.run_id for r in sorted(results, key=lambda r: r.seed) if r.arm == arm and r.choice == choice)
+
+
 def tuning_gaps(results: list[FinalResult], pareto: bool, confidence: float = 0.95) -> list[dict]:
-    """Per row: its tuned pick minus each of its baselines, with a two-sided Welch CI."""
+    """Per row: its tuned pick minus each of its baselines, with a two-sided Welch CI; a tuned pick that is
+    the baseline itself (the same runs) says so instead of testing identical runs."""
     gaps = []
     for arm in sorted({r.arm for r in results if r.arm != "unpruned"}, key=ARM_ORDER.index):
         pick = tuned_pick(arm, pareto)
         tuned = accs(results, arm, pick)
         baselines = sorted({r.choice for r in results if r.arm == arm and not r.choice.startswith("best")})
         for baseline in baselines:
-            if tuned:
-                test = welch(tuned, accs(results, arm, baseline), confidence, n_test_of(results))
-                gaps.append({"arm": arm, "tuned": pick, "baseline": baseline, **test})
+            if not tuned:
+                continue
+            if runs_of(results, arm, pick) == runs_of(results, arm, baseline):
+                note = f"the tuned pick is the {baseline} baseline (the same runs): no test"
+                gaps.append({"arm": arm, "tuned": pick, "baseline": baseline, "note": note})
+                continue
+            test = welch(tuned, accs(results, arm, baseline), confidence, n_test_of(results))
+            gaps.append({"arm": arm, "tuned": pick, "baseline": baseline, **test})
     return gaps
 
 
@@ -89,6 +100,7 @@ def claim1(results: list[FinalResult], analysis: Analysis, pareto: bool) -> list
     replaced by another."""
     out = []
     table = MATCHED if pareto else FIXED
+    seen: dict[tuple, str] = {}  # (scratch runs, fine-tune runs) -> the budget that tested them first
     for budget in analysis.budgets:
         if budget not in table:
             continue
@@ -111,6 +123,11 @@ def claim1(results: list[FinalResult], analysis: Analysis, pareto: bool) -> list
             entry |= noninferiority(
                 scratch, finetune, analysis.margin, analysis.confidence, n_test_of(results), analysis.min_seeds
             )
+            runs = (runs_of(results, arm, pick), runs_of(results, "finetune", ft_pick))
+            if runs in seen:  # the same comparison again: one piece of evidence, printed once
+                entry["same_as"] = seen[runs]
+                entry["verdict"] = f"same runs as budget {seen[runs]}: not a separate test"
+            seen.setdefault(runs, budget)
         out.append(_label(entry, analysis))
     return out
 

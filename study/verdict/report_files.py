@@ -66,7 +66,7 @@ def importances(studies: dict[str, optuna.Study]) -> pd.DataFrame:
 
 def _numbers(v: dict) -> str:
     """The numbers behind a verdict line: estimate, interval, one-sided p, margin."""
-    if "diff" not in v or v["diff"] != v["diff"]:
+    if "diff" not in v or v["diff"] != v["diff"] or "same_as" in v:
         return ""
     level = v.get("confidence", 0.95)
     text = f" (estimate {100 * v['diff']:+.2f} pp"

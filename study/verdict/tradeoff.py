@@ -64,22 +64,31 @@ def pooled_verdicts(verdicts: list[dict], margin: float, confidence: float) -> l
     c2 = 2 * confidence - 1
     for name in names:
         entries = [lv[name] for lv in claims_by_level]
-        if name.startswith("1 ") and all("se" in e for e in entries):
+        same = {e.get("same_as") for e in entries}
+        if name.startswith("1 ") and len(same) == 1 and None not in same:  # the same runs at every level
+            (budget,) = same
+            out.append(
+                {"claim": name, "same_as": budget, "verdict": f"same runs as budget {budget}: not a separate test"}
+            )
+        elif name.startswith("1 ") and all("se" in e for e in entries):
             test = pool(entries, c2)
             out.append({"claim": name, **test, "margin": margin, "verdict": noninferiority_verdict(test, margin)})
         elif name.startswith("3") and all("parts" in e for e in entries):
-            parts = {k: pool([e["parts"][k] for e in entries], c2) for k in "abc"}
+            keys = "abcd" if all("d" in e["parts"] for e in entries) else "abc"
+            parts = {k: pool([e["parts"][k] for e in entries], c2) for k in keys}
             parts["a"]["holds"] = bool(parts["a"]["ci_high"] < -margin)
             parts["b"]["holds"] = bool(parts["b"]["ci_low"] > -margin)
             parts["c"]["holds"] = bool(parts["c"]["ci_low"] > 0)
-            for k in "abc":
+            if "d" in parts:  # tuned fine-tune non-inferior to its paper baseline
+                parts["d"]["holds"] = bool(parts["d"]["ci_low"] > -margin)
+            for k in keys:
                 parts[k]["part"] = entries[0]["parts"][k]["part"]
             out.append(
                 {
                     "claim": name,
                     "parts": parts,
                     "margin": margin,
-                    "verdict": claim3_verdict(parts["a"], parts["b"], parts["c"], margin),
+                    "verdict": claim3_verdict(parts["a"], parts["b"], parts["c"], margin, parts.get("d")),
                 }
             )
     return out
