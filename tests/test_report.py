@@ -115,6 +115,10 @@ def test_report_table_statistics_figures_and_artifacts(reported):
         )
     claim1 = [c for c in verdict["claims"] if c["claim"].startswith("1 ")]
     assert [c["budget"] for c in claim1] == ["E", "B", "P"]
+    (primary,) = [c for c in verdict["claims"] if c["role"] == "primary"]  # the spec's default: claim 1 at B
+    assert primary["comparison_id"] == "1@B" and verdict["primary"].startswith("Primary comparison (1@B)")
+    assert (out / "report.md").read_text().splitlines()[2] == f"**{verdict['primary']}**"  # before the tables
+    assert all("p_holm" in c for c in verdict["claims"] if c["role"] == "secondary" and "same_as" not in c)
     assert all(c["verdict"].split()[0] in ("supported", "contradicted", "inconclusive", "same") for c in claim1)
     assert claim1[0]["verdict"].split()[0] != "same"  # budget E always tests; B and P may repeat its runs
     for c in claim1:  # a repeat names the budget whose runs it repeats, and those runs are the same

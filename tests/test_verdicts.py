@@ -308,3 +308,50 @@ def test_one_comparison_is_printed_once_and_a_pick_that_is_its_baseline_is_not_t
             equal_var=False,
         ).pvalue
     )
+
+
+def test_holm_against_a_hand_computation():
+    from study.verdict.claims import holm
+
+    # sorted: 0.01 x 3 = 0.03; 0.03 x 2 = 0.06; 0.04 x 1 = 0.04, kept monotone at 0.06
+    assert holm({"a": 0.01, "b": 0.04, "c": 0.03}) == pytest.approx({"a": 0.03, "c": 0.06, "b": 0.06})
+    assert holm({"a": 0.6, "b": 0.7}) == pytest.approx({"a": 1.0, "b": 1.0})  # capped at 1
+    assert holm({}) == {}
+
+
+def test_one_primary_comparison_the_rest_secondary_and_holm_adjusted():
+    """Claim 1 at B is the default primary, tested alone; E and P are secondary: a 'supported' whose Holm-
+    adjusted one-sided p does not clear 1 - confidence becomes inconclusive after the adjustment."""
+    from study.verdict.claims import primary_sentence
+
+    base = [0.900, 0.902, 0.898, 0.901, 0.899]
+    noise = (0.0004, -0.0003, 0.0002, -0.0004, 0.0001)
+    cells = {
+        ("scratch-b", "best@B"): [x + 0.006 + e for x, e in zip(base, noise, strict=True)],  # clearly supported
+        ("finetune", "best@B"): base,
+        ("scratch-e", "best@E"): [x - 0.003 + e for x, e in zip(base, noise[::-1], strict=True)],  # barely
+        ("finetune", "best@E"): base,
+        ("scratch-b", "best@P"): [x - 0.003 + e for x, e in zip(base, noise, strict=True)],  # barely
+        ("finetune", "best@P"): [x + 0.0001 for x in base],
+    }
+    verdicts = {v["comparison_id"]: v for v in claims(_results(cells), PRE, True)}
+    assert verdicts["1@B"]["role"] == "primary" and verdicts["1@B"]["verdict"] == "supported"
+    assert "p_holm" not in verdicts["1@B"]
+    e, p = verdicts["1@E"], verdicts["1@P"]
+    assert e["role"] == p["role"] == "secondary" and e["holm_family"] == 2
+    raw = sorted([e["p_noninferiority"], p["p_noninferiority"]])
+    assert 0.025 < raw[0] <= raw[1] < 0.05  # each alone would be supported at one-sided 0.05
+    assert sorted([e["p_holm"], p["p_holm"]]) == pytest.approx([2 * raw[0], max(2 * raw[0], raw[1])])
+    for v in (e, p):  # adjusted over the family of two, neither clears 0.05
+        assert v["p_holm"] >= 0.05 and v["verdict"].startswith("inconclusive after the Holm adjustment")
+    sentence = primary_sentence(list(verdicts.values()), PRE)
+    assert sentence.startswith("Primary comparison (1@B): scratch-b:best@B - finetune:best@B differs by +0.60 pp")
+    assert "supported; the claim holds at this margin" in sentence
+
+
+def test_a_primary_the_verdicts_do_not_judge_is_refused_on_load():
+    from study.plan.spec import SpecError, load_spec
+
+    with pytest.raises(SpecError, match=r"verdict: primary '1@P' is a budget the verdicts do not judge"):
+        load_spec("quick", ["verdict.budgets=['E', 'B']", "verdict.primary='1@P'"])
+    assert load_spec("quick").verdict.primary == "1@B"

@@ -41,8 +41,9 @@ def print_report(spec: Spec, report: Report) -> None:
     print(table[["arm", "choice", "test_acc", "seeds", "epochs", "lr", "schedule", "augment"]].to_string(index=False))
     for m in report.missing:
         print(f"missing: {m.arm} {m.name}: {m.why}")
+    print(report.primary)
     for v in report.verdicts:
-        print(f"claim {v['claim']}: {v['verdict']}")
+        print(f"[{v.get('role', 'secondary')}] claim {v['claim']}: {v['verdict']}")
     print(f"report: {(report.out / 'report.html').resolve()} (and report.md, table.csv, verdict.json, figures)")
     print(f"MLflow: run {report.run_id}, artifacts tab (report.html)")
 

@@ -187,6 +187,18 @@ class Verdict(_Strict):
     confidence: float = Field(0.95, gt=0.5, lt=1)
     budgets: tuple[Literal["E", "B", "P"], ...] = Field(("E", "B", "P"), min_length=1)
     min_seeds: int = Field(2, ge=2, description="an arm with fewer final seeds is inconclusive (too few seeds)")
+    primary: Literal["1@E", "1@B", "1@P", "2", "3"] = Field(
+        "1@B", description="the one primary comparison (claim 1 at budget B: the paper's headline); the rest Holm"
+    )
+
+    @model_validator(mode="after")
+    def _primary_is_judged(self):
+        if self.primary.startswith("1@") and self.primary[2:] not in self.budgets:
+            raise ValueError(
+                f"primary {self.primary!r} is a budget the verdicts do not judge (budgets {list(self.budgets)}); "
+                f"add {self.primary[2:]!r} to verdict.budgets or name another primary"
+            )
+        return self
 
     @property
     def margin_fraction(self) -> float:
@@ -360,6 +372,7 @@ LATER_FIELDS: dict[tuple[str, ...], Any] = {
     ("bn_init",): 1.0,
     ("conv_init",): "default",
     ("verdict", "min_seeds"): 2,
+    ("verdict", "primary"): "1@B",
     ("normalize",): "split",
     ("base", "sfp_ratio"): None,
     ("base", "gamma"): 0.1,

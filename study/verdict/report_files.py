@@ -105,12 +105,15 @@ def write_report(
     caveats: list[str],
     notes: list[str] = (),
     missing: list[dict] = (),
+    primary: str = "",
 ) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     shown = table[[*SHOWN, "recipe"]]
     shown.to_csv(out / "table.csv", index=False)
     gaps_df = pd.DataFrame(gaps)
     lines = [f"# {header['spec']}: {header['description']}", ""]
+    if primary:
+        lines += [f"**{primary}**", ""]
     lines += [f"- {k}: {v}" for k, v in header.items() if k not in ("spec", "description")]
     lines += [f"- **caveat**: {c}" for c in caveats]
     lines += ["", "## Test accuracy (%), mean ± std over seeds", "", shown[SHOWN].to_markdown(index=False), ""]
@@ -127,8 +130,11 @@ def write_report(
             "",
         ]
     lines += ["## Verdicts", "", f"Analysis: {header.get('analysis', '')}", ""]
+    lines += ["The primary comparison is tested alone; every other verdict is secondary, its p Holm-adjusted.", ""]
     for v in verdicts:
-        lines.append(f"- Claim {v['claim']}: **{v['verdict']}**" + _numbers(v))
+        role = f"[{v['role']}] " if "role" in v else ""
+        holm = f" (Holm-adjusted p = {v['p_holm']:.3g})" if "p_holm" in v else ""
+        lines.append(f"- {role}Claim {v['claim']}: **{v['verdict']}**" + _numbers(v) + holm)
         for part in v.get("parts", {}).values():
             lines.append(f"  - {part['part']}: {'holds' if part['holds'] else 'not established'}" + _numbers(part))
         for band in v.get("lr_bands", []):
@@ -145,6 +151,7 @@ def write_report(
         lines += ["", "## Hyperparameter importance (Optuna, validation accuracy)", "", imp.to_markdown(floatfmt=".3f")]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     verdict = {
+        "primary": primary,
         "header": header,
         "caveats": caveats,
         "notes": list(notes),

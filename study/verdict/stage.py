@@ -20,7 +20,7 @@ from study.plan.spec import Spec
 from study.search.finished import FinishedSearch
 from study.search.trunk import Trunk
 
-from .claims import Analysis, claims, lr_bands, tuning_gaps
+from .claims import Analysis, claims, lr_bands, primary_sentence, tuning_gaps
 from .figures import figures, lr_sensitivity_figure
 from .report_files import importances, results_table, write_report
 from .report_html import write_html
@@ -34,6 +34,7 @@ class Report:
     missing: list[Missing]
     caveats: list[str]
     run_id: str  # the `report` run
+    primary: str = ""  # the primary verdict in one plain sentence
 
 
 def report_folder(spec: Spec, names: dict[str, str]) -> str:
@@ -81,7 +82,7 @@ def analysis_for(spec: Spec, studies: dict[str, optuna.Study], margin: float | N
     table differs from the one recorded in the studies when they were made."""
     v = spec.verdict
     why = []
-    later = {"min_seeds": 2}  # fields added to [verdict] since studies first recorded it, at their defaults
+    later = {"min_seeds": 2, "primary": "1@B"}  # fields added to [verdict] since studies first recorded it
     recorded = {
         json.dumps({**later, **r} if isinstance(r := s.user_attrs.get("verdict"), dict) else r, sort_keys=True)
         for s in studies.values()
@@ -93,7 +94,8 @@ def analysis_for(spec: Spec, studies: dict[str, optuna.Study], margin: float | N
     if confidence is not None and confidence != v.confidence:
         why.append(f"--confidence {confidence} chosen at report time (pre-registered: {v.confidence})")
     m = v.margin if margin is None else margin
-    return Analysis(m / 100, v.confidence if confidence is None else confidence, v.budgets, tuple(why), v.min_seeds)
+    c = v.confidence if confidence is None else confidence
+    return Analysis(m / 100, c, v.budgets, tuple(why), v.min_seeds, v.primary)
 
 
 def trial_points(studies: dict[str, optuna.Study]) -> dict[str, list[tuple[float, float]]]:
@@ -123,6 +125,7 @@ def write_verdicts(
     points = trial_points(studies)
     bands = lr_bands(points, spec.space.lr.low, spec.space.lr.high) if "lottery" in studies else []
     verdicts = claims(results, analysis, pareto, bands)
+    primary = primary_sentence(verdicts, analysis)
     imp = importances(studies)
     curves = {}
     for c in choices:
@@ -150,7 +153,8 @@ def write_verdicts(
     }
     out = out_dir / report_folder(spec, search.names)
     notes = method_notes(spec, trunk)
-    paths = write_report(out, table, gaps, verdicts, imp, header, caveats, notes, [asdict(m) for m in missing])
+    missing_ = [asdict(m) for m in missing]
+    paths = write_report(out, table, gaps, verdicts, imp, header, caveats, notes, missing_, primary)
     c = trunk.budgets
     pngs = figures(studies, curves, out, {"E": c.train_e, "B": c.train_b, "P": c.pipeline_p})
     pngs.append(lr_sensitivity_figure(points, out))
@@ -168,4 +172,4 @@ def write_verdicts(
     tree.end(report_run)
     if not os.environ.get("MLFLOW_RUN_ID"):  # the project run of `mlflow run` is ended by MLflow
         tree.end(root)
-    return Report(out, table, verdicts, missing, caveats, report_run)
+    return Report(out, table, verdicts, missing, caveats, report_run, primary)
