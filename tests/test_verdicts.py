@@ -311,7 +311,7 @@ def test_one_comparison_is_printed_once_and_a_pick_that_is_its_baseline_is_not_t
 
 
 def test_holm_against_a_hand_computation():
-    from study.verdict.claims import holm
+    from study.verdict.family import holm
 
     # sorted: 0.01 x 3 = 0.03; 0.03 x 2 = 0.06; 0.04 x 1 = 0.04, kept monotone at 0.06
     assert holm({"a": 0.01, "b": 0.04, "c": 0.03}) == pytest.approx({"a": 0.03, "c": 0.06, "b": 0.06})
@@ -322,7 +322,7 @@ def test_holm_against_a_hand_computation():
 def test_one_primary_comparison_the_rest_secondary_and_holm_adjusted():
     """Claim 1 at B is the default primary, tested alone; E and P are secondary: a 'supported' whose Holm-
     adjusted one-sided p does not clear 1 - confidence becomes inconclusive after the adjustment."""
-    from study.verdict.claims import primary_sentence
+    from study.verdict.family import primary_sentence
 
     base = [0.900, 0.902, 0.898, 0.901, 0.899]
     noise = (0.0004, -0.0003, 0.0002, -0.0004, 0.0001)

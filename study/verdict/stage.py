@@ -20,7 +20,8 @@ from study.plan.spec import Spec
 from study.search.finished import FinishedSearch
 from study.search.trunk import Trunk
 
-from .claims import Analysis, claims, lr_bands, primary_sentence, tuning_gaps
+from .claims import Analysis, claims, lr_bands, tuning_gaps
+from .family import primary_sentence
 from .figures import figures, lr_sensitivity_figure
 from .report_files import importances, results_table, write_report
 from .report_html import write_html
