@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 
 from conftest import (
     TINY,
+    act_when,
     assert_stores_agree,
     free_port,
     interruptible,
@@ -30,7 +31,6 @@ from conftest import (
     start_mlflow_server,
     stop_process_group,
     study_cmd,
-    while_frozen,
 )
 from study.commands.cli import main
 
@@ -345,7 +345,7 @@ def test_two_processes_on_one_spec_one_is_refused_and_sigterm_ends_every_run_kil
     live = optuna.load_study(study_name=f"tiny.{arm}", storage=storage).trials[number]
     assert live.state == TrialState.RUNNING  # the refused process failed nothing
     running = partial(_trial_running, storage, arm, number)
-    assert while_frozen(owner.pid, running, partial(os.kill, owner.pid, signal.SIGTERM))  # lands mid-trial
+    assert act_when(owner.pid, running, partial(os.kill, owner.pid, signal.SIGTERM), proc=owner)  # lands mid-trial
     assert owner.wait(timeout=60) == 143
     counts = assert_stores_agree(storage, "tiny")
     assert counts.get("RUNNING", 0) == 0 and counts["FAIL"] >= 1
@@ -406,16 +406,17 @@ def test_a_tracking_server_that_dies_mid_trial_fails_it_cleanly_and_the_rerun_re
     backend, artifacts, port = f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts", free_port()
     url, server = start_mlflow_server(backend, artifacts, port)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    sets = ["--set", "space.epochs={low=6, high=6}", "--set", "study.arms=['finetune']", "--set", "study.n_trials=1"]
+    # one searched trial of 40 epochs: long enough that the moment below surely comes while it runs
+    sets = ["--set", "space.epochs={low=40, high=40}", "--set", "study.arms=['finetune']", "--set", "study.n_trials=1"]
     cmd = study_cmd(storage, tmp_path / "runs", "--tracking-uri", url, "--no-report", *sets)
     proc = subprocess.Popen(cmd, env=_env(url), cwd=tmp_path, stderr=subprocess.PIPE, text=True)
-    arm, number = _wait_for(lambda: _searched_trial_running(storage), proc=proc)
 
     def kill_server():
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
 
-    assert while_frozen(proc.pid, partial(_trial_running, storage, arm, number), kill_server)  # mid-trial, surely
+    # the server dies while the study process is frozen with its searched trial confirmed RUNNING
+    arm, number = act_when(proc.pid, lambda: _searched_trial_running(storage), kill_server, proc=proc)
     died = time.monotonic()
     assert proc.wait(timeout=120) == 3
     stopped_after = time.monotonic() - died
