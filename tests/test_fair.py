@@ -245,3 +245,20 @@ def test_the_weight_level_vgg_is_built_as_the_official_code_builds_it():
     assert all(torch.all(m.weight == 1) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     default = build_model(default_spec("vgg19", 3, 10, 32, classifier="linear"))
     assert all(m.bias is None for m in default.modules() if isinstance(m, torch.nn.Conv2d))  # Li et al.: no bias
+
+
+def test_the_random_control_is_drawn_again_for_every_final_seed():
+    """Issue 25: the control's channels come from each final seed's own stream (not once for all seeds), at
+    the method's widths, so its final spread includes the selection's noise; the search keeps the spec's."""
+    from study.search.trunk import control_for
+
+    spec = load_spec(TINY, ["study.arms=['finetune', 'finetune-random']"])
+    arch = default_spec("vgg11", 1, 10, 8, 0.25)
+    seed_everything(0)
+    base = build_model(arch)
+    pruned = prune(base, arch, PruneConfig("l1-norm", ratio=0.5))
+    draws = {s: control_for(spec, base, arch, pruned, s) for s in final_seeds(0, 3)}
+    assert {d.config.seed for d in draws.values()} == {derive_seed(s, "random") for s in final_seeds(0, 3)}
+    assert all(d.spec.widths == pruned.spec.widths for d in draws.values())  # the method's widths, every draw
+    assert len({json.dumps(d.keep, sort_keys=True) for d in draws.values()}) == 3  # three different selections
+    assert control_for(spec, base, arch, pruned).config.seed == derive_seed(spec.seed, "random")  # the search's

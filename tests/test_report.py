@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from scipy import stats
 
 from conftest import TINY
-from rethink.arms import final_seeds
+from rethink.arms import derive_seed, final_seeds
 from study.commands.cli import main
 from study.verdict.stats import noninferiority_verdict, welch
 
@@ -283,6 +283,15 @@ def test_operating_points_random_control_and_summary(tracking_uri, tmp_path, cap
         assert {("finetune-random", "best@E"), ("unpruned", "paper"), ("unpruned", "best")} <= set(rows)
         assert "untuned" in rows[("unpruned", "paper")]["recipe"] and "tuned" in rows[("unpruned", "best")]["recipe"]
         assert any(c["claim"].startswith("control: criterion vs random") for c in verdict["claims"])
+    client = mlflow.MlflowClient()
+    controls = [
+        r
+        for e in client.search_experiments()
+        for r in client.search_runs([e.experiment_id], "tags.`rethink.kind` = 'final' and tags.arm = 'finetune-random'")
+    ]
+    assert controls  # each final seed fine-tunes a selection drawn from its own stream
+    assert all(int(r.data.tags["control_seed"]) == derive_seed(int(r.data.tags["seed"]), "random") for r in controls)
+    assert len({r.data.tags["control_seed"] for r in controls}) == len({r.data.tags["seed"] for r in controls}) > 1
     reductions = [
         json.loads((reports / lv / "verdict.json").read_text())["header"]["flops_reduction"]
         for lv in ("tiny-r0.25", "tiny-r0.5")

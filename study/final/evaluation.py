@@ -150,7 +150,7 @@ def final_bases(
         model.cpu().eval()
         data = _calibration(split, pconfig.calibration_images) if pconfig.method == "thinet" else None
         pruned = prune(model, trunk.base_spec, pconfig, data)
-        control = control_for(spec, model, trunk.base_spec, pruned)
+        control = control_for(spec, model, trunk.base_spec, pruned, seed)  # drawn again for every final seed
         config = trunk.base_config
         params = {"lr": config.lr, "schedule": config.schedule, "augment": config.augment, "epochs": config.epochs}
         result = FinalResult(
@@ -221,6 +221,7 @@ def _train_choices(
                     "setting": config_digest(spec.study_fields()),
                     "base": base.digest,
                 }
+                | ({"control": "drawn per final seed"} if choice.study_arm == "finetune-random" else {})
             )
             entries.append((choice, seed, base, config.epochs, digest))
             if digest in found or digest in todo:
@@ -240,6 +241,8 @@ def _train_choices(
                 "base_seed": base.seed,
                 "data": "train+val",
             }
+            if choice.study_arm == "finetune-random":
+                tags["control_seed"] = base.control.config.seed  # the random selection this run fine-tunes
             params = {f"train.{k}": v for k, v in config.to_dict().items()} | {
                 "trial": choice.trial if choice.trial is not None else "",
                 "train_images": len(split.y_train),

@@ -58,11 +58,14 @@ def pruned_digest(base_digest: str, pconfig: PruneConfig) -> str:
     return config_digest(key)
 
 
-def control_for(spec: Spec, base, base_spec, pruned: PrunedModel) -> PrunedModel | None:
-    """The `finetune-random` arm's model: random channels (or weights) at the widths `pruned` has."""
+def control_for(spec: Spec, base, base_spec, pruned: PrunedModel, seed: int | None = None) -> PrunedModel | None:
+    """The `finetune-random` arm's model: random channels (or weights) at the widths `pruned` has, drawn from
+    the stream of `seed` (the spec's seed in the search; each final seed its own, so the final evaluation's
+    spread includes the selection's)."""
     if "finetune-random" not in spec.study.arms:
         return None
-    config = replace(prune_config(spec), method="random", like=spec.prune.method, seed=derive_seed(spec.seed, "random"))
+    draw = derive_seed(spec.seed if seed is None else seed, "random")
+    config = replace(prune_config(spec), method="random", like=spec.prune.method, seed=draw)
     return random_like(base, base_spec, pruned, config)
 
 
