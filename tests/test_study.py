@@ -339,3 +339,31 @@ def test_fixed_budget_mode_reports_epochs_and_prunes_consistently(tracking_uri, 
             assert run.info.status == "FINISHED" and len(t.intermediate_values) == 3
         # a median pruner compares a trial with the finished ones: baselines train one at a time here
         assert run.data.tags["rethink.runtime"] == "cpu fp32"
+
+
+def test_the_budget_is_per_kind_so_a_dead_workers_baseline_is_never_displaced():
+    """Round 6 of the fault loop: a worker died in the `rewind` baseline; before its heartbeat failed it and
+    enqueued the retry, another worker started one more searched trial, which one total budget (searched +
+    baselines) let run, and the retry was left WAITING. Per kind, the extra searched trial is over budget and
+    the retried baseline is not."""
+    from study.search.objective import over_budget
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.enqueue_trial({}, user_attrs={"baseline": "paper"})
+    study.enqueue_trial({}, user_attrs={"baseline": "rewind"})
+    paper, rewind = study.ask(), study.ask()
+    study.tell(paper, [0.9, 1.0])
+    study.tell(rewind, state=TrialState.FAIL)  # its worker died: the heartbeat failed it
+    for _ in range(2):  # the two searched trials of the budget
+        searched = study.ask()
+        assert not over_budget(searched, 2)
+        study.tell(searched, [0.8, 1.0])
+    extra = study.ask()  # asked before the retry was enqueued: a third searched trial
+    assert over_budget(extra, 2)  # the old total (4) saw 3 finished trials ahead and let it run
+    study.tell(extra, state=TrialState.FAIL)
+    study.enqueue_trial({}, user_attrs={"baseline": "rewind", "retried_from": rewind.number})
+    retry = study.ask()
+    assert retry.user_attrs["baseline"] == "rewind" and not over_budget(retry, 2)
+    study.enqueue_trial({}, user_attrs={"baseline": "rewind"})  # enqueued twice (two workers' recovery)
+    assert over_budget(study.ask(), 2)  # the retry runs under a lower number: the baseline runs once
+    assert over_budget(study.ask(), 2)  # and a fresh searched trial stays over budget

@@ -40,11 +40,16 @@ class OverBudget(RuntimeError):
     """A parallel worker's trial beyond the arm's budget; it is failed at once, untrained and unrecorded."""
 
 
-def over_budget(trial: optuna.Trial, budget: int) -> bool:
-    """Whether finished and running trials with lower numbers already fill the budget (parallel workers)."""
+def over_budget(trial: optuna.Trial, n_searched: int) -> bool:
+    """Whether this trial would break its kind's budget under parallel workers, judged by the finished and
+    running trials with lower numbers: a searched trial when they already hold n_searched searched ones; a
+    baseline when the same baseline already finished or runs. The budget is per kind, so a dead worker's
+    baseline, failed and enqueued again, is never displaced by one more searched trial."""
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
-    ahead = [t.number for t in trial.study.get_trials(deepcopy=False, states=states) if t.number < trial.number]
-    return len(ahead) >= budget
+    ahead = [t for t in trial.study.get_trials(deepcopy=False, states=states) if t.number < trial.number]
+    if name := trial.user_attrs.get("baseline"):
+        return any(t.user_attrs.get("baseline") == name for t in ahead)
+    return sum(not t.user_attrs.get("baseline") for t in ahead) >= n_searched
 
 
 @dataclass
@@ -99,7 +104,7 @@ class TrialSteps:
 
     def plan(self, trial: optuna.Trial) -> TrialPlan:
         ctx, spec = self.ctx, self.ctx.trunk.spec
-        if ctx.parallel and over_budget(trial, ctx.n_trials):
+        if ctx.parallel and over_budget(trial, spec.study.n_trials):
             trial.set_user_attr("fail_reason", "over budget: other workers already run the last trials")
             raise OverBudget(trial.number)
         trial.set_user_attr("worker_pid", os.getpid())  # the owner: only a dead owner's trial is recovered
