@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO))
 def run(spec_path: str, overrides: list[str]) -> dict:
     import optuna
 
-    from study.plan.spec import load_spec
+    from study.plan.load import load_spec
     from study.search.runner import RunOptions, run_spec
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -45,13 +45,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick-trials", type=int, default=6)
     p.add_argument("--cifar-trials", type=int, default=3, help="0 skips the cifar10-5k spec")
-    p.add_argument("--short", action="store_true", help="cifar10-5k with 2-4 epoch trials (minutes, not ~15)")
+    p.add_argument("--short", action="store_true", help="cifar10-5k, 3-epoch base (caps shrink)")
     args = p.parse_args()
     out = {"benchmark": "study_overhead", "results": []}
     out["results"].append(run("quick", [f"study.n_trials={args.quick_trials}"]))
     out["peak_rss_gib_after_quick"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     if args.cifar_trials:
-        short = ["base.epochs=3", "space.epochs={low=2, high=4}"] if args.short else []
+        short = ["base.epochs=3"] if args.short else []
         out["results"].append(
             run(str(REPO / "benchmarks" / "cifar5k.toml"), [f"study.n_trials={args.cifar_trials}", *short])
         )

@@ -50,16 +50,25 @@ def check_record(storage: str, tracking: str, spec_name: str, arms: list[str], b
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--workers", default="1,2,4")
-    p.add_argument("--trials", type=int, default=8, help="searched trials per study (baselines run in the warm-up)")
+    p.add_argument("--trials", type=int, default=8, help="searched trials per study (one runs in the warm-up)")
     p.add_argument("--spec", default=str(SPEC))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="spec overrides")
     p.add_argument("--epochs", type=int, default=2, help="every trial's epochs (fixed, so trials cost the same)")
     p.add_argument("--device", default="auto")
     args = p.parse_args()
     from study.plan.layout import study_arms
-    from study.plan.spec import load_spec
+    from study.plan.load import load_spec
 
-    fixed = [*args.set, f"space.epochs={{low={args.epochs}, high={args.epochs}}}"]
+    # Every trial (baselines included) runs the same epochs: the base's E, judged at E alone (a throughput
+    # benchmark; the paper's fine-tune baseline, at E/4 epochs, would lie outside such a space).
+    fixed = [
+        *args.set,
+        f"base.epochs={args.epochs}",
+        f"space.epochs={{low={args.epochs}, high={args.epochs}}}",
+        'verdict.budgets=["E"]',
+        'verdict.primary="1@E"',
+        "study.baselines=[]",
+    ]
     spec = load_spec(args.spec, fixed)
     arms = study_arms(spec)  # the Optuna studies (pareto mode: one scratch study)
     sets = [x for kv in fixed for x in ("--set", kv)]
@@ -98,7 +107,7 @@ def main() -> None:
             start = time.perf_counter()
             subprocess.run(cmd, env=env, cwd=REPO, check=True, capture_output=True)
             wall = time.perf_counter() - start
-            total = (args.trials - 1) * len(arms)  # searched trials; the warm-up ran 1 per study and the baselines
+            total = (args.trials - 1) * len(arms)  # searched trials; the warm-up ran 1 per study
             results.append(
                 {
                     "workers": n,

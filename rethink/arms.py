@@ -61,6 +61,12 @@ def final_seeds(seed: int, n: int) -> list[int]:
     return [derive_seed(seed, f"final-{s}") for s in range(n)]
 
 
+def confirm_seeds(seed: int, n: int) -> list[int]:
+    """The seeds that confirm a study's top trials before the final evaluation: a stream apart from the
+    search's seed and from the final seeds."""
+    return [derive_seed(seed, f"confirm-{s}") for s in range(n)]
+
+
 def builder_key(arm: str, structured: bool) -> str:
     """Which entry of ARM_VERSIONS builds `arm` from a pruned model that is (or is not) structured."""
     if arm in SCRATCH_ARMS:

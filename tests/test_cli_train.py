@@ -127,10 +127,11 @@ def test_mlflow_run_main_makes_the_project_run_the_root(tmp_path):
     assert (
         len(by_kind["trial"]) == 2 * 1 + 5 and {r.data.tags["mlflow.parentRunId"] for r in by_kind["trial"]} == arm_ids
     )
-    others = [r for k, rs in by_kind.items() if k not in ("spec", "trial") for r in rs]
+    others = [r for k, rs in by_kind.items() if k not in ("spec", "trial", "confirm") for r in rs]
     assert {"final", "report"} <= set(by_kind) and {r.data.tags["mlflow.parentRunId"] for r in others} == {
         root.info.run_id
     }
+    assert {r.data.tags["mlflow.parentRunId"] for r in by_kind.get("confirm", [])} <= arm_ids  # under their arms
     from study.records.query import best_configs
 
     assert set(best_configs("tiny")["study"]) == {r.data.tags["optuna.study_name"] for r in by_kind["arm"]}

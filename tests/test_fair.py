@@ -16,7 +16,8 @@ from rethink.models import build_model, default_spec
 from rethink.prune import PruneConfig, prune
 from rethink.train import Callback, TrainConfig, seed_everything, train
 from study.plan.layout import baseline_trials, budgets, rows_of, study_arms
-from study.plan.spec import SPECS_DIR, SpecError, load_spec
+from study.plan.load import load_spec
+from study.plan.spec import SPECS_DIR, SpecError
 
 BASE = TrainConfig(epochs=20, lr=0.1)
 

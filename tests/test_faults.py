@@ -327,7 +327,9 @@ def test_two_processes_on_one_spec_one_is_refused_and_sigterm_ends_every_run_kil
     """Started together on one SQLite storage: one owns the spec, the other is refused before training,
     naming the owner, and never touches its live trial. SIGTERM then ends the owner's runs KILLED."""
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    cmd = study_cmd(storage, tmp_path / "runs", "--no-report", "--set", "space.epochs={low=400, high=400}")
+    # 400-epoch trials (no baselines: theirs would lie outside such a space; pareto leaves the E picks missing)
+    long = ["--set", "space.epochs={low=400, high=400}", "--set", "study.baselines=[]"]
+    cmd = study_cmd(storage, tmp_path / "runs", "--no-report", *long)
     procs = [
         subprocess.Popen(cmd, env=_env(tracking_uri), cwd=tmp_path, stderr=subprocess.PIPE, text=True) for _ in range(2)
     ]
@@ -408,6 +410,7 @@ def test_a_tracking_server_that_dies_mid_trial_fails_it_cleanly_and_the_rerun_re
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     # one searched trial of 40 epochs: long enough that the moment below surely comes while it runs
     sets = ["--set", "space.epochs={low=40, high=40}", "--set", "study.arms=['finetune']", "--set", "study.n_trials=1"]
+    sets += ["--set", "study.baselines=[]"]  # theirs would lie outside a 40-epoch space
     cmd = study_cmd(storage, tmp_path / "runs", "--tracking-uri", url, "--no-report", *sets)
     proc = subprocess.Popen(cmd, env=_env(url), cwd=tmp_path, stderr=subprocess.PIPE, text=True)
 

@@ -270,7 +270,7 @@ def test_operating_points_random_control_and_summary(tracking_uri, tmp_path, cap
         "prune.ratios=[0.25, 0.5]",
         "study.n_trials=1",
         "study.arms=['finetune', 'finetune-random', 'scratch-e', 'unpruned']",
-        "space.epochs={low=1, high=2}",
+        "space.epochs={low=1, high=3}",  # reaches E = 3 (no scratch-b here: B and P are not searched)
     ]
     argv = ["study", TINY, *args, *[x for s in sets for x in ("--set", s)], "--report-dir", str(reports)]
     assert main(argv) == 0

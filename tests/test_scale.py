@@ -167,9 +167,11 @@ SPEC_ARGS = [
     "--set",
     "study.n_trials=2",
     "--set",
-    "study.arms=['finetune', 'scratch-b']",  # two studies: finetune, scratch (its paper@B and literature)
+    "study.arms=['finetune', 'scratch-b']",  # two studies: finetune, scratch
     "--set",
-    "space.epochs={low=6, high=7}",
+    "space.epochs={low=6, high=13}",  # long enough to be caught mid-trial; reaches P = 13 epochs
+    "--set",
+    "study.baselines=[]",  # theirs (1 to 10 epochs) would lie below such a space
     "--no-report",
 ]
 
@@ -233,7 +235,7 @@ def test_journal_workers_survive_a_killed_worker(mlflow_server, tmp_path, capsys
 def test_sigint_leaves_the_stores_consistent_and_rerun_resumes(tracking_uri, tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     cmd = study_cmd(
-        storage, tmp_path / "runs", *SPEC_ARGS, "--set", "study.n_trials=2", "--set", "space.epochs={low=4, high=5}"
+        storage, tmp_path / "runs", *SPEC_ARGS, "--set", "study.n_trials=2", "--set", "space.epochs={low=4, high=13}"
     )
     env = os.environ | {"MLFLOW_TRACKING_URI": tracking_uri}
     proc = subprocess.Popen(

@@ -246,7 +246,7 @@ def _running_after_two(db: Path) -> tuple[str, int] | None:
 def test_resume_after_kill_completes_the_budget_without_duplicates(tracking_uri, tmp_path):
     db = tmp_path / "optuna.db"
     storage = f"sqlite:///{db}"
-    cmd = study_cmd(storage, tmp_path / "runs", "--set", "space.epochs={low=3, high=3}", "--no-report")
+    cmd = study_cmd(storage, tmp_path / "runs", "--no-report")
     env = os.environ | {"MLFLOW_TRACKING_URI": tracking_uri}
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     study_name, number = signal_when(proc.pid, partial(_running_after_two, db), signal.SIGKILL, timeout=240, proc=proc)
@@ -280,9 +280,7 @@ def test_resume_after_kill_completes_the_budget_without_duplicates(tracking_uri,
 @pytest.mark.slow
 def test_parallel_workers_on_a_journal_finish_the_budget_exactly(tracking_uri, tmp_path):
     storage = f"journal:{tmp_path / 'optuna.log'}"
-    cmd = study_cmd(
-        storage, tmp_path / "runs", "--workers", "2", "--set", "space.epochs={low=1, high=2}", "--no-report"
-    )
+    cmd = study_cmd(storage, tmp_path / "runs", "--workers", "2", "--no-report")
     env = os.environ | {"MLFLOW_TRACKING_URI": tracking_uri}
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

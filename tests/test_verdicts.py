@@ -91,7 +91,7 @@ def test_claim3_supported_only_when_all_three_parts_hold():
     c = claim3(
         _results(_cells([0.950, 0.951, 0.949], [0.900, 0.902, 0.898], [0.949, 0.950, 0.948], [0.930, 0.931, 0.929])),
         PRE,
-        pareto=True,
+        mode="pareto",
     )
     a, b, i = (c["parts"][k] for k in "abc")
     assert a["holds"] and b["holds"] and i["holds"]
@@ -104,7 +104,7 @@ def test_claim3_is_never_supported_when_literature_scratch_already_beats_finetun
     c = claim3(
         _results(_cells([0.960, 0.961, 0.959], [0.955, 0.956, 0.954], [0.930, 0.931, 0.929], [0.900, 0.901, 0.899])),
         PRE,
-        pareto=True,
+        mode="pareto",
     )
     assert not c["parts"]["a"]["holds"]
     assert c["verdict"].startswith("inconclusive (no contradiction to explain")
@@ -114,7 +114,7 @@ def test_claim3_contradicted_when_tuning_leaves_scratch_below_finetune():
     c = claim3(
         _results(_cells([0.900, 0.901, 0.899], [0.880, 0.881, 0.879], [0.950, 0.951, 0.949], [0.930, 0.931, 0.929])),
         PRE,
-        pareto=True,
+        mode="pareto",
     )
     assert c["parts"]["a"]["holds"] and not c["parts"]["b"]["holds"]
     assert c["verdict"].startswith("contradicted")
@@ -123,13 +123,13 @@ def test_claim3_contradicted_when_tuning_leaves_scratch_below_finetune():
 def test_claim3_names_a_missing_cell():
     cells = _cells([0.95, 0.96], [], [0.95, 0.94], [0.93, 0.92])
     del cells[("scratch-e", "literature")]
-    assert claim3(_results(cells), PRE, pareto=True)["verdict"].startswith("missing: no final runs for scratch lit")
+    assert claim3(_results(cells), PRE, mode="pareto")["verdict"].startswith("missing: no final runs for scratch lit")
 
 
 def test_a_report_time_margin_is_labelled_post_hoc():
     results = _results(_cells([0.95, 0.951, 0.949], [0.90, 0.91, 0.92], [0.95, 0.951, 0.949], [0.93, 0.94, 0.92]))
-    pre = claims(results, PRE, pareto=True)
-    post = claims(results, Analysis(0.02, 0.95, ("E",), ("--margin 2.0 pp chosen at report time",)), pareto=True)
+    pre = claims(results, PRE, mode="pareto")
+    post = claims(results, Analysis(0.02, 0.95, ("E",), ("--margin 2.0 pp chosen at report time",)), mode="pareto")
     assert not any(v["verdict"].startswith("post hoc") for v in pre)
     assert post and all(v["verdict"].startswith("post hoc: ") and v["post_hoc"] for v in post)
     assert "POST HOC" in Analysis(0.02, 0.95, ("E",), ("x",)).describe()
@@ -137,7 +137,7 @@ def test_a_report_time_margin_is_labelled_post_hoc():
 
 def test_claim1_reports_a_missing_budget_pick_instead_of_falling_back():
     results = _results({("finetune", "best@E"): [0.9, 0.91], ("scratch-e", "best"): [0.92, 0.93]})
-    (entry,) = claims(results, Analysis(MARGIN, 0.95, ("E",)), pareto=True)
+    (entry,) = claims(results, Analysis(MARGIN, 0.95, ("E",)), mode="pareto")
     assert entry["verdict"].startswith("missing: no final runs for scratch-e:best@E")
 
 
@@ -208,7 +208,7 @@ def test_four_equal_constant_cells_never_support_claim_1_or_3():
         ("finetune", "best@B"): [0.9, 0.9],
     }
     results = [replace(r, n_test=N_DIGITS_TEST) for r in _results(cells)]
-    verdicts = claims(results, PRE, True)
+    verdicts = claims(results, PRE, "pareto")
     assert verdicts and not [v for v in verdicts if v["verdict"] == "supported"], verdicts
 
 
@@ -236,7 +236,7 @@ def test_seeds_needed_come_from_t_quantiles_and_exceed_the_seeds_run():
 def test_fewer_than_the_specs_minimum_seeds_is_too_few():
     strict = Analysis(MARGIN, 0.95, ("E",), min_seeds=3)
     cells = {("scratch-e", "best@E"): [0.95, 0.96], ("finetune", "best@E"): [0.90, 0.91]}
-    (v,) = [v for v in claims(_results(cells), strict, True) if v["claim"].startswith("1 at budget E")]
+    (v,) = [v for v in claims(_results(cells), strict, "pareto") if v["claim"].startswith("1 at budget E")]
     assert v["verdict"].startswith("inconclusive (too few seeds")
 
 
@@ -245,7 +245,7 @@ def test_claim_3_is_never_supported_when_tuning_made_fine_tuning_worse_than_its_
     and (c) the interaction is large only because tuned fine-tuning fell below its own paper recipe."""
     st, sl = [0.900, 0.901, 0.899, 0.900], [0.850, 0.852, 0.848, 0.851]
     ft, fp = [0.901, 0.900, 0.902, 0.899], [0.930, 0.931, 0.929, 0.930]  # FT far below FP
-    entry = claim3(_results(_cells(st, sl, ft, fp)), PRE, True)
+    entry = claim3(_results(_cells(st, sl, ft, fp)), PRE, "pareto")
     a, b, c, d = (entry["parts"][k] for k in "abcd")
     assert a["holds"] and b["holds"] and c["holds"] and not d["holds"]
     assert claim3_verdict(a, b, c, MARGIN) == "supported"  # the old rule, without (d): the loophole
@@ -279,7 +279,7 @@ def test_one_comparison_is_printed_once_and_a_pick_that_is_its_baseline_is_not_t
             ("finetune", "best@P"): ("finetune-t1", f),
         }
     )
-    claim1 = [v for v in claims(results, PRE, True) if v["claim"].startswith("1 ")]
+    claim1 = [v for v in claims(results, PRE, "pareto") if v["claim"].startswith("1 ")]
     assert [v.get("same_as") for v in claim1] == [None, "E", "E"]
     assert [v["verdict"] for v in claim1[1:]] == ["same runs as budget E: not a separate test"] * 2
     assert not claim1[0]["verdict"].startswith("same runs")
@@ -334,7 +334,7 @@ def test_one_primary_comparison_the_rest_secondary_and_holm_adjusted():
         ("scratch-b", "best@P"): [x - 0.003 + e for x, e in zip(base, noise, strict=True)],  # barely
         ("finetune", "best@P"): [x + 0.0001 for x in base],
     }
-    verdicts = {v["comparison_id"]: v for v in claims(_results(cells), PRE, True)}
+    verdicts = {v["comparison_id"]: v for v in claims(_results(cells), PRE, "pareto")}
     assert verdicts["1@B"]["role"] == "primary" and verdicts["1@B"]["verdict"] == "supported"
     assert "p_holm" not in verdicts["1@B"]
     e, p = verdicts["1@E"], verdicts["1@P"]
@@ -350,7 +350,8 @@ def test_one_primary_comparison_the_rest_secondary_and_holm_adjusted():
 
 
 def test_a_primary_the_verdicts_do_not_judge_is_refused_on_load():
-    from study.plan.spec import SpecError, load_spec
+    from study.plan.load import load_spec
+    from study.plan.spec import SpecError
 
     with pytest.raises(SpecError, match=r"verdict: primary '1@P' is a budget the verdicts do not judge"):
         load_spec("quick", ["verdict.budgets=['E', 'B']", "verdict.primary='1@P'"])

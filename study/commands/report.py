@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from study.final.stage import evaluate_picks
-from study.plan.spec import Spec, SpecError, load_spec
+from study.plan.load import load_spec
+from study.plan.spec import Spec, SpecError
 from study.records.storage import storage_url
 from study.search.finished import open_finished
 from study.search.runner import RunOptions

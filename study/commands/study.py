@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 import optuna
 import pandas as pd
 
-from study.plan.spec import Spec, SpecError, load_spec, resolve_spec_path
+from study.plan.load import load_spec, resolve_spec_path
+from study.plan.spec import Spec, SpecError
 from study.records.secrets import redact
 from study.records.storage import dashboard_command, storage_url
 from study.search.runner import RunOptions, run_spec
@@ -64,7 +64,6 @@ def level_overrides(spec: Spec, level: Spec) -> list[str]:
 
 def run_study(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # progress lines, and failures, come from rethink
-    warnings.filterwarnings("ignore", message="Fixed parameter .* is out of range")  # baselines may lie outside
     spec = load_spec(args.spec, args.set)  # every spec error is raised before any training
     args.storage = storage_url(args.storage)
     if args.workers < 1:

@@ -13,19 +13,27 @@ from pathlib import Path
 
 import torch
 
-from rethink.arms import build_arm, default_recipe, final_seeds, pruned_flops
+from rethink.arms import SCRATCH_ARMS, build_arm, default_recipe, final_seeds, pruned_flops
 from rethink.checkpoint import load_cached, save_checkpoint
 from rethink.data import Split, load_dataset, normalized, train_test
 from rethink.flops import training_flops
 from rethink.models import build_model
 from rethink.prune import PrunedModel, prune
 from rethink.train import History, Runtime, config_digest, seed_everything
+from study.plan.layout import arm_of
 from study.plan.space import apply
 from study.records.tracking import RunTree
 from study.search.trunk import Trunk, _calibration, base_callbacks, control_for, prune_config
 
 from .groups import Pending, train_pending
 from .picks import Choice
+
+
+def run_arm(study_arm: str) -> str:
+    """The arm a final run's digest names: scratch arms build alike, so a config picked under Scratch-E and
+    Scratch-B (or by scratch-b@B and scratch-b@P) trains once per seed."""
+    arm = arm_of(study_arm)
+    return "scratch" if arm in SCRATCH_ARMS else arm
 
 
 @dataclass(frozen=True)
@@ -58,22 +66,22 @@ class SeedBase:
     result: FinalResult
 
 
-def _finished(tree: RunTree, digest: str, root: str):
-    """A finished final run with this digest: under this spec run, else anywhere in the experiment (an
-    earlier `mlflow run` is another root); one left unfinished under this root is closed."""
-    if old := tree.find({"rethink.kind": "final", "rethink.digest": digest}, root):
+def finished_run(tree: RunTree, digest: str, root: str, kind: str = "final", metric: str = "test_acc"):
+    """A finished run of `kind` with this digest: under `root`, else anywhere in the experiment (an earlier
+    `mlflow run` is another root); one left unfinished under `root` is closed."""
+    if old := tree.find({"rethink.kind": kind, "rethink.digest": digest}, root):
         run = tree.client.get_run(old)
-        if run.info.status == "FINISHED" and "test_acc" in run.data.metrics:
+        if run.info.status == "FINISHED" and metric in run.data.metrics:
             return old, run.data.metrics
         if run.info.status == "RUNNING":
             tree.end(old, "KILLED", "interrupted; evaluated again")
     done = tree.client.search_runs(
         [tree.experiment_id],
-        f"tags.`rethink.kind` = 'final' and tags.`rethink.digest` = '{digest}' and attributes.status = 'FINISHED'",
+        f"tags.`rethink.kind` = '{kind}' and tags.`rethink.digest` = '{digest}' and attributes.status = 'FINISHED'",
         max_results=1,
         order_by=["attributes.start_time DESC"],
     )
-    if done and "test_acc" in done[0].data.metrics:
+    if done and metric in done[0].data.metrics:
         return done[0].info.run_id, done[0].data.metrics
     return None, None
 
@@ -100,7 +108,7 @@ def final_bases(
             key["callbacks"] = "base"  # trained with the base's callbacks (before 2026-11-28 they were left out)
         digest = config_digest(key)
         folder = workdir / f"final-base-{digest}"
-        run_id, metrics = _finished(tree, digest, root)
+        run_id, metrics = finished_run(tree, digest, root)
         if run_id and (folder / "model.pt").is_file():
             model, _ = load_cached(folder / "model.pt", digest)
             init_state = load_cached(folder / "init.pt", digest)[1].state_dict
@@ -216,17 +224,17 @@ def _train_choices(
             config = apply(choice.params, replace(recipe, seed=seed))
             digest = config_digest(
                 {
-                    "arm": choice.study_arm,
+                    "arm": run_arm(choice.study_arm),
                     "config": config.to_dict(),
                     "setting": config_digest(spec.study_fields()),
                     "base": base.digest,
                 }
-                | ({"control": "drawn per final seed"} if choice.study_arm == "finetune-random" else {})
+                | ({"control": "drawn per final seed"} if arm_of(choice.study_arm) == "finetune-random" else {})
             )
             entries.append((choice, seed, base, config.epochs, digest))
             if digest in found or digest in todo:
                 continue
-            run_id, metrics = _finished(tree, digest, root)
+            run_id, metrics = finished_run(tree, digest, root)
             if run_id:
                 flops = metrics["train_flops"]
                 found[digest] = (run_id, metrics["test_acc"], flops, metrics.get("pipeline_flops", math.nan))
@@ -241,15 +249,15 @@ def _train_choices(
                 "base_seed": base.seed,
                 "data": "train+val",
             }
-            if choice.study_arm == "finetune-random":
+            if arm_of(choice.study_arm) == "finetune-random":
                 tags["control_seed"] = base.control.config.seed  # the random selection this run fine-tunes
             params = {f"train.{k}": v for k, v in config.to_dict().items()} | {
                 "trial": choice.trial if choice.trial is not None else "",
                 "train_images": len(split.y_train),
             }
             arm = build_arm(
-                choice.study_arm,
-                base.control if choice.study_arm == "finetune-random" else base.pruned,
+                arm_of(choice.study_arm),
+                base.control if arm_of(choice.study_arm) == "finetune-random" else base.pruned,
                 trunk.base_spec,
                 trunk.base_config,
                 trunk.base_flops,

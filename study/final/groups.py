@@ -28,6 +28,7 @@ class Pending:
     config: TrainConfig
     label: str  # its line in the progress output, e.g. "seed 1"
     callbacks: list[Callback] = field(default_factory=list)
+    parent: str = ""  # its MLflow parent run (default: the group's `root`)
 
 
 def train_pending(
@@ -38,16 +39,20 @@ def train_pending(
     runtime: Runtime,
     finish: Callable[[int, History], dict[str, float]],
     heading: str,
-) -> tuple[list[str], list[History]]:
-    """Train the pending runs as one group (how: runtime.fuse). Each one's MLflow run is made as its training
-    starts and ended as it ends: FINISHED with the metrics `finish(k, history)` returns (it may save
-    checkpoints first), or with the status and reason of what stopped it. Whatever stops the group ends the
-    runs still open, and is raised; so is a run's own failure (a diverged loss), once the others have ended."""
+    kind: str = "final",
+    raise_failures: bool = True,
+) -> tuple[list[str], list[History | BaseException]]:
+    """Train the pending runs as one group (how: runtime.fuse). Each one's MLflow run (of `kind`) is made as
+    its training starts and ended as it ends: FINISHED with the metrics `finish(k, history)` returns (it may
+    save checkpoints first), or with the status and reason of what stopped it. Whatever stops the group ends
+    the runs still open, and is raised; so is a run's own failure (a diverged loss), once the others have
+    ended, unless `raise_failures` is off (then it is returned in its place)."""
     if not pending:
         return [], []
     jobs = [Job(p.model, p.config) for p in pending]
     plan = fusion_plan(jobs, runtime)
-    loggers = [MlflowEpochLogger("", "test") for _ in pending]  # each gets its run id when its run is made
+    scored_on = "test" if kind == "final" else "val"  # confirmation runs are scored on the validation split
+    loggers = [MlflowEpochLogger("", scored_on) for _ in pending]  # each gets its run id when its run is made
     for job, p, logger in zip(jobs, pending, loggers, strict=True):
         label = f"  {p.label}: " if len(pending) > 1 else "  "
         job.callbacks = [*p.callbacks, logger, PrintProgress(p.config.epochs, label, every=10)]
@@ -61,7 +66,7 @@ def train_pending(
     def on_start(k: int) -> None:
         p = pending[k]
         tags = p.tags | {"rethink.runtime": runtime.describe(plan[k])}
-        run_ids[k] = loggers[k].run_id = tree.child(root, p.name, "final", tags, reuse=False)
+        run_ids[k] = loggers[k].run_id = tree.child(p.parent or root, p.name, kind, tags, reuse=False)
         still_open.add(k)
         tree.log_params(run_ids[k], p.params, fresh=True)
 
@@ -73,7 +78,7 @@ def train_pending(
         tree.log_metrics(run_ids[k], finish(k, outcome), pending[k].config.epochs)
         tree.end(run_ids[k])
         who = f"{pending[k].label} " if len(pending) > 1 else ""
-        print(f"  {who}test acc {outcome.final.eval_acc:.4f}", file=sys.stderr, flush=True)
+        print(f"  {who}{scored_on} acc {outcome.final.eval_acc:.4f}", file=sys.stderr, flush=True)
 
     try:
         outcomes = train_group(jobs, split, runtime, eval_final_only=True, on_done=on_done, on_start=on_start)
@@ -83,6 +88,6 @@ def train_pending(
                 tree.end_quietly(run_ids[k], *ending(e))
         raise
     for outcome in outcomes:
-        if isinstance(outcome, BaseException):
+        if isinstance(outcome, BaseException) and raise_failures:
             raise outcome
     return run_ids, outcomes

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from study.plan.layout import Budgets, rows_of
+from study.plan.layout import Budgets, cap_of, rows_of
 from study.plan.spec import Spec
 
 CAPS_PER_ROW = {  # pareto mode: the budget-capped picks of each report row (train account; P: pipeline)
@@ -34,6 +34,8 @@ class Choice:
     trial: int | None
     val_acc: float | None
     source: str = ""  # a baseline's source; for tuned picks, how it was picked
+    candidates: tuple[int, ...] = ()  # tuned picks: the pool's top trials, best first, for the confirmation
+    kind: str = "searched"  # searched, or baseline (the trial a tuned pick came from, or a named baseline)
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,20 @@ def _flops(t: optuna.trial.FrozenTrial, key: str) -> float:
     return float(t.user_attrs[key])
 
 
+def pick_labels(spec: Spec, study_arm: str, row: str) -> tuple[str, ...]:
+    """The tuned picks a study gives a row: capped, `best@CAP` (the unpruned row: `best`); pareto, the
+    row's budget-capped picks; fixed-budget, `best`."""
+    if spec.study.mode == "capped":
+        return ("best",) if row == "unpruned" else (f"best@{cap_of(study_arm)}",)
+    return CAPS_PER_ROW[row] if spec.study.mode == "pareto" else ("best",)
+
+
+def home_study(spec: Spec, study_arm: str, row: str) -> bool:
+    """Whether a study's baselines stand under `row`: in capped mode only the study at the row's own budget
+    gives them (Scratch-B's baselines from `scratch-b@B`, not again from `scratch-b@P`)."""
+    return spec.study.mode != "capped" or cap_of(study_arm) == ROW_BUDGET.get(row, "E")
+
+
 def choose(study: optuna.Study, study_arm: str, spec: Spec, caps: Budgets) -> tuple[list[Choice], list[Missing]]:
     """Each row's picks: the best trial (val acc, then fewer FLOPs) overall or within a budget, and the
     study's baselines under the rows whose budget they fit."""
@@ -58,24 +74,30 @@ def choose(study: optuna.Study, study_arm: str, spec: Spec, caps: Budgets) -> tu
     choices: list[Choice] = []
     missing: list[Missing] = []
 
-    def best(trials):
-        return max(trials, key=lambda t: (t.values[0], -_flops(t, "train_flops"), -t.number)) if trials else None
+    def ranked(trials):
+        return sorted(trials, key=lambda t: (t.values[0], -_flops(t, "train_flops"), -t.number), reverse=True)
 
     for row in rows_of(spec, study_arm):
-        for label in CAPS_PER_ROW[row] if pareto else ("best",):
-            cap = label.partition("@")[2]
+        for label in pick_labels(spec, study_arm, row):
+            cap = label.partition("@")[2] if pareto else ""  # capped: within its cap by construction
             pool = [
                 t for t in done if not cap or caps.within(cap, _flops(t, "train_flops"), _flops(t, "pipeline_flops"))
             ]
-            t = best(pool)
+            top = ranked(pool)[: spec.select.top_k]
+            t = top[0] if top else None
             if t is None:
                 why = "no completed trial" + (f" within budget {cap}" if cap else "")
                 missing.append(Missing(row, label, why))
                 continue
-            how = f"tuned: best validation accuracy of {len(pool)} trials" + (f" within budget {cap}" if cap else "")
-            choices.append(Choice(row, study_arm, label, dict(t.params), t.number, t.values[0], how))
-        if row == "unpruned":
-            continue  # its paper recipe is the per-seed base of the final evaluation
+            within = f" within budget {cap}" if cap else ""
+            if searched_cap := cap_of(study_arm):
+                within = f" searched up to budget {searched_cap}"
+            how = f"tuned: best validation accuracy of {len(pool)} trials{within}"
+            kind = "baseline" if t.user_attrs.get("baseline") else "searched"
+            candidates = tuple(c.number for c in top)
+            choices.append(Choice(row, study_arm, label, dict(t.params), t.number, t.values[0], how, candidates, kind))
+        if row == "unpruned" or not home_study(spec, study_arm, row):
+            continue  # unpruned: its paper recipe is the per-seed base of the final evaluation
         for t in done:
             name = t.user_attrs.get("baseline")
             if not name:
@@ -88,6 +110,16 @@ def choose(study: optuna.Study, study_arm: str, spec: Spec, caps: Budgets) -> tu
             if fits:
                 source = t.user_attrs.get("baseline_source", "")
                 choices.append(
-                    Choice(row, study_arm, name.partition("@")[0], dict(t.params), t.number, t.values[0], source)
+                    Choice(
+                        row,
+                        study_arm,
+                        name.partition("@")[0],
+                        dict(t.params),
+                        t.number,
+                        t.values[0],
+                        source,
+                        (),
+                        "baseline",
+                    )
                 )
     return choices, missing

@@ -1,4 +1,5 @@
-"""The final evaluation of a finished search: each report row's pick, then every pick on every final seed."""
+"""The final evaluation of a finished search: each report row's pick, confirmed on more seeds, then every
+pick on every final seed."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field
 from rethink.train import Runtime
 from study.search.finished import FinishedSearch
 
+from .confirm import Confirmation, ConfirmCost, confirm_picks
 from .evaluation import FinalResult, evaluate_choices
 from .picks import Choice, Missing, choose
 
@@ -17,6 +19,8 @@ class FinalEvaluation:
     missing: list[Missing]
     results: list[FinalResult]
     caveats: list[str] = field(default_factory=list)
+    confirmations: list[Confirmation] = field(default_factory=list)
+    confirm_cost: ConfirmCost | None = None
 
 
 def evaluate_picks(search: FinishedSearch, runtime: Runtime) -> FinalEvaluation:
@@ -26,6 +30,7 @@ def evaluate_picks(search: FinishedSearch, runtime: Runtime) -> FinalEvaluation:
         c, m = choose(study, arm, spec, search.trunk.budgets)
         choices += c
         missing += m
+    choices, confirmations, cost = confirm_picks(search, choices, runtime)  # before any final run
     results = evaluate_choices(
         choices,
         search.trunk,
@@ -39,4 +44,4 @@ def evaluate_picks(search: FinishedSearch, runtime: Runtime) -> FinalEvaluation:
     caveats = []
     if spec.final.share_base:
         caveats.append("one base served every seed (final.share_base): fine-tune's seed spread excludes the base's")
-    return FinalEvaluation(choices, missing, results, caveats)
+    return FinalEvaluation(choices, missing, results, caveats, confirmations, cost)

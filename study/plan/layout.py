@@ -3,6 +3,7 @@ rows, and the baseline trials enqueued on top of each study's searched ones."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,7 @@ from rethink.arms import SCRATCH_ARMS, arm_epochs, default_recipe
 from rethink.flops import training_flops
 from rethink.train import TrainConfig
 
-from .spec import Spec
+from .spec import CapFraction, Spec, SpecError
 
 LAYOUT = 2  # 2: searched schedules, baselines on top of n_trials, one `scratch` study in pareto mode
 BUDGET_SLACK = 1.0001  # float noise: a run of exactly the budget is within it
@@ -27,20 +28,36 @@ REWIND_SOURCE = "Renda et al. 2020, learning-rate rewinding: the base's own sche
 
 
 def study_arms(spec: Spec) -> list[str]:
-    """One study per arm; in pareto mode Scratch-E and Scratch-B are one `scratch` study."""
+    """The studies of a spec, by key. Capped mode: one per arm and budget, `ARM@CAP` (Scratch-B at B, and
+    at P when the verdicts judge P; every other arm at E). Pareto mode: one per arm, with Scratch-E and
+    Scratch-B as one `scratch` study. Fixed-budget mode: one per arm."""
     out: list[str] = []
     for arm in spec.study.arms:
+        if spec.study.mode == "capped":
+            caps = ("B", "P") if arm == "scratch-b" else ("E",)
+            out += [f"{arm}@{c}" for c in caps if c != "P" or "P" in spec.verdict.budgets]
+            continue
         key = "scratch" if spec.study.mode == "pareto" and arm in SCRATCH_ARMS else arm
         if key not in out:
             out.append(key)
     return out
 
 
+def arm_of(study_arm: str) -> str:
+    """The arm a study trains (`scratch-b@P` -> `scratch-b`; pareto's `scratch` builds as itself)."""
+    return study_arm.partition("@")[0]
+
+
+def cap_of(study_arm: str) -> str | None:
+    """The budget a capped study is searched under (E, B or P); None in the other modes."""
+    return study_arm.partition("@")[2] or None
+
+
 def rows_of(spec: Spec, study_arm: str) -> list[str]:
     """The report rows a study feeds: the `scratch` study feeds Scratch-E and Scratch-B."""
     if study_arm == "scratch":
         return [a for a in ("scratch-e", "scratch-b") if a in spec.study.arms]
-    return [study_arm]
+    return [arm_of(study_arm)]
 
 
 def study_name(spec: Spec, study_arm: str) -> str:
@@ -56,7 +73,7 @@ class Budgets:
     retrains for E epochs; scratch gets the same total)."""
 
     epochs_e: int
-    epochs_b: int
+    epochs_b: int | None  # None before the pruned model is known (the checks made on load)
     train_e: float
     base_train: float  # what a fine-tune or lottery run inherits: the base's training FLOPs
 
@@ -67,6 +84,11 @@ class Budgets:
     @property
     def pipeline_p(self) -> float:
         return self.base_train + self.train_e
+
+    def epochs(self, label: str) -> int | None:
+        """A budget in epochs of the pruned model: E, B, or P (the base's training plus E epochs: E + B)."""
+        b = self.epochs_b
+        return {"E": self.epochs_e, "B": b, "P": None if b is None else self.epochs_e + b}[label]
 
     def within(self, label: str, train: float, pipeline: float) -> bool:
         cap, used = {"E": (self.train_e, train), "B": (self.train_b, train), "P": (self.pipeline_p, pipeline)}[label]
@@ -119,7 +141,7 @@ def baseline_trials(spec: Spec, study_arm: str, budgets_: Budgets, base_config: 
                 p = _params(spec, r, None if fixed else epochs, r.lr, r.schedule, r.augment)
                 out.append(BaselineTrial(label, p, PAPER_SOURCES[row], row if study_arm == "scratch" else None))
         elif name == "rewind":
-            if study_arm in ("finetune", "finetune-random"):
+            if arm_of(study_arm) in ("finetune", "finetune-random"):
                 r = base_config
                 out.append(
                     BaselineTrial(
@@ -145,3 +167,106 @@ def baseline_trials(spec: Spec, study_arm: str, budgets_: Budgets, base_config: 
             )
             out.append(BaselineTrial(name, p, bl.source or f"[baselines.{name}] of the spec"))
     return out
+
+
+def known_on_load(spec: Spec) -> Budgets:
+    """The budgets a spec fixes before its base is trained: E only (B and P need the pruned model)."""
+    return Budgets(spec.base.epochs, None, math.nan, math.nan)
+
+
+def epoch_range(spec: Spec, study_arm: str, budgets_: Budgets) -> tuple[int, int, bool] | None:
+    """(low, high, log) of the epochs a study searches; None in fixed-budget mode (the arm's own) or while
+    its cap is unknown. Capped: up to the study's cap, uniform unless the spec says log."""
+    e = spec.space.epochs
+    if spec.study.mode == "fixed-budget":
+        return None
+    if spec.study.mode == "pareto":
+        return e.low, e.high, True if e.log is None else e.log
+    cap = budgets_.epochs(cap_of(study_arm))
+    if cap is None:
+        return None
+    if isinstance(e, CapFraction):
+        return *e.bounds(cap), e.log
+    return e.low, min(e.high, cap), bool(e.log)
+
+
+def judged_caps(spec: Spec, study_arm: str) -> list[str]:
+    """The budgets a study's trials must reach: its cap (capped), or every budget its rows are judged at."""
+    if spec.study.mode == "capped":
+        return [cap_of(study_arm)]
+    rows = rows_of(spec, study_arm)
+    need = {"E"} if set(rows) & {"finetune", "scratch-e", "lottery", "finetune-random"} else set()
+    if "scratch-b" in rows:
+        need |= {b for b in ("B", "P") if b in spec.verdict.budgets}
+    return sorted(need)
+
+
+def reach_problems(spec: Spec, budgets_: Budgets) -> list[str]:
+    """Why the space cannot serve the budgets it is judged at: an epoch range that stops short of a
+    budget, or a baseline outside its study's space (lr, weight decay, epochs). Budgets still unknown
+    (None) are left for the check made once the pruned model exists."""
+    space, out = spec.space, []
+    if spec.study.mode == "fixed-budget":
+        return _baseline_problems(spec, budgets_)
+    e = space.epochs
+    for study_arm in study_arms(spec):
+        for label in judged_caps(spec, study_arm):
+            cap = budgets_.epochs(label)
+            if cap is None or isinstance(e, CapFraction):
+                continue
+            if e.high < cap:
+                out.append(
+                    f"space.epochs.high = {e.high} cannot reach budget {label} ({cap} epochs of the pruned model, "
+                    f"study {study_name(spec, study_arm)}): set space.epochs.high >= {cap}"
+                    + (
+                        ', or give epochs = { of = "cap", low = 0.1 } (a fraction of each study\'s cap)'
+                        if spec.study.mode == "capped"
+                        else ""
+                    )
+                )
+            elif e.low > cap and spec.study.mode == "capped":  # pareto: picks within that budget are missing
+                out.append(f"space.epochs.low = {e.low} lies above budget {label} ({cap} epochs): set it <= {cap}")
+    return list(dict.fromkeys(out)) + _baseline_problems(spec, budgets_)
+
+
+def _outside(value: float, low: float, high: float) -> bool:
+    return value < low * (1 - 1e-9) or value > high * (1 + 1e-9)
+
+
+def _baseline_problems(spec: Spec, budgets_: Budgets) -> list[str]:
+    space, out = spec.space, []
+    if not spec.study.baselines:
+        return out
+    base_config = spec.base.train_config(spec.seed)
+    for study_arm in study_arms(spec):
+        rng = epoch_range(spec, study_arm, budgets_)
+        for b in baseline_trials(spec, study_arm, budgets_, base_config):
+            where = f"baseline {b.name!r} of study {study_name(spec, study_arm)}"
+            lr = b.params["lr"]
+            if _outside(lr, space.lr.low, space.lr.high):
+                fix = f"space.lr.low <= {lr:g}" if lr < space.lr.low else f"space.lr.high >= {lr:g}"
+                out.append(f"{where}: lr {lr:g} lies outside space.lr [{space.lr.low:g}, {space.lr.high:g}]; set {fix}")
+            wd = b.params.get("weight_decay")
+            if wd is not None and _outside(wd, space.weight_decay.low, space.weight_decay.high):
+                out.append(
+                    f"{where}: weight_decay {wd:g} lies outside space.weight_decay "
+                    f"[{space.weight_decay.low:g}, {space.weight_decay.high:g}]; widen it to include {wd:g}"
+                )
+            ep = b.params.get("epochs")
+            if rng is not None and ep is not None and not rng[0] <= ep <= rng[1]:
+                field = "space.epochs.low" if ep < rng[0] else "space.epochs.high"
+                fix = f"{field} {'<=' if ep < rng[0] else '>='} {ep}"
+                if isinstance(space.epochs, CapFraction) and ep < rng[0]:
+                    fix = f"space.epochs.low <= {ep / (rng[1] or 1):.3g} (of the cap)"
+                elif ep > rng[1] and spec.study.mode == "capped":
+                    fix = f"its epochs <= {rng[1]} (the study's cap)"
+                out.append(f"{where}: {ep} epochs lie outside the study's epochs [{rng[0]}, {rng[1]}]; set {fix}")
+    return out
+
+
+def check_reach(spec: Spec, budgets_: Budgets, where: str = "") -> None:
+    """Refuse, in one line, a spec whose space cannot serve its budgets (see reach_problems); the first
+    three problems are named, and how many more there are."""
+    if problems := reach_problems(spec, budgets_):
+        more = f"; and {len(problems) - 3} more like these" if len(problems) > 3 else ""
+        raise SpecError(f"{where}{'; '.join(problems[:3])}{more} (a spec is judged at budgets its search must reach)")

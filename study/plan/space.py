@@ -12,18 +12,19 @@ from rethink.train import TrainConfig
 from .spec import SearchSpace
 
 
-def suggest(trial: optuna.Trial, space: SearchSpace, fixed_epochs: int | None = None) -> dict[str, Any]:
-    """Values for one trial; enqueued baselines arrive through the same calls with fixed values.
-    In fixed-budget mode the epochs are the arm's (E or B) and not searched."""
+def suggest(trial: optuna.Trial, space: SearchSpace, epochs: tuple[int, int, bool] | int) -> dict[str, Any]:
+    """Values for one trial; enqueued baselines arrive through the same calls with fixed values. `epochs`:
+    the study's (low, high, log) range (layout.epoch_range), or in fixed-budget mode the arm's own epochs."""
     params = {
         "lr": trial.suggest_float("lr", space.lr.low, space.lr.high, log=space.lr.log),
         "schedule": trial.suggest_categorical("schedule", list(space.schedule)),
         "augment": trial.suggest_categorical("augment", list(space.augment)),
     }
-    if fixed_epochs is None:
-        params["epochs"] = trial.suggest_int("epochs", space.epochs.low, space.epochs.high, log=space.epochs.log)
+    if isinstance(epochs, tuple):
+        low, high, log = epochs
+        params["epochs"] = trial.suggest_int("epochs", low, high, log=log)
     else:
-        params["epochs"] = fixed_epochs
+        params["epochs"] = epochs
     if space.weight_decay is not None:
         wd = space.weight_decay
         params["weight_decay"] = trial.suggest_float("weight_decay", wd.low, wd.high, log=wd.log)

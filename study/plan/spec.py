@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rethink.arms import ARMS, code_versions
 from rethink.budget import SCHEDULES
@@ -17,11 +16,6 @@ from rethink.errors import UserError
 from rethink.models import MODELS
 from rethink.prune import METHODS, VARIANTS
 from rethink.train import TrainConfig, config_digest
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 SPECS_DIR = Path(__file__).parent.parent / "specs"
 
@@ -116,15 +110,34 @@ class FloatRange(_Strict):
 
 
 class IntRange(_Strict):
+    """Epochs in absolute numbers. `log`: unset means uniform in capped mode (no prior toward short runs)
+    and log-uniform in pareto mode (its front spans orders of magnitude of compute)."""
+
     low: int = Field(ge=1)
     high: int
-    log: bool = True
+    log: bool | None = None
 
     @model_validator(mode="after")
     def _non_empty(self):
         if self.low > self.high:
             raise ValueError(f"empty range [{self.low}, {self.high}]: low must not exceed high")
         return self
+
+
+class CapFraction(_Strict):
+    """Epochs from a fraction of each study's cap up to the cap itself (capped mode): [ceil(low × cap),
+    cap], uniform unless `log`. The default searches from a tenth of the cap."""
+
+    of: Literal["cap"]
+    low: float = Field(gt=0, le=1)
+    log: bool = False
+
+    def bounds(self, cap: int) -> tuple[int, int]:
+        return min(cap, max(1, math.ceil(self.low * cap - 1e-9))), cap
+
+
+EpochRange = IntRange | CapFraction
+DEFAULT_EPOCHS = CapFraction(of="cap", low=0.1)
 
 
 class SearchSpace(_Strict):
@@ -134,7 +147,7 @@ class SearchSpace(_Strict):
     lr: FloatRange = FloatRange(low=1e-3, high=0.3)
     schedule: tuple[Schedule, ...] = Field(SCHEDULES, min_length=1)
     augment: tuple[Augmentation, ...] = Field(AUGMENTATIONS, min_length=1)
-    epochs: IntRange = IntRange(low=2, high=40)
+    epochs: EpochRange = DEFAULT_EPOCHS
     weight_decay: FloatRange | None = None
     batch_size: tuple[Annotated[int, Field(ge=1)], ...] | None = Field(None, min_length=1)
 
@@ -165,7 +178,10 @@ class Baseline(_Strict):
 class Study(_Strict):
     arms: tuple[Arm, ...] = Field(("finetune", "scratch-e", "scratch-b"), min_length=1)
     n_trials: int = Field(8, ge=1, description="searched (sampled) trials per study; baselines come on top")
-    mode: Literal["pareto", "fixed-budget"] = "pareto"
+    # capped: one study per arm and budget judged, epochs searched up to that budget's cap, validation
+    # accuracy the one objective. pareto: one study per arm, accuracy and training FLOPs both objectives.
+    # fixed-budget: each arm at its paper epochs, the rest searched.
+    mode: Literal["capped", "pareto", "fixed-budget"] = "capped"
     sampler: Literal["tpe", "random", "nsga2"] = "tpe"
     seed: int = Field(0, ge=0)
     hpo_pruner: Literal["hyperband", "median", "none"] = "hyperband"
@@ -205,6 +221,14 @@ class Verdict(_Strict):
         return self.margin / 100
 
 
+class Select(_Strict):
+    """Picks confirmed before the final evaluation: each study's top_k trials train again on `seeds` more
+    seeds (same train/validation split); a row's pick is the best mean validation accuracy."""
+
+    top_k: int = Field(3, ge=1)
+    seeds: int = Field(2, ge=0, description="confirmation seeds per candidate; 0 picks on the search's seed alone")
+
+
 class Final(_Strict):
     seeds: int = Field(3, ge=1)
     share_base: bool = False  # one base for every seed (saves compute; the report says so in a caveat)
@@ -238,6 +262,7 @@ class Spec(_Strict):
     study: Study = Study()
     space: SearchSpace = SearchSpace()
     baselines: dict[str, Baseline] = {"literature": LITERATURE}
+    select: Select = Select()
     final: Final = Final()
     verdict: Verdict = Verdict()
 
@@ -265,6 +290,11 @@ class Spec(_Strict):
         if clash := sorted(set(self.baselines) & set(BUILTIN_BASELINES)):
             raise ValueError(f"baselines.{clash[0]}: a built-in baseline; give yours another name")
         self._check_baselines_fit_space()
+        if isinstance(self.space.epochs, CapFraction) and self.study.mode != "capped":
+            raise ValueError(
+                f"space.epochs: a fraction of the cap needs study.mode = 'capped' ({self.study.mode!r} has no "
+                f"cap per study); give epochs = {{ low = 2, high = N }} in epochs"
+            )
         if "lottery" in self.study.arms and self.prune.method not in ("lottery", "magnitude", "l1-norm"):
             raise ValueError("the lottery arm needs a magnitude, lottery or l1-norm pruning")
         return self
@@ -333,6 +363,9 @@ class Spec(_Strict):
                 node = node.get(p, {})
             if key in node and node[key] == default:
                 del node[key]
+        for table in LATER_TABLES:
+            if d.get(table) == {}:
+                del d[table]
         return d
 
     def code_versions(self) -> dict[str, int]:
@@ -360,7 +393,7 @@ class Spec(_Strict):
     def study_fields(self) -> dict[str, Any]:
         """The fields that define a study's trials: a change here (the code versions included) makes old
         trials incomparable; the studies are then refused, naming it, until --new-study starts new ones."""
-        fields = self.dump(exclude={"description", "final", "data_root", "verdict"})
+        fields = self.dump(exclude={"description", "final", "data_root", "verdict", "select"})
         fields["study"].pop("n_trials")  # a larger budget continues the same studies
         return self._with_versions(fields)
 
@@ -376,69 +409,7 @@ LATER_FIELDS: dict[tuple[str, ...], Any] = {
     ("normalize",): "split",
     ("base", "sfp_ratio"): None,
     ("base", "gamma"): 0.1,
+    ("select", "top_k"): 3,
+    ("select", "seeds"): 2,
 }
-
-
-def _union_branch(part: str) -> bool:
-    """pydantic's name for a branch of a union in an error's location (not a field)."""
-    return "[" in part or part in ("constrained-int", "int", "str", "float", "bool")
-
-
-def _format(e: ValidationError, source: str) -> SpecError:
-    """One line naming every bad field: `FILE: invalid spec: FIELD: why; FIELD: why`."""
-    by_field: dict[str, list[str]] = {}  # a union's branches report on one field: join them with "or"
-    for err in e.errors():
-        where = ".".join(str(p) for p in err["loc"] if not _union_branch(str(p))) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; see study/specs/quick.toml)"
-        by_field.setdefault(where, []).append(msg)
-    items = [f"{where}: {' or '.join(msgs)}" for where, msgs in by_field.items()]
-    return SpecError(f"{source}: invalid spec: " + "; ".join(items))
-
-
-def parse_value(text: str) -> Any:
-    """A --set value as TOML (numbers, booleans, lists, tables), else as a plain string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    for item in overrides:
-        if "=" not in item:
-            raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. --set study.n_trials=4")
-        key, value = item.split("=", 1)
-        node = data
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise SpecError(f"--set {key}: {p} is not a table")
-        node[parts[-1]] = parse_value(value.strip())
-    return data
-
-
-def resolve_spec_path(name_or_path: str) -> Path:
-    p = Path(name_or_path)
-    if p.is_file():
-        return p
-    shipped = SPECS_DIR / (name_or_path if name_or_path.endswith(".toml") else f"{name_or_path}.toml")
-    if shipped.is_file():
-        return shipped
-    names = ", ".join(sorted(f.stem for f in SPECS_DIR.glob("*.toml")))
-    raise SpecError(f"spec not found: {name_or_path} (a TOML path, or a shipped spec: {names})")
-
-
-def load_spec(name_or_path: str, overrides: list[str] = ()) -> Spec:
-    path = resolve_spec_path(name_or_path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise SpecError(f"{path}: not valid TOML: {e}") from e
-    data = apply_overrides(data, list(overrides))
-    try:
-        return Spec.model_validate(data)
-    except ValidationError as e:
-        raise _format(e, str(path)) from None
+LATER_TABLES = ("select",)  # left out of digests when every field in them holds its default

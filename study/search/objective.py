@@ -14,6 +14,7 @@ import optuna
 from rethink.arms import Arm, build_arm
 from rethink.flops import training_flops
 from rethink.train import Callback, EpochMetrics, History, NonFiniteLoss, Runtime, StopTraining, TrainConfig, train
+from study.plan.layout import arm_of
 from study.plan.space import apply, suggest
 from study.records.lifecycle import ending
 from study.records.progress import PrintProgress
@@ -56,7 +57,7 @@ def over_budget(trial: optuna.Trial, n_searched: int) -> bool:
 class ArmContext:
     """Everything a trial of one arm needs; built once per arm and worker."""
 
-    arm: str  # the study's arm: finetune, scratch (pareto: Scratch-E and B), scratch-e, scratch-b, lottery, unpruned
+    arm: str  # the study's key: finetune@E, scratch-b@P (capped), scratch (pareto: Scratch-E and B), lottery, ...
     trunk: Trunk
     recipe: TrainConfig  # the arm's paper recipe
     study_name: str
@@ -65,6 +66,7 @@ class ArmContext:
     mode: str
     runtime: Runtime
     n_trials: int  # the study's whole budget: searched trials plus its baselines
+    epochs: tuple[int, int, bool] | int = 1  # the searched (low, high, log) range, or fixed-budget's epochs
     parallel: bool = False  # other processes may run this study's trials: budget checks and worker pids
     # per trial: (train seconds, per-epoch tracking seconds inside them[, trial wall seconds])
     timings: list[tuple] = field(default_factory=list)
@@ -109,7 +111,7 @@ class TrialSteps:
             raise OverBudget(trial.number)
         trial.set_user_attr("worker_pid", os.getpid())  # the owner: only a dead owner's trial is recovered
         trial.set_user_attr("worker_host", socket.gethostname())
-        params = suggest(trial, spec.space, fixed_epochs=ctx.recipe.epochs if ctx.mode == "fixed-budget" else None)
+        params = suggest(trial, spec.space, ctx.epochs)
         config = apply(params, ctx.recipe)
         baseline = trial.user_attrs.get("baseline", "")
         tags = {**self.common_tags, "optuna.trial_number": trial.number, "rethink.trial_kind": "searched"}
@@ -121,8 +123,8 @@ class TrialSteps:
             }
         label = f"trial {trial.number}" + (f" (baseline: {baseline})" if baseline else "")
         arm = build_arm(
-            ctx.arm,
-            ctx.trunk.pruned_for(ctx.arm),
+            arm_of(ctx.arm),
+            ctx.trunk.pruned_for(arm_of(ctx.arm)),
             ctx.trunk.base_spec,
             ctx.trunk.base_config,
             ctx.trunk.base_flops,
@@ -198,7 +200,7 @@ class TrialSteps:
             step=len(history.epochs),
             pending=p.logger.take(),
         )
-        return final.eval_acc if ctx.mode == "fixed-budget" else (final.eval_acc, flops)
+        return (final.eval_acc, flops) if ctx.mode == "pareto" else final.eval_acc
 
 
 def mark_lost(trial: optuna.Trial, e: BaseException) -> None:

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from rethink.arms import default_recipe
 from rethink.train import NonFiniteLoss, Runtime
-from study.plan.layout import rows_of, study_arms
+from study.plan.layout import arm_of, check_reach, epoch_range, rows_of, study_arms
 from study.plan.spec import Spec, SpecError
 from study.records.ownership import claim
 from study.records.secrets import redact
@@ -159,12 +159,13 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
     if not opts.worker and not is_shared(opts.storage) and (n := close_stale_runs(tree, root)):
         print(f"closed {n} run(s) a killed process left RUNNING", flush=True)
     trunk = build_trunk(spec, tree, root, workdir, runtime, train_missing=not opts.worker, data=data)
+    check_reach(spec, trunk.budgets, f"spec {spec.name}: ")  # B and P are known now; before any trial trains
     tree.log_params(root, {"spec": spec.name, "spec_digest": spec.digest(), "storage": redact(opts.storage)})
     tree.client.log_dict(root, spec.model_dump(mode="json"), "spec.json")
 
     arms: list[tuple[str, optuna.Study, ArmContext]] = []
     for arm in study_arms(spec):
-        recipe = default_recipe(arm, trunk.base_config, trunk.base_flops, trunk.pruned_flops)
+        recipe = default_recipe(arm_of(arm), trunk.base_config, trunk.base_flops, trunk.pruned_flops)
         study = open_study(spec, arm, names[arm], storage, recipe.epochs)
         if not opts.worker:
             if not is_shared(opts.storage) and (n := recover_interrupted(study, tree)):
@@ -185,6 +186,7 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
             "optuna.seed": spec.study.seed,
             "mode": spec.study.mode,
             "rows": ",".join(rows_of(spec, arm)),
+            "epochs_searched": "{}-{}".format(*rng) if (rng := epoch_range(spec, arm, trunk.budgets)) else "fixed",
             "n_trials": f"{spec.study.n_trials} searched + {n_baselines} baselines",
         }.items():
             tree.client.set_tag(arm_run, k, str(v))
@@ -199,6 +201,7 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
             spec.study.mode,
             runtime,
             spec.study.n_trials + n_baselines,
+            epoch_range(spec, arm, trunk.budgets) or recipe.epochs,
             parallel=allows_parallel(opts.storage),
         )
         arms.append((arm, study, ctx))

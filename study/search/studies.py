@@ -29,8 +29,10 @@ def make_sampler(spec: Spec) -> optuna.samplers.BaseSampler:
 
 
 def make_hpo_pruner(spec: Spec, epochs: int) -> optuna.pruners.BasePruner:
-    if spec.study.mode == "pareto" or spec.study.hpo_pruner == "none":
-        return optuna.pruners.NopPruner()  # multi-objective trials cannot be pruned
+    if spec.study.mode != "fixed-budget" or spec.study.hpo_pruner == "none":
+        # pareto: multi-objective trials cannot be pruned. capped: trials of different lengths decay their
+        # lr at different epochs, so comparing them at one epoch would stop long runs for being long.
+        return optuna.pruners.NopPruner()
     if spec.study.hpo_pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
     return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
@@ -108,7 +110,7 @@ def _same(attrs: dict, fields: dict) -> bool:
 
 def open_study(spec: Spec, arm: str, name: str, storage, epochs: int) -> optuna.Study:
     """Create or load the arm's study (its name from resolve_study_names) and record what made it."""
-    directions = ["maximize"] if spec.study.mode == "fixed-budget" else ["maximize", "minimize"]
+    directions = ["maximize", "minimize"] if spec.study.mode == "pareto" else ["maximize"]
     study = optuna.create_study(
         study_name=name,
         storage=storage,

@@ -20,6 +20,15 @@ MATCHED = {
     "B": (("scratch-b", "best@B"), "best@B", "train FLOPs <= the base's training"),
     "P": (("scratch-b", "best@P"), "best@P", "pipeline FLOPs <= base training + E epochs of the pruned model"),
 }
+CAPPED = {  # capped mode: fine-tune searched up to E (its pipeline is then within P), scratch up to each budget
+    "E": (("scratch-e", "best@E"), "best@E", "each study searched up to E epochs of the pruned model"),
+    "B": (("scratch-b", "best@B"), "best@E", "scratch searched up to the base's training FLOPs; fine-tune up to E"),
+    "P": (
+        ("scratch-b", "best@P"),
+        "best@E",
+        "pipeline account: scratch up to the base's training + E epochs; fine-tune's pipeline (base + up to E)",
+    ),
+}
 FIXED = {  # fixed-budget mode: each arm's study has its own epochs (E or B); fine-tune has its own
     "E": (("scratch-e", "best"), "best", "each arm at its fixed epochs"),
     "B": (("scratch-b", "best"), "best", "each arm at its fixed epochs"),
@@ -60,9 +69,9 @@ def accs(results: list[FinalResult], arm: str, choice: str) -> list[float]:
     return [r.test_acc for r in sorted(results, key=lambda r: r.seed) if r.arm == arm and r.choice == choice]
 
 
-def tuned_pick(arm: str, pareto: bool) -> str:
+def tuned_pick(arm: str, mode: str) -> str:
     """The tuned pick a row's baselines are set against: the best within the row's own budget."""
-    return TUNED_PICK.get(arm, "best") if pareto else "best"
+    return "best" if mode == "fixed-budget" else TUNED_PICK.get(arm, "best")
 
 
 def runs_of(results: list[FinalResult], arm: str, choice: str) -> tuple[str, ...]:
@@ -70,12 +79,12 @@ def runs_of(results: list[FinalResult], arm: str, choice: str) -> tuple[str, ...
     return tuple(r.run_id for r in sorted(results, key=lambda r: r.seed) if r.arm == arm and r.choice == choice)
 
 
-def tuning_gaps(results: list[FinalResult], pareto: bool, confidence: float = 0.95) -> list[dict]:
+def tuning_gaps(results: list[FinalResult], mode: str, confidence: float = 0.95) -> list[dict]:
     """Per row: its tuned pick minus each of its baselines, with a two-sided Welch CI; a tuned pick that is
     the baseline itself (the same runs) says so instead of testing identical runs."""
     gaps = []
     for arm in sorted({r.arm for r in results if r.arm != "unpruned"}, key=ARM_ORDER.index):
-        pick = tuned_pick(arm, pareto)
+        pick = tuned_pick(arm, mode)
         tuned = accs(results, arm, pick)
         baselines = sorted({r.choice for r in results if r.arm == arm and not r.choice.startswith("best")})
         for baseline in baselines:
@@ -97,11 +106,11 @@ def _label(entry: dict, analysis: Analysis) -> dict:
     return entry
 
 
-def claim1(results: list[FinalResult], analysis: Analysis, pareto: bool) -> list[dict]:
+def claim1(results: list[FinalResult], analysis: Analysis, mode: str) -> list[dict]:
     """Tuned scratch against tuned fine-tuning at each matched budget; a missing pick is named, never
     replaced by another."""
     out = []
-    table = MATCHED if pareto else FIXED
+    table = {"pareto": MATCHED, "capped": CAPPED, "fixed-budget": FIXED}[mode]
     seen: dict[tuple, str] = {}  # (scratch runs, fine-tune runs) -> the budget that tested them first
     for budget in analysis.budgets:
         if budget not in table:
@@ -134,13 +143,13 @@ def claim1(results: list[FinalResult], analysis: Analysis, pareto: bool) -> list
     return out
 
 
-def claim3(results: list[FinalResult], analysis: Analysis, pareto: bool) -> dict | None:
+def claim3(results: list[FinalResult], analysis: Analysis, mode: str) -> dict | None:
     """Recipe (literature/paper baseline vs tuned) × arm (scratch vs fine-tune), cells within budget E:
     (a) the old contradiction reproduces: scratch-literature is worse than fine-tune-paper by more than the
     margin; (b) tuning removes it: tuned scratch is non-inferior to tuned fine-tune; (c) the interaction
     (ST - SL) - (FT - FP) > 0. Supported only when all three hold."""
-    st, sl = accs(results, "scratch-e", tuned_pick("scratch-e", pareto)), accs(results, "scratch-e", "literature")
-    ft, fp = accs(results, "finetune", tuned_pick("finetune", pareto)), accs(results, "finetune", "paper")
+    st, sl = accs(results, "scratch-e", tuned_pick("scratch-e", mode)), accs(results, "scratch-e", "literature")
+    ft, fp = accs(results, "finetune", tuned_pick("finetune", mode)), accs(results, "finetune", "paper")
     cells = {
         "scratch tuned (ST)": st,
         "scratch literature (SL)": sl,
@@ -216,10 +225,10 @@ def lr_bands(trials: dict[str, list[tuple[float, float]]], low: float, high: flo
     return out
 
 
-def claim2(results: list[FinalResult], analysis: Analysis, pareto: bool, bands: list[dict]) -> dict | None:
+def claim2(results: list[FinalResult], analysis: Analysis, mode: str, bands: list[dict]) -> dict | None:
     """The architecture matters, not the inherited init: tuned scratch non-inferior to the tuned ticket."""
-    lottery = accs(results, "lottery", tuned_pick("lottery", pareto))
-    scratch_e = accs(results, "scratch-e", tuned_pick("scratch-e", pareto))
+    lottery = accs(results, "lottery", tuned_pick("lottery", mode))
+    scratch_e = accs(results, "scratch-e", tuned_pick("scratch-e", mode))
     if not lottery or not scratch_e:
         return None
     entry = {
@@ -230,10 +239,10 @@ def claim2(results: list[FinalResult], analysis: Analysis, pareto: bool, bands: 
     return _label(entry, analysis)
 
 
-def random_control(results: list[FinalResult], analysis: Analysis, pareto: bool) -> dict | None:
+def random_control(results: list[FinalResult], analysis: Analysis, mode: str) -> dict | None:
     """Does the criterion matter? Tuned fine-tuning from the method's channels minus tuned fine-tuning from
     random channels at the same widths (two-sided Welch; a control, not one of the paper's claims)."""
-    pick = tuned_pick("finetune", pareto)
+    pick = tuned_pick("finetune", mode)
     chosen, random = accs(results, "finetune", pick), accs(results, "finetune-random", pick)
     if not chosen or not random:
         return None
@@ -253,12 +262,12 @@ def random_control(results: list[FinalResult], analysis: Analysis, pareto: bool)
     return _label(entry, analysis)
 
 
-def claims(results: list[FinalResult], analysis: Analysis, pareto: bool, bands: list[dict] | None = None) -> list[dict]:
-    out = claim1(results, analysis, pareto)
-    if (control := random_control(results, analysis, pareto)) is not None:
+def claims(results: list[FinalResult], analysis: Analysis, mode: str, bands: list[dict] | None = None) -> list[dict]:
+    out = claim1(results, analysis, mode)
+    if (control := random_control(results, analysis, mode)) is not None:
         out.append(control)
-    if (c2 := claim2(results, analysis, pareto, bands or [])) is not None:
+    if (c2 := claim2(results, analysis, mode, bands or [])) is not None:
         out.append(c2)
-    if (c3 := claim3(results, analysis, pareto)) is not None:
+    if (c3 := claim3(results, analysis, mode)) is not None:
         out.append(c3)
     return assign_roles(out, analysis)

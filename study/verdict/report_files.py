@@ -89,10 +89,14 @@ SHOWN = [
     "lr",
     "schedule",
     "augment",
-    "train_flops",
-    "pipeline_flops",
+    "final_train_flops",
+    "final_pipeline_flops",
     "trial",
 ]
+FINAL_FLOPS_NOTE = (
+    "final_train_flops and final_pipeline_flops: the final runs' own MACs, trained on train+validation; "
+    "budgets are held on the search's account (the section on the picks)"
+)
 
 
 def write_report(
@@ -106,8 +110,10 @@ def write_report(
     notes: list[str] = (),
     missing: list[dict] = (),
     primary: str = "",
+    selection: tuple[list[str], dict] = ((), {}),
 ) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
+    table = table.rename(columns={"train_flops": "final_train_flops", "pipeline_flops": "final_pipeline_flops"})
     shown = table[[*SHOWN, "recipe"]]
     shown.to_csv(out / "table.csv", index=False)
     gaps_df = pd.DataFrame(gaps)
@@ -117,10 +123,12 @@ def write_report(
     lines += [f"- {k}: {v}" for k, v in header.items() if k not in ("spec", "description")]
     lines += [f"- **caveat**: {c}" for c in caveats]
     lines += ["", "## Test accuracy (%), mean ± std over seeds", "", shown[SHOWN].to_markdown(index=False), ""]
+    lines += [f"({FINAL_FLOPS_NOTE})", ""]
     lines += ["Recipes:", ""] + [
         f"- {r['arm']} {r['choice']}: {r['recipe']}" for r in shown.to_dict(orient="records") if r["recipe"]
     ]
     lines += [""] + [f"- missing: {m['arm']} {m['name']}: {m['why']}" for m in missing]
+    lines += ["", *selection[0]]
     if not gaps_df.empty:
         gaps_df.to_csv(out / "tuning_gaps.csv", index=False)
         lines += [
@@ -159,6 +167,7 @@ def write_report(
         "table": json.loads(table[[*SHOWN, "recipe", "test_acc_mean", "test_acc_std"]].to_json(orient="records")),
         "tuning_gaps": gaps,
         "claims": verdicts,
+        **selection[1],
     }
     (out / "verdict.json").write_text(json.dumps(verdict, indent=2, default=float))
     return {"table": out / "table.csv", "report": out / "report.md", "verdict": out / "verdict.json"}

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from study.final.picks import Missing
 from study.final.stage import FinalEvaluation
-from study.plan.layout import study_name
+from study.plan.layout import arm_of, cap_of, study_name
 from study.plan.spec import Spec
 from study.search.finished import FinishedSearch
 from study.search.trunk import Trunk
@@ -25,6 +25,7 @@ from .family import primary_sentence
 from .figures import figures, lr_sensitivity_figure
 from .report_files import importances, results_table, write_report
 from .report_html import write_html
+from .selection import selection_section
 
 
 @dataclass
@@ -69,6 +70,13 @@ def method_notes(spec: Spec, trunk: Trunk) -> list[str]:
         notes.append(
             "control: `finetune-random` fine-tunes randomly selected channels (or weights) at the method's "
             "per-layer widths (counts), tuned with the same space and budget as `finetune`"
+        )
+    if spec.study.mode == "capped":
+        notes.append(
+            "capped mode: one study per arm and budget (fine-tune, Scratch-E and the others at E; Scratch-B at "
+            "B, and at P when P is judged), each searching epochs up to its own cap with validation accuracy as "
+            "its one objective, so every pick is within its budget by construction; fine-tune's pick at E is "
+            "also its pick at B and P (its pipeline, base plus at most E epochs, is within P)"
         )
     if spec.study.mode == "pareto":
         notes.append(
@@ -118,14 +126,15 @@ def write_verdicts(
     spec, studies, trunk, tree, root = search.spec, search.studies, search.trunk, search.tree, search.root
     choices, missing, results = final.choices, final.missing, final.results
     caveats = [*search.caveats, *final.caveats]
-    pareto = spec.study.mode == "pareto"
+    mode = spec.study.mode
     recipes = {(c.arm, c.name): c.source for c in choices} | {("unpruned", "paper"): "the paper recipe, untuned"}
     table = results_table(results, recipes)
     analysis = analysis_for(spec, studies, margin, confidence)
-    gaps = tuning_gaps(results, pareto)
+    gaps = tuning_gaps(results, mode)
     points = trial_points(studies)
-    bands = lr_bands(points, spec.space.lr.low, spec.space.lr.high) if "lottery" in studies else []
-    verdicts = claims(results, analysis, pareto, bands)
+    by_arm = {arm_of(k): v for k, v in points.items() if cap_of(k) in (None, "E")}  # claim 2's cells are at E
+    bands = lr_bands(by_arm, spec.space.lr.low, spec.space.lr.high) if "lottery" in by_arm else []
+    verdicts = claims(results, analysis, mode, bands)
     primary = primary_sentence(verdicts, analysis)
     imp = importances(studies)
     curves = {}
@@ -155,7 +164,8 @@ def write_verdicts(
     out = out_dir / report_folder(spec, search.names)
     notes = method_notes(spec, trunk)
     missing_ = [asdict(m) for m in missing]
-    paths = write_report(out, table, gaps, verdicts, imp, header, caveats, notes, missing_, primary)
+    selection = selection_section(spec, studies, trunk.budgets, choices, final.confirmations, final.confirm_cost)
+    paths = write_report(out, table, gaps, verdicts, imp, header, caveats, notes, missing_, primary, selection)
     c = trunk.budgets
     pngs = figures(studies, curves, out, {"E": c.train_e, "B": c.train_b, "P": c.pipeline_p})
     pngs.append(lr_sensitivity_figure(points, out))

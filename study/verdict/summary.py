@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.plan.spec import load_spec
+from study.plan.load import load_spec
 
 from .tradeoff import read_report
 

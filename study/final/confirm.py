@@ -1,0 +1,167 @@
+"""Picks confirmed on more seeds: each tuned pick's candidates (its study's top trials) train again on the
+spec's `[select] seeds` confirmation seeds, on the search's own train/validation split, and the row's pick
+becomes the candidate with the best mean validation accuracy (its search run and its confirmation runs).
+Each confirmation run is an MLflow run under its study's arm run (kind `confirm`), found again by digest."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import optuna
+
+from rethink.arms import build_arm, confirm_seeds, default_recipe
+from rethink.flops import training_flops
+from rethink.train import History, Runtime, config_digest
+from study.plan.layout import arm_of
+from study.plan.space import apply
+from study.search.finished import FinishedSearch
+
+from .evaluation import finished_run, run_arm
+from .groups import Pending, train_pending
+from .picks import Choice
+
+
+@dataclass(frozen=True)
+class Candidate:
+    trial: int
+    kind: str  # searched, or baseline:NAME
+    params: dict
+    val_accs: tuple[float, ...]  # the search run's, then one per confirmation seed (nan: it diverged)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.val_accs))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.val_accs, ddof=1)) if len(self.val_accs) > 1 else math.nan
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """How one tuned pick was confirmed: its candidates, best search trial first, and the one chosen."""
+
+    arm: str
+    name: str
+    study_arm: str
+    candidates: tuple[Candidate, ...]
+    chosen: int  # the trial picked
+
+
+@dataclass(frozen=True)
+class ConfirmCost:
+    runs: int  # confirmation runs this pick set needs
+    trained: int  # of them trained now (the rest were found again)
+    train_flops: float  # MACs of all of them, on the search's training split
+    seconds: float  # wall time of this stage in this process
+
+
+def best_candidate(candidates: list[Candidate]) -> Candidate:
+    """The best mean validation accuracy; one that diverged on a seed (nan) never wins, and a tie goes to
+    the candidate ranked first (the better search score)."""
+    return max(candidates, key=lambda c: -math.inf if math.isnan(c.mean) else c.mean)
+
+
+def _kind(t: optuna.trial.FrozenTrial) -> str:
+    return f"baseline:{t.user_attrs['baseline']}" if t.user_attrs.get("baseline") else "searched"
+
+
+def confirm_picks(
+    search: FinishedSearch, choices: list[Choice], runtime: Runtime
+) -> tuple[list[Choice], list[Confirmation], ConfirmCost]:
+    """Confirm every tuned pick that has two or more candidates; return the picks (tuned ones replaced by
+    their best-mean candidate), how each was confirmed, and the stage's cost."""
+    start = time.perf_counter()
+    spec, trunk, tree = search.spec, search.trunk, search.tree
+    seeds = confirm_seeds(spec.seed, spec.select.seeds)
+    setting = config_digest(spec.study_fields())
+    todo = [c for c in choices if len(c.candidates) > 1 and seeds]
+    needed: dict[str, tuple] = {}  # digest -> (study_arm, trial, seed index)
+    runs: dict[tuple[str, int, int], str] = {}  # (study_arm, trial, seed index) -> digest
+    pending: list[Pending] = []
+    order: list[str] = []
+    found: dict[str, tuple[float, float]] = {}  # digest -> (val acc, train flops)
+    arms = {}
+    for c in todo:
+        study = search.studies[c.study_arm]
+        arm_run = study.user_attrs.get("mlflow_arm_run_id") or search.root
+        arm = arm_of(c.study_arm)
+        recipe = default_recipe(arm, trunk.base_config, trunk.base_flops, trunk.pruned_flops)
+        for number in c.candidates:
+            t = study.trials[number]
+            for i, seed in enumerate(seeds):
+                config = apply(t.params, replace(recipe, seed=seed))
+                digest = config_digest({"confirm": setting, "arm": run_arm(c.study_arm), "config": config.to_dict()})
+                runs[(c.study_arm, number, i)] = digest
+                if digest in needed:
+                    continue
+                needed[digest] = (c.study_arm, number, i)
+                run_id, metrics = finished_run(tree, digest, arm_run, kind="confirm", metric="val_acc")
+                if run_id:
+                    found[digest] = (metrics["val_acc"], metrics.get("train_flops", math.nan))
+                    continue
+                built = build_arm(
+                    arm,
+                    trunk.pruned_for(arm),
+                    trunk.base_spec,
+                    trunk.base_config,
+                    trunk.base_flops,
+                    seed=seed,
+                    init_state=trunk.init_state,
+                    pruned_macs=trunk.pruned_flops,
+                )
+                arms[digest] = built
+                tags = {
+                    "arm": arm,
+                    "optuna.study_name": study.study_name,
+                    "optuna.trial_number": number,
+                    "rethink.trial_kind": "confirmation",
+                    "seed": seed,
+                    "rethink.digest": digest,
+                    "rethink.spec_digest": spec.digest(),
+                }
+                params = {f"train.{k}": v for k, v in config.to_dict().items()} | {"trial": number}
+                name = f"confirm:{c.study_arm}:trial{number}:seed{i + 1}"
+                label = f"{c.study_arm} trial {number} seed {i + 1}"
+                pending.append(Pending(name, tags, params, built.model, config, label, list(built.callbacks), arm_run))
+                order.append(digest)
+
+    def finish(k: int, history: History) -> dict[str, float]:
+        flops = training_flops(arms[order[k]].forward_macs, history.images_seen)
+        return {"val_acc": history.final.eval_acc, "train_flops": flops}
+
+    if pending:
+        heading = f"[confirm] top {spec.select.top_k} trials of each study × {len(seeds)} more seeds"
+        _, outcomes = train_pending(
+            pending, trunk.split, tree, search.root, runtime, finish, heading, kind="confirm", raise_failures=False
+        )
+        for k, outcome in enumerate(outcomes):
+            if isinstance(outcome, History):
+                found[order[k]] = (outcome.final.eval_acc, finish(k, outcome)["train_flops"])
+            else:  # it diverged on this seed: the candidate cannot be the pick
+                found[order[k]] = (math.nan, math.nan)
+    confirmed, out = [], []
+    for c in choices:
+        if c not in todo:
+            confirmed.append(c)
+            continue
+        study = search.studies[c.study_arm]
+        cands = []
+        for number in c.candidates:
+            t = study.trials[number]
+            accs = (t.values[0], *(found[runs[(c.study_arm, number, i)]][0] for i in range(len(seeds))))
+            cands.append(Candidate(number, _kind(t), dict(t.params), accs))
+        best = best_candidate(cands)
+        out.append(Confirmation(c.arm, c.name, c.study_arm, tuple(cands), best.trial))
+        how = (
+            f"{c.source}; confirmed: best mean validation accuracy over {1 + len(seeds)} seeds of its top "
+            f"{len(cands)} trials"
+        )
+        kind = "baseline" if best.kind.startswith("baseline") else "searched"
+        confirmed.append(replace(c, params=best.params, trial=best.trial, val_acc=best.mean, source=how, kind=kind))
+    flops = sum(v[1] for v in found.values() if not math.isnan(v[1]))
+    cost = ConfirmCost(len(needed), len(pending), flops, time.perf_counter() - start)
+    return confirmed, out, cost

@@ -1,0 +1,132 @@
+"""How the picks were made, on the search's own account: each study's searched epochs against its range,
+each row's pick (searched trial or baseline) with its compute against its budget, and the confirmation of
+the tuned picks on more seeds with its cost."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from study.final.confirm import Confirmation, ConfirmCost
+from study.final.picks import ROW_BUDGET, Choice
+from study.plan.layout import Budgets, epoch_range
+from study.plan.spec import Spec
+
+
+def searched_epochs(spec: Spec, studies: dict[str, optuna.Study], budgets: Budgets) -> pd.DataFrame:
+    """Per study: the epoch range it searched, and the fewest and most epochs its searched trials ran."""
+    rows = []
+    for key, study in studies.items():
+        done = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if not t.user_attrs.get("baseline")
+        ]
+        epochs = [t.params["epochs"] for t in done if "epochs" in t.params]
+        rng = epoch_range(spec, key, budgets)
+        rows.append(
+            {
+                "study": study.study_name,
+                "range": f"{rng[0]}-{rng[1]}{' (log)' if rng[2] else ''}" if rng else "fixed",
+                "searched trials": len(done),
+                "min epochs": min(epochs) if epochs else None,
+                "max epochs": max(epochs) if epochs else None,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def budget_of(choice: Choice) -> str | None:
+    """The budget a pick is held to: its `@X`, else its row's own (Scratch-B: B; unpruned: none; else E)."""
+    if "@" in choice.name:
+        return choice.name.partition("@")[2]
+    return None if choice.arm == "unpruned" else ROW_BUDGET.get(choice.arm, "E")
+
+
+def picks_table(choices: list[Choice], studies: dict[str, optuna.Study], budgets: Budgets) -> pd.DataFrame:
+    """Each row's picks on the search's account (the budgets' own: the training split), within or not."""
+    rows = []
+    for c in choices:
+        t = studies[c.study_arm].trials[c.trial] if c.trial is not None else None
+        train = float(t.user_attrs.get("train_flops", math.nan)) if t else math.nan
+        pipeline = float(t.user_attrs.get("pipeline_flops", math.nan)) if t else math.nan
+        label = budget_of(c)
+        within = "n/a" if label is None else "yes" if budgets.within(label, train, pipeline) else "NO"
+        rows.append(
+            {
+                "arm": c.arm,
+                "pick": c.name,
+                "is": c.kind,
+                "study": studies[c.study_arm].study_name,
+                "trial": c.trial,
+                "epochs": c.params.get("epochs"),
+                "search train MACs": train,
+                "search pipeline MACs": pipeline,
+                "budget": label or "",
+                "within": within,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def confirmation_table(confirmations: list[Confirmation]) -> pd.DataFrame:
+    rows = []
+    for conf in confirmations:
+        for cand in conf.candidates:
+            rows.append(
+                {
+                    "arm": conf.arm,
+                    "pick": conf.name,
+                    "trial": cand.trial,
+                    "is": cand.kind,
+                    "val acc per seed (search, then confirmation)": ", ".join(f"{a:.4f}" for a in cand.val_accs),
+                    "mean": cand.mean,
+                    "std": cand.std,
+                    "chosen": "yes" if cand.trial == conf.chosen else "",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def selection_section(
+    spec: Spec,
+    studies: dict[str, optuna.Study],
+    budgets: Budgets,
+    choices: list[Choice],
+    confirmations: list[Confirmation],
+    cost: ConfirmCost | None,
+) -> tuple[list[str], dict]:
+    """The report's section on the picks (markdown lines) and the same as data for verdict.json."""
+    epochs = searched_epochs(spec, studies, budgets)
+    picks = picks_table(choices, studies, budgets)
+    confirm = confirmation_table(confirmations)
+    lines = ["## How the picks were made (search account: the training split the budgets are counted on)", ""]
+    lines += ["Epochs each study searched:", "", epochs.to_markdown(index=False), ""]
+    lines += ["Picks, each a searched trial or a baseline, with its search-time compute against its budget:", ""]
+    lines += [picks.to_markdown(index=False, floatfmt=".3g"), ""]
+    if not confirm.empty:
+        lines += [
+            f"Confirmation: each tuned pick's top {spec.select.top_k} trials trained again on {spec.select.seeds} "
+            "more seeds (same split); the pick is the best mean validation accuracy:",
+            "",
+            confirm.to_markdown(index=False, floatfmt=".4f"),
+            "",
+        ]
+    elif spec.select.seeds == 0 or spec.select.top_k == 1:
+        lines += ["Confirmation: off ([select] seeds = 0 or top_k = 1): picks rest on the search's one seed.", ""]
+    if cost is not None and cost.runs:
+        lines += [
+            f"Cost of the confirmation: {cost.runs} runs ({cost.trained} trained in this report, the rest found "
+            f"again), {cost.train_flops:.3g} training MACs, {cost.seconds:.0f} s wall.",
+            "",
+        ]
+    data = {
+        "searched_epochs": epochs.to_dict(orient="records"),
+        "picks": picks.to_dict(orient="records"),
+        "confirmation": confirm.to_dict(orient="records"),
+        "confirmation_cost": None if cost is None else vars(cost),
+    }
+    return lines, data
