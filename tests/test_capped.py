@@ -210,3 +210,86 @@ def test_confirmation_runs_are_mlflow_runs_under_their_arms_and_decide_the_picks
     again = json.loads((out / "verdict.json").read_text())
     assert again["confirmation_cost"]["trained"] == 0 and again["confirmation"] == rows
     assert len(client.search_runs([exp.experiment_id], "tags.`rethink.kind` = 'confirm'")) == len(confirm)
+
+
+def _liu_row(path, n_test: int | None = None):
+    """Liu et al. 2019's L1-norm ResNet-56-A row as five synthetic seeds per arm with the row's mean ± std."""
+    z = [k / 1.5811388300841898 for k in (-2, -1, 0, 1, 2)]  # mean 0, sample std 1
+    row = {
+        ("unpruned", "paper"): (93.14, 0.12),
+        ("finetune", "best@E"): (92.97, 0.17),
+        ("scratch-e", "best@E"): (92.96, 0.26),
+        ("scratch-b", "best@B"): (93.09, 0.14),
+    }
+    lines = ["arm,pick,seed,test_acc,n_test"]
+    lines += [f"{a},{p},{s},{m + sd * z[s]:.6f},{n_test or ''}" for (a, p), (m, sd) in row.items() for s in range(5)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_rethink_verdict_on_a_hand_made_table_of_published_numbers(tmp_path, capsys):
+    from scipy import stats
+
+    from study.commands.cli import main
+
+    table = _liu_row(tmp_path / "liu-resnet56-a.csv")
+    assert main(["verdict", str(table)]) == 0
+    out = capsys.readouterr().out
+    verdict = json.loads((tmp_path / "liu-resnet56-a.verdict.json").read_text())
+    assert "test_acc read as percent" in out and verdict["header"]["mode"] == "capped"
+    primary = next(c for c in verdict["claims"] if c.get("role") == "primary")
+    b = [93.09 + 0.14 * k / 1.5811388300841898 for k in (-2, -1, 0, 1, 2)]
+    ft = [92.97 + 0.17 * k / 1.5811388300841898 for k in (-2, -1, 0, 1, 2)]
+    ref = stats.ttest_ind(b, ft, equal_var=False)
+    low = ref.confidence_interval(0.95).low / 100  # the one-sided 97.5% bound: a two-sided 95% interval's end
+    assert primary["diff"] == pytest.approx(0.0012, abs=1e-6) and primary["ci_low"] == pytest.approx(low, abs=1e-6)
+    assert primary["verdict"] == "supported"  # the lower bound (-0.11 pp) clears -0.5 pp
+    # With CIFAR-10's 10,000 test images, one run's binomial spread (0.26 pp at 93%) is above the row's stds:
+    # the floor widens every interval, and the verdict stays
+    floored = _liu_row(tmp_path / "liu-n.csv", n_test=10000)
+    assert main(["verdict", str(floored)]) == 0
+    wide = next(
+        c for c in json.loads((tmp_path / "liu-n.verdict.json").read_text())["claims"] if c.get("role") == "primary"
+    )
+    assert wide["ci_low"] < primary["ci_low"] and wide["verdict"] == "supported"
+    claim3 = next(c for c in verdict["claims"] if c["claim"].startswith("3"))
+    assert claim3["verdict"].startswith("missing: no final runs for scratch literature (SL), fine-tune paper (FP)")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("arm,pick,seed\nfinetune,best@E,0\n", r"missing column 'test_acc'"),
+        ("arm,pick,seed,test_acc\nfinetune,best@E,0,abc\n", r"row 2: test_acc 'abc' is not a number"),
+        ("arm,pick,seed,test_acc\nfinetune,best@E,0,0.9\nfinetune,best@E,1,0.91\n", r"no rows for scratch-b:best@B"),
+        (
+            "arm,pick,seed,test_acc\nfinetune,best@E,0,0.9\nfinetune,best@E,0,0.91\n",
+            r"row 3: finetune:best@E seed 0 appears twice",
+        ),
+    ],
+    ids=["missing-column", "not-a-number", "missing-arm", "duplicate"],
+)
+def test_a_bad_table_is_one_line_naming_what_is_wrong(tmp_path, capsys, text, message):
+    import re
+
+    from study.commands.cli import main
+
+    path = tmp_path / "t.csv"
+    path.write_text(text)
+    assert main(["verdict", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(message, err), err
+
+
+def test_a_reports_runs_csv_gives_its_verdicts_again(capped, capsys):
+    from study.commands.cli import main
+
+    _, out, _ = capped
+    report = json.loads((out / "verdict.json").read_text())
+    assert main(["verdict", str(out / "runs.csv"), "--json", str(out / "again.json")]) == 0  # tiny: the defaults
+    again = json.loads((out / "again.json").read_text())
+
+    def key(claims):
+        return [(c["claim"], c["verdict"], c.get("diff"), c.get("ci_low"), c.get("p_holm")) for c in claims]
+
+    assert again["primary"] == report["primary"] and key(again["claims"]) == key(report["claims"])

@@ -86,9 +86,9 @@ def test_options_at_their_defaults_leave_digests_as_they_were():
     """Specs written before classifier, bn_init, normalize, base.gamma and base.sfp_ratio existed keep their
     digests (and so their studies and checkpoints); setting one changes the digest and the base's."""
     # The base digest was printed by commit 0a2552c, before these fields existed; the spec digest was printed
-    # again when tiny.toml's space and [select] changed with issue 24 (capped mode), its base unchanged.
+    # again when tiny.toml's space and [select] changed (issue 24) and the default confidence became 0.975 (issue 25).
     tiny = load_spec(TINY)
-    assert (tiny.digest(), tiny.base_digest()) == ("2e01ba42" + tiny.digest()[8:], "d4977e80" + tiny.base_digest()[8:])
+    assert (tiny.digest(), tiny.base_digest()) == ("9c482504" + tiny.digest()[8:], "d4977e80" + tiny.base_digest()[8:])
     spelled = load_spec(TINY, ["classifier='default'", "bn_init=1.0", "normalize='split'", "base.gamma=0.1"])
     assert (spelled.digest(), spelled.base_digest()) == (tiny.digest(), tiny.base_digest())
     for override in ("classifier='linear'", "bn_init=0.5", "base.gamma=0.2"):
@@ -117,7 +117,7 @@ def test_the_verdict_table_is_preregistered_in_the_digest_but_not_in_the_studies
     base = load_spec(TINY)
     changed = load_spec(TINY, ["verdict.margin=1.0"])
     assert base.verdict.margin == 0.5 and base.verdict.margin_fraction == 0.005
-    assert base.verdict.budgets == ("E", "B", "P") and base.verdict.confidence == 0.95
+    assert base.verdict.budgets == ("E", "B", "P") and base.verdict.confidence == 0.975  # one-sided alpha 0.025
     assert changed.digest() != base.digest()  # part of the spec's digest
     assert changed.study_fields() == base.study_fields()  # the studies continue; the report labels it post hoc
     with pytest.raises(SpecError, match="verdict.budgets"):

@@ -137,8 +137,9 @@ def test_a_report_time_margin_is_labelled_post_hoc():
 
 def test_claim1_reports_a_missing_budget_pick_instead_of_falling_back():
     results = _results({("finetune", "best@E"): [0.9, 0.91], ("scratch-e", "best"): [0.92, 0.93]})
-    (entry,) = claims(results, Analysis(MARGIN, 0.95, ("E",)), mode="pareto")
+    entry, three = claims(results, Analysis(MARGIN, 0.95, ("E",)), mode="pareto")
     assert entry["verdict"].startswith("missing: no final runs for scratch-e:best@E")
+    assert three["verdict"].startswith("missing: no final runs for scratch tuned (ST)")  # named, not dropped
 
 
 def test_lr_bands_compare_ticket_and_random_init_within_equal_log_bands():
@@ -157,22 +158,9 @@ def test_lr_bands_compare_ticket_and_random_init_within_equal_log_bands():
     assert (high["n_ticket"], high["n_scratch"]) == (1, 2) and high["diff"] == pytest.approx(0.60 - 0.63)
 
 
-def test_pooling_over_levels_matches_a_direct_computation():
-    from study.verdict.stats import pool
-
-    levels = [
-        {"diff": 0.01, "se": 0.004, "dof": 3.5, "n_a": 3, "n_b": 3},
-        {"diff": -0.002, "se": 0.006, "dof": 2.8, "n_a": 3, "n_b": 3},
-    ]
-    pooled = pool(levels, 0.9)
-    u = [(0.004 / 2) ** 2, (0.006 / 2) ** 2]
-    df = sum(u) ** 2 / (u[0] ** 2 / 3.5 + u[1] ** 2 / 2.8)
-    half = stats.t.ppf(0.95, df) * math.sqrt(sum(u))
-    assert pooled["diff"] == pytest.approx(0.004) and pooled["dof"] == pytest.approx(df)
-    assert (pooled["ci_low"], pooled["ci_high"]) == (pytest.approx(0.004 - half), pytest.approx(0.004 + half))
-    flat = pool([{"diff": 0.01, "se": 0.0, "dof": math.inf}, {"diff": 0.02, "se": 0.0, "dof": math.inf}], 0.9)
-    assert (flat["ci_low"], flat["ci_high"]) == (pytest.approx(0.015), pytest.approx(0.015))
-    assert math.isnan(pool([{"diff": 0.01, "se": math.nan, "dof": math.nan}, levels[0]], 0.9)["ci_low"])
+def _floored(values, n_test):
+    p = (np.mean(values) * n_test + 0.5) / (n_test + 1)
+    return max(np.var(values, ddof=1), p * (1 - p) / n_test)
 
 
 # ---- issue 25: no certainty from zero spread, seeds needed from t quantiles, claim 3 needs FT >= FP ----
@@ -356,3 +344,55 @@ def test_a_primary_the_verdicts_do_not_judge_is_refused_on_load():
     with pytest.raises(SpecError, match=r"verdict: primary '1@P' is a budget the verdicts do not judge"):
         load_spec("quick", ["verdict.budgets=['E', 'B']", "verdict.primary='1@P'"])
     assert load_spec("quick").verdict.primary == "1@B"
+
+
+def test_missing_picks_of_claims_2_and_3_are_reported_as_missing_with_why():
+    """Issue 25 point 6: a claim whose arms the spec has but whose pick has no final runs says so."""
+    cells = {
+        ("finetune", "best@E"): [0.90, 0.91, 0.92],
+        ("finetune", "paper"): [0.88, 0.89, 0.90],
+        ("scratch-e", "literature"): [0.85, 0.86, 0.87],  # scratch-e's tuned pick is missing
+        ("lottery", "best@E"): [0.90, 0.90, 0.91],
+    }
+    verdicts = {v["claim"].split(":")[0]: v for v in claims(_results(cells), PRE, "capped")}
+    assert verdicts["2"]["verdict"] == "missing: no final runs for scratch-e:best@E (no trial within budget E)"
+    assert verdicts["3"]["verdict"].startswith("missing: no final runs for scratch tuned (ST)")
+    # without a lottery arm, claim 2 is not made at all; without scratch-e, neither is claim 3
+    no_lottery = {k: v for k, v in cells.items() if k[0] != "lottery"}
+    assert "2" not in {v["claim"].split(":")[0] for v in claims(_results(no_lottery), PRE, "capped")}
+    no_scratch = {k: v for k, v in cells.items() if k[0] != "scratch-e"}
+    assert not [v for v in claims(_results(no_scratch), PRE, "capped") if v["claim"].startswith("3")]
+
+
+def test_cells_sharing_a_base_are_compared_paired_by_seed_as_scipy_ttest_rel():
+    """Issue 25 point 4: fine-tune picks of one seed start from that seed's base, so FT and FP are paired."""
+    base = [0.90, 0.93, 0.88, 0.95]  # the bases differ a lot from seed to seed
+    ft = [b + 0.010 + e for b, e in zip(base, [0.001, -0.001, 0.0005, -0.0005], strict=True)]
+    cells = {("finetune", "best@E"): ft, ("finetune", "paper"): base}
+    shared = [replace(r, base_run=f"base{r.seed}") for r in _results(cells)]
+    (gap,) = tuning_gaps(shared, "capped")
+    ref = stats.ttest_rel(ft, base)
+    ci = ref.confidence_interval(0.95)
+    assert gap["paired"] and gap["dof"] == 3
+    assert gap["diff"] == pytest.approx(np.mean(ft) - np.mean(base))
+    assert (gap["ci_low"], gap["ci_high"], gap["p_value"]) == pytest.approx((ci.low, ci.high, ref.pvalue))
+    (independent,) = tuning_gaps(_results(cells), "capped")  # no shared base: Welch, blind to the pairing
+    assert not independent["paired"] and independent["ci_low"] < 0 < gap["ci_low"]
+
+
+def test_pooling_over_levels_averages_each_seed_before_the_test():
+    from study.verdict.runs_table import pooled_by_seed
+
+    lv = {
+        "0.3": _results({("finetune", "best@E"): [0.90, 0.92], ("scratch-b", "best@B"): [0.91, 0.93]}),
+        "0.5": _results({("finetune", "best@E"): [0.86, 0.90], ("scratch-b", "best@B"): [0.88, 0.90]}),
+    }
+    pooled = {(r.arm, r.choice, r.seed): r.test_acc for r in pooled_by_seed(lv)}
+    assert pooled == pytest.approx(
+        {
+            ("finetune", "best@E", 0): 0.88,
+            ("finetune", "best@E", 1): 0.91,
+            ("scratch-b", "best@B", 0): 0.895,
+            ("scratch-b", "best@B", 1): 0.915,
+        }
+    )

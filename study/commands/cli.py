@@ -22,6 +22,11 @@ COMMANDS = {
         "commands.report:add_report_args",
         "commands.report:run_report",
     ),
+    "verdict": (
+        "the report's analysis on any CSV of per-seed results (a report's runs.csv, published numbers)",
+        "commands.verdict:add_verdict_args",
+        "commands.verdict:run_verdict",
+    ),
     "best": (
         "best config of each arm, from the MLflow tracking store or server",
         "commands.best:add_best_args",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from rethink.arms import SCRATCH_ARMS, build_arm, default_recipe, final_seeds, pruned_flops
+from rethink.arms import INHERITING_ARMS, SCRATCH_ARMS, build_arm, default_recipe, final_seeds, pruned_flops
 from rethink.checkpoint import load_cached, save_checkpoint
 from rethink.data import Split, load_dataset, normalized, train_test
 from rethink.flops import training_flops
@@ -47,7 +47,7 @@ class FinalResult:
     epochs: int
     params: dict
     run_id: str
-    base_run: str = ""
+    base_run: str = ""  # the per-seed base it fine-tunes from (fine-tune, lottery, control); "" for scratch
     trial: int | None = None  # the study trial the config came from (None: the per-seed base)
     n_test: int = 0  # test images scored: the floor of a cell's variance, p(1 - p)/n_test
 
@@ -300,7 +300,7 @@ def _train_choices(
                 epochs,
                 choice.params,
                 run_id,
-                base.result.run_id,
+                base.result.run_id if arm_of(choice.study_arm) in INHERITING_ARMS else "",  # pairs by its base
                 choice.trial,
                 len(split.y_eval),
             )

@@ -200,7 +200,9 @@ class Verdict(_Strict):
     anything else chosen at report time is labelled post hoc."""
 
     margin: float = Field(0.5, ge=0, lt=100, description="non-inferiority margin, in accuracy points")
-    confidence: float = Field(0.95, gt=0.5, lt=1)
+    # one-sided confidence of the non-inferiority bound: 0.975 (alpha = 0.025, the lower end of a two-sided 95%
+    # interval), the usual non-inferiority convention
+    confidence: float = Field(0.975, gt=0.5, lt=1)
     budgets: tuple[Literal["E", "B", "P"], ...] = Field(("E", "B", "P"), min_length=1)
     min_seeds: int = Field(2, ge=2, description="an arm with fewer final seeds is inconclusive (too few seeds)")
     primary: Literal["1@E", "1@B", "1@P", "2", "3"] = Field(

@@ -11,7 +11,7 @@ import numpy as np
 from study.final.evaluation import FinalResult
 
 from .family import assign_roles
-from .stats import contrast, noninferiority, one_sided, welch
+from .stats import Paired, contrast, noninferiority, one_sided, paired, welch
 
 ARM_ORDER = ["unpruned", "finetune", "finetune-random", "scratch-e", "scratch-b", "lottery"]
 # Claim 1 at matched budgets: scratch row and pick, fine-tune pick, and the account the budget is in
@@ -74,6 +74,25 @@ def tuned_pick(arm: str, mode: str) -> str:
     return "best" if mode == "fixed-budget" else TUNED_PICK.get(arm, "best")
 
 
+def has_arm(results: list[FinalResult], arm: str) -> bool:
+    """Whether the spec has this arm: any final run of it, whatever its pick."""
+    return any(r.arm == arm for r in results)
+
+
+def shares_base(results: list[FinalResult], a: tuple[str, str], b: tuple[str, str]) -> bool:
+    """Whether two cells' runs share a per-seed base (fine-tune picks from one seed's base): every run names
+    its base, and seed by seed it is the same one. Such cells are compared paired by seed."""
+    ba = {r.seed: r.base_run for r in results if (r.arm, r.choice) == a}
+    bb = {r.seed: r.base_run for r in results if (r.arm, r.choice) == b}
+    return bool(ba) and all(ba.values()) and ba == bb
+
+
+def compare(results: list[FinalResult], a: tuple[str, str], b: tuple[str, str], confidence: float) -> dict:
+    """a minus b, two-sided: paired by seed when they share a base, else Welch."""
+    test = paired if shares_base(results, a, b) else welch
+    return test(accs(results, *a), accs(results, *b), confidence, n_test_of(results))
+
+
 def runs_of(results: list[FinalResult], arm: str, choice: str) -> tuple[str, ...]:
     """The final runs of a cell, by seed: two cells with the same runs are one measurement, not two."""
     return tuple(r.run_id for r in sorted(results, key=lambda r: r.seed) if r.arm == arm and r.choice == choice)
@@ -94,7 +113,7 @@ def tuning_gaps(results: list[FinalResult], mode: str, confidence: float = 0.95)
                 note = f"the tuned pick is the {baseline} baseline (the same runs): no test"
                 gaps.append({"arm": arm, "tuned": pick, "baseline": baseline, "note": note})
                 continue
-            test = welch(tuned, accs(results, arm, baseline), confidence, n_test_of(results))
+            test = compare(results, (arm, pick), (arm, baseline), confidence)
             gaps.append({"arm": arm, "tuned": pick, "baseline": baseline, **test})
     return gaps
 
@@ -132,7 +151,13 @@ def claim1(results: list[FinalResult], analysis: Analysis, mode: str) -> list[di
             entry["verdict"] = f"missing: no final runs for {', '.join(gone)} (no trial within that budget)"
         else:
             entry |= noninferiority(
-                scratch, finetune, analysis.margin, analysis.confidence, n_test_of(results), analysis.min_seeds
+                scratch,
+                finetune,
+                analysis.margin,
+                analysis.confidence,
+                n_test_of(results),
+                analysis.min_seeds,
+                shares_base(results, (arm, pick), ("finetune", ft_pick)),
             )
             runs = (runs_of(results, arm, pick), runs_of(results, "finetune", ft_pick))
             if runs in seen:  # the same comparison again: one piece of evidence, printed once
@@ -148,8 +173,9 @@ def claim3(results: list[FinalResult], analysis: Analysis, mode: str) -> dict | 
     (a) the old contradiction reproduces: scratch-literature is worse than fine-tune-paper by more than the
     margin; (b) tuning removes it: tuned scratch is non-inferior to tuned fine-tune; (c) the interaction
     (ST - SL) - (FT - FP) > 0. Supported only when all three hold."""
+    ft_pick = tuned_pick("finetune", mode)
     st, sl = accs(results, "scratch-e", tuned_pick("scratch-e", mode)), accs(results, "scratch-e", "literature")
-    ft, fp = accs(results, "finetune", tuned_pick("finetune", mode)), accs(results, "finetune", "paper")
+    ft, fp = accs(results, "finetune", ft_pick), accs(results, "finetune", "paper")
     cells = {
         "scratch tuned (ST)": st,
         "scratch literature (SL)": sl,
@@ -160,12 +186,16 @@ def claim3(results: list[FinalResult], analysis: Analysis, mode: str) -> dict | 
         "claim": "3: earlier contradictions came from poorly tuned baselines (recipe × arm interaction, budget E)",
         "cells": {k: {"n": len(v), "mean": float(np.mean(v)) if v else math.nan} for k, v in cells.items()},
         "margin": analysis.margin,
-        "test": "Welch t with Satterthwaite df on independent cells; one-sided at the spec's confidence",
+        "test": "Welch t with Satterthwaite df on independent cells (FT and FP, sharing a base per seed, as one "
+        "paired difference); one-sided at the spec's confidence",
     }
-    if not st or not ft:
-        return None
+    if not has_arm(results, "scratch-e") or not has_arm(results, "finetune"):
+        return None  # the claim needs both arms; a spec without one does not make it
     if missing := [k for k, v in cells.items() if not v]:
-        entry["verdict"] = f"missing: no final runs for {', '.join(missing)}; add the baseline to the spec"
+        entry["verdict"] = (
+            f"missing: no final runs for {', '.join(missing)} (a tuned pick with no trial within budget E, or a "
+            "baseline the spec does not run); add it to the spec"
+        )
         return _label(entry, analysis)
     c2 = 2 * analysis.confidence - 1  # the two-sided interval whose ends are one-sided bounds at `confidence`
     n_test = n_test_of(results)
@@ -176,11 +206,15 @@ def claim3(results: list[FinalResult], analysis: Analysis, mode: str) -> dict | 
     b = noninferiority(st, ft, analysis.margin, analysis.confidence, n_test, analysis.min_seeds)
     b["holds"] = b["verdict"] == "supported"
     b["part"] = "(b) tuning removes it: ST - FT > -margin"
-    c = contrast([st, sl, ft, fp], [1, -1, -1, 1], c2, n_test)
+    ft_fp_paired = shares_base(results, ("finetune", ft_pick), ("finetune", "paper"))
+    if ft_fp_paired:  # FT and FP fine-tune one base per seed: their difference is one paired cell
+        c = contrast([st, sl, Paired(tuple(ft), tuple(fp))], [1, -1, -1], c2, n_test)
+    else:
+        c = contrast([st, sl, ft, fp], [1, -1, -1, 1], c2, n_test)
     c["p_one_sided"] = one_sided(c, 0.0, "above")
     c["holds"] = bool(c["ci_low"] > 0)
     c["part"] = "(c) the interaction (ST - SL) - (FT - FP) > 0"
-    d = noninferiority(ft, fp, analysis.margin, analysis.confidence, n_test, analysis.min_seeds)
+    d = noninferiority(ft, fp, analysis.margin, analysis.confidence, n_test, analysis.min_seeds, ft_fp_paired)
     d["holds"] = d["verdict"] == "supported"
     d["part"] = "(d) tuning did not hurt fine-tuning: FT - FP > -margin"
     entry["parts"] = {"a": a, "b": b, "c": c, "d": d}
@@ -229,13 +263,20 @@ def claim2(results: list[FinalResult], analysis: Analysis, mode: str, bands: lis
     """The architecture matters, not the inherited init: tuned scratch non-inferior to the tuned ticket."""
     lottery = accs(results, "lottery", tuned_pick("lottery", mode))
     scratch_e = accs(results, "scratch-e", tuned_pick("scratch-e", mode))
-    if not lottery or not scratch_e:
-        return None
+    if not has_arm(results, "lottery"):
+        return None  # the spec has no lottery arm
     entry = {
         "claim": "2: the architecture matters, not the inherited init (scratch-e vs lottery, budget E)",
         "comparison": "scratch-e - lottery (tuned, budget E)",
         "lr_bands": bands,
-    } | noninferiority(scratch_e, lottery, analysis.margin, analysis.confidence, n_test_of(results), analysis.min_seeds)
+    }
+    if not lottery or not scratch_e:
+        gone = [f"{a}:{tuned_pick(a, mode)}" for a, v in (("scratch-e", scratch_e), ("lottery", lottery)) if not v]
+        entry["verdict"] = f"missing: no final runs for {', '.join(gone)} (no trial within budget E)"
+        return _label(entry, analysis)
+    entry |= noninferiority(
+        scratch_e, lottery, analysis.margin, analysis.confidence, n_test_of(results), analysis.min_seeds
+    )
     return _label(entry, analysis)
 
 
@@ -246,7 +287,7 @@ def random_control(results: list[FinalResult], analysis: Analysis, mode: str) ->
     chosen, random = accs(results, "finetune", pick), accs(results, "finetune-random", pick)
     if not chosen or not random:
         return None
-    test = welch(chosen, random, analysis.confidence, n_test_of(results))
+    test = compare(results, ("finetune", pick), ("finetune-random", pick), analysis.confidence)
     if test["ci_low"] > 0:
         verdict = "the criterion's channels fine-tune better than random ones"
     elif test["ci_high"] < 0:

@@ -20,11 +20,12 @@ from study.plan.spec import Spec
 from study.search.finished import FinishedSearch
 from study.search.trunk import Trunk
 
-from .claims import Analysis, claims, lr_bands, tuning_gaps
-from .family import primary_sentence
+from .analysis import analyse
+from .claims import Analysis, lr_bands, tuning_gaps
 from .figures import figures, lr_sensitivity_figure
 from .report_files import importances, results_table, write_report
 from .report_html import write_html
+from .runs_table import runs_frame
 from .selection import selection_section
 
 
@@ -134,8 +135,7 @@ def write_verdicts(
     points = trial_points(studies)
     by_arm = {arm_of(k): v for k, v in points.items() if cap_of(k) in (None, "E")}  # claim 2's cells are at E
     bands = lr_bands(by_arm, spec.space.lr.low, spec.space.lr.high) if "lottery" in by_arm else []
-    verdicts = claims(results, analysis, mode, bands)
-    primary = primary_sentence(verdicts, analysis)
+    verdicts, primary = analyse(results, analysis, mode, bands)  # as `rethink verdict` on runs.csv
     imp = importances(studies)
     curves = {}
     for c in choices:
@@ -158,6 +158,7 @@ def write_verdicts(
         "studies": ", ".join(s.study_name for s in studies.values()),
         "mode": spec.study.mode,
         "analysis": analysis.describe(),
+        "analysis_fields": asdict(analysis),  # what pooling over levels reads back
         "budgets_macs": {"E": trunk.budgets.train_e, "B": trunk.budgets.train_b, "P": trunk.budgets.pipeline_p},
         "spec_digest": spec.digest(),
     }
@@ -166,6 +167,7 @@ def write_verdicts(
     missing_ = [asdict(m) for m in missing]
     selection = selection_section(spec, studies, trunk.budgets, choices, final.confirmations, final.confirm_cost)
     paths = write_report(out, table, gaps, verdicts, imp, header, caveats, notes, missing_, primary, selection)
+    runs_frame(results).to_csv(out / "runs.csv", index=False)  # valid input to `rethink verdict`
     c = trunk.budgets
     pngs = figures(studies, curves, out, {"E": c.train_e, "B": c.train_b, "P": c.pipeline_p})
     pngs.append(lr_sensitivity_figure(points, out))

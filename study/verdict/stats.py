@@ -1,5 +1,6 @@
-"""Statistics of the report: Welch's t-test with the Satterthwaite df, one-sided non-inferiority, and a
-Welch-Satterthwaite test of a linear contrast of independent cells (claim 3's interaction).
+"""Statistics of the report: Welch's t-test with the Satterthwaite df, a paired t-test by seed for cells that
+share a per-seed base, one-sided non-inferiority, and a Welch-Satterthwaite test of a linear contrast of
+independent cells (claim 3's interaction; a paired difference counts as one cell).
 
 A cell's variance never falls below the binomial variance of one run's test accuracy, p(1 - p)/N_test
 (`n_test`): on a small test set equal accuracies are a coarse measurement, not certainty."""
@@ -7,6 +8,7 @@ A cell's variance never falls below the binomial variance of one run's test accu
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
@@ -19,11 +21,7 @@ MAX_SEEDS = 1000  # "seeds needed" stops counting here
 def cell_variance(values: np.ndarray, n_test: int | None = None) -> float:
     """The sample variance of a cell's accuracies, floored at the binomial variance p(1 - p)/N_test of one
     run's test accuracy (p smoothed as (p N + 0.5)/(N + 1), so a cell of perfect scores is not certain)."""
-    s2 = float(values.var(ddof=1))
-    if n_test:
-        p = (float(values.mean()) * n_test + 0.5) / (n_test + 1)
-        s2 = max(s2, p * (1 - p) / n_test)
-    return s2
+    return max(float(values.var(ddof=1)), binomial_floor(float(values.mean()), n_test))
 
 
 def welch(a: list[float], b: list[float], confidence: float = CONFIDENCE, n_test: int | None = None) -> dict:
@@ -32,20 +30,54 @@ def welch(a: list[float], b: list[float], confidence: float = CONFIDENCE, n_test
     return contrast([a, b], [1.0, -1.0], confidence, n_test)
 
 
-def contrast(
-    cells: list[list[float]], weights: list[float], confidence: float = CONFIDENCE, n_test: int | None = None
-) -> dict:
-    """Σ w_i mean(cell_i) for independent cells: its standard error Σ w_i² s_i²/n_i (s_i² floored, see
-    cell_variance), Satterthwaite's df, the two-sided p of a zero contrast, and a two-sided interval."""
-    arrays = [np.asarray(c, float) for c in cells]
-    ns = [len(c) for c in arrays]
-    est = float(sum(w * c.mean() for w, c in zip(weights, arrays, strict=True))) if all(ns) else math.nan
-    out = {"diff": est, "n_a": ns[0], "n_b": ns[1] if len(ns) > 1 else 0, "n": ns, "p_value": math.nan}
-    out |= {"ci_low": math.nan, "ci_high": math.nan, "se": math.nan, "dof": math.nan, "confidence": confidence}
+@dataclass(frozen=True)
+class Paired:
+    """Two cells whose runs share a per-seed base, aligned by seed: their per-seed differences are one cell
+    (a paired comparison, `scipy.stats.ttest_rel`'s). Its variance is floored at the sum of the two runs'
+    binomial variances on the test set."""
+
+    a: tuple[float, ...]
+    b: tuple[float, ...]
+
+
+def binomial_floor(mean: float, n_test: int | None) -> float:
+    """p(1 - p)/N_test of one run's test accuracy, p smoothed as (p N + 0.5)/(N + 1); 0 when N is unknown."""
+    if not n_test:
+        return 0.0
+    p = (mean * n_test + 0.5) / (n_test + 1)
+    return p * (1 - p) / n_test
+
+
+def _cell(c, n_test: int | None) -> tuple[float, float, int]:
+    """(mean, floored variance, n) of an independent cell or of a Paired one's differences."""
+    if isinstance(c, Paired):
+        a, b = np.asarray(c.a, float), np.asarray(c.b, float)
+        d = a - b
+        floor = binomial_floor(float(a.mean()), n_test) + binomial_floor(float(b.mean()), n_test) if len(d) else 0.0
+        return (
+            (float(d.mean()) if len(d) else math.nan),
+            (max(float(d.var(ddof=1)), floor) if len(d) > 1 else 0.0),
+            len(d),
+        )
+    x = np.asarray(c, float)
+    return (float(x.mean()) if len(x) else math.nan), (cell_variance(x, n_test) if len(x) > 1 else 0.0), len(x)
+
+
+def contrast(cells: list, weights: list[float], confidence: float = CONFIDENCE, n_test: int | None = None) -> dict:
+    """Σ w_i mean(cell_i) for independent cells (a Paired cell counts as one, its per-seed differences): its
+    standard error Σ w_i² s_i²/n_i (s_i² floored, see cell_variance), Satterthwaite's df, the two-sided p of
+    a zero contrast, and a two-sided interval."""
+    parts = [_cell(c, n_test) for c in cells]
+    ns = [n for _, _, n in parts]
+    est = float(sum(w * m for w, (m, _, _) in zip(weights, parts, strict=True))) if all(ns) else math.nan
+    paired = len(cells) == 1 and isinstance(cells[0], Paired)
+    out = {"diff": est, "n_a": ns[0], "n_b": ns[1] if len(ns) > 1 else ns[0] if paired else 0, "n": ns}
+    out |= {"p_value": math.nan, "ci_low": math.nan, "ci_high": math.nan, "se": math.nan, "dof": math.nan}
+    out |= {"confidence": confidence, "paired": any(isinstance(c, Paired) for c in cells)}
     out["variance_floor"] = "p(1-p)/N_test" if n_test else "none (N_test unknown)"
     if min(ns) < 2:
         return out
-    v = [w * w * cell_variance(c, n_test) / len(c) for w, c in zip(weights, arrays, strict=True)]
+    v = [w * w * var / n for w, (_, var, n) in zip(weights, parts, strict=True)]
     se = math.sqrt(sum(v))
     if se == 0:
         out.update(p_value=1.0 if est == 0 else 0.0, ci_low=est, ci_high=est, se=0.0, dof=math.inf)
@@ -56,6 +88,11 @@ def contrast(
         p_value=float(2 * stats.t.sf(abs(est) / se, dof)), ci_low=est - t * se, ci_high=est + t * se, se=se, dof=dof
     )
     return out
+
+
+def paired(a: list[float], b: list[float], confidence: float = CONFIDENCE, n_test: int | None = None) -> dict:
+    """mean(a - b) over seeds that share a base, as `scipy.stats.ttest_rel` (df n - 1), the variance floored."""
+    return contrast([Paired(tuple(a), tuple(b))], [1.0], confidence, n_test)
 
 
 def one_sided(test: dict, threshold: float, side: str) -> float:
@@ -69,13 +106,25 @@ def one_sided(test: dict, threshold: float, side: str) -> float:
 
 
 def needed_n(
-    a: list[float], b: list[float], diff: float, margin: float, confidence: float, n_test: int | None = None
+    a: list[float],
+    b: list[float],
+    diff: float,
+    margin: float,
+    confidence: float,
+    n_test: int | None = None,
+    pair: bool = False,
 ) -> int | None:
     """Seeds per arm for the one-sided lower bound to clear -margin with POWER at the observed means and
     spread: the smallest n above the seeds already run with (t_c + t_power) · se(n) <= diff + margin, t at
     the Satterthwaite df of n seeds per arm; None when the observed difference is not above -margin."""
     if diff + margin <= 0:
         return None
+    if pair:  # one cell of per-seed differences: se = s_d / sqrt(n), df n - 1
+        _, vd, _ = _cell(Paired(tuple(a), tuple(b)), n_test)
+        for n in range(len(a) + 1, MAX_SEEDS + 1):
+            if (stats.t.ppf(confidence, n - 1) + stats.t.ppf(POWER, n - 1)) * math.sqrt(vd / n) <= diff + margin:
+                return n
+        return MAX_SEEDS + 1
     va, vb = cell_variance(np.asarray(a, float), n_test), cell_variance(np.asarray(b, float), n_test)
     for n in range(max(len(a), len(b)) + 1, MAX_SEEDS + 1):
         se = math.sqrt((va + vb) / n)
@@ -92,18 +141,26 @@ def noninferiority(
     confidence: float = CONFIDENCE,
     n_test: int | None = None,
     min_seeds: int = 2,
+    pair: bool = False,
 ) -> dict:
     """One-sided non-inferiority of a against b: H0 mean(a) - mean(b) <= -margin. The interval is the
     two-sided (2c - 1) one, whose lower end is the one-sided c bound; supported when it clears -margin,
     contradicted when its upper end is below -margin, else inconclusive with the seeds needed. Fewer than
-    `min_seeds` seeds in an arm is inconclusive (too few seeds), whatever the interval says."""
-    test = welch(a, b, 2 * confidence - 1, n_test) | {"margin": margin, "test": "Welch t, Satterthwaite df, one-sided"}
+    `min_seeds` seeds in an arm is inconclusive (too few seeds), whatever the interval says. `pair`: a and b
+    share a base per seed (aligned by seed), tested paired."""
+    if pair:
+        test = paired(a, b, 2 * confidence - 1, n_test) | {"margin": margin, "test": "paired t by seed, one-sided"}
+    else:
+        test = welch(a, b, 2 * confidence - 1, n_test) | {
+            "margin": margin,
+            "test": "Welch t, Satterthwaite df, one-sided",
+        }
     test["p_noninferiority"] = one_sided(test, -margin, "above")
     test["verdict"] = noninferiority_verdict(test, margin)
     if min(len(a), len(b)) < max(2, min_seeds):
         test["verdict"] = f"inconclusive (too few seeds: n={len(a)}, {len(b)}; the spec asks for {min_seeds})"
     elif test["verdict"].startswith("inconclusive") and not math.isnan(test["ci_low"]):
-        n = needed_n(a, b, test["diff"], margin, confidence, n_test)
+        n = needed_n(a, b, test["diff"], margin, confidence, n_test, pair)
         test["needed_n"] = n
         if n is None:
             test["verdict"] += "; the observed difference is below -margin, so more seeds would not make it supported"
@@ -123,25 +180,3 @@ def noninferiority_verdict(test: dict, margin: float) -> str:
     if test["ci_high"] < -margin:
         return "contradicted"
     return f"inconclusive at this sample size (n={test['n_a']}, {test['n_b']})"
-
-
-def pool(tests: list[dict], confidence: float) -> dict:
-    """The equal-weight mean of independent per-level estimates: se = sqrt(Σ se_l²) / L, Satterthwaite's
-    df, and a two-sided interval at `confidence` (for operating points: one setting per pruning level)."""
-    L = len(tests)
-    est = float(np.mean([t["diff"] for t in tests])) if tests else math.nan
-    out = {"diff": est, "levels": L, "ci_low": math.nan, "ci_high": math.nan, "se": math.nan, "dof": math.nan}
-    out |= {
-        "confidence": confidence,
-        "n_a": sum(t.get("n_a", 0) for t in tests),
-        "n_b": sum(t.get("n_b", 0) for t in tests),
-    }
-    if not tests or any(t.get("se") is None or math.isnan(t["se"]) for t in tests):
-        return out  # a level without an interval (fewer than 2 seeds): no pooled interval either
-    u = [(t["se"] / L) ** 2 for t in tests]
-    se = math.sqrt(sum(u))
-    if se == 0:  # no spread at any level
-        return out | {"ci_low": est, "ci_high": est, "se": 0.0, "dof": math.inf}
-    dof = sum(u) ** 2 / sum(ui**2 / t["dof"] for ui, t in zip(u, tests, strict=True) if ui > 0)
-    half = stats.t.ppf(0.5 + confidence / 2, dof) * se
-    return out | {"ci_low": est - half, "ci_high": est + half, "se": se, "dof": dof}

@@ -14,9 +14,10 @@ import pandas as pd  # noqa: E402
 
 from study.plan.spec import Spec, SpecError  # noqa: E402
 
-from .claims import claim3_verdict  # noqa: E402
+from .analysis import analyse  # noqa: E402
+from .claims import Analysis  # noqa: E402
 from .figures import ARM_COLOURS  # noqa: E402
-from .stats import noninferiority_verdict, pool  # noqa: E402
+from .runs_table import pooled_by_seed, read_runs  # noqa: E402
 
 ROWS = [  # (arm, pick) drawn on the trade-off figure: the untuned large model and each arm's matched pick
     ("unpruned", "paper"),
@@ -56,42 +57,27 @@ def level_rows(levels: list[Spec], verdicts: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def pooled_verdicts(verdicts: list[dict], margin: float, confidence: float) -> list[dict]:
-    """Claim 1 per budget and claim 3 pooled over levels (equal weights; Welch-Satterthwaite)."""
-    out = []
-    claims_by_level = [{c["claim"]: c for c in v["claims"]} for v in verdicts]
-    names = [c for c in claims_by_level[0] if all(c in lv for lv in claims_by_level)]
-    c2 = 2 * confidence - 1
-    for name in names:
-        entries = [lv[name] for lv in claims_by_level]
-        same = {e.get("same_as") for e in entries}
-        if name.startswith("1 ") and len(same) == 1 and None not in same:  # the same runs at every level
-            (budget,) = same
-            out.append(
-                {"claim": name, "same_as": budget, "verdict": f"same runs as budget {budget}: not a separate test"}
-            )
-        elif name.startswith("1 ") and all("se" in e for e in entries):
-            test = pool(entries, c2)
-            out.append({"claim": name, **test, "margin": margin, "verdict": noninferiority_verdict(test, margin)})
-        elif name.startswith("3") and all("parts" in e for e in entries):
-            keys = "abcd" if all("d" in e["parts"] for e in entries) else "abc"
-            parts = {k: pool([e["parts"][k] for e in entries], c2) for k in keys}
-            parts["a"]["holds"] = bool(parts["a"]["ci_high"] < -margin)
-            parts["b"]["holds"] = bool(parts["b"]["ci_low"] > -margin)
-            parts["c"]["holds"] = bool(parts["c"]["ci_low"] > 0)
-            if "d" in parts:  # tuned fine-tune non-inferior to its paper baseline
-                parts["d"]["holds"] = bool(parts["d"]["ci_low"] > -margin)
-            for k in keys:
-                parts[k]["part"] = entries[0]["parts"][k]["part"]
-            out.append(
-                {
-                    "claim": name,
-                    "parts": parts,
-                    "margin": margin,
-                    "verdict": claim3_verdict(parts["a"], parts["b"], parts["c"], margin, parts.get("d")),
-                }
-            )
-    return out
+def pooled_verdicts(reports: Path, levels: list[Spec], verdicts: list[dict]) -> tuple[list[dict], str]:
+    """The claims pooled over levels: each cell's seeds averaged across the levels (from each level's
+    runs.csv) before the tests, since a seed's runs at every level share its base; under the analysis the
+    levels were reported with (post hoc when they were, or when they differ)."""
+    tables = {}
+    for level in levels:
+        path = reports / level.name / "runs.csv"
+        if not path.is_file():
+            raise SpecError(f"no runs.csv in the report of {level.name!r} ({path}); run `rethink report` on it again")
+        tables[level.name] = read_runs(path).results[""]
+    fields = [v["header"].get("analysis_fields") for v in verdicts]
+    if None in fields:
+        raise SpecError(f"the report of {levels[fields.index(None)].name!r} predates pooling by seed; report it again")
+    first = fields[0]
+    why = tuple(first["post_hoc"])
+    if any(f != first for f in fields):
+        why += ("the levels were reported with different analyses; pooled under the first level's",)
+    analysis = Analysis(
+        first["margin"], first["confidence"], tuple(first["budgets"]), why, first["min_seeds"], first["primary"]
+    )
+    return analyse(pooled_by_seed(tables), analysis, verdicts[0]["header"]["mode"])
 
 
 def tradeoff_figure(table: pd.DataFrame, out: Path) -> Path:
@@ -131,12 +117,12 @@ def tradeoff_report(spec: Spec, reports: Path) -> Path:
         for lv, v in zip(levels, verdicts, strict=True)
         for c in v["claims"]
     ]
-    pooled = pooled_verdicts(verdicts, spec.verdict.margin_fraction, spec.verdict.confidence)
+    pooled, primary = pooled_verdicts(reports, levels, verdicts)
     lines = [f"# {spec.name}: operating points {list(spec.prune.ratios)}", "", table.to_markdown(index=False), ""]
     lines += ["## Verdicts per level", ""] + [
         f"- {r['setting']}: claim {r['claim']}: **{r['verdict']}**" for r in per_level
     ]
-    lines += ["", "## Pooled over levels (equal weights, Welch-Satterthwaite)", ""]
+    lines += ["", "## Pooled over levels (each seed averaged across the levels before the tests)", "", primary, ""]
     lines += [
         f"- claim {p['claim']}: **{p['verdict']}**" + (f" (estimate {100 * p['diff']:+.2f} pp)" if "diff" in p else "")
         for p in pooled
@@ -147,6 +133,7 @@ def tradeoff_report(spec: Spec, reports: Path) -> Path:
         "levels": [lv.name for lv in levels],
         "per_level": per_level,
         "pooled": pooled,
+        "pooled_primary": primary,
         "table": json.loads(table.to_json(orient="records")),
     }
     (out / "tradeoff.json").write_text(json.dumps(record, indent=2, default=float))
