@@ -293,3 +293,36 @@ def test_a_reports_runs_csv_gives_its_verdicts_again(capped, capsys):
         return [(c["claim"], c["verdict"], c.get("diff"), c.get("ci_low"), c.get("p_holm")) for c in claims]
 
     assert again["primary"] == report["primary"] and key(again["claims"]) == key(report["claims"])
+
+
+def test_claim2_protocol_runs_in_the_final_evaluation_on_a_tiny_spec_with_the_lottery_arm(tracking_uri, tmp_path):
+    from study.commands.cli import main
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    sets = [
+        "study.mode=capped",
+        'space.epochs={ of = "cap", low = 0.2 }',
+        "study.arms=['scratch-e', 'lottery']",
+        "study.n_trials=1",
+        'verdict.budgets=["E"]',
+        'verdict.primary="2"',
+    ]
+    argv = ["study", TINY, "--storage", storage, "--workdir", str(tmp_path / "runs"), "--report-dir", str(tmp_path)]
+    assert main([*argv, *[x for s in sets for x in ("--set", s)]]) == 0
+    verdict = json.loads((tmp_path / "tiny" / "verdict.json").read_text())
+    (c2,) = [c for c in verdict["claims"] if c["claim"].startswith("2")]
+    assert c2["role"] == "primary" and "small_lr" in c2 and "interaction" in c2
+    assert not c2["verdict"].startswith("missing")
+    import csv
+
+    client = mlflow.MlflowClient()
+    rows = list(csv.DictReader((tmp_path / "tiny" / "runs.csv").open()))
+    base_lr = load_spec(TINY).base.lr
+    for arm in ("lottery", "scratch-e"):
+        for name, lr in (("claim2@lr", base_lr), ("claim2@lr/10", base_lr / 10)):
+            ids = [r["run_id"] for r in rows if (r["arm"], r["pick"]) == (arm, name)]
+            runs = [client.get_run(i) for i in ids]  # at the base lr, shared with the paper baseline's runs
+            assert len(runs) == 2 and all(float(r.data.params["train.lr"]) == pytest.approx(lr) for r in runs)
+            assert {int(r.data.params["train.epochs"]) for r in runs} == {3}  # the base recipe: E epochs
+            assert all(r.info.status == "FINISHED" and r.data.tags["arm"] == arm for r in runs)
+    assert_stores_agree(storage, "tiny")

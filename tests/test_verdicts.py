@@ -355,7 +355,9 @@ def test_missing_picks_of_claims_2_and_3_are_reported_as_missing_with_why():
         ("lottery", "best@E"): [0.90, 0.90, 0.91],
     }
     verdicts = {v["claim"].split(":")[0]: v for v in claims(_results(cells), PRE, "capped")}
-    assert verdicts["2"]["verdict"] == "missing: no final runs for scratch-e:best@E (no trial within budget E)"
+    assert verdicts["2"]["verdict"] == (
+        "missing: no final runs for random@lr, ticket@lr, random@lr/10, ticket@lr/10 (the claim 2 protocol did not run)"
+    )
     assert verdicts["3"]["verdict"].startswith("missing: no final runs for scratch tuned (ST)")
     # without a lottery arm, claim 2 is not made at all; without scratch-e, neither is claim 3
     no_lottery = {k: v for k, v in cells.items() if k[0] != "lottery"}
@@ -396,3 +398,31 @@ def test_pooling_over_levels_averages_each_seed_before_the_test():
             ("scratch-b", "best@B", 1): 0.915,
         }
     )
+
+
+def test_claim2_is_tested_per_learning_rate_as_stated_against_scipy():
+    """Issue 25 point 7: random init vs the winning ticket at the base's lr (non-inferiority) with the lr/10
+    difference and the interaction beside it."""
+    cells = {
+        ("scratch-e", "claim2@lr"): [0.931, 0.934, 0.929],
+        ("lottery", "claim2@lr"): [0.930, 0.932, 0.931],
+        ("scratch-e", "claim2@lr/10"): [0.900, 0.903, 0.899],
+        ("lottery", "claim2@lr/10"): [0.915, 0.918, 0.916],
+    }
+    (c2,) = [v for v in claims(_results(cells), PRE, "capped") if v["claim"].startswith("2")]
+    hi_r, hi_t = cells[("scratch-e", "claim2@lr")], cells[("lottery", "claim2@lr")]
+    lo_r, lo_t = cells[("scratch-e", "claim2@lr/10")], cells[("lottery", "claim2@lr/10")]
+    ref = stats.ttest_ind(hi_r, hi_t, equal_var=False)
+    assert c2["diff"] == pytest.approx(np.mean(hi_r) - np.mean(hi_t))
+    assert c2["ci_low"] == pytest.approx(ref.confidence_interval(2 * PRE.confidence - 1).low)
+    assert c2["verdict"] == "supported"  # no gain from the ticket at the large lr (margin 0.5 pp)
+    small = stats.ttest_ind(lo_r, lo_t, equal_var=False)
+    assert c2["small_lr"]["diff"] == pytest.approx(np.mean(lo_r) - np.mean(lo_t)) and c2["small_lr"]["ci_high"] < 0
+    assert c2["small_lr"]["p_value"] == pytest.approx(small.pvalue)
+    inter = (np.mean(hi_r) - np.mean(hi_t)) - (np.mean(lo_r) - np.mean(lo_t))
+    assert c2["interaction"]["diff"] == pytest.approx(inter) and c2["interaction"]["ci_low"] > 0
+    tuned_only = {("scratch-e", "best@E"): hi_r, ("lottery", "best@E"): hi_t}
+    (old,) = [v for v in claims(_results(tuned_only), PRE, "capped") if v["claim"].startswith("2")]
+    assert old["verdict"].startswith(
+        "missing: no final runs for random@lr, ticket@lr"
+    )  # tuned picks alone: not claim 2

@@ -5,12 +5,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rethink.train import Runtime
+from rethink.train import Runtime, TrainConfig
 from study.search.finished import FinishedSearch
 
 from .confirm import Confirmation, ConfirmCost, confirm_picks
 from .evaluation import FinalResult, evaluate_choices
 from .picks import Choice, Missing, choose
+
+
+def claim2_choices(base: TrainConfig) -> list[Choice]:
+    """Claim 2's protocol: the winning ticket and a random init of the same pruned structure, each with the
+    base recipe (E epochs) at the base's lr and at lr/10, on every final seed."""
+    out = []
+    for name, lr in (("claim2@lr", base.lr), ("claim2@lr/10", base.lr / 10)):
+        params = {"lr": lr, "schedule": base.schedule, "augment": base.augment, "epochs": base.epochs}
+        for arm in ("lottery", "scratch-e"):
+            how = "the winning ticket" if arm == "lottery" else "a random init of the same pruned structure"
+            source = f"claim 2 protocol: {how}, the base recipe at lr {lr:g}, {base.epochs} epochs"
+            out.append(Choice(arm, arm, name, params, None, None, source, (), "protocol"))
+    return out
 
 
 @dataclass
@@ -31,6 +44,8 @@ def evaluate_picks(search: FinishedSearch, runtime: Runtime) -> FinalEvaluation:
         choices += c
         missing += m
     choices, confirmations, cost = confirm_picks(search, choices, runtime)  # before any final run
+    if "lottery" in spec.study.arms:
+        choices += claim2_choices(search.trunk.base_config)
     results = evaluate_choices(
         choices,
         search.trunk,

@@ -47,7 +47,11 @@ def over_budget(trial: optuna.Trial, n_searched: int) -> bool:
     baseline when the same baseline already finished or runs. The budget is per kind, so a dead worker's
     baseline, failed and enqueued again, is never displaced by one more searched trial."""
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
-    ahead = [t for t in trial.study.get_trials(deepcopy=False, states=states) if t.number < trial.number]
+    ahead = [
+        t
+        for t in trial.study.get_trials(deepcopy=False, states=states)
+        if t.number < trial.number and not t.user_attrs.get("lost")  # a lost trial's retry takes its place
+    ]
     if name := trial.user_attrs.get("baseline"):
         return any(t.user_attrs.get("baseline") == name for t in ahead)
     return sum(not t.user_attrs.get("baseline") for t in ahead) >= n_searched

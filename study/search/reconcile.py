@@ -29,12 +29,15 @@ def recover_interrupted(study: optuna.Study, tree: RunTree, pid: int | None = No
             continue
         if pid is None and owner_alive(owner, t.user_attrs.get("worker_host")):
             continue  # e.g. a live worker of an earlier `--workers N` run: it finishes its own trial
+        # Marked lost and its retry enqueued before it is failed: a worker asking for a trial meanwhile takes
+        # the retry (Optuna hands out waiting trials first), and the budget check no longer counts the lost one,
+        # so a freshly sampled trial cannot take the retry's place in the budget.
         study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "interrupted; retried")
         study._storage.set_trial_user_attr(t._trial_id, "lost", True)
+        n += retry_trial(study, t)
         study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
         if run_id := trial_run_id(tree.client, study.study_name, t, [tree.experiment_id]):
             tree.end(run_id, "KILLED", "the process running this trial was interrupted; the trial was retried")
-        n += retry_trial(study, t)
     return n
 
 

@@ -145,6 +145,9 @@ def write_report(
         lines.append(f"- {role}Claim {v['claim']}: **{v['verdict']}**" + _numbers(v) + holm)
         for part in v.get("parts", {}).values():
             lines.append(f"  - {part['part']}: {'holds' if part['holds'] else 'not established'}" + _numbers(part))
+        for key in ("small_lr", "interaction", "tuned"):
+            if key in v:
+                lines.append(f"  - {v[key]['what']}" + _numbers(v[key]))
         for band in v.get("lr_bands", []):
             if "diff" in band:
                 lines.append(

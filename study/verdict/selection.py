@@ -50,17 +50,20 @@ def picks_table(choices: list[Choice], studies: dict[str, optuna.Study], budgets
     """Each row's picks on the search's account (the budgets' own: the training split), within or not."""
     rows = []
     for c in choices:
-        t = studies[c.study_arm].trials[c.trial] if c.trial is not None else None
+        study = studies.get(c.study_arm)  # None: a fixed recipe of the claim 2 protocol, from no study
+        t = study.trials[c.trial] if study is not None and c.trial is not None else None
         train = float(t.user_attrs.get("train_flops", math.nan)) if t else math.nan
         pipeline = float(t.user_attrs.get("pipeline_flops", math.nan)) if t else math.nan
         label = budget_of(c)
-        within = "n/a" if label is None else "yes" if budgets.within(label, train, pipeline) else "NO"
+        fits = label is not None and t is not None and budgets.within(label, train, pipeline)
+        # n/a: the unpruned row, or a fixed recipe of the claim 2 protocol (the base's E epochs)
+        within = "n/a" if label is None or t is None else "yes" if fits else "NO"
         rows.append(
             {
                 "arm": c.arm,
                 "pick": c.name,
                 "is": c.kind,
-                "study": studies[c.study_arm].study_name,
+                "study": study.study_name if study is not None else "",
                 "trial": c.trial,
                 "epochs": c.params.get("epochs"),
                 "search train MACs": train,

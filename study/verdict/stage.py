@@ -139,8 +139,8 @@ def write_verdicts(
     imp = importances(studies)
     curves = {}
     for c in choices:
-        study = studies[c.study_arm]
-        run_id = study.trials[c.trial].user_attrs.get("mlflow_run_id") if c.trial is not None else None
+        study = studies.get(c.study_arm)  # None: a fixed recipe of the claim 2 protocol
+        run_id = study.trials[c.trial].user_attrs.get("mlflow_run_id") if study and c.trial is not None else None
         key = f"{c.arm}:{c.name}"
         if run_id and key not in curves and c.name in ("best@E", "best@B", "best", "paper", "literature", "rewind"):
             hist = tree.client.get_metric_history(run_id, "val_acc")
