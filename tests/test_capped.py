@@ -38,10 +38,10 @@ def test_every_shipped_spec_loads_capped_and_reaches_every_budget(path):
 
 
 def test_an_epoch_range_below_a_budget_is_refused_on_load_naming_the_epochs_needed():
-    # quick: E = 10 epochs, known on load; every capped study at E needs its range to reach 10
+    # E = 10 epochs, known on load; every capped study at E needs its range to reach 10
     with pytest.raises(SpecError, match=r"space\.epochs\.high = 8 cannot reach budget E \(10 epochs .*>= 10"):
-        load_spec("quick", ["space.epochs={ low = 2, high = 8 }"])
-    spec = load_spec("quick", ["space.epochs={ low = 2, high = 40 }"])  # reaches E; B and P wait for the trunk
+        load_spec("quick", ["base.epochs=10", "space.epochs={ low = 2, high = 8 }"])
+    spec = load_spec("quick", ["base.epochs=10", "space.epochs={ low = 2, high = 40 }"])  # B and P: at the trunk
     problems = reach_problems(spec, _budgets(10, 38))  # B = 38, P = 48 epochs of the pruned model
     assert any("cannot reach budget P (48 epochs" in p and ">= 48" in p for p in problems)
     assert not any("budget B" in p for p in problems)  # 40 reaches B = 38
@@ -90,7 +90,7 @@ def test_a_pareto_range_that_stops_short_of_b_is_refused_before_any_trial(tracki
 )
 def test_a_numeric_baseline_outside_its_studys_space_is_refused(overrides, message):
     with pytest.raises(SpecError, match=message):
-        load_spec("quick", overrides)
+        load_spec("quick", ["base.epochs=10", *overrides])  # E = 10: the fine-tune paper recipe runs 2 epochs
 
 
 def test_capped_studies_have_one_objective_and_no_hpo_pruner():
