@@ -326,3 +326,43 @@ def test_claim2_protocol_runs_in_the_final_evaluation_on_a_tiny_spec_with_the_lo
             assert {int(r.data.params["train.epochs"]) for r in runs} == {3}  # the base recipe: E epochs
             assert all(r.info.status == "FINISHED" and r.data.tags["arm"] == arm for r in runs)
     assert_stores_agree(storage, "tiny")
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("workdir", r"--workdir .*/file/runs: cannot be created or written \(Not a directory\)"),
+        ("report-dir", r"--report-dir .*/file/reports: cannot be created or written"),
+        ("sqlite", r"--storage sqlite:///.*/file/optuna\.db: its lock file .* cannot be created"),
+        ("journal", r"--storage journal:.*/file/optuna\.log: its lock file .* cannot be created"),
+        ("report-out", r"--out .*/file/reports: cannot be created or written"),
+    ],
+)
+def test_a_path_that_cannot_be_written_is_one_line_naming_it_before_anything_trains(
+    tracking_uri, tmp_path, capsys, where, message
+):
+    """Issue 26 (any engine): a working directory, storage path or report folder that cannot be created or
+    written is a one-line error naming the path, never a traceback (as root, a file in the way stands for
+    every such case: permissions do not stop root)."""
+    import re
+
+    from study.commands.cli import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    storage, workdir, reports = f"sqlite:///{tmp_path / 'optuna.db'}", tmp_path / "runs", tmp_path / "reports"
+    if where == "workdir":
+        workdir = blocker / "runs"
+    elif where in ("report-dir", "report-out"):
+        reports = blocker / "reports"
+    elif where == "sqlite":
+        storage = f"sqlite:///{blocker / 'optuna.db'}"
+    else:
+        storage = f"journal:{blocker / 'optuna.log'}"
+    command = "report" if where == "report-out" else "study"
+    argv = [command, TINY, "--storage", storage, "--workdir", str(workdir)]
+    argv += ["--out", str(reports)] if command == "report" else ["--report-dir", str(reports)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]) and "Traceback" not in err[0], err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("model.pt"))  # nothing trained

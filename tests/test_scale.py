@@ -149,7 +149,8 @@ def _trial_still_running(storage_url: str, arm: str, number: int, pid: int) -> b
 
 def _kill_one_worker_mid_trial(storage_url: str, procs: list[subprocess.Popen]) -> tuple[str, int, float]:
     """SIGKILL a worker while one of its trials is RUNNING: checked with the worker frozen (while_frozen), so
-    the kill cannot race the end of the trial. Returns that trial and the time of the kill."""
+    the kill cannot race the end of the trial. Returns that trial and the time the worker stopped (frozen
+    just before the kill: a heartbeat may find it dead, and retry its trial, before the kill lands)."""
     pids = {p.pid for p in procs}
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -157,8 +158,9 @@ def _kill_one_worker_mid_trial(storage_url: str, procs: list[subprocess.Popen]) 
         if found:
             pid, arm, number = found
             still = partial(_trial_still_running, storage_url, arm, number, pid)
+            stopped = time.time()  # the worker stops beating from here: frozen, then killed
             if while_frozen(pid, still, partial(os.kill, pid, signal.SIGKILL)):
-                return arm, number, time.time()
+                return arm, number, stopped
         time.sleep(0.2)
     raise TimeoutError("no worker started a trial")
 
@@ -169,9 +171,13 @@ SPEC_ARGS = [
     "--set",
     "study.arms=['finetune', 'scratch-b']",  # two studies: finetune, scratch
     "--set",
-    "space.epochs={low=6, high=13}",  # long enough to be caught mid-trial; reaches P = 13 epochs
+    "space.epochs={low=6, high=7}",  # long enough to be caught mid-trial
     "--set",
-    "study.baselines=[]",  # theirs (1 to 10 epochs) would lie below such a space
+    "study.baselines=[]",  # theirs (1 to 10 epochs) would lie outside such a space
+    "--set",
+    'verdict.budgets=["E"]',  # judged at E only (3 epochs): a 7-epoch range cannot reach B = 10 or P = 13
+    "--set",
+    'verdict.primary="1@E"',
     "--no-report",
 ]
 
@@ -185,13 +191,13 @@ def test_postgres_workers_survive_a_killed_worker(postgres, mlflow_server, tmp_p
     assert prep.returncode == 0, prep.stderr[-3000:]
     logs = [open(tmp_path / f"worker{i}.log", "w+") for i in range(3)]  # noqa: SIM115
     workers = [subprocess.Popen([*CLI, *common, "--worker"], env=env, cwd=REPO, stdout=log, stderr=log) for log in logs]
-    arm, number, killed_at = _kill_one_worker_mid_trial(storage, workers)
+    arm, number, stopped_at = _kill_one_worker_mid_trial(storage, workers)
     codes = [w.wait(timeout=300) for w in workers]
     tails = [(log.seek(0), log.read()[-1500:])[1] for log in logs]
     assert sorted(codes) == [-signal.SIGKILL, 0, 0], tails
     figures = check_record(storage, mlflow_server, 2, (arm, number))
-    figures["kill_to_retry_start_s"] = figures.pop("retry_started") - killed_at
-    assert 0 < figures["kill_to_retry_start_s"] < 60
+    figures["stop_to_retry_start_s"] = figures.pop("retry_started") - stopped_at
+    assert 0 < figures["stop_to_retry_start_s"] < 60
     with capsys.disabled():
         print("\npostgres kill figures:", json.dumps(figures, default=str))
 
@@ -221,12 +227,12 @@ def test_journal_workers_survive_a_killed_worker(mlflow_server, tmp_path, capsys
         def __init__(self, pid):
             self.pid = pid
 
-    arm, number, killed_at = _kill_one_worker_mid_trial(storage, [_P(c.pid) for c in children])
+    arm, number, stopped_at = _kill_one_worker_mid_trial(storage, [_P(c.pid) for c in children])
     _, err = parent.communicate(timeout=300)
     assert parent.returncode == 0, err[-2000:]
     assert "1 trial(s) retried" in err
     figures = check_record(storage, mlflow_server, 2, (arm, number))
-    figures["kill_to_retry_start_s"] = figures.pop("retry_started") - killed_at
+    figures["stop_to_retry_start_s"] = figures.pop("retry_started") - stopped_at
     with capsys.disabled():
         print("\njournal kill figures:", json.dumps(figures, default=str))
 
@@ -235,7 +241,7 @@ def test_journal_workers_survive_a_killed_worker(mlflow_server, tmp_path, capsys
 def test_sigint_leaves_the_stores_consistent_and_rerun_resumes(tracking_uri, tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     cmd = study_cmd(
-        storage, tmp_path / "runs", *SPEC_ARGS, "--set", "study.n_trials=2", "--set", "space.epochs={low=4, high=13}"
+        storage, tmp_path / "runs", *SPEC_ARGS, "--set", "study.n_trials=2", "--set", "space.epochs={low=4, high=5}"
     )
     env = os.environ | {"MLFLOW_TRACKING_URI": tracking_uri}
     proc = subprocess.Popen(

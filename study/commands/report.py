@@ -8,6 +8,7 @@ from pathlib import Path
 from study.final.stage import evaluate_picks
 from study.plan.load import load_spec
 from study.plan.spec import Spec, SpecError
+from study.records.paths import writable_dir
 from study.records.storage import storage_url
 from study.search.finished import open_finished
 from study.search.runner import RunOptions
@@ -73,6 +74,7 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
 
 def run_report(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.set)
+    writable_dir(args.out, "--out")  # before the final evaluation trains anything
     opts = RunOptions(storage_url(args.storage), args.tracking_uri, Path(args.workdir), runtime_from_args(args))
     if args.margin is not None and not 0 <= args.margin < 100:
         raise SpecError(f"--margin {args.margin}: expected accuracy points in [0, 100), e.g. --margin 0.5")

@@ -11,6 +11,7 @@ import pandas as pd
 
 from study.plan.load import load_spec, resolve_spec_path
 from study.plan.spec import Spec, SpecError
+from study.records.paths import writable_dir
 from study.records.secrets import redact
 from study.records.storage import dashboard_command, storage_url
 from study.search.runner import RunOptions, run_spec
@@ -66,6 +67,9 @@ def run_study(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # progress lines, and failures, come from rethink
     spec = load_spec(args.spec, args.set)  # every spec error is raised before any training
     args.storage = storage_url(args.storage)
+    writable_dir(args.workdir, "--workdir")  # checkpoints: refused now, not after the base has trained
+    if not (args.no_report or args.worker or args.prepare_only):
+        writable_dir(args.report_dir, "--report-dir")
     if args.workers < 1:
         raise SpecError(f"--workers must be >= 1, got {args.workers}")
     runtime = runtime_from_args(args)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from study.plan.spec import SpecError
 
+from .paths import PathError
 from .secrets import redact
 from .storage import local_storage_path
 
@@ -38,8 +39,14 @@ def claim(storage_url: str, spec_name: str) -> None:
     path = lock_path(storage_url, spec_name)
     if path is None or path in _HELD:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise PathError(
+            f"--storage {redact(storage_url)}: its lock file {path} cannot be created ({e.strerror or e}); "
+            f"give a storage file in a folder you can write"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

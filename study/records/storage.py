@@ -13,6 +13,7 @@ from optuna.storages.journal import JournalFileBackend
 
 from study.plan.spec import SpecError
 
+from .paths import writable_dir
 from .secrets import redact, scrub
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
@@ -90,6 +91,8 @@ def make_storage(url: str | None = None) -> optuna.storages.BaseStorage:
             return JournalStorage(JournalFileBackend(str(path)))
         except OSError as e:
             raise SpecError(f"--storage {url!r}: cannot open the journal file ({e.strerror or e})") from None
+    if (path := local_storage_path(url)) is not None:  # SQLite: its folder must take the file
+        writable_dir(path.parent, f"--storage {redact(url)}: the folder")
     if url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg2://", "mysql")):
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         try:
