@@ -331,7 +331,7 @@ def test_claim2_protocol_runs_in_the_final_evaluation_on_a_tiny_spec_with_the_lo
 @pytest.mark.parametrize(
     ("where", "message"),
     [
-        ("workdir", r"--workdir .*/file/runs: cannot be created or written \(Not a directory\)"),
+        ("workdir", r"--workdir .*/file/runs: cannot be created or written \(Not a directory: .*/file is a file\)"),
         ("report-dir", r"--report-dir .*/file/reports: cannot be created or written"),
         ("sqlite", r"--storage sqlite:///.*/file/optuna\.db: its lock file .* cannot be created"),
         ("journal", r"--storage journal:.*/file/optuna\.log: its lock file .* cannot be created"),
