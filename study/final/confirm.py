@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import optuna
 
-from rethink.arms import build_arm, confirm_seeds, default_recipe
+from rethink.arms import confirm_seeds, default_recipe
 from rethink.flops import training_flops
 from rethink.train import History, Runtime, config_digest
 from study.plan.layout import arm_of
@@ -103,16 +103,7 @@ def confirm_picks(
                 if run_id:
                     found[digest] = (metrics["val_acc"], metrics.get("train_flops", math.nan))
                     continue
-                built = build_arm(
-                    arm,
-                    trunk.pruned_for(arm),
-                    trunk.base_spec,
-                    trunk.base_config,
-                    trunk.base_flops,
-                    seed=seed,
-                    init_state=trunk.init_state,
-                    pruned_macs=trunk.pruned_flops,
-                )
+                built = trunk.build(arm, seed)
                 arms[digest] = built
                 tags = {
                     "arm": arm,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import optuna
 
-from rethink.arms import Arm, build_arm
+from rethink.arms import Arm
 from rethink.flops import training_flops
 from rethink.train import Callback, EpochMetrics, History, NonFiniteLoss, Runtime, StopTraining, TrainConfig, train
 from study.plan.layout import arm_of
@@ -126,16 +126,7 @@ class TrialSteps:
                 "rethink.trial_kind": "baseline",
             }
         label = f"trial {trial.number}" + (f" (baseline: {baseline})" if baseline else "")
-        arm = build_arm(
-            arm_of(ctx.arm),
-            ctx.trunk.pruned_for(arm_of(ctx.arm)),
-            ctx.trunk.base_spec,
-            ctx.trunk.base_config,
-            ctx.trunk.base_flops,
-            seed=spec.seed,
-            init_state=ctx.trunk.init_state,
-            pruned_macs=ctx.trunk.pruned_flops,
-        )
+        arm = ctx.trunk.build(arm_of(ctx.arm), spec.seed)
         logger = MlflowEpochLogger("", "val", flush_at_end=False)  # the rest goes with the final figures
         reporter = ReportToOptuna(trial) if ctx.mode == "fixed-budget" else None
         callbacks = [*arm.callbacks, logger, PrintProgress(config.epochs, f"[{ctx.arm}] ", every=5)]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from rethink.arms import derive_seed, pruned_flops
+from rethink.arms import Arm, build_arm, derive_seed, pruned_flops
 from rethink.checkpoint import load_cached, save_checkpoint
 from rethink.data import Dataset, Split, load_dataset, normalized, train_val_split
 from rethink.flops import forward_flops, param_count, training_flops
@@ -43,6 +43,20 @@ class Trunk:
 
     def pruned_for(self, arm: str) -> PrunedModel:
         return self.control if arm == "finetune-random" else self.pruned
+
+    def build(self, arm: str, seed: int) -> Arm:
+        """An arm built on this trunk (the search's base and pruned model), its data order and fresh inits
+        drawn from `seed`: a searched trial's (the spec's seed) or a confirmation run's."""
+        return build_arm(
+            arm,
+            self.pruned_for(arm),
+            self.base_spec,
+            self.base_config,
+            self.base_flops,
+            seed=seed,
+            init_state=self.init_state,
+            pruned_macs=self.pruned_flops,
+        )
 
 
 def prune_config(spec: Spec) -> PruneConfig:
