@@ -10,19 +10,8 @@ from pathlib import Path
 
 from study.plan.spec import Verdict
 from study.verdict.analysis import analyse, infer_mode
-from study.verdict.claims import Analysis, accs
+from study.verdict.claims import Analysis, accs, claim1_cells
 from study.verdict.runs_table import TableError, pooled_by_seed, read_runs
-
-PRIMARY_NEEDS = {  # the cells each primary comparison needs, per mode
-    ("capped", "1@E"): [("scratch-e", "best@E"), ("finetune", "best@E")],
-    ("capped", "1@B"): [("scratch-b", "best@B"), ("finetune", "best@E")],
-    ("capped", "1@P"): [("scratch-b", "best@P"), ("finetune", "best@E")],
-    ("pareto", "1@E"): [("scratch-e", "best@E"), ("finetune", "best@E")],
-    ("pareto", "1@B"): [("scratch-b", "best@B"), ("finetune", "best@B")],
-    ("pareto", "1@P"): [("scratch-b", "best@P"), ("finetune", "best@P")],
-    ("fixed-budget", "1@E"): [("scratch-e", "best"), ("finetune", "best")],
-    ("fixed-budget", "1@B"): [("scratch-b", "best"), ("finetune", "best")],
-}
 
 
 def add_verdict_args(p: argparse.ArgumentParser) -> None:
@@ -69,7 +58,8 @@ def run_verdict(args: argparse.Namespace) -> int:
     analysis = Analysis(v.margin_fraction, v.confidence, v.budgets, (), v.min_seeds, v.primary)
     levels = {k: table.results[k] for k in sorted(table.results)}
     pooled = pooled_by_seed(levels) if len(levels) > 1 else every
-    for arm, pick in PRIMARY_NEEDS.get((mode, v.primary), []):
+    needs = claim1_cells(mode, v.primary[2:]) if v.primary.startswith("1@") else []
+    for arm, pick in needs:
         if not accs(pooled, arm, pick):
             raise TableError(
                 f"{path}: no rows for {arm}:{pick}, which the primary comparison {v.primary} needs in {mode} mode "

@@ -79,7 +79,7 @@ def confirm_picks(
     seeds = confirm_seeds(spec.seed, spec.select.seeds)
     setting = config_digest(spec.study_fields())
     todo = [c for c in choices if len(c.candidates) > 1 and seeds]
-    needed: dict[str, tuple] = {}  # digest -> (study_arm, trial, seed index)
+    needed: set[str] = set()  # the digests of the confirmation runs this pick set needs
     runs: dict[tuple[str, int, int], str] = {}  # (study_arm, trial, seed index) -> digest
     pending: list[Pending] = []
     order: list[str] = []
@@ -98,7 +98,7 @@ def confirm_picks(
                 runs[(c.study_arm, number, i)] = digest
                 if digest in needed:
                     continue
-                needed[digest] = (c.study_arm, number, i)
+                needed.add(digest)
                 run_id, metrics = finished_run(tree, digest, arm_run, kind="confirm", metric="val_acc")
                 if run_id:
                     found[digest] = (metrics["val_acc"], metrics.get("train_flops", math.nan))

@@ -69,6 +69,15 @@ def accs(results: list[FinalResult], arm: str, choice: str) -> list[float]:
     return [r.test_acc for r in sorted(results, key=lambda r: r.seed) if r.arm == arm and r.choice == choice]
 
 
+def claim1_cells(mode: str, budget: str) -> list[tuple[str, str]]:
+    """The (arm, pick) cells claim 1 compares at a budget in a mode; none where the mode does not judge it."""
+    table = {"pareto": MATCHED, "capped": CAPPED, "fixed-budget": FIXED}[mode]
+    if budget not in table:
+        return []
+    scratch, ft_pick, _ = table[budget]
+    return [scratch, ("finetune", ft_pick)]
+
+
 def tuned_pick(arm: str, mode: str) -> str:
     """The tuned pick a row's baselines are set against: the best within the row's own budget."""
     return "best" if mode == "fixed-budget" else TUNED_PICK.get(arm, "best")
