@@ -17,6 +17,9 @@ class NonFiniteLoss(RuntimeError):
         super().__init__(f"training loss became {value} at epoch {epoch}; lower the learning rate")
         self.epoch, self.value = epoch, value
 
+    def __reduce__(self):  # crosses process boundaries (Ray tasks) with its fields intact
+        return (NonFiniteLoss, (self.epoch, self.value))
+
 
 class StopTraining(Exception):
     """Raised by a callback to end training early (e.g. an hpo pruner); the history so far is kept."""

@@ -4,6 +4,7 @@ train."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from rethink.runtime import FUSE_MODES, Runtime
 
@@ -63,3 +64,48 @@ def add_tracking_args(p: argparse.ArgumentParser) -> None:
         help="MLflow tracking URI (default: env MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
     )
     p.add_argument("--experiment", default="rethink", help="MLflow experiment name")
+
+
+def add_engine_args(p: argparse.ArgumentParser) -> None:
+    """Where trials and final runs execute: this process (local) or Ray tasks."""
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process (and --workers N on this host); ray: every trial, confirmation and final run "
+        "is a Ray task (pip install -e '.[ray]')",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="join this Ray cluster (default: env RAY_ADDRESS, else a local Ray instance sized to this machine)",
+    )
+    p.add_argument(
+        "--gpus-per-run",
+        type=float,
+        default=None,
+        help="GPUs each Ray task declares; fractions pack small runs on one GPU, e.g. 0.25 (default: 1 when the "
+        "cluster has GPUs, else 0)",
+    )
+    p.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs each Ray task declares (default 1)")
+    p.add_argument(
+        "--storage-proxy-host",
+        default="127.0.0.1",
+        help="address on which the driver serves a SQLite storage to Ray tasks through Optuna's gRPC proxy "
+        "(default 127.0.0.1: this host only; give this host's address for a multi-node cluster)",
+    )
+
+
+def engine_from_args(args: argparse.Namespace):
+    from study.records.cluster import EngineOptions
+
+    return EngineOptions(args.engine, args.ray_address, args.gpus_per_run, args.cpus_per_run, args.storage_proxy_host)
+
+
+def open_engine(engine, storage: str, tracking_uri: str | None):
+    """The Ray session for --engine ray (a context manager), or nothing for the local engine."""
+    if not engine.is_ray:
+        return contextlib.nullcontext(None)
+    from study.records.cluster import Cluster
+
+    return Cluster(engine, storage, tracking_uri)

@@ -15,7 +15,7 @@ from study.search.runner import RunOptions
 from study.verdict.stage import Report, write_verdicts
 from study.verdict.tradeoff import tradeoff_report
 
-from .options import add_runtime_args, runtime_from_args
+from .options import add_engine_args, add_runtime_args, engine_from_args, open_engine, runtime_from_args
 
 
 def report_spec(
@@ -28,7 +28,7 @@ def report_spec(
 ) -> Path:
     """One setting's stages after the search: its final evaluation, then its verdicts and report files."""
     search = open_finished(spec, opts, partial)
-    final = evaluate_picks(search, opts.runtime)
+    final = evaluate_picks(search, opts.runtime, opts.cluster)
     report = write_verdicts(search, final, out_dir, margin, confidence)
     print_report(spec, report)
     return report.out
@@ -61,6 +61,7 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", default="runs", help="folder of the spec's checkpoints (as given to `rethink study`)")
     p.add_argument("--out", default="reports", help="report folder (a subfolder per spec)")
     add_runtime_args(p)
+    add_engine_args(p)
     p.add_argument("--partial", action="store_true", help="report unfinished studies, with the caveat printed")
     p.add_argument(
         "--margin",
@@ -75,14 +76,16 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
 def run_report(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.set)
     writable_dir(args.out, "--out")  # before the final evaluation trains anything
-    opts = RunOptions(storage_url(args.storage), args.tracking_uri, Path(args.workdir), runtime_from_args(args))
+    storage = storage_url(args.storage)
     if args.margin is not None and not 0 <= args.margin < 100:
         raise SpecError(f"--margin {args.margin}: expected accuracy points in [0, 100), e.g. --margin 0.5")
     if args.confidence is not None and not 0.5 < args.confidence < 1:
         raise SpecError(f"--confidence {args.confidence}: expected a level in (0.5, 1), e.g. 0.95")
     levels = spec.levels()
-    for level in levels:
-        report_spec(level, opts, Path(args.out), args.partial, args.margin, args.confidence)
+    with open_engine(engine_from_args(args), storage, args.tracking_uri) as cluster:
+        opts = RunOptions(storage, args.tracking_uri, Path(args.workdir), runtime_from_args(args), cluster=cluster)
+        for level in levels:
+            report_spec(level, opts, Path(args.out), args.partial, args.margin, args.confidence)
     if len(levels) > 1:
         tradeoff_report(spec, Path(args.out))
     return 0

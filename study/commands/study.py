@@ -17,7 +17,7 @@ from study.records.storage import dashboard_command, storage_url
 from study.search.runner import RunOptions, run_spec
 from study.verdict.tradeoff import tradeoff_report
 
-from .options import add_runtime_args, runtime_argv, runtime_from_args
+from .options import add_engine_args, add_runtime_args, engine_from_args, open_engine, runtime_argv, runtime_from_args
 from .report import report_spec
 
 
@@ -38,6 +38,7 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--workdir", default="runs", help="folder for checkpoints (reused by digest)")
     add_runtime_args(p)
+    add_engine_args(p)
     p.add_argument("--workers", type=int, default=1, help="worker processes on this host (journal storage)")
     p.add_argument("--new-study", action="store_true", help="start fresh studies when the spec changed")
     p.add_argument("--no-report", action="store_true", help="stop after the studies (no final evaluation)")
@@ -73,16 +74,21 @@ def run_study(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise SpecError(f"--workers must be >= 1, got {args.workers}")
     runtime = runtime_from_args(args)
+    engine = engine_from_args(args)
+    if engine.is_ray and (args.workers > 1 or args.worker or args.prepare_only):
+        flag = "--workers N" if args.workers > 1 else "--worker" if args.worker else "--prepare-only"
+        raise SpecError(f"--engine ray runs every trial as a Ray task: drop {flag} (it belongs to the local engine)")
     levels = spec.levels()
     complete = True
-    for level in levels:
-        complete &= _run_level(args, spec, level, runtime)
+    with open_engine(engine, args.storage, args.tracking_uri) as cluster:
+        for level in levels:
+            complete &= _run_level(args, spec, level, runtime, cluster)
     if len(levels) > 1 and complete and not (args.worker or args.prepare_only or args.no_report):
         tradeoff_report(spec, Path(args.report_dir))
     return 0
 
 
-def _run_level(args: argparse.Namespace, spec: Spec, level: Spec, runtime) -> bool:
+def _run_level(args: argparse.Namespace, spec: Spec, level: Spec, runtime, cluster=None) -> bool:
     """One setting end to end: studies, then (unless told not to) the final evaluation and report."""
     worker_cmd = (
         sys.executable,
@@ -106,6 +112,7 @@ def _run_level(args: argparse.Namespace, spec: Spec, level: Spec, runtime) -> bo
         args.worker,
         worker_cmd,
         args.prepare_only,
+        cluster,
     )
     result = run_spec(level, opts)
     if args.worker or args.prepare_only:

@@ -13,14 +13,15 @@ import numpy as np
 import optuna
 
 from rethink.arms import confirm_seeds, default_recipe
-from rethink.flops import training_flops
 from rethink.train import History, Runtime, config_digest
 from study.plan.layout import arm_of
 from study.plan.space import apply
+from study.records.cluster import Cluster
 from study.search.finished import FinishedSearch
 
+from .dispatch import train_runs
 from .evaluation import finished_run, run_arm
-from .groups import Pending, train_pending
+from .groups import Pending, Score
 from .picks import Choice
 
 
@@ -70,7 +71,7 @@ def _kind(t: optuna.trial.FrozenTrial) -> str:
 
 
 def confirm_picks(
-    search: FinishedSearch, choices: list[Choice], runtime: Runtime
+    search: FinishedSearch, choices: list[Choice], runtime: Runtime, cluster: Cluster | None = None
 ) -> tuple[list[Choice], list[Confirmation], ConfirmCost]:
     """Confirm every tuned pick that has two or more candidates; return the picks (tuned ones replaced by
     their best-mean candidate), how each was confirmed, and the stage's cost."""
@@ -120,18 +121,15 @@ def confirm_picks(
                 pending.append(Pending(name, tags, params, built.model, config, label, list(built.callbacks), arm_run))
                 order.append(digest)
 
-    def finish(k: int, history: History) -> dict[str, float]:
-        flops = training_flops(arms[order[k]].forward_macs, history.images_seen)
-        return {"val_acc": history.final.eval_acc, "train_flops": flops}
-
+    score = Score(tuple(float(arms[d].forward_macs) for d in order), None, "val_acc")
     if pending:
         heading = f"[confirm] top {spec.select.top_k} trials of each study × {len(seeds)} more seeds"
-        _, outcomes = train_pending(
-            pending, trunk.split, tree, search.root, runtime, finish, heading, kind="confirm", raise_failures=False
+        _, outcomes = train_runs(
+            pending, trunk.split, tree, search.root, runtime, score, heading, "confirm", False, cluster
         )
         for k, outcome in enumerate(outcomes):
             if isinstance(outcome, History):
-                found[order[k]] = (outcome.final.eval_acc, finish(k, outcome)["train_flops"])
+                found[order[k]] = (outcome.final.eval_acc, score(k, outcome)["train_flops"])
             else:  # it diverged on this seed: the candidate cannot be the pick
                 found[order[k]] = (math.nan, math.nan)
     confirmed, out = [], []

@@ -19,13 +19,15 @@ from rethink.data import Split, load_dataset, normalized, train_test
 from rethink.flops import training_flops
 from rethink.models import build_model
 from rethink.prune import PrunedModel, prune
-from rethink.train import History, Runtime, config_digest, seed_everything
+from rethink.train import Runtime, config_digest, seed_everything
 from study.plan.layout import arm_of
 from study.plan.space import apply
+from study.records.cluster import Cluster
 from study.records.tracking import RunTree
 from study.search.trunk import Trunk, _calibration, base_callbacks, control_for, prune_config
 
-from .groups import Pending, train_pending
+from .dispatch import train_runs
+from .groups import Pending, Score
 from .picks import Choice
 
 
@@ -94,6 +96,7 @@ def final_bases(
     root: str,
     runtime: Runtime,
     workdir: Path,
+    cluster: Cluster | None = None,
 ) -> dict[int, SeedBase]:
     """Train (or find again) the base of each seed on train+validation, as one group; score each once on
     the test set, save its checkpoints, and prune it."""
@@ -134,22 +137,13 @@ def final_bases(
         )
         todo.append((seed, digest, folder, init_state))
 
-    def finish(k: int, history: History) -> dict[str, float]:
-        seed, digest, folder, init_state = todo[k]
-        model, config = pending[k].model.cpu(), pending[k].config
-        test_acc, flops = history.final.eval_acc, training_flops(trunk.base_flops, history.images_seen)
-        init_model = build_model(trunk.base_spec)
-        init_model.load_state_dict(init_state)
-        meta = {"train": config.to_dict(), "digest": digest, "test_acc": test_acc}
-        save_checkpoint(folder / "init.pt", init_model, trunk.base_spec, meta=meta | {"epoch": 0})
-        save_checkpoint(folder / "model.pt", model, trunk.base_spec, meta=meta)
-        return {"test_acc": test_acc, "train_flops": flops, "pipeline_flops": flops}
-
     if pending:
         heading = f"[final] base (unpruned, paper recipe), seed {','.join(str(t[0]) for t in todo)}"
-        run_ids, histories = train_pending(pending, split, tree, root, runtime, finish, heading)
-        for (seed, digest, _, init_state), p, run_id, h in zip(todo, pending, run_ids, histories, strict=True):
+        score = Score((float(trunk.base_flops),) * len(pending), (0.0,) * len(pending))
+        run_ids, histories = train_runs(pending, split, tree, root, runtime, score, heading, cluster=cluster)
+        for (seed, digest, folder, init_state), p, run_id, h in zip(todo, pending, run_ids, histories, strict=True):
             flops = training_flops(trunk.base_flops, h.images_seen)
+            _save_base(p, init_state, trunk, digest, folder, h.final.eval_acc)
             found[seed] = (p.model, init_state, h.final.eval_acc, flops, run_id, digest)
     pconfig = prune_config(spec)
     bases = {}
@@ -179,6 +173,15 @@ def final_bases(
     return bases
 
 
+def _save_base(p: Pending, init_state: dict, trunk: Trunk, digest: str, folder: Path, test_acc: float) -> None:
+    """A trained final base's checkpoints (its init and its weights), found again by the digest next time."""
+    init_model = build_model(trunk.base_spec)
+    init_model.load_state_dict(init_state)
+    meta = {"train": p.config.to_dict(), "digest": digest, "test_acc": test_acc}
+    save_checkpoint(folder / "init.pt", init_model, trunk.base_spec, meta=meta | {"epoch": 0})
+    save_checkpoint(folder / "model.pt", p.model.cpu(), trunk.base_spec, meta=meta)
+
+
 def evaluate_choices(
     choices: list[Choice],
     trunk: Trunk,
@@ -188,6 +191,7 @@ def evaluate_choices(
     runtime: Runtime,
     workdir: Path,
     share_base: bool = False,
+    cluster: Cluster | None = None,
 ) -> list[FinalResult]:
     """Per seed: the base on train+val (the unpruned row), pruned; then every choice with that seed, the
     fine-tune and lottery ones from that seed's base. With `share_base`, one base serves every seed. The
@@ -197,9 +201,10 @@ def evaluate_choices(
     split = normalized(train_test(ds), spec.normalize, ds.name)
     all_seeds = final_seeds(spec.seed, seeds)  # a stream of their own: never the search's seed
     base_seeds = all_seeds[:1] if share_base else all_seeds
-    bases = final_bases(trunk, base_seeds, split, tree, root, runtime, workdir)
+    bases = final_bases(trunk, base_seeds, split, tree, root, runtime, workdir, cluster)
     pairs = [(seed, bases[base_seeds[0]] if share_base else bases[seed]) for seed in all_seeds]
-    return [bases[s].result for s in base_seeds] + _train_choices(choices, pairs, trunk, split, tree, root, runtime)
+    chosen = _train_choices(choices, pairs, trunk, split, tree, root, runtime, cluster)
+    return [bases[s].result for s in base_seeds] + chosen
 
 
 def _train_choices(
@@ -210,6 +215,7 @@ def _train_choices(
     tree: RunTree,
     root: str,
     runtime: Runtime,
+    cluster: Cluster | None = None,
 ) -> list[FinalResult]:
     """Every choice with every (seed, base) pair: finished runs found again, a config chosen twice (best@E
     and best@B, say) trained once per seed, and the rest trained as one group."""
@@ -270,21 +276,18 @@ def _train_choices(
             pending.append(Pending(name, tags, params, arm.model, config, label, list(arm.callbacks)))
 
     order = list(todo.values())
-
-    def finish(k: int, history: History) -> dict[str, float]:
-        _, base, arm = order[k]
-        flops = training_flops(arm.forward_macs, history.images_seen)
-        pipeline = flops + (base.train_flops if arm.inherits_base else 0.0)
-        return {"test_acc": history.final.eval_acc, "train_flops": flops, "pipeline_flops": pipeline}
-
+    score = Score(
+        tuple(float(arm.forward_macs) for _, _, arm in order),
+        tuple(base.train_flops if arm.inherits_base else 0.0 for _, base, arm in order),
+    )
     if pending:
         again = len(entries) - len(pending)
         heading = f"[final] {len(choices)} chosen configs × {len(pairs)} seeds" + (
             f" ({again} found again or chosen twice)" if again else ""
         )
-        run_ids, histories = train_pending(pending, split, tree, root, runtime, finish, heading)
+        run_ids, histories = train_runs(pending, split, tree, root, runtime, score, heading, cluster=cluster)
         for digest, (k, _, _) in todo.items():
-            m = finish(k, histories[k])
+            m = score(k, histories[k])
             found[digest] = (run_ids[k], m["test_acc"], m["train_flops"], m["pipeline_flops"])
     results = []
     for choice, seed, base, epochs, digest in entries:

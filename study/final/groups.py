@@ -10,11 +10,34 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from rethink.data import Split
+from rethink.flops import training_flops
 from rethink.fuse import fusion_plan, train_group
 from rethink.train import Callback, History, Job, Runtime, TrainConfig
 from study.records.lifecycle import ending
 from study.records.progress import PrintProgress
 from study.records.tracking import MlflowEpochLogger, RunTree, is_tracking_outage
+
+
+@dataclass(frozen=True)
+class Score:
+    """What a finished run logs: its accuracy under `metric`, its training MACs (3 × forward MACs × images)
+    and, with `inherited` (the base training a run builds on), its pipeline MACs. Small and plain, so that a
+    Ray task scores its runs as this process would."""
+
+    macs: tuple[float, ...]  # forward MACs of run k
+    inherited: tuple[float, ...] | None = None  # None: no pipeline_flops
+    metric: str = "test_acc"
+
+    def __call__(self, k: int, history: History) -> dict[str, float]:
+        flops = training_flops(self.macs[k], history.images_seen)
+        out = {self.metric: history.final.eval_acc, "train_flops": flops}
+        if self.inherited is not None:
+            out["pipeline_flops"] = flops + self.inherited[k]
+        return out
+
+    def subset(self, ks: Sequence[int]) -> Score:
+        inherited = None if self.inherited is None else tuple(self.inherited[k] for k in ks)
+        return Score(tuple(self.macs[k] for k in ks), inherited, self.metric)
 
 
 @dataclass(eq=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rethink.train import Runtime, TrainConfig
+from study.records.cluster import Cluster
 from study.search.finished import FinishedSearch
 
 from .confirm import Confirmation, ConfirmCost, confirm_picks
@@ -36,14 +37,15 @@ class FinalEvaluation:
     confirm_cost: ConfirmCost | None = None
 
 
-def evaluate_picks(search: FinishedSearch, runtime: Runtime) -> FinalEvaluation:
+def evaluate_picks(search: FinishedSearch, runtime: Runtime, cluster: Cluster | None = None) -> FinalEvaluation:
+    """The picks of every study, confirmed, then trained on every final seed (on `cluster` under Ray)."""
     spec = search.spec
     choices, missing = [], []
     for arm, study in search.studies.items():
         c, m = choose(study, arm, spec, search.trunk.budgets)
         choices += c
         missing += m
-    choices, confirmations, cost = confirm_picks(search, choices, runtime)  # before any final run
+    choices, confirmations, cost = confirm_picks(search, choices, runtime, cluster)  # before any final run
     if "lottery" in spec.study.arms:
         choices += claim2_choices(search.trunk.base_config)
     results = evaluate_choices(
@@ -55,6 +57,7 @@ def evaluate_picks(search: FinishedSearch, runtime: Runtime) -> FinalEvaluation:
         runtime,
         search.workdir,
         spec.final.share_base,
+        cluster,
     )
     caveats = []
     if spec.final.share_base:

@@ -18,7 +18,10 @@ from .secrets import redact, scrub
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 HEARTBEAT_INTERVAL = 10  # seconds; RETHINK_HEARTBEAT overrides (the grace period is 3 intervals)
-SCHEMES = "sqlite:///PATH, journal:PATH (or a path ending in .log), postgresql://USER@HOST/DB"
+SCHEMES = (
+    "sqlite:///PATH, journal:PATH (or a path ending in .log), postgresql://USER@HOST/DB, grpc://HOST:PORT (a storage "
+    "served by Optuna's gRPC proxy)"
+)
 
 
 MAX_RETRIES = 3
@@ -79,6 +82,8 @@ def local_storage_path(url: str) -> Path | None:
 
 def make_storage(url: str | None = None) -> optuna.storages.BaseStorage:
     url = url or DEFAULT_STORAGE
+    if url.startswith("grpc://"):
+        return _grpc_proxy(url)
     if is_journal(url):
         raw = url.removeprefix("journal:")
         path = Path(raw)
@@ -108,6 +113,19 @@ def make_storage(url: str | None = None) -> optuna.storages.BaseStorage:
             first = scrub(str(e).splitlines()[0] if str(e) else type(e).__name__, url)
             raise SpecError(f"cannot open Optuna storage {redact(url)}: {first}") from None
     raise SpecError(f"unknown storage {redact(url)!r}; valid forms: {SCHEMES}")
+
+
+def _grpc_proxy(url: str) -> optuna.storages.BaseStorage:
+    """A storage served by Optuna's gRPC proxy (the Ray engine serves the driver's SQLite file this way)."""
+    host, _, port = url.removeprefix("grpc://").rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        raise SpecError(f"--storage {url!r}: expected grpc://HOST:PORT, e.g. grpc://127.0.0.1:13000")
+    try:
+        from optuna.storages import GrpcStorageProxy
+
+        return GrpcStorageProxy(host=host, port=int(port))
+    except ImportError as e:
+        raise SpecError(f"--storage {url}: the gRPC proxy needs grpcio ({e}); pip install grpcio protobuf") from None
 
 
 def dashboard_command(url: str) -> str:

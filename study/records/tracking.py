@@ -198,10 +198,12 @@ class RunTree:
     found again by its digest, so re-running a spec resumes into the same tree.
     """
 
-    def __init__(self, experiment: str):
+    def __init__(self, experiment: str, experiment_id: str | None = None):
         self.client = mlflow.MlflowClient()
         project_run = os.environ.get("MLFLOW_RUN_ID")
-        if project_run:
+        if experiment_id is not None:  # a Ray task joins its driver's tree
+            self.experiment_id = experiment_id
+        elif project_run:
             self.experiment_id = self.client.get_run(project_run).info.experiment_id
         else:
             exp = self.client.get_experiment_by_name(experiment)

@@ -18,6 +18,7 @@ from rethink.arms import default_recipe
 from rethink.train import NonFiniteLoss, Runtime
 from study.plan.layout import arm_of, check_reach, epoch_range, rows_of, study_arms
 from study.plan.spec import Spec, SpecError
+from study.records.cluster import Cluster
 from study.records.ownership import claim
 from study.records.secrets import redact
 from study.records.storage import DEFAULT_STORAGE, allows_parallel, is_shared, make_storage
@@ -25,6 +26,7 @@ from study.records.tracking import RunTree, configure
 
 from .objective import ArmContext, OverBudget, make_objective, outcome
 from .reconcile import close_stale_runs, close_stale_trial_runs, recover_interrupted, requeue_lost
+from .remote import run_trials_on_cluster
 from .studies import (
     enqueue_baselines,
     open_study,
@@ -49,6 +51,7 @@ class RunOptions:
     worker: bool = False  # a subprocess joining studies its parent prepared
     worker_cmd: tuple[str, ...] = ()  # the command a worker runs (with --worker), for --workers N
     prepare_only: bool = False  # make the trunk, the studies and their baselines, run no trial
+    cluster: Cluster | None = None  # --engine ray: trials (and final runs) as Ray tasks on this session
 
 
 @dataclass
@@ -144,7 +147,8 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
         )
     if not opts.worker:  # a second process on this spec is refused, naming the owner, before it opens anything
         claim(opts.storage, spec.name)
-    storage = make_storage(opts.storage)  # a bad storage URL fails before anything is recorded
+    # a bad storage URL fails before anything is recorded; under Ray the one the proxy also serves
+    storage = opts.cluster.driver_storage if opts.cluster else make_storage(opts.storage)
     names = resolve_study_names(spec, storage, opts.new_study)  # a changed spec is refused before training
     runtime = opts.runtime
     workdir = Path(opts.workdir) / spec.name
@@ -208,6 +212,8 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
 
     if opts.prepare_only:
         pass
+    elif opts.cluster is not None:
+        run_trials_on_cluster(arms, opts.cluster, root, workdir)
     elif opts.workers > 1 and not opts.worker:
         _spawn_workers(opts, [study for _, study, _ in arms], tree)
     else:
