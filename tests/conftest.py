@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -328,3 +332,47 @@ def interruptible():
 def signal_when(pid: int, probe, sig: int, timeout: float = 180, proc=None):
     """Send `sig` to `pid` at a moment `probe()` finds, with the process frozen on it (see act_when)."""
     return act_when(pid, probe, lambda: os.kill(pid, sig), timeout, proc)
+
+
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name) or sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))[-1:] or [None]
+    return found if isinstance(found, str) else found[0]
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (trust auth), run as the postgres user when root."""
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed: .ci/run installs it (apt-get install postgresql)")
+        pytest.skip("PostgreSQL server binaries not found")
+    base = Path(tempfile.mkdtemp(prefix="rethink-pg-"))  # not under pytest's root-only (0700) folder
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    as_user = []
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+        shutil.chown(sock, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(
+        [*as_user, initdb, "-D", str(data), "--auth=trust", "-U", "postgres"], check=True, capture_output=True
+    )
+    port = free_port()
+    opts = f"-h 127.0.0.1 -p {port} -k {sock} -c max_connections=200"
+    subprocess.run(
+        [*as_user, pg_ctl, "-D", str(data), "-o", opts, "-l", str(base / "log"), "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
+    yield f"postgresql://postgres@127.0.0.1:{port}"
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def new_database(server: str, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as con:
+        con.execute(f"create database {name}")
+    return f"{server}/{name}"

@@ -82,10 +82,9 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--gpus-per-run",
-        type=float,
-        default=None,
+        default="auto",
         help="GPUs each Ray task declares; fractions pack small runs on one GPU, e.g. 0.25 (default: 1 when the "
-        "cluster has GPUs, else 0)",
+        "cluster has GPUs, else 0; also: auto)",
     )
     p.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs each Ray task declares (default 1)")
     p.add_argument(
@@ -99,7 +98,17 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
 def engine_from_args(args: argparse.Namespace):
     from study.records.cluster import EngineOptions
 
-    return EngineOptions(args.engine, args.ray_address, args.gpus_per_run, args.cpus_per_run, args.storage_proxy_host)
+    gpus = None if args.gpus_per_run == "auto" else _number(args.gpus_per_run, "--gpus-per-run")
+    return EngineOptions(args.engine, args.ray_address, gpus, args.cpus_per_run, args.storage_proxy_host)
+
+
+def _number(text: str, flag: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        from study.plan.spec import SpecError
+
+        raise SpecError(f"{flag} {text!r}: expected a number (e.g. 0.25) or auto") from None
 
 
 def open_engine(engine, storage: str, tracking_uri: str | None):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from rethink.data import Split
 from rethink.train import History, Runtime
 from study.plan.spec import SpecError
-from study.records.cluster import Cluster, Endpoints, connect_task, state_digest
+from study.records.cluster import Cluster, Endpoints, connect_task, state_digest, worker_tags
 from study.records.lifecycle import ending
 from study.records.tracking import RunTree
 
@@ -77,6 +77,8 @@ def group_task(
         if state_digest(p.model.state_dict()) != digest:
             raise SpecError(f"{p.name}: the model that arrived does not match its digest {digest[:12]}")
     tree = RunTree(*experiment)
+    for p in runs:
+        p.tags = p.tags | worker_tags()
     run_ids, outcomes = train_pending(runs, split, tree, root, runtime, score, heading, kind, raise_failures=False)
     states = []
     for p in runs:

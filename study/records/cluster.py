@@ -115,11 +115,18 @@ def state_digest(state: dict) -> str:
     return h.hexdigest()
 
 
-def task_workdir() -> Path:
-    """Where a task keeps the checkpoints it received: its own folder, never the driver's --workdir."""
+def task_workdir(given: str | None = None) -> Path:
+    """Where a task keeps the checkpoints it received: its own folder (given by the driver's
+    RETHINK_RAY_WORKDIR, else the worker's, else its temp folder), never the driver's --workdir."""
     import tempfile
 
-    return Path(os.environ.get("RETHINK_RAY_WORKDIR") or Path(tempfile.gettempdir()) / f"rethink-ray-{os.getuid()}")
+    default = Path(tempfile.gettempdir()) / f"rethink-ray-{os.getuid()}"
+    return Path(given or os.environ.get("RETHINK_RAY_WORKDIR") or default)
+
+
+def worker_tags() -> dict[str, str]:
+    """Which Ray worker ran a run: its host and pid (a trial records the same as user attributes)."""
+    return {"rethink.worker_host": socket.gethostname(), "rethink.worker_pid": str(os.getpid())}
 
 
 def _free_port(host: str) -> int:
@@ -146,6 +153,7 @@ class Cluster:
         self.driver_storage = None  # the storage object the driver uses (and the proxy serves), set on entry
         self.task_storage = storage
         self.endpoints = None  # an ObjectRef to Endpoints, set on entry
+        self._warming: list = []
 
     def __enter__(self) -> Cluster:
         ray = self.ray
@@ -168,6 +176,8 @@ class Cluster:
             self.driver_storage = make_storage(self.storage)
             self._serve_storage()
             self.endpoints = ray.put(Endpoints(self.task_storage, self.tracking_uri))
+            warm = ray.remote(warm_worker).options(**self.task_options(), name="rethink-warm-up")
+            self._warming = [warm.remote() for _ in range(min(self.slots, 16))]  # while the driver trains the base
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -249,6 +259,20 @@ def _absolute(uri: str) -> str:
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).absolute())
     return uri
+
+
+def warm_worker() -> int:
+    """A first task per slot that imports what every task needs (torch, MLflow, Optuna: seconds each), so
+    Ray's workers are ready by the time the trunk is: the driver does not wait for it."""
+    import optuna  # noqa: F401
+    import torch  # noqa: F401
+
+    import rethink.arms  # noqa: F401
+    import rethink.train  # noqa: F401
+
+    from . import tracking  # noqa: F401  (mlflow)
+
+    return os.getpid()
 
 
 def connect_task(endpoints: Endpoints, threads: int) -> None:

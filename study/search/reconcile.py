@@ -19,15 +19,18 @@ from .studies import DONE, settled
 RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
 
 
-def recover_interrupted(study: optuna.Study, tree: RunTree, pid: int | None = None) -> int:
+def recover_interrupted(study: optuna.Study, tree: RunTree, pid: int | None = None, owner: str = "worker") -> int:
     """Trials left RUNNING by an owner that is provably dead (with `pid`: that worker's): mark them
-    failed and lost, end their MLflow runs as KILLED, and enqueue the same parameters again."""
+    failed and lost, end their MLflow runs as KILLED, and enqueue the same parameters again. The owner is
+    the worker that ran the trial, or with owner="driver" the Ray driver that asked it (its tasks die with it)."""
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = t.user_attrs.get("worker_pid")
-        if pid is not None and owner != pid:
+        owner_pid = t.user_attrs.get(f"{owner}_pid")
+        if owner != "worker" and owner_pid is None:
+            continue  # not a trial of that kind of owner
+        if pid is not None and owner_pid != pid:
             continue
-        if pid is None and owner_alive(owner, t.user_attrs.get("worker_host")):
+        if pid is None and owner_alive(owner_pid, t.user_attrs.get(f"{owner}_host")):
             continue  # e.g. a live worker of an earlier `--workers N` run: it finishes its own trial
         # Marked lost and its retry enqueued before it is failed: a worker asking for a trial meanwhile takes
         # the retry (Optuna hands out waiting trials first), and the budget check no longer counts the lost one,

@@ -7,6 +7,8 @@ tells it. A task whose worker or node dies is retried with the same parameters; 
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 from collections import deque
 from dataclasses import dataclass
@@ -40,13 +42,14 @@ class TrunkParcels:
     files: tuple[Parcel, ...]  # names relative to the spec's folder: base-<digest>/model.pt, ...
     root: str  # the spec's MLflow run, where the task finds the base and prune runs
     experiment_id: str
+    task_dir: str | None = None  # where tasks keep them (env RETHINK_RAY_WORKDIR); None: the task's own default
 
     @classmethod
     def of(cls, trunk: Trunk, workdir: Path, root: str, experiment_id: str) -> TrunkParcels:
         folder = workdir / f"base-{trunk.spec.base_digest()}"
         names = ["model.pt", "init.pt", *sorted(p.name for p in folder.glob("pruned-*.pt"))]
         files = tuple(Parcel.of(folder / n, f"{folder.name}/{n}") for n in names if (folder / n).is_file())
-        return cls(trunk.spec.base_digest(), files, root, experiment_id)
+        return cls(trunk.spec.base_digest(), files, root, experiment_id, os.environ.get("RETHINK_RAY_WORKDIR"))
 
 
 @dataclass(frozen=True)
@@ -67,9 +70,9 @@ _TRUNKS: dict[tuple, Trunk] = {}  # per worker process: the trunk is unpacked an
 def task_trunk(parcels: TrunkParcels, spec: Spec, runtime: Runtime) -> Trunk:
     """The trunk in a task: its checkpoints written to the task's own folder (digests checked), then loaded
     as any run loads them (weights only, the digest in each checkpoint checked)."""
-    key = (spec.digest(), tuple(p.sha256 for p in parcels.files))
+    key = (spec.digest(), parcels.root, tuple(p.sha256 for p in parcels.files))
     if key not in _TRUNKS:
-        folder = task_workdir() / spec.name
+        folder = task_workdir(parcels.task_dir) / spec.name
         for p in parcels.files:
             p.unpack(folder)
         tree = RunTree(spec.name, parcels.experiment_id)
@@ -124,6 +127,8 @@ def run_trials_on_cluster(
             if done + running >= ctx.n_trials or total >= ctx.n_trials * ATTEMPTS_PER_TRIAL:
                 continue
             trial = study.ask()
+            trial.set_user_attr("driver_pid", os.getpid())  # its tasks die with this process: a later driver
+            trial.set_user_attr("driver_host", socket.gethostname())  # retries what it left RUNNING
             params = suggest(trial, spec.space, ctx.epochs)  # the driver samples; the task reads them back
             task_arm = TaskArm(arm, study.study_name, ctx.arm_run, ctx.mode, ctx.n_trials, ctx.epochs)
             ref = remote.remote(
@@ -188,13 +193,24 @@ def lose(study: optuna.Study, number: int, tree: RunTree, reason: str, retry: bo
     if t.state == TrialState.RUNNING:
         study.tell(number, state=TrialState.FAIL)
     run_id = trial_run_id(tree.client, study.study_name, study.get_trials(deepcopy=False)[number])
-    if run_id and tree.client.get_run(run_id).info.status == "RUNNING":
-        tree.end(run_id, "KILLED", reason)
+    if run_id and tree.client.get_run(run_id).info.status in ("RUNNING", "FINISHED"):
+        tree.end(run_id, "KILLED", reason)  # a FINISHED one finished after the stop: its value never counted
 
 
 def _stop(ray, flights: dict, tree: RunTree, e: BaseException) -> None:
-    """Whatever stopped the driver (Ctrl-C, SIGTERM, a bug) stops every task: each worker is killed, its
-    trial marked lost (the next run of the command runs it again) and its run ended KILLED."""
+    """Whatever stopped the driver (Ctrl-C, SIGTERM, a bug) stops every task: a trial whose value is already
+    back is told; every other task's worker is killed, its trial marked lost (the next run of the command
+    runs it again) and its run ended KILLED, even one that finished after the stop (its value never reached
+    Optuna)."""
+    refs = list(flights)
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0) if refs else ([], [])
+    for ref in ready:
+        f = flights[ref]
+        try:
+            f.study.tell(f.number, ray.get(ref, timeout=0))
+            del flights[ref]
+        except Exception:  # noqa: BLE001 - it failed or is gone: lost like the others
+            pass
     for ref in flights:
         ray.cancel(ref, force=True)
     reason = ending(e)[1] if isinstance(e, KeyboardInterrupt) else f"the driver stopped: {type(e).__name__}: {e}"

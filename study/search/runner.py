@@ -174,6 +174,8 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
         if not opts.worker:
             if not is_shared(opts.storage) and (n := recover_interrupted(study, tree)):
                 print(f"[{arm}] {n} interrupted trial(s) will be retried", flush=True)
+            if opts.cluster is not None and (n := recover_interrupted(study, tree, owner="driver")):
+                print(f"[{arm}] {n} trial(s) a stopped Ray driver left will be retried", flush=True)
             close_stale_trial_runs(study, tree)
             n_baselines = enqueue_baselines(study, spec, arm, trunk)
             if n := requeue_lost(study):
