@@ -376,3 +376,22 @@ def new_database(server: str, name: str) -> str:
     with psycopg.connect(f"{server}/postgres", autocommit=True) as con:
         con.execute(f"create database {name}")
     return f"{server}/{name}"
+
+
+def running_trial(storage_url: str, study_names, accept=lambda t: True):
+    """(study name, trial) of the first RUNNING trial, its MLflow run made, that `accept(trial)` takes; or None."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from study.records.storage import make_storage
+
+    storage = make_storage(storage_url)
+    for name in study_names:
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            continue
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if "mlflow_run_id" in t.user_attrs and accept(t):
+                return name, t
+    return None

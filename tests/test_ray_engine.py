@@ -20,7 +20,15 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import TINY, assert_stores_agree, interruptible, new_database, signal_when, study_args
+from conftest import (
+    TINY,
+    assert_stores_agree,
+    interruptible,
+    new_database,
+    running_trial,
+    signal_when,
+    study_args,
+)
 from study.commands.cli import main
 from study.plan.spec import SpecError
 from study.records.cluster import Endpoints, EngineOptions, Parcel, state_digest
@@ -117,21 +125,36 @@ def test_tiny_spec_under_ray_matches_the_local_engine(ray_address, tracking_uri,
     ]
 
 
+def test_fixed_budget_tasks_use_the_studys_own_hpo_pruner(ray_address, tracking_uri, tmp_path):
+    """A task reports each epoch to the study's own pruner: with `hpo_pruner = "none"` no trial is pruned (a
+    study loaded with Optuna's default, a median pruner, would prune the weak ones), and every trial's
+    intermediate values are its epochs' validation accuracies."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    fixed = ["--set", "study.mode='fixed-budget'", "--set", "study.hpo_pruner='none'", "--set", "study.n_trials=6"]
+    fixed += ["--set", "study.arms=['scratch-e']", "--set", "space.lr={low=0.0001, high=0.2}"]
+    assert main(study_args(storage, tmp_path / "runs", *fixed, "--no-report", "--engine", "ray")) == 0
+    trials = optuna.load_study(study_name="tiny.scratch-e", storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * (6 + 2)  # searched + paper, literature
+    client = mlflow.MlflowClient()
+    for t in trials:
+        logged = {m.step: m.value for m in client.get_metric_history(t.user_attrs["mlflow_run_id"], "val_acc")}
+        reported = dict(t.intermediate_values)  # epochs 0-2; the run also logs its final val_acc at step 3
+        assert len(reported) == 3 and {k: logged[k] for k in reported} == pytest.approx(reported)
+    assert_stores_agree(storage, "tiny")
+
+
 # ---- faults ----------------------------------------------------------------------------------------------------
 
 
-def _running_trial(storage: str, driver: int, min_epochs: int = 0):
-    s = make_storage(storage)
-    for k in STUDIES:
-        try:
-            study = optuna.load_study(study_name=f"tiny.{k}", storage=s)
-        except KeyError:
-            continue
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            pid = t.user_attrs.get("worker_pid")
-            if pid and pid != driver and "mlflow_run_id" in t.user_attrs and t.params["epochs"] >= min_epochs:
-                return f"tiny.{k}", t.number, pid
-    return None
+def _running_trial(storage: str, driver: int, min_epochs: int = 0) -> tuple[str, int, int] | None:
+    """A trial a Ray worker (not the driver) is training, of `min_epochs` or more: (study, number, pid)."""
+
+    def accept(t) -> bool:
+        pid = t.user_attrs.get("worker_pid")
+        return bool(pid) and pid != driver and t.params["epochs"] >= min_epochs
+
+    found = running_trial(storage, [f"tiny.{k}" for k in STUDIES], accept)
+    return None if found is None else (found[0], found[1].number, found[1].user_attrs["worker_pid"])
 
 
 def _running_final_run(client) -> tuple[str, int] | None:
@@ -150,6 +173,7 @@ def test_a_worker_killed_in_a_trial_and_in_a_final_run_loses_nothing(ray_address
     group trains again; budgets stay exact, one FINISHED run per final digest, nothing RUNNING."""
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     args = study_args(storage, tmp_path / "runs", *SMALL, "--engine", "ray", "--report-dir", str(tmp_path / "rep"))
+    make_storage(storage)  # its tables made before the watcher below reads it alongside the driver
     killed: dict = {}
     stop = threading.Event()
     client = mlflow.MlflowClient(tracking_uri)
@@ -303,6 +327,19 @@ def test_resources_no_node_has_are_refused(ray_address, tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "--cpus-per-run 64.0 / --gpus-per-run 0: no node of the Ray cluster has that much" in err
+
+
+def test_a_task_folder_that_cannot_be_written_is_one_line_before_any_training(
+    ray_address, tracking_uri, tmp_path, capsys, monkeypatch
+):
+    (tmp_path / "afile").write_text("in the way")
+    monkeypatch.setenv("RETHINK_RAY_WORKDIR", str(tmp_path / "afile" / "tasks"))
+    args = study_args(f"sqlite:///{tmp_path / 'o.db'}", tmp_path / "runs", "--engine", "ray", "--no-report")
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("rethink study: error: RETHINK_RAY_WORKDIR (where Ray tasks keep the checkpoints")
+    assert f"{tmp_path / 'afile' / 'tasks'}: cannot be created or written (Not a directory" in err[-1]
+    assert not (tmp_path / "runs" / "tiny").exists()  # refused before the base trained
 
 
 def test_without_ray_installed_the_engine_says_how_to_install_it(tmp_path, capsys, monkeypatch):

@@ -21,6 +21,7 @@ from conftest import (
     free_port,
     interruptible,
     new_database,
+    running_trial,
     signal_when,
     start_mlflow_server,
     stop_process_group,
@@ -44,17 +45,14 @@ def mlflow_server(tmp_path):
 
 def running_trial_of(storage_url: str, pids: set[int] | None) -> tuple[int, str, int] | None:
     """A RUNNING trial with its MLflow run made, of one of `pids` (None: any process; SQLite records none)."""
-    storage = make_storage(storage_url)
-    for arm in ARMS:
-        try:
-            study = optuna.load_study(study_name=f"tiny.{arm}", storage=storage)
-        except KeyError:
-            continue
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            pid = t.user_attrs.get("worker_pid")
-            if (pids is None or pid in pids) and "mlflow_run_id" in t.user_attrs:
-                return pid, arm, t.number
-    return None
+    found = running_trial(
+        storage_url, [f"tiny.{a}" for a in ARMS], lambda t: pids is None or t.user_attrs.get("worker_pid") in pids
+    )
+    return (
+        None
+        if found is None
+        else (found[1].user_attrs.get("worker_pid"), found[0].removeprefix("tiny."), found[1].number)
+    )
 
 
 def check_record(storage_url: str, tracking: str, budget: int, killed: tuple[str, int]) -> dict:

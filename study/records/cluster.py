@@ -15,6 +15,7 @@ from pathlib import Path
 
 from study.plan.spec import SpecError
 
+from .paths import writable_dir
 from .secrets import redact
 from .storage import is_journal, is_shared, local_storage_path, make_storage
 
@@ -94,6 +95,7 @@ class Parcel:
         if hashlib.sha256(self.data).hexdigest() != self.sha256:
             raise SpecError(f"checkpoint {self.name}: the bytes that arrived do not match sha256 {self.sha256[:12]}")
         path = folder / self.name
+        writable_dir(path.parent, "the Ray task's checkpoint folder (RETHINK_RAY_WORKDIR)")
         if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == self.sha256:
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,6 +175,8 @@ class Cluster:
             if self.gpus_per_run is None:
                 self.gpus_per_run = 1.0 if self.ray.cluster_resources().get("GPU", 0) else 0.0
             self._check_fits()
+            if given := os.environ.get("RETHINK_RAY_WORKDIR"):  # the tasks' checkpoint folder, where it is known
+                writable_dir(given, "RETHINK_RAY_WORKDIR (where Ray tasks keep the checkpoints they receive)")
             self.driver_storage = make_storage(self.storage)
             self._serve_storage()
             self.endpoints = ray.put(Endpoints(self.task_storage, self.tracking_uri))

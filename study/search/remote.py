@@ -18,6 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from rethink.arms import default_recipe
+from rethink.errors import UserError
 from rethink.train import NonFiniteLoss, Runtime
 from study.plan.layout import arm_of
 from study.plan.space import suggest
@@ -28,10 +29,8 @@ from study.records.storage import make_storage, retry_trial
 from study.records.tracking import RunTree, trial_run_id
 
 from .objective import ArmContext, make_objective, outcome
-from .studies import trial_counts
+from .studies import ATTEMPTS_PER_TRIAL, make_hpo_pruner, trial_counts
 from .trunk import Trunk, build_trunk, load_data
-
-ATTEMPTS_PER_TRIAL = 3  # as runner.ATTEMPTS_PER_TRIAL: diverged trials are replaced up to this many attempts
 
 
 @dataclass(frozen=True)
@@ -87,8 +86,12 @@ def trial_task(
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     connect_task(endpoints, threads)
     trunk = task_trunk(parcels, spec, runtime)
-    study = optuna.load_study(study_name=arm.study_name, storage=make_storage(endpoints.storage))
     recipe = default_recipe(arm_of(arm.arm), trunk.base_config, trunk.base_flops, trunk.pruned_flops)
+    study = optuna.load_study(  # with the study's own hpo pruner: load_study's default would be a median one
+        study_name=arm.study_name,
+        storage=make_storage(endpoints.storage),
+        pruner=make_hpo_pruner(spec, recipe.epochs),
+    )
     tree = RunTree(spec.name, parcels.experiment_id)
     ctx = ArmContext(
         arm.arm, trunk, recipe, arm.study_name, arm.arm_run, tree, arm.mode, runtime, arm.n_trials, arm.epochs
@@ -98,10 +101,11 @@ def trial_task(
 
 @dataclass
 class Flight:
+    """A trial out on the cluster: its study, its arm, its number."""
+
     study: optuna.Study
     ctx: ArmContext
     number: int
-    trial_id: int
 
 
 def run_trials_on_cluster(
@@ -134,7 +138,7 @@ def run_trials_on_cluster(
             ref = remote.remote(
                 cluster.endpoints, parcels, spec, task_arm, trial._trial_id, ctx.runtime, cluster.threads
             )
-            flights[ref] = Flight(study, ctx, trial.number, trial._trial_id)
+            flights[ref] = Flight(study, ctx, trial.number)
             kind = trial.user_attrs.get("baseline") or "searched"
             print(f"[{arm}] trial {trial.number} ({kind}) sent to Ray: {params}", flush=True)
             return True
@@ -168,6 +172,9 @@ def _settle(ray, f: Flight, ref, tree: RunTree) -> None:
         cause = e.cause if isinstance(e.cause, BaseException) else e
         if isinstance(cause, optuna.TrialPruned):
             study.tell(f.number, state=TrialState.PRUNED)
+        elif isinstance(cause, UserError):  # the task's host, not the config (a folder it cannot write): lost
+            lose(study, f.number, tree, f"{type(cause).__name__}: {cause}"[:500], retry=False)
+            raise cause from None
         else:
             study.tell(f.number, state=TrialState.FAIL)
             if not isinstance(cause, NonFiniteLoss):

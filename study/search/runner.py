@@ -28,6 +28,7 @@ from .objective import ArmContext, OverBudget, make_objective, outcome
 from .reconcile import close_stale_runs, close_stale_trial_runs, recover_interrupted, requeue_lost
 from .remote import run_trials_on_cluster
 from .studies import (
+    ATTEMPTS_PER_TRIAL,
     enqueue_baselines,
     open_study,
     resolve_study_names,
@@ -36,8 +37,6 @@ from .studies import (
 )
 from .trial_group import run_waiting_together
 from .trunk import Trunk, build_trunk, load_data
-
-ATTEMPTS_PER_TRIAL = 3  # failed (e.g. diverged) trials are replaced, up to this many attempts per budgeted trial
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from study.plan.spec import Spec, SpecError
 from .trunk import Trunk
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+ATTEMPTS_PER_TRIAL = 3  # failed (e.g. diverged) trials are replaced, up to this many attempts per budgeted trial
 
 
 def make_sampler(spec: Spec) -> optuna.samplers.BaseSampler:
