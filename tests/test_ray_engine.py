@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -37,13 +38,17 @@ from study.records.storage import make_storage
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
 
 CAPPED = ["--set", "study.mode=capped", "--set", 'space.epochs={ of = "cap", low = 0.2 }']
-STUDIES = ("finetune@E", "scratch-e@E", "scratch-b@B", "scratch-b@P")
-SMALL = [*CAPPED, "--set", "study.n_trials=1", "--set", "final.seeds=1"]
+# Kept small for CI's 2 cores: one searched trial and the paper baseline per study, judged at E and B (so
+# three studies: no scratch-b@P), one final seed.
+SMALL = [*CAPPED, "--set", "study.n_trials=1", "--set", "final.seeds=1", "--set", 'verdict.budgets=["E", "B"]']
+SMALL += ["--set", 'study.baselines=["paper"]']
+STUDIES = ("finetune@E", "scratch-e@E", "scratch-b@B")
 
 
 @pytest.fixture(scope="module")
 def ray_address():
     """One local Ray instance for the module (2 CPUs, as CI has); `--engine ray` in this process joins it."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # CI has no internet; nothing to report anyway
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
@@ -280,6 +285,36 @@ def test_ctrl_c_on_a_driver_over_postgresql_stops_the_tasks_and_a_rerun_resumes(
     for r in _runs():
         assert secret not in str(r.data.tags) and secret not in str(r.data.params)
     assert secret not in repr(Endpoints(storage, tracking_uri))
+
+
+def test_a_later_driver_retries_only_what_a_dead_driver_left_running(tracking_uri, tmp_path):
+    """A driver killed outright (SIGKILL: no chance to stop its tasks, which Ray kills with it) leaves its
+    trials RUNNING under its `driver_pid`; a later Ray driver retries those, on any storage, and leaves a
+    live driver's trial and a local worker's trial (no driver_pid) alone."""
+    from study.records.tracking import RunTree
+    from study.search.reconcile import recover_interrupted
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 'o.db'}")
+    owners = {"dead driver": dead.pid, "live driver": os.getppid(), "local worker": None}
+    trials = {}
+    for who, pid in owners.items():
+        t = study.ask({"lr": optuna.distributions.FloatDistribution(0.001, 0.1)})
+        if pid is not None:
+            t.set_user_attr("driver_pid", pid)
+            t.set_user_attr("driver_host", socket.gethostname())
+        trials[who] = t.number
+    assert recover_interrupted(study, RunTree("s"), owner="driver") == 1
+    states = {who: study.trials[n].state for who, n in trials.items()}
+    assert states == {
+        "dead driver": TrialState.FAIL,
+        "live driver": TrialState.RUNNING,
+        "local worker": TrialState.RUNNING,
+    }
+    lost, retry = study.trials[trials["dead driver"]], study.trials[-1]
+    assert lost.user_attrs["lost"] and retry.state == TrialState.WAITING
+    assert retry.user_attrs["retried_from"] == lost.number and retry.system_attrs["fixed_params"] == lost.params
 
 
 # ---- the pieces, and one-line errors ------------------------------------------------------------------------

@@ -161,6 +161,7 @@ class Cluster:
         ray = self.ray
         address = self.opts.address or os.environ.get("RAY_ADDRESS") or None
         if not ray.is_initialized():
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Ray reports nothing home unless asked to
             kwargs = dict(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
             if address is None:
                 kwargs["num_cpus"] = os.cpu_count() or 1
