@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rethink.data import Split
 from rethink.train import History, Runtime
@@ -32,12 +32,25 @@ def train_runs(
     kind: str = "final",
     raise_failures: bool = True,
     cluster: Cluster | None = None,
+    keep: Callable[[int, History], None] | None = None,
 ) -> tuple[list[str], list[History | BaseException]]:
     """`groups.train_pending`, here or on the cluster; on the cluster each run's trained weights come back
-    into its `Pending.model`, so what follows (checkpoints, pruning) reads them as after a local group."""
+    into its `Pending.model`, so what follows (checkpoints, pruning) reads them as after a local group.
+    `keep(k, history)` saves what run k leaves (checkpoints) in this process: here as each run ends, before
+    its MLflow run ends; on the cluster once its weights are back."""
     if cluster is None or not pending:
-        return train_pending(pending, split, tree, root, runtime, score, heading, kind, raise_failures)
+
+        def finish(k: int, history: History) -> dict[str, float]:
+            if keep is not None:
+                keep(k, history)
+            return score(k, history)
+
+        return train_pending(pending, split, tree, root, runtime, finish, heading, kind, raise_failures)
     run_ids, outcomes = _on_cluster(list(pending), split, tree, root, runtime, score, heading, kind, cluster)
+    if keep is not None:
+        for k, outcome in enumerate(outcomes):
+            if isinstance(outcome, History):
+                keep(k, outcome)
     if raise_failures:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):

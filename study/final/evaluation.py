@@ -19,7 +19,7 @@ from rethink.data import Split, load_dataset, normalized, train_test
 from rethink.flops import training_flops
 from rethink.models import build_model
 from rethink.prune import PrunedModel, prune
-from rethink.train import Runtime, config_digest, seed_everything
+from rethink.train import History, Runtime, config_digest, seed_everything
 from study.plan.layout import arm_of
 from study.plan.space import apply
 from study.records.cluster import Cluster
@@ -140,10 +140,14 @@ def final_bases(
     if pending:
         heading = f"[final] base (unpruned, paper recipe), seed {','.join(str(t[0]) for t in todo)}"
         score = Score((float(trunk.base_flops),) * len(pending), (0.0,) * len(pending))
-        run_ids, histories = train_runs(pending, split, tree, root, runtime, score, heading, cluster=cluster)
-        for (seed, digest, folder, init_state), p, run_id, h in zip(todo, pending, run_ids, histories, strict=True):
+
+        def keep(k: int, history: History) -> None:  # its checkpoints, before its run ends where it trains here
+            _, digest, folder, init_state = todo[k]
+            _save_base(pending[k], init_state, trunk, digest, folder, history.final.eval_acc)
+
+        run_ids, histories = train_runs(pending, split, tree, root, runtime, score, heading, cluster=cluster, keep=keep)
+        for (seed, digest, _, init_state), p, run_id, h in zip(todo, pending, run_ids, histories, strict=True):
             flops = training_flops(trunk.base_flops, h.images_seen)
-            _save_base(p, init_state, trunk, digest, folder, h.final.eval_acc)
             found[seed] = (p.model, init_state, h.final.eval_acc, flops, run_id, digest)
     pconfig = prune_config(spec)
     bases = {}

@@ -242,12 +242,17 @@ class Cluster:
 
     @property
     def slots(self) -> int:
-        """How many runs fit at once on the cluster, by the resources each declares."""
-        have = self.ray.cluster_resources()
-        fits = [have.get("CPU", 0) / self.opts.cpus_per_run]
-        if self.gpus_per_run:
-            fits.append(have.get("GPU", 0) / self.gpus_per_run)
-        return int(min(fits) + 1e-9)
+        """How many runs fit at once, node by node, by the resources each declares (a run never spans nodes)."""
+        total = 0
+        for node in self.ray.nodes():
+            if not node.get("Alive"):
+                continue
+            have = node.get("Resources", {})
+            fits = have.get("CPU", 0) / self.opts.cpus_per_run
+            if self.gpus_per_run:
+                fits = min(fits, have.get("GPU", 0) / self.gpus_per_run)
+            total += int(fits + 1e-9)
+        return total
 
     def task_options(self) -> dict:
         """Each task's declared resources; Ray never retries a task itself (Optuna and the final evaluation

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import warnings
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +131,9 @@ def run_trials_on_cluster(
             done, running, total = trial_counts(study)
             if done + running >= ctx.n_trials or total >= ctx.n_trials * ATTEMPTS_PER_TRIAL:
                 continue
-            trial = study.ask()
+            with warnings.catch_warnings():  # heartbeats serve Study.optimize's workers; the driver tracks its own
+                warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+                trial = study.ask()
             trial.set_user_attr("driver_pid", os.getpid())  # its tasks die with this process: a later driver
             trial.set_user_attr("driver_host", socket.gethostname())  # retries what it left RUNNING
             params = suggest(trial, spec.space, ctx.epochs)  # the driver samples; the task reads them back
