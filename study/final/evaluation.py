@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from rethink.arms import INHERITING_ARMS, SCRATCH_ARMS, build_arm, default_recipe, final_seeds, pruned_flops
+from rethink.arms import INHERITING_ARMS, SCRATCH_ARMS, default_recipe, final_seeds, pruned_flops
 from rethink.checkpoint import load_cached, save_checkpoint
 from rethink.data import Split, load_dataset, normalized, train_test
 from rethink.flops import training_flops
@@ -66,6 +66,9 @@ class SeedBase:
     train_flops: float
     digest: str
     result: FinalResult
+
+    def pruned_for(self, arm: str) -> PrunedModel:
+        return self.control if arm == "finetune-random" else self.pruned
 
 
 def finished_run(tree: RunTree, digest: str, root: str, kind: str = "final", metric: str = "test_acc"):
@@ -265,16 +268,7 @@ def _train_choices(
                 "trial": choice.trial if choice.trial is not None else "",
                 "train_images": len(split.y_train),
             }
-            arm = build_arm(
-                arm_of(choice.study_arm),
-                base.control if arm_of(choice.study_arm) == "finetune-random" else base.pruned,
-                trunk.base_spec,
-                trunk.base_config,
-                trunk.base_flops,
-                seed=seed,
-                init_state=base.init_state,
-                pruned_macs=base.pruned_flops,
-            )
+            arm = trunk.build(arm_of(choice.study_arm), seed, base)  # on this seed's base
             name, label = f"final:{choice.arm}:{choice.name}:seed{seed}", f"{choice.arm} {choice.name} seed {seed}"
             todo[digest] = (len(pending), base, arm)
             pending.append(Pending(name, tags, params, arm.model, config, label, list(arm.callbacks)))

@@ -44,18 +44,20 @@ class Trunk:
     def pruned_for(self, arm: str) -> PrunedModel:
         return self.control if arm == "finetune-random" else self.pruned
 
-    def build(self, arm: str, seed: int) -> Arm:
-        """An arm built on this trunk (the search's base and pruned model), its data order and fresh inits
-        drawn from `seed`: a searched trial's (the spec's seed) or a confirmation run's."""
+    def build(self, arm: str, seed: int, base=None) -> Arm:
+        """An arm built on this trunk's architecture and recipe, its data order and fresh inits drawn from
+        `seed`; on the search's base and pruned model (a searched trial's, a confirmation run's), or on
+        `base`, a final seed's own (anything with `pruned_for`, `init_state` and `pruned_flops`)."""
+        source = self if base is None else base
         return build_arm(
             arm,
-            self.pruned_for(arm),
+            source.pruned_for(arm),
             self.base_spec,
             self.base_config,
             self.base_flops,
             seed=seed,
-            init_state=self.init_state,
-            pruned_macs=self.pruned_flops,
+            init_state=source.init_state,
+            pruned_macs=source.pruned_flops,
         )
 
 
