@@ -103,7 +103,7 @@ def group_task(
 def _on_cluster(pending, split, tree, root, runtime, score, heading, kind, cluster):
     ray = cluster.ray
     remote = ray.remote(group_task).options(**cluster.task_options(), name=f"rethink-{kind}")
-    split_ref = ray.put(split)
+    split_ref = cluster.put_once(split)  # the final split serves the bases and the picks alike
     digests = [state_digest(p.model.state_dict()) for p in pending]
     experiment = (tree_name(tree), tree.experiment_id)
     run_ids: list[str] = [""] * len(pending)

@@ -156,6 +156,7 @@ class Cluster:
         self.task_storage = storage
         self.endpoints = None  # an ObjectRef to Endpoints, set on entry
         self._warming: list = []
+        self._put: dict[int, tuple[object, object]] = {}  # id -> (the object, kept alive; its ObjectRef)
 
     def __enter__(self) -> Cluster:
         ray = self.ray
@@ -253,6 +254,12 @@ class Cluster:
                 fits = min(fits, have.get("GPU", 0) / self.gpus_per_run)
             total += int(fits + 1e-9)
         return total
+
+    def put_once(self, obj):
+        """`obj` in the object store once per session (a data split that several stages send to their tasks)."""
+        if id(obj) not in self._put:
+            self._put[id(obj)] = (obj, self.ray.put(obj))
+        return self._put[id(obj)][1]
 
     def task_options(self) -> dict:
         """Each task's declared resources; Ray never retries a task itself (Optuna and the final evaluation

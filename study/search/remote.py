@@ -38,7 +38,6 @@ from .trunk import Trunk, build_trunk, load_data
 class TrunkParcels:
     """The trunk's checkpoints as they travel to the tasks: the base, its init, the pruned model."""
 
-    base_digest: str
     files: tuple[Parcel, ...]  # names relative to the spec's folder: base-<digest>/model.pt, ...
     root: str  # the spec's MLflow run, where the task finds the base and prune runs
     experiment_id: str
@@ -49,7 +48,7 @@ class TrunkParcels:
         folder = workdir / f"base-{trunk.spec.base_digest()}"
         names = ["model.pt", "init.pt", *sorted(p.name for p in folder.glob("pruned-*.pt"))]
         files = tuple(Parcel.of(folder / n, f"{folder.name}/{n}") for n in names if (folder / n).is_file())
-        return cls(trunk.spec.base_digest(), files, root, experiment_id, os.environ.get("RETHINK_RAY_WORKDIR"))
+        return cls(files, root, experiment_id, os.environ.get("RETHINK_RAY_WORKDIR"))
 
 
 @dataclass(frozen=True)
