@@ -67,6 +67,12 @@ def confirm_seeds(seed: int, n: int) -> list[int]:
     return [derive_seed(seed, f"confirm-{s}") for s in range(n)]
 
 
+def confirm_base_seeds(seed: int, n: int) -> list[int]:
+    """The seeds of the bases (trained on the search split) that inheriting arms confirm their picks on: a
+    stream apart from the search's, the confirmation runs' and the final seeds."""
+    return [derive_seed(seed, f"confirm-base-{s}") for s in range(n)]
+
+
 def builder_key(arm: str, structured: bool) -> str:
     """Which entry of ARM_VERSIONS builds `arm` from a pruned model that is (or is not) structured."""
     if arm in SCRATCH_ARMS:

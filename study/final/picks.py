@@ -38,6 +38,14 @@ class Choice:
     kind: str = "searched"  # searched, or baseline (the trial a tuned pick came from, or a named baseline)
 
 
+def budget_of(choice: Choice) -> str | None:
+    """The budget a pick is held to: its `@E/B/P`, else its row's own (Scratch-B: B; unpruned: none; else E)."""
+    label = choice.name.partition("@")[2]
+    if label in ("E", "B", "P"):
+        return label
+    return None if choice.arm == "unpruned" else ROW_BUDGET.get(choice.arm, "E")
+
+
 @dataclass(frozen=True)
 class Missing:
     """A pick that has no trial: reported as missing, never replaced by another."""

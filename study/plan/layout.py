@@ -103,6 +103,21 @@ def budgets(base_config: TrainConfig, base_flops: int, pruned_flops: int, n_trai
     return Budgets(e, b, train_e, base_train)
 
 
+def seed_epochs(epochs: int, label: str | None, search: Budgets, own: Budgets, tuned: bool) -> int:
+    """A scratch run's epochs under budget `label` on a final seed whose pruned model has other FLOPs than
+    the search's (so another B and P in epochs): a tuned pick keeps its fraction of the budget, a run of the
+    whole budget (the paper's Scratch-B) takes the seed's whole budget, and a fixed-epoch baseline keeps its
+    epochs; never more than the seed's own cap. Budget E does not depend on the pruned FLOPs."""
+    if label not in ("B", "P"):
+        return epochs
+    cap, mine = search.epochs(label), own.epochs(label)
+    if cap is None or mine is None or cap == mine:
+        return epochs
+    if epochs >= cap:
+        return mine
+    return max(1, min(mine, round(epochs * mine / cap) if tuned else epochs))
+
+
 @dataclass(frozen=True)
 class BaselineTrial:
     name: str  # e.g. paper, rewind, literature; paper@E and paper@B in the pareto scratch study

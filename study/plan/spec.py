@@ -225,10 +225,32 @@ class Verdict(_Strict):
 
 class Select(_Strict):
     """Picks confirmed before the final evaluation: each study's top_k trials train again on `seeds` more
-    seeds (same train/validation split); a row's pick is the best mean validation accuracy."""
+    seeds (same train/validation split); a row's pick is the best mean validation accuracy. Arms that
+    inherit a base (fine-tune, lottery, the random control) confirm on `bases` other bases too, as the final
+    evaluation varies the base: confirmation seed i fine-tunes from base i mod `bases`."""
 
     top_k: int = Field(3, ge=1)
     seeds: int = Field(2, ge=0, description="confirmation seeds per candidate; 0 picks on the search's seed alone")
+    bases: int | None = Field(
+        None,
+        ge=0,
+        description="bases (trained on the search split, each its own seed) the inheriting arms confirm on; "
+        "default: one per confirmation seed; 0: every confirmation run on the search's base",
+    )
+
+    @model_validator(mode="after")
+    def _bases_fit_seeds(self):
+        if self.bases is not None and self.bases > self.seeds:
+            raise ValueError(
+                f"select.bases ({self.bases}) exceeds select.seeds ({self.seeds}): each confirmation run "
+                f"fine-tunes from one base; set select.bases <= {self.seeds} or raise select.seeds"
+            )
+        return self
+
+    @property
+    def n_bases(self) -> int:
+        """Confirmation bases besides the search's: `bases`, by default one per confirmation seed."""
+        return self.seeds if self.bases is None else self.bases
 
 
 class Final(_Strict):
@@ -413,5 +435,6 @@ LATER_FIELDS: dict[tuple[str, ...], Any] = {
     ("base", "gamma"): 0.1,
     ("select", "top_k"): 3,
     ("select", "seeds"): 2,
+    ("select", "bases"): None,
 }
 LATER_TABLES = ("select",)  # left out of digests when every field in them holds its default

@@ -85,10 +85,13 @@ def control_for(spec: Spec, base, base_spec, pruned: PrunedModel, seed: int | No
     return random_like(base, base_spec, pruned, config)
 
 
-def _calibration(split: Split, n: int) -> torch.Tensor:
+def calibration(split: Split, n: int, seed: int = 0) -> torch.Tensor:
+    """ThiNet's calibration sample: `n` training images drawn from `seed`'s stream (the search's trunk keeps
+    the default 0 its checkpoints were made with; every other base draws from its own seed)."""
     from rethink.train import make_loaders
 
-    loader, _ = make_loaders(split, TrainConfig(batch_size=n, augment="none"), torch.device("cpu"))
+    config = TrainConfig(batch_size=n, augment="none", seed=seed)
+    loader, _ = make_loaders(split, config, torch.device("cpu"))
     return next(iter(loader.epoch(0)))[0]
 
 
@@ -221,7 +224,7 @@ def build_trunk(
             tree, root, "prune", ptags, pruned_path
         )
     else:
-        data = _calibration(split, pconfig.calibration_images) if pconfig.method == "thinet" else None
+        data = calibration(split, pconfig.calibration_images) if pconfig.method == "thinet" else None
         pruned = prune(base, base_spec, pconfig, data)
         prune_run = tree.child(root, "prune", "prune", ptags, reuse=False)
         p_flops = pruned_flops(pruned)

@@ -95,7 +95,8 @@ SHOWN = [
 ]
 FINAL_FLOPS_NOTE = (
     "final_train_flops and final_pipeline_flops: the final runs' own MACs, trained on train+validation; "
-    "budgets are held on the search's account (the section on the picks)"
+    "picks are held to their budgets on the search's account (the section on the picks), and every final run to "
+    "its own seed's budget (the table of budgets seed by seed)"
 )
 
 

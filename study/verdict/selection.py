@@ -11,7 +11,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from study.final.confirm import Confirmation, ConfirmCost
-from study.final.picks import ROW_BUDGET, Choice
+from study.final.picks import Choice, budget_of
 from study.plan.layout import Budgets, epoch_range
 from study.plan.spec import Spec
 
@@ -37,13 +37,6 @@ def searched_epochs(spec: Spec, studies: dict[str, optuna.Study], budgets: Budge
             }
         )
     return pd.DataFrame(rows)
-
-
-def budget_of(choice: Choice) -> str | None:
-    """The budget a pick is held to: its `@X`, else its row's own (Scratch-B: B; unpruned: none; else E)."""
-    if "@" in choice.name:
-        return choice.name.partition("@")[2]
-    return None if choice.arm == "unpruned" else ROW_BUDGET.get(choice.arm, "E")
 
 
 def picks_table(choices: list[Choice], studies: dict[str, optuna.Study], budgets: Budgets) -> pd.DataFrame:
@@ -86,12 +79,27 @@ def confirmation_table(confirmations: list[Confirmation]) -> pd.DataFrame:
                     "trial": cand.trial,
                     "is": cand.kind,
                     "val acc per seed (search, then confirmation)": ", ".join(f"{a:.4f}" for a in cand.val_accs),
+                    "base per seed": ", ".join(str(b) for b in cand.bases) if cand.bases else "(no base inherited)",
                     "mean": cand.mean,
                     "std": cand.std,
                     "chosen": "yes" if cand.trial == conf.chosen else "",
                 }
             )
     return pd.DataFrame(rows)
+
+
+def bases_sentence(spec: Spec, confirmations: list[Confirmation]) -> str:
+    """How many bases the picks of the arms that inherit one rest on."""
+    inheriting = sorted({(c.arm, c.n_bases) for c in confirmations if c.candidates and c.candidates[0].bases})
+    if not inheriting:
+        return ""
+    arms = ", ".join(f"{arm}'s pick rests on {n} base{'s' if n > 1 else ''}" for arm, n in inheriting)
+    few = " (the search's own only: [select] bases = 0)" if spec.select.n_bases == 0 else ""
+    return (
+        f"Arms that inherit a base were confirmed over bases, as the final evaluation varies them: {arms}{few} "
+        f"(the search's base and {spec.select.n_bases} more trained on the search split with seeds of their own, "
+        "each pruned by the spec's method; the mean is taken over bases)."
+    )
 
 
 def selection_section(
@@ -118,12 +126,19 @@ def selection_section(
             confirm.to_markdown(index=False, floatfmt=".4f"),
             "",
         ]
+        if sentence := bases_sentence(spec, confirmations):
+            lines += [sentence, ""]
     elif spec.select.seeds == 0 or spec.select.top_k == 1:
         lines += ["Confirmation: off ([select] seeds = 0 or top_k = 1): picks rest on the search's one seed.", ""]
     if cost is not None and cost.runs:
+        bases = (
+            f", plus {cost.bases} confirmation bases ({cost.base_flops:.3g} training MACs, trained once per spec)"
+            if cost.bases
+            else ""
+        )
         lines += [
             f"Cost of the confirmation: {cost.runs} runs ({cost.trained} trained in this report, the rest found "
-            f"again), {cost.train_flops:.3g} training MACs, {cost.seconds:.0f} s wall.",
+            f"again), {cost.train_flops:.3g} training MACs{bases}, {cost.seconds:.0f} s wall.",
             "",
         ]
     data = {

@@ -21,6 +21,7 @@ from study.search.finished import FinishedSearch
 from study.search.trunk import Trunk
 
 from .analysis import analyse
+from .carryover import BUDGET_NOTE, carryover_section
 from .claims import Analysis, lr_bands, tuning_gaps
 from .figures import figures, lr_sensitivity_figure
 from .report_files import importances, results_table, write_report
@@ -64,6 +65,7 @@ def method_notes(spec: Spec, trunk: Trunk) -> list[str]:
         "fine-tuned from; scratch runs train on train+validation with the same seed; the test set is scored "
         "once per run",
         "scratch inits come from a seed stream of their own, never the base's (so never the lottery ticket)",
+        BUDGET_NOTE,
         "the unpruned 'paper' row is the untuned paper recipe"
         + (" (the tuned large model is its 'best' row)" if unpruned_tuned else "; the arms below it were tuned"),
     ]
@@ -166,6 +168,9 @@ def write_verdicts(
     notes = method_notes(spec, trunk)
     missing_ = [asdict(m) for m in missing]
     selection = selection_section(spec, studies, trunk.budgets, choices, final.confirmations, final.confirm_cost)
+    n_val, n_test = len(trunk.split.y_eval), max((r.n_test for r in results), default=0)
+    carry = carryover_section(choices, final.confirmations, results, gaps, n_val, n_test)
+    selection = ([*carry[0], *selection[0]], {**selection[1], **carry[1]})
     paths = write_report(out, table, gaps, verdicts, imp, header, caveats, notes, missing_, primary, selection)
     runs_frame(results).to_csv(out / "runs.csv", index=False)  # valid input to `rethink verdict`
     c = trunk.budgets
