@@ -8,6 +8,7 @@ from dataclasses import replace
 import mlflow
 import numpy as np
 import pytest
+import torch
 
 from conftest import TINY, assert_stores_agree
 from rethink.arms import confirm_base_seeds
@@ -186,3 +187,30 @@ def test_slimming_final_scratch_b_runs_are_each_within_their_own_seeds_budget(tr
     assert "Budgets in the final evaluation, seed by seed" in report and "budgets per final seed" in report
     assert "From validation to test" in report
     assert_stores_agree(f"sqlite:///{tmp_path / 'optuna.db'}", spec.name)
+
+
+@pytest.mark.parametrize("method", ["l1-norm", "slimming"])
+def test_a_base_pruned_in_memory_equals_the_same_base_saved_and_loaded(method, tmp_path):
+    """The final evaluation prunes its bases in memory, the search and the confirmation from checkpoints:
+    weights, BN statistics and kept channels must be the same either way."""
+    from rethink.checkpoint import load_cached
+    from rethink.prune import prune
+
+    spec = load_spec(TINY, [f"prune.method={method}", "prune.ratio=0.5", "prune.min_channels=1"])
+    ds, split = load_data(spec)
+    arch = base_arch(spec, ds)
+    seed_everything(3)
+    model = build_model(arch)
+    train(model, split, replace(spec.base.train_config(3), epochs=1), [], Runtime())
+    model.cpu().eval()
+    save_checkpoint(tmp_path / "model.pt", model, arch, meta={"digest": "d"})
+    loaded, _ = load_cached(tmp_path / "model.pt", "d")
+    loaded.cpu().eval()
+    from study.search.trunk import prune_config
+
+    a, b = prune(model, arch, prune_config(spec)), prune(loaded, arch, prune_config(spec))
+    assert a.spec.widths == b.spec.widths and a.keep == b.keep
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert sa.keys() == sb.keys() and any("running_var" in k for k in sa)
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k

@@ -114,7 +114,8 @@ def gap_notes(table: pd.DataFrame) -> list[str]:
         side = "below" if r["gap"] < median else "above"
         out.append(
             f"{r['arm']} {r['pick']}: test {100 * r['test mean']:.2f} against validation {100 * r['val mean']:.2f} "
-            f"({r['val runs']} runs, {r['val bases']} base{'s' if r['val bases'] > 1 else ''}), a gap of "
+            f"({r['val runs']} run{'s' if r['val runs'] > 1 else ''}, {r['val bases']} base"
+            f"{'s' if r['val bases'] > 1 else ''}), a gap of "
             f"{_pp(r['gap'])} beyond its noise (95% interval [{_pp(r['gap low'])}, {_pp(r['gap high'])}]); "
             f"{abs(100 * (r['gap'] - median)):.2f} pp {side} the median gap of all rows ({_pp(median)}), which "
             f"the final runs' larger training set and the test images give every row alike"
@@ -205,7 +206,8 @@ def carryover_section(
     if not table.empty:
         shown = table.copy()
         shown["validation (search split)"] = [
-            f"{100 * m:.2f} ± {100 * (0 if math.isnan(s) else s):.2f} ({n} runs, {b} base{'s' if b > 1 else ''})"
+            f"{100 * m:.2f} ± {100 * (0 if math.isnan(s) else s):.2f} ({n} run{'s' if n > 1 else ''}, {b} base"
+            + ("s)" if b > 1 else ")")
             for m, s, n, b in zip(
                 shown["val mean"], shown["val sd"], shown["val runs"], shown["val bases"], strict=True
             )
