@@ -103,3 +103,51 @@ def test_science_layer_never_imports_the_study_layer():
                 names = [node.module or ""]
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in banned]
     assert offenders == []
+
+
+def import_graph(root: Path = REPO) -> dict[str, set[str]]:
+    """module -> the study modules it imports (any form above, TYPE_CHECKING blocks included), by name."""
+    modules = study_modules(root)
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        targets = set()
+        for _, name in imported_names(module, path):
+            while name and name not in modules:  # `from .claims import Analysis` names study.verdict.claims
+                name = name.rpartition(".")[0]
+            if name and name != module and name != "study" and not module.startswith(name + "."):
+                targets.add(name)
+        graph[module] = targets
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import circle, each as the modules along it (depth-first; one per strongly connected set)."""
+    found, state = [], {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                found.append(path[path.index(nxt) :] + [nxt])
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return found
+
+
+def test_no_module_of_study_imports_itself_back_through_another():
+    assert cycles(import_graph()) == []
+
+
+def test_the_check_sees_an_import_circle(tmp_path):
+    import shutil
+
+    shutil.copytree(REPO / "study", tmp_path / "study")
+    stats = tmp_path / "study" / "verdict" / "stats.py"
+    stats.write_text(stats.read_text() + "\n\ndef _late():\n    from .claims import claims  # noqa\n")
+    found = cycles(import_graph(tmp_path))
+    assert found and any("study.verdict.stats" in c and "study.verdict.claims" in c for c in found)

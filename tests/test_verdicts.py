@@ -267,10 +267,16 @@ def test_one_comparison_is_printed_once_and_a_pick_that_is_its_baseline_is_not_t
             ("finetune", "best@P"): ("finetune-t1", f),
         }
     )
+    # the primary comparison (1@B by default) carries the one test of runs that budgets share
     claim1 = [v for v in claims(results, PRE, "pareto") if v["claim"].startswith("1 ")]
+    assert [v.get("same_as") for v in claim1] == ["B", None, "B"]
+    assert [v["verdict"] for v in (claim1[0], claim1[2])] == ["same runs as budget B: not a separate test"] * 2
+    assert claim1[1]["role"] == "primary" and "p_holm" not in claim1[1]
+    assert not claim1[1]["verdict"].startswith("same runs")
+    at_e = replace(PRE, primary="1@E")
+    claim1 = [v for v in claims(results, at_e, "pareto") if v["claim"].startswith("1 ")]
     assert [v.get("same_as") for v in claim1] == [None, "E", "E"]
     assert [v["verdict"] for v in claim1[1:]] == ["same runs as budget E: not a separate test"] * 2
-    assert not claim1[0]["verdict"].startswith("same runs")
     gaps = {
         g["baseline"]: g
         for g in tuning_gaps(
@@ -426,3 +432,86 @@ def test_claim2_is_tested_per_learning_rate_as_stated_against_scipy():
     assert old["verdict"].startswith(
         "missing: no final runs for random@lr, ticket@lr"
     )  # tuned picks alone: not claim 2
+
+
+def _table(cells: dict[tuple[str, str], list[float]], n_test: int = N_DIGITS_TEST) -> list[FinalResult]:
+    """A per-seed table, each cell its own runs (no shared bases)."""
+    return [
+        FinalResult(arm, choice, seed, acc, 1.0, 1.0, 1, {}, f"{arm}-{choice}-{seed}", n_test=n_test)
+        for (arm, choice), accs_ in cells.items()
+        for seed, acc in enumerate(accs_)
+    ]
+
+
+def _claim3_cells(literature: list[float], tuned_scratch: list[float]) -> list[FinalResult]:
+    return _table(
+        {
+            ("scratch-e", "best@E"): tuned_scratch,
+            ("scratch-e", "literature"): literature,
+            ("finetune", "best@E"): [0.950, 0.952, 0.951],
+            ("finetune", "paper"): [0.900, 0.905, 0.902],
+        }
+    )
+
+
+def test_claim3_with_a_cell_below_min_seeds_is_inconclusive_whatever_its_parts_say():
+    """A 2-seed literature cell under min_seeds 3: parts (a) and (c) use it, so claim 3 is not settled."""
+    strict = replace(PRE, min_seeds=3)
+    results = _claim3_cells([0.80, 0.81], [0.990, 0.991, 0.992])  # would read 'supported' with 2 seeds allowed
+    assert claim3(results, PRE, "capped")["verdict"] == "supported"
+    verdict = claim3(results, strict, "capped")["verdict"]
+    assert verdict.startswith("inconclusive (too few seeds") and "scratch literature (SL) n=2" in verdict
+
+
+def test_claim3_is_never_contradicted_by_a_part_that_has_too_few_seeds():
+    """Tuned scratch with 2 seeds far below fine-tune under min_seeds 3: (b) says 'too few seeds', so claim
+    3 cannot read 'contradicted' from it."""
+    strict = replace(PRE, min_seeds=3)
+    results = _claim3_cells([0.80, 0.81, 0.805], [0.50, 0.501])
+    assert claim3(results, replace(PRE, min_seeds=2), "capped")["verdict"].startswith("contradicted")
+    assert claim3(results, strict, "capped")["verdict"].startswith("inconclusive (too few seeds")
+    b = {
+        "ci_low": -0.06,
+        "ci_high": -0.04,
+        "holds": False,
+        "verdict": "inconclusive (too few seeds: n=2, 3)",
+        "part": "(b)",
+    }
+    a = {"ci_low": -0.2, "ci_high": -0.1, "holds": True, "part": "(a)"}
+    c = {"ci_low": 0.01, "ci_high": 0.2, "holds": True, "part": "(c)"}
+    assert not claim3_verdict(a, b, c, MARGIN).startswith("contradicted")
+
+
+def test_the_random_control_stays_outside_the_holm_family():
+    """Its two-sided p would raise every one-sided secondary's adjusted p; it is a control, unadjusted."""
+    ft = [0.950, 0.952, 0.951]
+    results = _table(
+        {
+            ("scratch-e", "best@E"): [0.953, 0.955, 0.954],
+            ("scratch-b", "best@B"): [0.957, 0.958, 0.956],
+            ("finetune", "best@E"): ft,
+            ("finetune-random", "best@E"): [0.940, 0.942, 0.941],
+        }
+    )
+    analysis = replace(PRE, budgets=("E", "B"))
+    entries = {v["comparison_id"]: v for v in claims(results, analysis, "capped")}
+    control = entries["control"]
+    assert control["role"] == "control" and "p_holm" not in control
+    assert entries["1@E"]["holm_family"] == 1  # the one secondary: claim 1 at E alone
+    assert entries["1@E"]["p_holm"] == pytest.approx(entries["1@E"]["p_noninferiority"])
+
+
+def test_a_nan_accuracy_is_named_not_called_too_few_seeds():
+    v = noninferiority([0.95, math.nan, 0.96], [0.94, 0.95, 0.95], MARGIN)
+    assert v["verdict"] == "inconclusive (1 run(s) without an accuracy (NaN): no test on them)"
+    results = _claim3_cells([0.80, math.nan, 0.81], [0.990, 0.991, 0.992])
+    assert "NaN" in claim3(results, PRE, "capped")["verdict"]
+
+
+def test_a_difference_exactly_at_minus_the_margin_is_not_supported():
+    """Equal runs on each side, a difference of exactly -margin: H0 (diff <= -margin) is not rejected."""
+    margin = 0.01
+    a, b = [0.56, 0.56, 0.56], [0.57, 0.57, 0.57]  # in floating point 0.56 - 0.57 = -0.0099999999999999
+    v = noninferiority(a, b, margin, n_test=None)
+    assert v["se"] == 0 and -margin < v["diff"] < -margin + 1e-12  # the rounding lies on the 'above' side
+    assert v["verdict"].startswith("inconclusive") and v["p_noninferiority"] == 1.0

@@ -4,14 +4,14 @@ lottery ticket against random init, per lr band), and claim 3 as a 2×2 interact
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from study.final.evaluation import FinalResult
 
 from .family import assign_roles
-from .stats import Paired, contrast, noninferiority, one_sided, paired, welch
+from .settings import Analysis
+from .stats import TOLERANCE, Paired, contrast, noninferiority, one_sided, paired, welch
 
 ARM_ORDER = ["unpruned", "finetune", "finetune-random", "scratch-e", "scratch-b", "lottery"]
 # Claim 1 at matched budgets: scratch row and pick, fine-tune pick, and the account the budget is in
@@ -40,24 +40,6 @@ TUNED_PICK = {
     "scratch-e": "best@E",
     "scratch-b": "best@B",
 }
-
-
-@dataclass(frozen=True)
-class Analysis:
-    """The analysis the verdicts follow: the spec's pre-registered [verdict], unless overridden post hoc."""
-
-    margin: float  # accuracy fraction
-    confidence: float
-    budgets: tuple[str, ...]
-    post_hoc: tuple[str, ...] = field(default=())  # why this analysis is post hoc (empty: pre-registered)
-    min_seeds: int = 2  # an arm with fewer final seeds is "inconclusive (too few seeds)"
-    primary: str = "1@B"  # the one primary comparison; every other verdict is secondary, Holm-adjusted
-
-    def describe(self) -> str:
-        what = f"margin {100 * self.margin:.2f} pp, confidence {self.confidence}, budgets {', '.join(self.budgets)}"
-        if self.post_hoc:
-            return f"POST HOC ({'; '.join(self.post_hoc)}): {what}"
-        return f"pre-registered in the spec's [verdict] table: {what}"
 
 
 def n_test_of(results: list[FinalResult]) -> int | None:
@@ -139,7 +121,13 @@ def claim1(results: list[FinalResult], analysis: Analysis, mode: str) -> list[di
     replaced by another."""
     out = []
     table = {"pareto": MATCHED, "capped": CAPPED, "fixed-budget": FIXED}[mode]
-    seen: dict[tuple, str] = {}  # (scratch runs, fine-tune runs) -> the budget that tested them first
+    seen: dict[tuple, str] = {}  # (scratch runs, fine-tune runs) -> the budget that carries their test
+    primary = analysis.primary.removeprefix("1@") if analysis.primary.startswith("1@") else None
+    for budget in sorted(analysis.budgets, key=lambda b: b != primary):  # the primary carries a shared test
+        if budget not in table:
+            continue
+        (arm, pick), ft_pick, _ = table[budget]
+        seen.setdefault((runs_of(results, arm, pick), runs_of(results, "finetune", ft_pick)), budget)
     for budget in analysis.budgets:
         if budget not in table:
             continue
@@ -169,10 +157,9 @@ def claim1(results: list[FinalResult], analysis: Analysis, mode: str) -> list[di
                 shares_base(results, (arm, pick), ("finetune", ft_pick)),
             )
             runs = (runs_of(results, arm, pick), runs_of(results, "finetune", ft_pick))
-            if runs in seen:  # the same comparison again: one piece of evidence, printed once
+            if seen[runs] != budget:  # the same comparison again: one piece of evidence, printed once
                 entry["same_as"] = seen[runs]
                 entry["verdict"] = f"same runs as budget {seen[runs]}: not a separate test"
-            seen.setdefault(runs, budget)
         out.append(_label(entry, analysis))
     return out
 
@@ -206,11 +193,19 @@ def claim3(results: list[FinalResult], analysis: Analysis, mode: str) -> dict | 
             "baseline the spec does not run); add it to the spec"
         )
         return _label(entry, analysis)
+    need = max(2, analysis.min_seeds)
+    if few := {k: len(v) for k, v in cells.items() if len(v) < need}:
+        counts = ", ".join(f"{k} n={n}" for k, n in few.items())
+        entry["verdict"] = f"inconclusive (too few seeds: {counts}; the spec asks for {analysis.min_seeds})"
+        return _label(entry, analysis)
+    if nan := [k for k, v in cells.items() if any(math.isnan(x) for x in v)]:
+        entry["verdict"] = f"inconclusive ({', '.join(nan)}: a run without an accuracy (NaN))"
+        return _label(entry, analysis)
     c2 = 2 * analysis.confidence - 1  # the two-sided interval whose ends are one-sided bounds at `confidence`
     n_test = n_test_of(results)
     a = welch(sl, fp, c2, n_test)
     a["p_one_sided"] = one_sided(a, -analysis.margin, "below")
-    a["holds"] = bool(a["ci_high"] < -analysis.margin)
+    a["holds"] = bool(a["ci_high"] < -analysis.margin - TOLERANCE)
     a["part"] = "(a) the old contradiction reproduces: SL - FP < -margin"
     b = noninferiority(st, ft, analysis.margin, analysis.confidence, n_test, analysis.min_seeds)
     b["holds"] = b["verdict"] == "supported"
@@ -221,7 +216,7 @@ def claim3(results: list[FinalResult], analysis: Analysis, mode: str) -> dict | 
     else:
         c = contrast([st, sl, ft, fp], [1, -1, -1, 1], c2, n_test)
     c["p_one_sided"] = one_sided(c, 0.0, "above")
-    c["holds"] = bool(c["ci_low"] > 0)
+    c["holds"] = bool(c["ci_low"] > TOLERANCE)
     c["part"] = "(c) the interaction (ST - SL) - (FT - FP) > 0"
     d = noninferiority(ft, fp, analysis.margin, analysis.confidence, n_test, analysis.min_seeds, ft_fp_paired)
     d["holds"] = d["verdict"] == "supported"
@@ -241,9 +236,9 @@ def claim3_verdict(a: dict, b: dict, c: dict, margin: float, d: dict | None = No
         return "inconclusive (fewer than 2 seeds in a cell)"
     if all(p["holds"] for p in parts):
         return "supported"
-    if a["holds"] and b["ci_high"] < -margin:
+    if a["holds"] and b.get("verdict", "contradicted") == "contradicted" and b["ci_high"] < -margin - TOLERANCE:
         return "contradicted: the contradiction reproduces and tuned scratch stays below fine-tune"
-    if a["ci_low"] > -margin:
+    if a["ci_low"] > -margin + TOLERANCE:
         return (
             "inconclusive (no contradiction to explain: literature-scratch is not worse than fine-tune's paper "
             "recipe by more than the margin)"

@@ -4,10 +4,8 @@ secondary with its one-sided p Holm-adjusted across the family, and the primary 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .claims import Analysis
+from .settings import Analysis
 
 
 def comparison_id(entry: dict) -> str:
@@ -41,14 +39,18 @@ def holm(ps: dict[str, float]) -> dict[str, float]:
 
 
 def assign_roles(entries: list[dict], analysis: Analysis) -> list[dict]:
-    """The spec's primary comparison is tested at the spec's level alone; every other verdict is secondary:
-    its p is Holm-adjusted across the secondary family, and a 'supported' whose adjusted p does not clear
-    1 - confidence is reported as inconclusive after the adjustment."""
+    """The spec's primary comparison is tested at the spec's level alone; every other claim is secondary:
+    its one-sided p is Holm-adjusted across the secondary family, and a 'supported' whose adjusted p does not
+    clear 1 - confidence is reported as inconclusive after the adjustment. The random-selection control is a
+    two-sided check of the method, not a claim: it stays outside the family (role `control`), unadjusted."""
     alpha = 1 - analysis.confidence
     family = {}
     for e in entries:
         e["comparison_id"] = comparison_id(e)
         e["role"] = "primary" if e["comparison_id"] == analysis.primary else "secondary"
+        if e["comparison_id"] == "control" and e["role"] != "primary":
+            e["role"] = "control"  # a two-sided check of the method, not a claim: outside the one-sided family
+            continue
         if e["role"] == "secondary" and (p := family_p(e)) is not None:
             family[e["comparison_id"]] = p
     adjusted = holm(family)

@@ -139,7 +139,11 @@ def write_report(
             "",
         ]
     lines += ["## Verdicts", "", f"Analysis: {header.get('analysis', '')}", ""]
-    lines += ["The primary comparison is tested alone; every other verdict is secondary, its p Holm-adjusted.", ""]
+    lines += [
+        "The primary comparison is tested alone; every other claim is secondary, its one-sided p Holm-adjusted; "
+        "the random-selection control (where the spec has it) is a two-sided check outside that family.",
+        "",
+    ]
     for v in verdicts:
         role = f"[{v['role']}] " if "role" in v else ""
         holm = f" (Holm-adjusted p = {v['p_holm']:.3g})" if "p_holm" in v else ""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+TOLERANCE = 1e-12  # accuracy fractions this close are equal: floating-point error decides no verdict
 CONFIDENCE = 0.95
 POWER = 0.8  # for the sample size a test would need at the observed spread
 MAX_SEEDS = 1000  # "seeds needed" stops counting here
@@ -100,7 +101,9 @@ def one_sided(test: dict, threshold: float, side: str) -> float:
     if math.isnan(test["se"]):
         return math.nan
     if test["se"] == 0:
-        return 0.0 if (test["diff"] > threshold if side == "above" else test["diff"] < threshold) else 1.0
+        above = test["diff"] > threshold + TOLERANCE
+        below = test["diff"] < threshold - TOLERANCE
+        return 0.0 if (above if side == "above" else below) else 1.0
     t = (test["diff"] - threshold) / test["se"]
     return float(stats.t.sf(t, test["dof"]) if side == "above" else stats.t.cdf(t, test["dof"]))
 
@@ -148,6 +151,11 @@ def noninferiority(
     contradicted when its upper end is below -margin, else inconclusive with the seeds needed. Fewer than
     `min_seeds` seeds in an arm is inconclusive (too few seeds), whatever the interval says. `pair`: a and b
     share a base per seed (aligned by seed), tested paired."""
+    if nans := sum(math.isnan(x) for x in (*a, *b)):
+        out = {"diff": math.nan, "ci_low": math.nan, "ci_high": math.nan, "se": math.nan, "n_a": len(a)}
+        out |= {"n_b": len(b), "margin": margin, "p_noninferiority": math.nan}
+        out["verdict"] = f"inconclusive ({nans} run(s) without an accuracy (NaN): no test on them)"
+        return out
     if pair:
         test = paired(a, b, 2 * confidence - 1, n_test) | {"margin": margin, "test": "paired t by seed, one-sided"}
     else:
@@ -175,8 +183,8 @@ def noninferiority_verdict(test: dict, margin: float) -> str:
     upper end is below -margin, else inconclusive."""
     if math.isnan(test["ci_low"]):
         return "inconclusive (fewer than 2 seeds)"
-    if test["ci_low"] > -margin:
+    if test["ci_low"] > -margin + TOLERANCE:  # a bound exactly at -margin is not above it
         return "supported"
-    if test["ci_high"] < -margin:
+    if test["ci_high"] < -margin - TOLERANCE:
         return "contradicted"
     return f"inconclusive at this sample size (n={test['n_a']}, {test['n_b']})"
