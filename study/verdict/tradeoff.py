@@ -16,8 +16,8 @@ from study.plan.spec import Spec, SpecError  # noqa: E402
 
 from .analysis import analyse  # noqa: E402
 from .claims import Analysis  # noqa: E402
-from .figures import ARM_COLOURS  # noqa: E402
 from .runs_table import pooled_by_seed, read_runs  # noqa: E402
+from .styles import arm_colour, marker  # noqa: E402
 
 ROWS = [  # (arm, pick) drawn on the trade-off figure: the untuned large model and each arm's matched pick
     ("unpruned", "paper"),
@@ -88,9 +88,9 @@ def tradeoff_figure(table: pd.DataFrame, out: Path) -> Path:
             g.flops_reduction_pct,
             g.test_acc_mean,
             yerr=g.test_acc_std,
-            marker="o",
+            marker=marker(f"{arm}:{choice}"),
             capsize=3,
-            color=ARM_COLOURS.get(arm, "grey"),
+            color=arm_colour(arm),
             label=f"{arm} {choice}",
         )
     ax.set_xlabel("FLOPs reduction (%)")
