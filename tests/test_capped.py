@@ -266,8 +266,9 @@ def test_rethink_verdict_on_a_hand_made_table_of_published_numbers(tmp_path, cap
             "arm,pick,seed,test_acc\nfinetune,best@E,0,0.9\nfinetune,best@E,0,0.91\n",
             r"row 3: finetune:best@E seed 0 appears twice",
         ),
+        ("arm,pick,seed,test_acc\nfinetune,best@E,0,0.9,r1\n", r"a row has more fields than the header names"),
     ],
-    ids=["missing-column", "not-a-number", "missing-arm", "duplicate"],
+    ids=["missing-column", "not-a-number", "missing-arm", "duplicate", "extra-field"],
 )
 def test_a_bad_table_is_one_line_naming_what_is_wrong(tmp_path, capsys, text, message):
     import re

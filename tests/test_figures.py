@@ -92,3 +92,57 @@ def test_an_arm_the_table_does_not_list_gets_a_spare_colour_of_its_own_everywher
     assert arm_colour("newarm@B") == arm_colour("newarm:best@B") == arm_colour("newarm")
     assert arm_colour("newarm") not in (FALLBACK, *ARM_COLOURS.values())
     assert split_key("scratch-b@P") == ("scratch-b", "P") and split_key("finetune:rewind") == ("finetune", None)
+
+
+def _row(arm: str, pick: str, accs: list[float], runs: str = "") -> list[str]:
+    """Rows of a per-seed table; cells given the same `runs` name share their runs."""
+    return [f"{arm},{pick},{seed},{acc},{runs or arm + pick}-{seed}" for seed, acc in enumerate(accs)]
+
+
+def test_the_verdict_figure_puts_the_primary_first_and_tells_the_verdicts_apart(tmp_path, capsys):
+    """From a per-seed table whose comparisons are supported (B), contradicted (E) and missing (P, the same
+    runs as B): `rethink verdict --figure` writes the figure; its rows, words and colours say which is which."""
+    from study.commands.cli import main
+    from study.verdict.claims import claims
+    from study.verdict.runs_table import read_runs
+    from study.verdict.settings import Analysis
+    from study.verdict.verdict_figure import STYLES, verdict_plot
+
+    lines = ["arm,pick,seed,test_acc,run_id"]
+    lines += _row("finetune", "best@E", [0.950, 0.951, 0.952, 0.950])
+    lines += _row("scratch-b", "best@B", [0.960, 0.961, 0.962, 0.961], "sb")
+    lines += _row("scratch-b", "best@P", [0.960, 0.961, 0.962, 0.961], "sb")
+    lines += _row("scratch-e", "best@E", [0.900, 0.902, 0.901, 0.900])
+    table = tmp_path / "runs.csv"
+    table.write_text("\n".join(lines) + "\n")
+    png = tmp_path / "fig" / "verdicts.png"
+    assert main(["verdict", str(table), "--figure", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"figure: {png}" in capsys.readouterr().out
+
+    results = [r for rs in read_runs(table).results.values() for r in rs]
+    analysis = Analysis(0.005, 0.975, ("E", "B", "P"))
+    fig = verdict_plot(claims(results, analysis, "capped"), analysis)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[0].startswith("PRIMARY  claim 1 at B") and not any(lb.startswith("PRIMARY") for lb in labels[1:])
+    words = [t.get_text() for t in ax.texts]
+    assert words[0] == "supported" and words[1].startswith("contradicted, Holm p") and words[2] == "same runs as B"
+    colours = {t.get_text().split(",")[0]: mcolors.to_hex(t.get_color()) for t in ax.texts}
+    assert colours["supported"] == mcolors.to_hex(STYLES["supported"][0])
+    assert colours["contradicted"] == mcolors.to_hex(STYLES["contradicted"][0])
+    assert colours["same runs as B"] == colours["missing"]  # claim 3 lacks its cells here: no test either way
+    assert len({colours["supported"], colours["contradicted"], colours["missing"]}) == 3  # each word its colour
+    margin_lines = [ln for ln in ax.lines if ln.get_label().startswith("−margin")]
+    assert margin_lines and margin_lines[0].get_xdata()[0] == pytest.approx(-0.5)
+
+
+def test_a_verdict_figure_path_that_is_not_a_png_is_one_line(tmp_path, capsys):
+    from study.commands.cli import main
+
+    rows = ["arm,pick,seed,test_acc,run_id", *_row("finetune", "best@E", [0.9, 0.91])]
+    rows += _row("scratch-b", "best@B", [0.92, 0.93])
+    table = tmp_path / "runs.csv"
+    table.write_text("\n".join(rows) + "\n")
+    assert main(["verdict", str(table), "--figure", str(tmp_path / "v.pdf")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--figure" in err[0] and ".png" in err[0]

@@ -35,6 +35,7 @@ def add_verdict_args(p: argparse.ArgumentParser) -> None:
         help="picks' naming (default: from the table)",
     )
     p.add_argument("--json", default=None, help="where to write the verdicts (default: TABLE's stem + .verdict.json)")
+    p.add_argument("--figure", default=None, help="also draw the verdicts at a glance as a PNG at this path")
 
 
 def run_verdict(args: argparse.Namespace) -> int:
@@ -86,4 +87,15 @@ def run_verdict(args: argparse.Namespace) -> int:
     except OSError as e:
         raise TableError(f"--json {target}: cannot write ({e.strerror})") from None
     print(f"verdicts: {target}")
+    if args.figure:
+        from study.verdict.verdict_figure import verdict_figure
+
+        figure = Path(args.figure)
+        if figure.suffix.lower() != ".png":
+            raise TableError(f"--figure {figure}: give a path ending in .png")
+        try:
+            verdict_figure(verdicts, analysis, figure)
+        except OSError as e:
+            raise TableError(f"--figure {figure}: cannot write ({e.strerror})") from None
+        print(f"figure: {figure}")
     return 0

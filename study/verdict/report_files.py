@@ -80,6 +80,7 @@ def _numbers(v: dict) -> str:
     return text + ")"
 
 
+VERDICT_PNG = "verdicts.png"  # the verdict figure, drawn before report.md is written, shown at its top
 SHOWN = [
     "arm",
     "choice",
@@ -121,6 +122,8 @@ def write_report(
     lines = [f"# {header['spec']}: {header['description']}", ""]
     if primary:
         lines += [f"**{primary}**", ""]
+    if (out / VERDICT_PNG).is_file():
+        lines += [f"![verdicts at a glance]({VERDICT_PNG})", ""]
     lines += [f"- {k}: {v}" for k, v in header.items() if k not in ("spec", "description")]
     lines += [f"- **caveat**: {c}" for c in caveats]
     lines += ["", "## Test accuracy (%), mean ± std over seeds", "", shown[SHOWN].to_markdown(index=False), ""]

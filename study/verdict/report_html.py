@@ -45,8 +45,16 @@ def _table(rows: list[str]) -> str:
     return "\n".join([*out, "</tbody></table>"])
 
 
-def markdown_to_html(md: str) -> str:
-    """The report's Markdown as HTML body elements."""
+def _image(alt: str, path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (
+        f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(path.name)}</figcaption></figure>"
+    )
+
+
+def markdown_to_html(md: str, base: Path | None = None) -> str:
+    """The report's Markdown as HTML body elements; an image line `![alt](file.png)` is embedded from `base`."""
     out: list[str] = []
     lines = md.splitlines()
     depth = 0  # open <ul> levels
@@ -70,6 +78,8 @@ def markdown_to_html(md: str) -> str:
                 i += 1
             out.append(_table(rows))
             continue
+        elif (image := re.match(r"^!\[(.*)\]\((.+\.png)\)$", line)) and base is not None:
+            out.append(_image(image.group(1), base / image.group(2)))
         elif heading := re.match(r"^(#{1,4}) (.*)$", line):
             n = len(heading.group(1))
             out.append(f"<h{n}>{_inline(heading.group(2))}</h{n}>")
@@ -81,17 +91,12 @@ def markdown_to_html(md: str) -> str:
 
 
 def write_html(out: Path, md: str, figures: list[Path], title: str) -> Path:
-    """report.html beside report.md: the text and tables, then every figure embedded."""
-    figs = []
-    for png in figures:
-        data = base64.b64encode(Path(png).read_bytes()).decode()
-        figs.append(
-            f'<figure><img alt="{html.escape(png.stem)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(png.name)}</figcaption></figure>"
-        )
+    """report.html beside report.md: the text and tables (with the images report.md shows, embedded where it
+    shows them), then every other figure embedded."""
+    figs = [_image(Path(png).stem, Path(png)) for png in figures]
     page = (
         f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{STYLE}</style></head>\n<body>\n{markdown_to_html(md)}\n<h2>Figures</h2>\n"
+        f"<style>{STYLE}</style></head>\n<body>\n{markdown_to_html(md, out)}\n<h2>Figures</h2>\n"
         + "\n".join(figs)
         + f"\n<script>{ON_LOAD}</script>\n</body></html>\n"
     )

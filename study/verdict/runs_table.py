@@ -5,6 +5,7 @@ that published numbers or another tool's runs go through the same pre-registered
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,11 @@ def read_runs(path: Path) -> RunsTable:
     if not path.is_file():
         raise TableError(f"{path}: no such file (a CSV with columns {', '.join(REQUIRED)})")
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)  # a row longer than the header
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False)
+    except pd.errors.ParserWarning:
+        raise TableError(f"{path}: a row has more fields than the header names; name every column") from None
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
         raise TableError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
     df.columns = [c.strip() for c in df.columns]

@@ -24,10 +24,11 @@ from .analysis import analyse
 from .carryover import BUDGET_NOTE, carryover_section
 from .claims import Analysis, lr_bands, tuning_gaps
 from .figures import figures, lr_sensitivity_figure
-from .report_files import importances, results_table, write_report
+from .report_files import VERDICT_PNG, importances, results_table, write_report
 from .report_html import write_html
 from .runs_table import runs_frame
 from .selection import selection_section
+from .verdict_figure import verdict_figure
 
 
 @dataclass
@@ -165,6 +166,7 @@ def write_verdicts(
         "spec_digest": spec.digest(),
     }
     out = out_dir / report_folder(spec, search.names)
+    verdict_png = verdict_figure(verdicts, analysis, out / VERDICT_PNG)  # report.md shows it first
     notes = method_notes(spec, trunk)
     missing_ = [asdict(m) for m in missing]
     selection = selection_section(spec, studies, trunk.budgets, choices, final.confirmations, final.confirm_cost)
@@ -178,7 +180,7 @@ def write_verdicts(
     pngs.append(lr_sensitivity_figure(points, out))
     paths["html"] = write_html(out, paths["report"].read_text(), pngs, f"rethink report: {spec.name}")
     report_run = tree.child(root, "report", "report", {"rethink.spec_digest": spec.digest()}, reuse=False)
-    for p in [*paths.values(), *pngs, *out.glob("*.csv")]:
+    for p in [*paths.values(), verdict_png, *pngs, *out.glob("*.csv")]:
         tree.client.log_artifact(report_run, str(p))
     tree.log_metrics(
         report_run,
