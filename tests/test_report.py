@@ -425,3 +425,24 @@ def test_a_version_bump_is_refused_against_the_old_studies_naming_it(reported, m
     line = capsys.readouterr().err.strip()
     assert "code_versions" in line and len(line.splitlines()) == 1
     assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == before
+
+
+def test_the_report_reads_as_text_no_nan_no_dict_no_unnamed_trial_and_the_verdict_figure_first(reported):
+    """Issue 35 points 2 and 4: report.md and report.html hold no `nan`, no Python dict or tuple, no `trial
+    nan`; counts are integers; the verdict figure stands right under the primary sentence in both."""
+    import re
+
+    out, _ = reported
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)  # the embedded figures' bytes
+    for doc in (md, text):
+        assert not re.search(r"\bnan\b", doc, re.IGNORECASE)
+        assert "{'" not in doc and "('" not in doc and "trial nan" not in doc
+    assert not re.search(r"\|\s*\d+\.0000\s*\|", md)  # a count printed as 3.0000
+    lines = md.splitlines()
+    primary = next(i for i, line in enumerate(lines) if line.startswith("**Primary comparison"))
+    assert lines[primary + 2] == "![verdicts at a glance](verdicts.png)" and (out / "verdicts.png").is_file()
+    first_img = text.index("<img")
+    assert text.index("Primary comparison") < first_img < text.index("<table")
+    assert 'alt="verdicts at a glance"' in text[first_img : first_img + 200]
+    assert "per-seed base" in md  # the unpruned row's trial: its per-seed base, not a missing number

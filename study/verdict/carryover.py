@@ -16,6 +16,7 @@ from study.final.evaluation import FinalResult
 from study.final.picks import Choice
 
 from .stats import binomial_floor
+from .tables import markdown
 
 CONFIDENCE = 0.95  # two-sided, for the gap's interval (descriptive: nothing is decided on it)
 
@@ -232,14 +233,14 @@ def carryover_section(
             "variance floored at its binomial variance; * marks a gap whose interval excludes 0. Descriptive: "
             "no pick is re-made on test.",
             "",
-            shown[cols].to_markdown(index=False),
+            markdown(shown[cols]),
             "",
         ]
         lines += [f"- {n}" for n in gap_notes(table)]
     below = below_baseline_notes(gaps, results)
     lines += [f"- {n}" for n in below]
     if not budgets.empty:
-        lines += ["", "Budgets in the final evaluation, seed by seed:", "", budgets.to_markdown(index=False), ""]
+        lines += ["", "Budgets in the final evaluation, seed by seed:", "", markdown(budgets), ""]
         lines += [f"- {BUDGET_NOTE}", ""]
     data = {
         "validation_to_test": table.to_dict(orient="records"),

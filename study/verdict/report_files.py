@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from study.final.evaluation import FinalResult
 
 from .claims import ARM_ORDER
+from .tables import DASH, markdown, plain
 
 
 def results_table(results: list[FinalResult], recipes: dict[tuple[str, str], str] | None = None) -> pd.DataFrame:
@@ -101,6 +102,42 @@ FINAL_FLOPS_NOTE = (
 )
 
 
+def _trial_named(table: pd.DataFrame) -> pd.DataFrame:
+    """The trial column says what each row is: a trial's number, or the per-seed base (no study trial)."""
+    out = table.copy().astype({"trial": object})
+    out["trial"] = [
+        "per-seed base" if arm == "unpruned" and (t is None or t != t) else DASH if t is None or t != t else int(t)
+        for arm, t in zip(out["arm"], out["trial"], strict=True)
+    ]
+    return out
+
+
+def gaps_table(gaps: list[dict]) -> pd.DataFrame:
+    """The tuning gaps as a reader reads them: difference and interval in points, seeds as counts, the test
+    named; a pick that is its baseline says so instead of numbers."""
+    rows = []
+    for g in gaps:
+        if "diff" not in g:
+            rows.append({"arm": g["arm"], "tuned": g["tuned"], "baseline": g["baseline"], "note": g.get("note", "")})
+            continue
+        rows.append(
+            {
+                "arm": g["arm"],
+                "tuned": g["tuned"],
+                "baseline": g["baseline"],
+                "difference (pp)": f"{100 * g['diff']:+.2f}",
+                "95% interval (pp)": f"[{100 * g['ci_low']:+.2f}, {100 * g['ci_high']:+.2f}]"
+                if g["ci_low"] == g["ci_low"]
+                else DASH,
+                "seeds": f"{g['n_a']}, {g['n_b']}",
+                "test": "paired by seed" if g.get("paired") else "Welch",
+                "p (two-sided)": f"{g['p_value']:.3g}" if g["p_value"] == g["p_value"] else DASH,
+                "note": g.get("note", ""),
+            }
+        )
+    return pd.DataFrame(rows).fillna("")
+
+
 def write_report(
     out: Path,
     table: pd.DataFrame,
@@ -124,9 +161,12 @@ def write_report(
         lines += [f"**{primary}**", ""]
     if (out / VERDICT_PNG).is_file():
         lines += [f"![verdicts at a glance]({VERDICT_PNG})", ""]
-    lines += [f"- {k}: {v}" for k, v in header.items() if k not in ("spec", "description")]
+    shown_header = {k: v for k, v in header.items() if k not in ("spec", "description", "analysis_fields")}
+    if "budgets_macs" in shown_header:  # one unit, said once
+        shown_header["budgets (training MACs)"] = shown_header.pop("budgets_macs")
+    lines += [f"- {k.replace('_', ' ')}: {plain(v)}" for k, v in shown_header.items()]
     lines += [f"- **caveat**: {c}" for c in caveats]
-    lines += ["", "## Test accuracy (%), mean ± std over seeds", "", shown[SHOWN].to_markdown(index=False), ""]
+    lines += ["", "## Test accuracy (%), mean ± std over seeds", "", markdown(_trial_named(shown[SHOWN])), ""]
     lines += [f"({FINAL_FLOPS_NOTE})", ""]
     lines += ["Recipes:", ""] + [
         f"- {r['arm']} {r['choice']}: {r['recipe']}" for r in shown.to_dict(orient="records") if r["recipe"]
@@ -136,9 +176,9 @@ def write_report(
     if not gaps_df.empty:
         gaps_df.to_csv(out / "tuning_gaps.csv", index=False)
         lines += [
-            "## Tuning gap: tuned pick minus baseline (test accuracy, fraction; Welch 95% CI)",
+            "## Tuning gap: tuned pick minus baseline (test accuracy; two-sided 95% interval)",
             "",
-            gaps_df.to_markdown(index=False, floatfmt=".4f"),
+            markdown(gaps_table(gaps)),
             "",
         ]
     lines += ["## Verdicts", "", f"Analysis: {header.get('analysis', '')}", ""]
@@ -167,7 +207,12 @@ def write_report(
         lines += ["", "## How the comparison was made", ""] + [f"- {n}" for n in notes]
     if not imp.empty:
         imp.to_csv(out / "importances.csv")
-        lines += ["", "## Hyperparameter importance (Optuna, validation accuracy)", "", imp.to_markdown(floatfmt=".3f")]
+        lines += [
+            "",
+            "## Hyperparameter importance (Optuna, validation accuracy)",
+            "",
+            markdown(imp, dict.fromkeys(imp.columns, ".3f"), index=True),
+        ]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     verdict = {
         "primary": primary,

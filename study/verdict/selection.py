@@ -15,6 +15,8 @@ from study.final.picks import Choice, budget_of
 from study.plan.layout import Budgets, epoch_range
 from study.plan.spec import Spec
 
+from .tables import markdown
+
 
 def searched_epochs(spec: Spec, studies: dict[str, optuna.Study], budgets: Budgets) -> pd.DataFrame:
     """Per study: the epoch range it searched, and the fewest and most epochs its searched trials ran."""
@@ -115,15 +117,15 @@ def selection_section(
     picks = picks_table(choices, studies, budgets)
     confirm = confirmation_table(confirmations)
     lines = ["## How the picks were made (search account: the training split the budgets are counted on)", ""]
-    lines += ["Epochs each study searched:", "", epochs.to_markdown(index=False), ""]
+    lines += ["Epochs each study searched:", "", markdown(epochs), ""]
     lines += ["Picks, each a searched trial or a baseline, with its search-time compute against its budget:", ""]
-    lines += [picks.to_markdown(index=False, floatfmt=".3g"), ""]
+    lines += [markdown(picks), ""]
     if not confirm.empty:
         lines += [
             f"Confirmation: each tuned pick's top {spec.select.top_k} trials trained again on {spec.select.seeds} "
             "more seeds (same split); the pick is the best mean validation accuracy:",
             "",
-            confirm.to_markdown(index=False, floatfmt=".4f"),
+            markdown(confirm, {"mean": ".4f", "std": ".4f"}),
             "",
         ]
         if sentence := bases_sentence(spec, confirmations):
