@@ -214,3 +214,27 @@ def test_a_base_pruned_in_memory_equals_the_same_base_saved_and_loaded(method, t
     assert sa.keys() == sb.keys() and any("running_var" in k for k in sa)
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
+
+
+def test_chance_is_a_one_sided_binomial_test_against_one_over_the_classes():
+    from study.search.chance import chance_problem
+
+    assert chance_problem(0.114, 500, 10) is not None  # 57 of 500: p = 0.18 against 10%
+    assert "57 of 500" in chance_problem(0.114, 500, 10)
+    assert chance_problem(0.16, 500, 10) is None  # 80 of 500: p < 1e-5
+    assert chance_problem(0.55, 100, 2) is not None and chance_problem(0.70, 100, 2) is None
+
+
+def test_a_base_at_chance_stops_the_study_before_any_arm_in_one_line(tracking_uri, tmp_path, capsys):
+    """A base trained at a vanishing lr stays at chance: the study stops before any trial, naming the
+    accuracy, chance and how to go on; nothing is left RUNNING."""
+    args = [*_args(["base.lr=1e-7", "base.epochs=1", "study.baselines=[]"], tmp_path), "--no-report"]
+    assert main(args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # not the progress lines
+    assert len(err) == 1 and "not clearly above chance (10.0% for 10 classes" in err[0]
+    assert "--allow-chance-base" in err[0] and "base.epochs" in err[0]
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([exp.experiment_id])
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert not [r for r in runs if r.data.tags.get("rethink.kind") in ("trial", "arm")]  # no arm began

@@ -42,6 +42,11 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="worker processes on this host (journal storage)")
     p.add_argument("--new-study", action="store_true", help="start fresh studies when the spec changed")
     p.add_argument("--no-report", action="store_true", help="stop after the studies (no final evaluation)")
+    p.add_argument(
+        "--allow-chance-base",
+        action="store_true",
+        help="go on when the base is not clearly above chance (refused by default; the report then says so)",
+    )
     p.add_argument("--report-dir", default="reports", help="report folder (a subfolder per spec)")
     p.add_argument(
         "--prepare-only",
@@ -113,6 +118,7 @@ def _run_level(args: argparse.Namespace, spec: Spec, level: Spec, runtime, clust
         worker_cmd,
         args.prepare_only,
         cluster,
+        args.allow_chance_base,
     )
     result = run_spec(level, opts)
     if args.worker or args.prepare_only:

@@ -14,6 +14,7 @@ from study.records.ownership import claim
 from study.records.storage import is_shared, make_storage
 from study.records.tracking import RunTree, configure
 
+from .chance import chance_problem
 from .reconcile import close_stale_runs
 from .runner import RunOptions
 from .studies import resolve_study_names, trial_counts
@@ -74,4 +75,6 @@ def open_finished(spec: Spec, opts: RunOptions, partial: bool = False) -> Finish
     if not is_shared(opts.storage):
         close_stale_runs(tree, root)
     found = {a: s for a, s in studies.items() if s is not None}
+    if problem := chance_problem(trunk.base_val_acc, len(trunk.split.y_eval), trunk.split.num_classes):
+        caveats = [f"{problem}: read no verdict as evidence", *caveats]  # first, at the top of the report
     return FinishedSearch(spec, found, names, trunk, tree, root, workdir, caveats)

@@ -24,6 +24,7 @@ from study.records.secrets import redact
 from study.records.storage import DEFAULT_STORAGE, allows_parallel, is_shared, make_storage
 from study.records.tracking import RunTree, configure
 
+from .chance import check_base_learned
 from .objective import ArmContext, OverBudget, make_objective, outcome
 from .reconcile import close_stale_runs, close_stale_trial_runs, recover_interrupted, requeue_lost
 from .remote import run_trials_on_cluster
@@ -51,6 +52,7 @@ class RunOptions:
     worker_cmd: tuple[str, ...] = ()  # the command a worker runs (with --worker), for --workers N
     prepare_only: bool = False  # make the trunk, the studies and their baselines, run no trial
     cluster: Cluster | None = None  # --engine ray: trials (and final runs) as Ray tasks on this session
+    allow_chance_base: bool = False  # go on when the base is not clearly above chance (the report says so)
 
 
 @dataclass
@@ -163,6 +165,11 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
         print(f"closed {n} run(s) a killed process left RUNNING", flush=True)
     trunk = build_trunk(spec, tree, root, workdir, runtime, train_missing=not opts.worker, data=data)
     check_reach(spec, trunk.budgets, f"spec {spec.name}: ")  # B and P are known now; before any trial trains
+    n_val, classes = len(trunk.split.y_eval), trunk.split.num_classes
+    if not opts.worker and (
+        caveat := check_base_learned(spec.name, trunk.base_val_acc, n_val, classes, opts.allow_chance_base)
+    ):
+        print(f"warning: {caveat}", file=sys.stderr, flush=True)
     tree.log_params(root, {"spec": spec.name, "spec_digest": spec.digest(), "storage": redact(opts.storage)})
     tree.client.log_dict(root, spec.model_dump(mode="json"), "spec.json")
 

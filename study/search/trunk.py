@@ -18,7 +18,16 @@ from rethink.prune import PruneConfig, PrunedModel, method_version, prune
 from rethink.prune.random_control import random_like
 from rethink.prune.sfp import SoftFilterPruning
 from rethink.prune.slimming import SparsityPenalty
-from rethink.train import Callback, Runtime, TrainConfig, config_digest, seed_everything, train
+from rethink.train import (
+    Callback,
+    Runtime,
+    TrainConfig,
+    config_digest,
+    evaluate,
+    make_loaders,
+    seed_everything,
+    train,
+)
 from study.plan.layout import Budgets, budgets
 from study.plan.spec import Spec, SpecError
 from study.records.progress import PrintProgress
@@ -88,8 +97,6 @@ def control_for(spec: Spec, base, base_spec, pruned: PrunedModel, seed: int | No
 def calibration(split: Split, n: int, seed: int = 0) -> torch.Tensor:
     """ThiNet's calibration sample: `n` training images drawn from `seed`'s stream (the search's trunk keeps
     the default 0 its checkpoints were made with; every other base draws from its own seed)."""
-    from rethink.train import make_loaders
-
     config = TrainConfig(batch_size=n, augment="none", seed=seed)
     loader, _ = make_loaders(split, config, torch.device("cpu"))
     return next(iter(loader.epoch(0)))[0]
@@ -211,6 +218,9 @@ def build_trunk(
         tree.end(base_run)
     base.cpu().eval()
     base_flops = forward_flops(base, shape)
+    if base_val_acc != base_val_acc:  # a checkpoint that does not say (made by hand, or before it was kept)
+        _, loader = make_loaders(split, base_config, torch.device("cpu"))
+        base_val_acc = evaluate(base, loader)[1]
 
     pconfig = prune_config(spec)
     prune_digest = pruned_digest(base_digest, pconfig)
