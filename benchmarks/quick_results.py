@@ -44,6 +44,18 @@ def run_once(seed: int) -> dict:
         if p["pick"].startswith("best")
     }
     tests = {f"{r['arm']}:{r['choice']}": round(r["test_acc_mean"] * 100, 2) for r in verdict["table"]}
+    carry = {
+        f"{r['arm']}:{r['pick']}": {
+            "val_pct": round(100 * r["val mean"], 2),
+            "val_runs": r["val runs"],
+            "val_bases": r["val bases"],
+            "test_pct": round(100 * r["test mean"], 2),
+            "gap_pp": round(100 * r["gap"], 2),
+            "beyond_noise": r["beyond noise"],
+        }
+        for r in verdict.get("validation_to_test", [])
+        if r["pick"].startswith("best") or r["pick"] == "rewind"
+    }
     return {
         "seed": seed,
         "wall_s": round(wall, 1),
@@ -51,6 +63,8 @@ def run_once(seed: int) -> dict:
         "claims": claims,
         "picks": picks,
         "test_acc_pct": tests,
+        "validation_to_test": carry,
+        "picks_below_baselines": verdict.get("picks_below_baselines", []),
     }
 
 
