@@ -1,6 +1,7 @@
 """The verdict: final evaluation with seeds, statistics checked against scipy, figures, artifacts."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -145,32 +146,40 @@ def _chromium() -> str | None:
 
 
 @pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (apt-get install chromium)")
-def test_report_html_renders_its_table_and_figures_in_headless_chromium(reported):
-    """A real browser loads report.html from disk, with no network: every figure decodes (they are embedded)
-    and every table row is laid out; the page records both on load, and --dump-dom reads them back."""
+def test_report_html_renders_its_table_and_figures_in_headless_chromium(reported, tmp_path):
+    """A real browser loads report.html from disk, with no network: every figure decodes (they are embedded),
+    every table row is laid out, no table makes the page wider than the window, the console logs no error,
+    and the rendered text holds no nan, dict or `trial nan`. The page records what it rendered on load;
+    --dump-dom reads it back. A screenshot is kept (in RETHINK_TEST_ARTIFACTS when set) for a person to see."""
     out, _ = reported
     page = out / "report.html"
     assert "http" not in page.read_text().split("<body>")[1].split("data:image")[0]  # nothing to fetch
-    dom = subprocess.run(
-        [
-            _chromium(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-            page.as_uri(),
-        ],
+    browser = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,2400"]
+    run = subprocess.run(
+        [*browser, "--virtual-time-budget=10000", "--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri()],
         capture_output=True,
         text=True,
         timeout=120,
-    ).stdout
+    )
+    dom = run.stdout
     figures = int(re.search(r'data-figures-decoded="(\d+)"', dom).group(1))
     rows = int(re.search(r'data-table-rows-shown="(\d+)"', dom).group(1))
+    overflow = int(re.search(r'data-page-overflow="(\d+)"', dom).group(1))
     table_rows = len(json.loads((out / "verdict.json").read_text())["table"])
-    assert figures == len(list(out.glob("*.png"))) == 4
+    assert figures == len(list(out.glob("*.png"))) == 5  # the verdict figure first, then the four others
     assert rows >= table_rows  # the results table, plus the tuning-gap and importance tables
+    assert overflow == 0  # wide tables scroll inside their box; the page itself never does
     assert "Verdicts" in dom and "unpruned" in dom
+    console = [line for line in run.stderr.splitlines() if "CONSOLE" in line and ("rror" in line or "Uncaught" in line)]
+    assert console == []
+    text = re.sub(r"<[^>]+>", " ", re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", dom))
+    assert not re.search(r"\bnan\b", text, re.IGNORECASE) and "{'" not in text and "trial nan" not in text
+    shots = Path(os.environ.get("RETHINK_TEST_ARTIFACTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    shot = shots / "report-html.png"
+    subprocess.run([*browser, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    print(f"report.html screenshot: {shot}")
 
 
 def test_finished_final_runs_are_reused_by_a_later_spec_run(reported, tmp_path):

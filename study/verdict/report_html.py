@@ -15,6 +15,7 @@ table { border-collapse: collapse; margin: 1em 0; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+.wide { overflow-x: auto; max-width: 100%; } li { overflow-wrap: anywhere; }
 figcaption { color: #555; font-size: 13px; }
 """
 
@@ -24,7 +25,8 @@ figcaption { color: #555; font-size: 13px; }
 ON_LOAD = (
     'window.addEventListener("load",()=>{const b=document.body.dataset;'
     "b.figuresDecoded=[...document.images].filter(i=>i.complete&&i.naturalWidth>0).length;"
-    'b.tableRowsShown=[...document.querySelectorAll("tbody tr")].filter(r=>r.offsetHeight>0).length;});'
+    'b.tableRowsShown=[...document.querySelectorAll("tbody tr")].filter(r=>r.offsetHeight>0).length;'
+    "b.pageOverflow=Math.max(0,document.documentElement.scrollWidth-window.innerWidth);});"
 )
 
 
@@ -42,7 +44,7 @@ def _table(rows: list[str]) -> str:
     head, body = _cells(rows[0]), [_cells(r) for r in rows[2:]]  # rows[1] is the |---| rule
     out = ["<table>", "<thead><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr></thead>", "<tbody>"]
     out += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in body]
-    return "\n".join([*out, "</tbody></table>"])
+    return '<div class="wide">' + "\n".join([*out, "</tbody></table>"]) + "</div>"  # scrolls, never the page
 
 
 def _image(alt: str, path: Path) -> str:
