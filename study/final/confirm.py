@@ -165,7 +165,8 @@ def confirm_picks(
         study = search.studies[c.study_arm]
         arm = arm_of(c.study_arm)
         inherits = arm in INHERITING_ARMS
-        used = (spec.seed, *(_base_seed(arm, i, bases, base_seeds, spec.seed) for i in range(len(seeds))))
+        others = (_base_for(arm, i, bases, base_seeds) for i in range(len(seeds)))
+        used = (spec.seed, *(spec.seed if b is None else b.seed for b in others))  # the base of each run
         cands = []
         for number in c.candidates:
             t = study.trials[number]
@@ -200,8 +201,3 @@ def _base_for(arm: str, i: int, bases: dict[int, SeedBase], seeds: list[int]) ->
     if arm not in INHERITING_ARMS or not seeds:
         return None
     return bases[seeds[i % len(seeds)]]
-
-
-def _base_seed(arm: str, i: int, bases: dict[int, SeedBase], seeds: list[int], search_seed: int) -> int:
-    base = _base_for(arm, i, bases, seeds)
-    return search_seed if base is None else base.seed
