@@ -10,6 +10,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 from optuna.trial import TrialState
 from scipy import stats
@@ -327,8 +328,14 @@ def test_operating_points_random_control_and_summary(tracking_uri, tmp_path, cap
     assert main(["summary", str(spec_file), "--reports", str(reports)]) == 0
     out = capsys.readouterr().out
     assert "tiny-r0.25" in out and "tiny-r0.5" in out and "Scratch-B" in out
-    table = (reports / "summary" / "summary.csv").read_text().splitlines()
-    assert len(table) == 3  # header + both settings
+    verdicts = (reports / "summary" / "verdicts.csv").read_text().splitlines()
+    assert len(verdicts) == 3  # header + both settings
+    table = pd.read_csv(reports / "summary" / "summary.csv")
+    assert list(dict.fromkeys(table.setting)) == ["tiny-r0.25", "tiny-r0.5"]
+    for level in ("tiny-r0.25", "tiny-r0.5"):  # one row per (arm, pick or baseline) of the setting's report
+        verdict = json.loads((reports / level / "verdict.json").read_text())
+        assert (table.setting == level).sum() == len(verdict["table"])
+    assert set(table["published (%)"].dropna()) == {"missing"}  # tiny digits has no published row
     one_each = []  # the same two settings as two specs of their own
     for r in ("0.25", "0.5"):
         path = tmp_path / f"one-{r}.toml"
@@ -341,7 +348,7 @@ def test_operating_points_random_control_and_summary(tracking_uri, tmp_path, cap
         one_each.append(str(path))
     capsys.readouterr()
     assert main(["summary", *one_each, "--reports", str(reports), "--out", str(tmp_path / "two")]) == 0
-    rows = (tmp_path / "two" / "summary.csv").read_text().splitlines()
+    rows = (tmp_path / "two" / "verdicts.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[1].startswith("tiny-r0.25,") and rows[2].startswith("tiny-r0.5,")
     assert main(["summary", TINY, "--reports", str(tmp_path / "nothing")]) == 2
     assert "no report for setting 'tiny'" in capsys.readouterr().err

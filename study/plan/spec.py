@@ -271,6 +271,11 @@ LITERATURE = Baseline(
 class Spec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
+    paper_row: str | None = Field(
+        None,
+        description="the published row beside this spec's results (study/specs/paper_numbers.csv), when "
+        "DATASET/METHOD/MODEL/SETTING does not name it",
+    )
     dataset: str = "digits"
     data_root: str = "data"
     val_fraction: float = Field(0.1, gt=0, lt=1)
@@ -402,7 +407,7 @@ class Spec(_Strict):
         return {**d, "code_versions": versions} if versions else d
 
     def digest(self) -> str:
-        return config_digest(self._with_versions(self.dump(exclude={"description"})))
+        return config_digest(self._with_versions(self.dump(exclude=METADATA)))
 
     def base_digest(self) -> str:
         keys = {"dataset", "val_fraction", "model", "width_scale", "classifier", "bn_init", "conv_init", "normalize"}
@@ -417,10 +422,12 @@ class Spec(_Strict):
     def study_fields(self) -> dict[str, Any]:
         """The fields that define a study's trials: a change here (the code versions included) makes old
         trials incomparable; the studies are then refused, naming it, until --new-study starts new ones."""
-        fields = self.dump(exclude={"description", "final", "data_root", "verdict", "select"})
+        fields = self.dump(exclude={*METADATA, "final", "data_root", "verdict", "select"})
         fields["study"].pop("n_trials")  # a larger budget continues the same studies
         return self._with_versions(fields)
 
+
+METADATA = {"description", "paper_row"}  # what a spec says about itself: no part of any digest
 
 # Fields added after specs were first digested. Holding their defaults they are left out of digests and
 # study fields, so the studies, runs and checkpoints of specs written before them stay valid.

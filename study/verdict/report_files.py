@@ -13,8 +13,10 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from study.final.evaluation import FinalResult
+from study.plan.paper import published
 
 from .claims import ARM_ORDER
+from .paper_table import paper_section
 from .tables import DASH, markdown, plain
 
 
@@ -166,7 +168,11 @@ def write_report(
         shown_header["budgets (training MACs)"] = shown_header.pop("budgets_macs")
     lines += [f"- {k.replace('_', ' ')}: {plain(v)}" for k, v in shown_header.items()]
     lines += [f"- **caveat**: {c}" for c in caveats]
-    lines += ["", "## Test accuracy (%), mean ± std over seeds", "", markdown(_trial_named(shown[SHOWN])), ""]
+    records = json.loads(table[[*SHOWN, "recipe", "test_acc_mean", "test_acc_std"]].to_json(orient="records"))
+    lines += ["", "## Results in the paper's shape", ""]
+    lines += [*paper_section([(header["spec"], {"header": header, "table": records})], published()), ""]
+    lines += ["## Test accuracy (%), mean ± std over seeds, with each row's recipe", ""]
+    lines += [markdown(_trial_named(shown[SHOWN])), ""]
     lines += [f"({FINAL_FLOPS_NOTE})", ""]
     lines += ["Recipes:", ""] + [
         f"- {r['arm']} {r['choice']}: {r['recipe']}" for r in shown.to_dict(orient="records") if r["recipe"]
@@ -220,7 +226,7 @@ def write_report(
         "caveats": caveats,
         "notes": list(notes),
         "missing": list(missing),
-        "table": json.loads(table[[*SHOWN, "recipe", "test_acc_mean", "test_acc_std"]].to_json(orient="records")),
+        "table": records,
         "tuning_gaps": gaps,
         "claims": verdicts,
         **selection[1],

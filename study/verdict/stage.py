@@ -13,9 +13,12 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from rethink.flops import param_count
+from rethink.models.registry import build_model
 from study.final.picks import Missing
 from study.final.stage import FinalEvaluation
 from study.plan.layout import arm_of, cap_of, study_name
+from study.plan.paper import row_key
 from study.plan.spec import Spec
 from study.search.finished import FinishedSearch
 from study.search.trunk import Trunk
@@ -111,6 +114,12 @@ def analysis_for(spec: Spec, studies: dict[str, optuna.Study], margin: float | N
     return Analysis(m / 100, c, v.budgets, tuple(why), v.min_seeds, v.primary)
 
 
+def params_reduction(trunk: Trunk) -> float:
+    """1 - the pruned network's parameters (non-zero ones for weight-level pruning) / the base's."""
+    pruned = trunk.pruned
+    return 1 - param_count(pruned.model, nonzero=not pruned.structured) / param_count(build_model(trunk.base_spec))
+
+
 def trial_points(studies: dict[str, optuna.Study]) -> dict[str, list[tuple[float, float]]]:
     """(lr, validation accuracy) of every completed trial, per study."""
     return {
@@ -155,7 +164,9 @@ def write_verdicts(
         "dataset": spec.dataset,
         "model": spec.model,
         "method": f"{spec.prune.method} {spec.prune.variant or spec.prune.ratio}",
+        "paper_row": row_key(spec),
         "flops_reduction": f"{100 * reduction:.1f}%",
+        "params_reduction": f"{100 * params_reduction(trunk):.1f}%",
         "seeds": spec.final.seeds,
         "searched_trials_per_study": spec.study.n_trials,
         "studies": ", ".join(s.study_name for s in studies.values()),

@@ -1,4 +1,5 @@
-"""One table across finished reports, in the shape of Liu et al.'s tables (`rethink summary`)."""
+"""One table across finished reports, in the shape of Liu et al.'s tables (`rethink summary`), with the
+published numbers where a source states them, and each setting's verdicts in short."""
 
 from __future__ import annotations
 
@@ -7,15 +8,11 @@ from pathlib import Path
 import pandas as pd
 
 from study.plan.load import load_spec
+from study.plan.paper import published, row_key
 
+from .paper_table import paper_section, paper_shaped
+from .tables import markdown
 from .tradeoff import read_report
-
-COLUMNS = [  # (column, arm, pick)
-    ("unpruned", "unpruned", "paper"),
-    ("fine-tuned", "finetune", "best@E"),
-    ("Scratch-E", "scratch-e", "best@E"),
-    ("Scratch-B", "scratch-b", "best@B"),
-]
 
 
 def _short(verdict: str) -> str:
@@ -26,30 +23,41 @@ def _short(verdict: str) -> str:
     )
 
 
-def summary_table(specs: list[str], reports: Path) -> pd.DataFrame:
-    rows = []
+def finished_settings(specs: list[str], reports: Path) -> list[tuple[str, dict]]:
+    """(setting, verdict.json) of every level of every spec, each header naming the spec's published row."""
+    out = []
     for name in specs:
         for level in load_spec(name).levels():
             v = read_report(reports, level)
-            cells = {(r["arm"], r["choice"]): r["test_acc"] for r in v["table"]}
-            h = v["header"]
-            row = {"setting": level.name, "dataset": h["dataset"], "model": h["model"], "method": h["method"]}
-            row |= {col: cells.get((arm, pick), "missing") for col, arm, pick in COLUMNS}
-            row["FLOPs reduction"] = h["flops_reduction"]
-            for c in v["claims"]:
-                if c["claim"].startswith("1 at budget"):
-                    row[f"claim 1 ({c['budget']})"] = _short(c["verdict"])
-                elif c["claim"].startswith("3"):
-                    row["claim 3"] = _short(c["verdict"])
-            rows.append(row)
+            out.append((level.name, {**v, "header": {**v["header"], "paper_row": row_key(level)}}))
+    return out
+
+
+def verdicts_table(settings: list[tuple[str, dict]]) -> pd.DataFrame:
+    """Per setting: FLOPs reduction and the short verdict of claim 1 at each budget and of claim 3."""
+    rows = []
+    for name, v in settings:
+        h = v["header"]
+        row = {"setting": name, "dataset": h["dataset"], "model": h["model"], "method": h["method"]}
+        for c in v["claims"]:
+            if c["claim"].startswith("1 at budget"):
+                row[f"claim 1 ({c['budget']})"] = _short(c["verdict"])
+            elif c["claim"].startswith("3"):
+                row["claim 3"] = _short(c["verdict"])
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
 def write_summary(specs: list[str], reports: Path, out: Path) -> str:
-    """summary.csv and summary.md into `out`; returns the Markdown."""
-    table = summary_table(specs, reports)
+    """summary.md, summary.csv (the paper-shaped table) and verdicts.csv into `out`; returns the Markdown."""
+    settings = finished_settings(specs, reports)
+    numbers = published()
+    table, _ = paper_shaped(settings, numbers)
+    verdicts = verdicts_table(settings)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "summary.csv", index=False)
-    text = "Test accuracy (%), mean ± std over seeds\n\n" + table.to_markdown(index=False) + "\n"
+    verdicts.to_csv(out / "verdicts.csv", index=False)
+    lines = ["# Results in the paper's shape", "", *paper_section(settings, numbers), "", "# Verdicts", ""]
+    text = "\n".join([*lines, markdown(verdicts)]) + "\n"
     (out / "summary.md").write_text(text)
     return text
