@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 from scipy import stats
 
-from conftest import TINY
+from conftest import TINY, start_mlflow_server, stop_process_group, wait_http
 from rethink.arms import derive_seed, final_seeds
 from study.commands.cli import main
 from study.verdict.stats import noninferiority_verdict, welch
@@ -181,6 +181,45 @@ def test_report_html_renders_its_table_and_figures_in_headless_chromium(reported
     subprocess.run([*browser, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     print(f"report.html screenshot: {shot}")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_report_html_renders_in_mlflows_artifact_view_of_the_spec_run(reported, tmp_path):
+    """The spec's root run holds report.html; a real `mlflow server` on 127.0.0.1 serves it (the endpoint
+    MLflow's UI reads an artifact from) byte for byte, and the page renders the way that UI's artifact view
+    shows HTML (MLflow 3: a text/html Blob in an iframe sandboxed to allow-scripts): every figure decodes,
+    the rows are laid out, nothing overflows the frame. The page tells its parent what it rendered."""
+    out, _ = reported
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("tiny")
+    (root,) = client.search_runs([exp.experiment_id], "tags.`rethink.kind` = 'spec'")
+    url, proc = start_mlflow_server(mlflow.get_tracking_uri(), tmp_path / "served-artifacts")
+    try:
+        served = wait_http(f"{url}/get-artifact?path=report.html&run_uuid={root.info.run_id}").decode()
+    finally:
+        stop_process_group(proc)
+    assert served == (out / "report.html").read_text()
+    frame = tmp_path / "artifact-view.html"
+    script_literal = json.dumps(served).replace("</", "<\\/")  # no </script> ends the frame page's script early
+    frame.write_text(
+        "<!doctype html><html><body><iframe id=view width=900 height=1800 sandbox=allow-scripts></iframe><script>"
+        f"const html={script_literal};"
+        'document.getElementById("view").src=URL.createObjectURL(new Blob([html],{type:"text/html"}));'
+        'addEventListener("message",e=>{Object.assign(document.body.dataset,e.data.rethinkReport);'
+        'document.body.dataset.framed="1";});</script></body></html>'
+    )
+    browser = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1000,2000"]
+    dom = subprocess.run(
+        [*browser, "--virtual-time-budget=10000", "--dump-dom", frame.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    assert 'data-framed="1"' in dom, "the framed report never reported back"
+    assert int(re.search(r'data-figures-decoded="(\d+)"', dom).group(1)) == len(list(out.glob("*.png")))
+    rows = int(re.search(r'data-table-rows-shown="(\d+)"', dom).group(1))
+    assert rows >= len(json.loads((out / "verdict.json").read_text())["table"])
+    assert int(re.search(r'data-page-overflow="(\d+)"', dom).group(1)) == 0
 
 
 def test_finished_final_runs_are_reused_by_a_later_spec_run(reported, tmp_path):

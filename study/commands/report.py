@@ -47,7 +47,7 @@ def print_report(spec: Spec, report: Report) -> None:
     for v in report.verdicts:
         print(f"[{v.get('role', 'secondary')}] claim {v['claim']}: {v['verdict']}")
     print(f"report: {(report.out / 'report.html').resolve()} (and report.md, table.csv, verdict.json, figures)")
-    print(f"MLflow: run {report.run_id}, artifacts tab (report.html)")
+    print(f"MLflow: report.html in the artifacts of the spec run {report.root_run} and its report run {report.run_id}")
 
 
 def add_report_args(p: argparse.ArgumentParser) -> None:

@@ -26,7 +26,9 @@ ON_LOAD = (
     'window.addEventListener("load",()=>{const b=document.body.dataset;'
     "b.figuresDecoded=[...document.images].filter(i=>i.complete&&i.naturalWidth>0).length;"
     'b.tableRowsShown=[...document.querySelectorAll("tbody tr")].filter(r=>r.offsetHeight>0).length;'
-    "b.pageOverflow=Math.max(0,document.documentElement.scrollWidth-window.innerWidth);});"
+    "b.pageOverflow=Math.max(0,document.documentElement.scrollWidth-window.innerWidth);"
+    # inside a frame (MLflow's artifact view shows the page in a sandboxed iframe): tell the frame's parent too
+    'if(window.parent!==window)window.parent.postMessage({rethinkReport:{...b}},"*");});'
 )
 
 

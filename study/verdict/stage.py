@@ -43,6 +43,7 @@ class Report:
     caveats: list[str]
     run_id: str  # the `report` run
     primary: str = ""  # the primary verdict in one plain sentence
+    root_run: str = ""  # the spec's run, which holds report.html too
 
 
 def report_folder(spec: Spec, names: dict[str, str]) -> str:
@@ -201,6 +202,7 @@ def write_verdicts(
         },
     )
     tree.end(report_run)
+    tree.client.log_artifact(root, str(paths["html"]))  # self-contained: the spec run's artifacts show it too
     if not os.environ.get("MLFLOW_RUN_ID"):  # the project run of `mlflow run` is ended by MLflow
         tree.end(root)
-    return Report(out, table, verdicts, missing, caveats, report_run, primary)
+    return Report(out, table, verdicts, missing, caveats, report_run, primary, root)
