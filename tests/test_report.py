@@ -18,6 +18,7 @@ from scipy import stats
 from conftest import TINY, start_mlflow_server, stop_process_group, wait_http
 from rethink.arms import derive_seed, final_seeds
 from study.commands.cli import main
+from study.plan.paper import published
 from study.verdict.stats import noninferiority_verdict, welch
 
 
@@ -308,6 +309,11 @@ def test_a_margin_chosen_after_the_results_is_labelled_post_hoc(reported, tmp_pa
         assert "POST HOC" in (out / "tiny" / "report.md").read_text()
 
 
+def _row(row: str) -> str:
+    """The name line of a spec plus its paper_row (top-level keys come before any table)."""
+    return f'name = "tiny-r0.5"\npaper_row = "{row}"'
+
+
 @pytest.mark.slow
 def test_operating_points_random_control_and_summary(tracking_uri, tmp_path, capsys):
     """prune.ratios runs one setting per level, each with its own studies and report; the trade-off report
@@ -366,7 +372,7 @@ def test_operating_points_random_control_and_summary(tracking_uri, tmp_path, cap
     spec_file.write_text(Path(TINY).read_text().replace("ratio = 0.5", "ratios = [0.25, 0.5]"))
     assert main(["summary", str(spec_file), "--reports", str(reports)]) == 0
     out = capsys.readouterr().out
-    assert "tiny-r0.25" in out and "tiny-r0.5" in out and "Scratch-B" in out
+    assert "tiny-r0.25" in out and "tiny-r0.5" in out and "Scratch-E" in out and "fine-tuned" in out
     verdicts = (reports / "summary" / "verdicts.csv").read_text().splitlines()
     assert len(verdicts) == 3  # header + both settings
     table = pd.read_csv(reports / "summary" / "summary.csv")
@@ -389,6 +395,18 @@ def test_operating_points_random_control_and_summary(tracking_uri, tmp_path, cap
     assert main(["summary", *one_each, "--reports", str(reports), "--out", str(tmp_path / "two")]) == 0
     rows = (tmp_path / "two" / "verdicts.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[1].startswith("tiny-r0.25,") and rows[2].startswith("tiny-r0.5,")
+    # a spec that names a published row: its numbers stand beside the paper-recipe rows, with their sources
+    row = "imagenet/magnitude/resnet50/60%"
+    Path(one_each[1]).write_text(Path(one_each[1]).read_text().replace('name = "tiny-r0.5"', f"{_row(row)}"))
+    assert main(["summary", *one_each, "--reports", str(reports), "--out", str(tmp_path / "named")]) == 0
+    named = pd.read_csv(tmp_path / "named" / "summary.csv", keep_default_na=False)
+    numbers = published()[row]
+    for arm, label in (("finetune", "fine-tuned"), ("scratch-e", "Scratch-E")):
+        cell = named[(named.setting == "tiny-r0.5") & (named.arm == label) & (named.row == "paper recipe")]
+        assert cell["published (%)"].item().startswith(f"{numbers[arm].mean:.2f} [")
+    assert set(named[named.setting == "tiny-r0.25"]["published (%)"]) <= {"", "missing"}
+    md = (tmp_path / "named" / "summary.md").read_text()
+    assert numbers["finetune"].source in md and "tiny-r0.5: published row `imagenet/magnitude/resnet50/60%`" in md
     assert main(["summary", TINY, "--reports", str(tmp_path / "nothing")]) == 2
     assert "no report for setting 'tiny'" in capsys.readouterr().err
 
