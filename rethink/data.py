@@ -41,6 +41,62 @@ class Dataset:
         return int(self.x_train.shape[2])
 
 
+@dataclass(frozen=True)
+class DatasetShape:
+    """What a dataset is without its images: sizes of its splits, image shape, classes."""
+
+    name: str
+    n_train: int
+    n_test: int
+    in_channels: int
+    input_size: int
+    num_classes: int
+
+
+# The registered datasets whose sizes are known without their files (the official splits).
+KNOWN_SHAPES = {
+    "cifar10": DatasetShape("cifar10", 50_000, 10_000, 3, 32, 10),
+    "cifar100": DatasetShape("cifar100", 50_000, 10_000, 3, 32, 100),
+}
+SYNTHETIC = "synthetic:"  # synthetic:C,SIZE,CLASSES[,N_TRAIN,N_TEST]: random images, for smoke runs
+
+
+def dataset_shape(name: str, root: str | Path = "data") -> DatasetShape:
+    """The shape of a dataset by name, without loading CIFAR (its sizes are known); others are read."""
+    if name in KNOWN_SHAPES:
+        return KNOWN_SHAPES[name]
+    ds = load_dataset(name, root)
+    return DatasetShape(name, len(ds.y_train), len(ds.y_test), ds.in_channels, ds.input_size, ds.num_classes)
+
+
+def synthetic_name(shape: DatasetShape, n_train: int, n_test: int) -> str:
+    return f"{SYNTHETIC}{shape.in_channels},{shape.input_size},{shape.num_classes},{n_train},{n_test}"
+
+
+def load_synthetic(spec: str) -> Dataset:
+    """Random uint8 images with a class-dependent brightness (so a model can learn a little), labels
+    cycling through every class; seeded by the name, the same every time."""
+    try:
+        fields = [int(v) for v in spec.split(",")]
+        c, size, k = fields[:3]
+        n_train, n_test = fields[3:] if len(fields) == 5 else (8 * k, 4 * k)
+        if len(fields) not in (3, 5) or min(c, size, k, n_train, n_test) < 1:
+            raise ValueError
+    except ValueError:
+        raise DataError(
+            f"dataset {SYNTHETIC}{spec!r}: give {SYNTHETIC}CHANNELS,SIZE,CLASSES[,N_TRAIN,N_TEST] (positive "
+            f"integers), e.g. {SYNTHETIC}3,32,10"
+        ) from None
+    rng = np.random.default_rng([c, size, k, n_train, n_test])
+    arrays = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        y = np.arange(n) % k
+        level = (255 * (y + 0.5) / k).astype(np.float64)[:, None, None, None]
+        x = np.clip(level + rng.normal(0, 40, (n, c, size, size)), 0, 255).astype(np.uint8)
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = x.transpose(0, 2, 3, 1), y.astype(np.int64)
+    return from_arrays(f"{SYNTHETIC}{spec}", arrays, (), source="synthetic", num_classes=k)
+
+
 DATASETS: dict[str, Callable[..., Dataset]] = {}
 
 
@@ -53,13 +109,15 @@ def register_dataset(name: str):
 
 
 def dataset_names() -> list[str]:
-    return sorted(DATASETS) + ["npz:PATH"]
+    return sorted(DATASETS) + ["npz:PATH", f"{SYNTHETIC}C,SIZE,CLASSES"]
 
 
 def load_dataset(name: str, root: str | Path = "data", download: bool = False) -> Dataset:
     """Load a registered dataset by name, or `npz:PATH` for any npz in the cifar10-5k format."""
     if name.startswith("npz:"):
         return load_npz(name[4:])
+    if name.startswith(SYNTHETIC):
+        return load_synthetic(name[len(SYNTHETIC) :])
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}")
     return DATASETS[name](root=Path(root), download=download)

@@ -17,6 +17,11 @@ COMMANDS = {
         "commands.study:add_study_args",
         "commands.study:run_study",
     ),
+    "specs": (
+        "every shipped spec as a row of the paper, with what it will cost before it runs",
+        "commands.specs:add_specs_args",
+        "commands.specs:run_specs",
+    ),
     "report": (
         "final evaluation with seeds on the test set, then the report and its verdicts",
         "commands.report:add_report_args",

@@ -63,6 +63,7 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
     add_runtime_args(p)
     add_engine_args(p)
     p.add_argument("--partial", action="store_true", help="report unfinished studies, with the caveat printed")
+    p.add_argument("--smoke", action="store_true", help="report the spec's smoke run (`rethink study SPEC --smoke`)")
     p.add_argument(
         "--margin",
         type=float,
@@ -74,7 +75,7 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    spec = load_spec(args.spec, args.set)
+    spec = load_spec(args.spec, args.set, args.smoke)
     writable_dir(args.out, "--out")  # before the final evaluation trains anything
     storage = storage_url(args.storage)
     if args.margin is not None and not 0 <= args.margin < 100:

@@ -19,6 +19,7 @@ from study.verdict.tradeoff import tradeoff_report
 
 from .options import add_engine_args, add_runtime_args, engine_from_args, open_engine, runtime_argv, runtime_from_args
 from .report import report_spec
+from .specs import cost_lines
 
 
 def add_study_args(p: argparse.ArgumentParser) -> None:
@@ -49,6 +50,17 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--report-dir", default="reports", help="report folder (a subfolder per spec)")
     p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what the spec will train, stage by stage, its compute and time estimates; train nothing",
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="the whole pipeline on a few synthetic images of the spec's shape, one base epoch, one trial per "
+        "study (spec name + '-smoke'): checks that the spec runs, not what it finds",
+    )
+    p.add_argument(
         "--prepare-only",
         action="store_true",
         help="train the base, prune, create the studies and their baselines, then stop: "
@@ -71,7 +83,13 @@ def level_overrides(spec: Spec, level: Spec) -> list[str]:
 
 def run_study(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # progress lines, and failures, come from rethink
-    spec = load_spec(args.spec, args.set)  # every spec error is raised before any training
+    spec = load_spec(args.spec, args.set, args.smoke)  # every spec error is raised before any training
+    if args.dry_run:
+        print("\n".join(cost_lines(spec)))
+        return 0
+    if args.smoke:
+        args.allow_chance_base = True  # a base on noise learns little; the report says so
+        print(f"smoke mode: {spec.name} on {spec.dataset}; checks the pipeline, not the claims", flush=True)
     args.storage = storage_url(args.storage)
     writable_dir(args.workdir, "--workdir")  # checkpoints: refused now, not after the base has trained
     if not (args.no_report or args.worker or args.prepare_only):

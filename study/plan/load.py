@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .layout import check_reach, known_on_load
+from .smoke import smoke_spec
 from .spec import SPECS_DIR, Spec, SpecError
 
 if sys.version_info >= (3, 11):
@@ -70,7 +71,8 @@ def resolve_spec_path(name_or_path: str) -> Path:
     raise SpecError(f"spec not found: {name_or_path} (a TOML path, or a shipped spec: {names})")
 
 
-def load_spec(name_or_path: str, overrides: list[str] = ()) -> Spec:
+def load_spec(name_or_path: str, overrides: list[str] = (), smoke: bool = False) -> Spec:
+    """The spec, its --set overrides applied, validated; with `smoke`, at smoke size (study/plan/smoke.py)."""
     path = resolve_spec_path(name_or_path)
     try:
         data = tomllib.loads(path.read_text())
@@ -81,5 +83,10 @@ def load_spec(name_or_path: str, overrides: list[str] = ()) -> Spec:
         spec = Spec.model_validate(data)
     except ValidationError as e:
         raise _format(e, str(path)) from None
+    if smoke:
+        try:
+            spec = smoke_spec(spec)
+        except ValidationError as e:
+            raise _format(e, f"{path} (smoke mode)") from None
     check_reach(spec, known_on_load(spec), f"{path}: ")
     return spec

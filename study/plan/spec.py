@@ -325,7 +325,10 @@ class Spec(_Strict):
                 f"cap per study); give epochs = {{ low = 2, high = N }} in epochs"
             )
         if "lottery" in self.study.arms and self.prune.method not in ("lottery", "magnitude", "l1-norm"):
-            raise ValueError("the lottery arm needs a magnitude, lottery or l1-norm pruning")
+            raise ValueError(
+                f"study.arms: the lottery arm needs a method that keeps the base's init (magnitude, lottery or "
+                f"l1-norm), not {self.prune.method!r}; drop 'lottery' from study.arms or change prune.method"
+            )
         return self
 
     def _check_sfp(self) -> None:

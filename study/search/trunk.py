@@ -13,7 +13,7 @@ from rethink.arms import Arm, build_arm, derive_seed, pruned_flops
 from rethink.checkpoint import load_cached, save_checkpoint
 from rethink.data import Dataset, Split, load_dataset, normalized, train_val_split
 from rethink.flops import forward_flops, param_count, training_flops
-from rethink.models import ArchSpec, build_model, default_spec
+from rethink.models import ArchSpec, build_model
 from rethink.prune import PruneConfig, PrunedModel, method_version, prune
 from rethink.prune.random_control import random_like
 from rethink.prune.sfp import SoftFilterPruning
@@ -28,6 +28,7 @@ from rethink.train import (
     seed_everything,
     train,
 )
+from study.plan.arch import base_arch, prune_config
 from study.plan.layout import Budgets, budgets
 from study.plan.spec import Spec, SpecError
 from study.records.progress import PrintProgress
@@ -68,11 +69,6 @@ class Trunk:
             init_state=source.init_state,
             pruned_macs=source.pruned_flops,
         )
-
-
-def prune_config(spec: Spec) -> PruneConfig:
-    p = spec.prune
-    return PruneConfig(p.method, p.ratio, p.variant, p.min_channels, p.scope, seed=spec.seed, like=p.like)
 
 
 def pruned_digest(base_digest: str, pconfig: PruneConfig) -> str:
@@ -124,20 +120,6 @@ def base_callbacks(spec: Spec) -> list[Callback]:
     if spec.base.sfp_ratio is not None:
         callbacks.append(SoftFilterPruning(spec.base.sfp_ratio))
     return callbacks
-
-
-def base_arch(spec: Spec, ds: Dataset) -> ArchSpec:
-    """The spec's unpruned architecture for the dataset's shape, with the spec's model options."""
-    return default_spec(
-        spec.model,
-        ds.in_channels,
-        ds.num_classes,
-        ds.input_size,
-        spec.width_scale,
-        spec.classifier,
-        spec.bn_init,
-        spec.conv_init,
-    )
 
 
 def build_trunk(

@@ -1,0 +1,178 @@
+"""What a spec will cost before it runs: the training compute of every stage (base, each study's searched
+and baseline trials, the confirmation and its bases, the final seeds) in MACs, from the architectures and
+the layout alone: no data is read for CIFAR, nothing is trained, no run is made."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from rethink.arms import INHERITING_ARMS, pruned_flops
+from rethink.data import DatasetShape, dataset_shape
+from rethink.flops import forward_flops, training_flops
+from rethink.models.registry import build_model
+from rethink.prune.registry import prune
+
+from .arch import base_arch, prune_config
+from .layout import Budgets, baseline_trials, budgets, epoch_range, study_arms
+from .spec import Spec
+
+# Methods whose per-layer widths (or weights) follow the trained base: before training, estimated.
+FROM_TRAINED_WEIGHTS = ("slimming", "magnitude", "lottery")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a spec's compute: how many training runs and their MACs in all."""
+
+    name: str
+    runs: int
+    macs: float
+
+
+@dataclass(frozen=True)
+class Cost:
+    spec: str
+    data: DatasetShape
+    base_macs: int  # forward MACs of one image, unpruned
+    pruned_macs: int  # the same, pruned (non-zero weights for weight-level methods)
+    exact: bool  # False: the pruned architecture is an estimate (the method decides it from trained weights)
+    budgets: Budgets
+    stages: tuple[Stage, ...]
+
+    @property
+    def total(self) -> float:
+        return sum(s.macs for s in self.stages)
+
+    @property
+    def runs(self) -> int:
+        return sum(s.runs for s in self.stages)
+
+    def how_pruned(self) -> str:
+        if self.exact:
+            return "exact: the method's architecture does not depend on the trained weights"
+        return (
+            "estimated: the method picks its widths (or weights) from the trained base; here from an untrained "
+            "one (slimming: random BN scales, magnitude: the init's weights), so B's epochs are estimates too"
+        )
+
+
+def _untrained_pruned(spec: Spec, data: DatasetShape):
+    """The base at init and the spec's method applied to it (random scales for slimming, so its global
+    threshold keeps about the ratio of every layer instead of breaking ties)."""
+    torch.manual_seed(spec.seed)
+    arch = base_arch(spec, data)
+    model = build_model(arch)
+    config = prune_config(spec)
+    if config.method == "slimming":
+        gen = torch.Generator().manual_seed(spec.seed)
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.01)
+    calib = None
+    if config.method == "thinet":
+        size = (config.calibration_images, data.in_channels, data.input_size, data.input_size)
+        calib = torch.rand(size, generator=torch.Generator().manual_seed(spec.seed))
+    return model, arch, prune(model, arch, config, calib)
+
+
+def _mean_epochs(low: int, high: int, log: bool) -> float:
+    """The expected epochs of a trial sampled from [low, high] (uniform, or log-uniform)."""
+    if high <= low:
+        return float(low)
+    if log:
+        return (high - low) / math.log(high / low)
+    return (low + high) / 2
+
+
+def split_sizes(spec: Spec, data: DatasetShape) -> tuple[int, int]:
+    """(search training images, final training images): the search holds out the validation fraction."""
+    n_val = math.ceil(spec.val_fraction * data.n_train)
+    return data.n_train - n_val, data.n_train
+
+
+def spec_cost(spec: Spec, data: DatasetShape | None = None) -> Cost:
+    """The compute of one setting, stage by stage. Searched trials count at the mean of their epoch range
+    (every trial at its cap is the most it can cost); baselines at their own epochs."""
+    data = data or dataset_shape(spec.dataset, spec.data_root)
+    model, arch, pruned = _untrained_pruned(spec, data)
+    shape = (data.in_channels, data.input_size, data.input_size)
+    base_fwd, pruned_fwd = forward_flops(model, shape), pruned_flops(pruned)
+    n_search, n_final = split_sizes(spec, data)
+    base_config = spec.base.train_config(spec.seed)
+    caps = budgets(base_config, base_fwd, pruned_fwd, n_search)
+
+    def epoch(arm: str, n: int) -> float:
+        return training_flops(base_fwd if arm == "unpruned" else pruned_fwd, n)
+
+    stages = [Stage("base (search split)", 1, caps.base_train)]
+    picks: list[tuple[str, float]] = []  # (arm, expected epochs) of each tuned pick, for the later stages
+    baselines: dict[tuple[str, str], float] = {}  # (arm, name) -> epochs: one final row each
+    for key in study_arms(spec):
+        arm = key.partition("@")[0]
+        arm = "scratch-b" if arm == "scratch" else arm
+        found = epoch_range(spec, key, caps)
+        mean = _mean_epochs(*found) if found else base_config.epochs
+        extra = baseline_trials(spec, key, caps, base_config)
+        macs = spec.study.n_trials * mean * epoch(arm, n_search)
+        macs += sum(b.params.get("epochs", mean) * epoch(arm, n_search) for b in extra)
+        stages.append(Stage(f"study {key}", spec.study.n_trials + len(extra), macs))
+        picks.append((arm, mean))
+        baselines |= {(arm, b.name): b.params.get("epochs", mean) for b in extra}
+    sel = spec.select
+    if sel.seeds and sel.top_k:
+        runs = len(picks) * sel.top_k * sel.seeds
+        macs = sum(sel.top_k * sel.seeds * m * epoch(a, n_search) for a, m in picks)
+        stages.append(Stage("confirmation", runs, macs))
+        if sel.n_bases and set(spec.study.arms) & set(INHERITING_ARMS):
+            stages.append(Stage("confirmation bases", sel.n_bases, sel.n_bases * caps.base_train))
+    seeds = spec.final.seeds
+    final_base = training_flops(base_fwd, n_final * base_config.epochs)
+    rows = [*picks, *((a, e) for (a, _), e in baselines.items())]
+    stages.append(Stage("final: bases (train+val)", seeds, seeds * final_base))
+    stages.append(Stage("final: every row", seeds * len(rows), seeds * sum(m * epoch(a, n_final) for a, m in rows)))
+    exact = spec.prune.method not in FROM_TRAINED_WEIGHTS or (
+        spec.prune.method == "magnitude" and spec.prune.scope == "layer"
+    )
+    return Cost(spec.name, data, base_fwd, pruned_fwd, exact, caps, tuple(stages))
+
+
+# One GPU's training rate, quoted: a standard ResNet-18 CIFAR-10 training, 32.3 PFLOPs in 7 min on one 400 W
+# A100 (2 FLOPs per MAC: 16.15e15 MACs in 420 s). Small CIFAR networks keep a GPU less busy than a ResNet-18,
+# so their time is longer: read a GPU estimate from this rate as a lower bound.
+GPU_RATE = 16.15e15 / 420
+GPU_SOURCE = (
+    "one A100 at a standard ResNet-18 CIFAR-10 training's rate (32.3 PFLOPs in 7 min: github.com/KellerJordan/"
+    "cifar10-airbench@f1c599c4af24 README.md line 16); small networks run slower, so a lower bound"
+)
+_RATES: dict[tuple, float] = {}
+
+
+def machine_rate(spec: Spec, data: DatasetShape, steps: int = 2) -> float:
+    """This machine's training MACs per second for the spec's unpruned model (CPU, fp32): the median of
+    `steps` timed steps of a batch of up to 32 synthetic images after one untimed step; cached per model."""
+    import time
+
+    arch = base_arch(spec, data)
+    if arch in _RATES:
+        return _RATES[arch]
+    torch.manual_seed(0)
+    model = build_model(arch)
+    batch = min(32, spec.base.batch_size)
+    x = torch.rand(batch, data.in_channels, data.input_size, data.input_size)
+    y = torch.arange(batch) % data.num_classes
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    times = []
+    for i in range(steps + 1):
+        start = time.perf_counter()
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        if i:
+            times.append(time.perf_counter() - start)
+    macs = training_flops(forward_flops(model, tuple(x.shape[1:])), batch)
+    _RATES[arch] = macs / sorted(times)[len(times) // 2]
+    return _RATES[arch]

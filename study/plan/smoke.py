@@ -1,0 +1,33 @@
+"""Smoke mode: any spec's whole pipeline (base, prune, every study with one searched trial and its baselines,
+confirmation on one seed and one more base, two final seeds, verdicts, report) on a few synthetic images of
+the spec's input shape and class count, one epoch of base training: it checks that the spec runs, not what
+it finds."""
+
+from __future__ import annotations
+
+from rethink.data import dataset_shape, synthetic_name
+
+from .spec import Spec
+
+SMOKE_SUFFIX = "-smoke"  # its studies, runs and report never mix with the spec's own
+
+
+def smoke_spec(spec: Spec) -> Spec:
+    """The spec at smoke size: two training images per class (one each side of the validation split), one
+    test image per class, E = 1 epoch (B and P follow from the FLOPs), everything else as the spec says."""
+    shape = dataset_shape(spec.dataset, spec.data_root)
+    k = shape.num_classes
+    d = spec.model_dump()
+    d |= {
+        "name": spec.name + SMOKE_SUFFIX,
+        "description": f"smoke run of {spec.name}: synthetic images, one base epoch; checks the pipeline only",
+        "dataset": synthetic_name(shape, 2 * k, k),
+        "normalize": "split",
+        "val_fraction": 0.5,
+    }
+    d["base"]["epochs"] = 1
+    d["study"]["n_trials"] = 1
+    d["select"] |= {"top_k": 1, "seeds": 1, "bases": 1}
+    d["final"]["seeds"] = 2
+    d["verdict"]["min_seeds"] = 2
+    return Spec.model_validate(d)

@@ -1,0 +1,95 @@
+"""A spec's cost before it runs: the compute of every stage from the architectures and the layout alone,
+`rethink study SPEC --dry-run` (no training, no run, no file left behind), and the `rethink specs` catalogue."""
+
+import math
+
+import pytest
+import torch
+
+from conftest import TINY
+from rethink.data import DatasetShape, dataset_shape, load_dataset
+from rethink.flops import forward_flops
+from rethink.models.registry import build_model
+from study.commands.cli import main
+from study.commands.specs import shipped
+from study.plan.arch import base_arch
+from study.plan.cost import spec_cost, split_sizes
+from study.plan.layout import baseline_trials, study_arms
+from study.plan.load import load_spec
+
+
+def test_cifar_shapes_are_known_without_files_and_others_are_read(tmp_path):
+    assert dataset_shape("cifar100", tmp_path) == DatasetShape("cifar100", 50_000, 10_000, 3, 32, 100)
+    digits = load_dataset("digits")
+    shape = dataset_shape("digits")
+    assert (shape.n_train, shape.n_test, shape.input_size) == (len(digits.y_train), len(digits.y_test), 8)
+
+
+def test_each_stage_is_what_its_runs_would_train():
+    spec = load_spec("quick")
+    cost = spec_cost(spec)
+    data = dataset_shape("digits")
+    base = forward_flops(build_model(base_arch(spec, data)), (1, 8, 8))
+    n_search, n_final = split_sizes(spec, data)
+    assert n_search + math.ceil(spec.val_fraction * data.n_train) == data.n_train == n_final
+    stages = {s.name: s for s in cost.stages}
+    assert cost.base_macs == base and 0 < cost.pruned_macs < base
+    assert stages["base (search split)"].macs == pytest.approx(3 * base * n_search * spec.base.epochs)
+    assert stages["final: bases (train+val)"].macs == pytest.approx(3 * base * n_final * 8 * spec.final.seeds)
+    assert stages["confirmation bases"].runs == spec.select.n_bases
+    assert stages["confirmation bases"].macs == pytest.approx(spec.select.n_bases * cost.budgets.base_train)
+    for key in study_arms(spec):  # a capped study never costs more than its trials at their cap
+        extra = baseline_trials(spec, key, cost.budgets, spec.base.train_config(0))
+        stage = stages[f"study {key}"]
+        assert stage.runs == spec.study.n_trials + len(extra)
+        cap = {"E": cost.budgets.train_e, "B": cost.budgets.train_b, "P": cost.budgets.pipeline_p}[key[-1]]
+        assert 0 < stage.macs <= stage.runs * cap * 1.0001
+    assert cost.total == pytest.approx(sum(s.macs for s in cost.stages))
+
+
+def test_the_cost_follows_the_spec_and_its_overrides():
+    spec = load_spec("cifar10-l1-resnet56-a")
+    more = load_spec("cifar10-l1-resnet56-a", ["study.n_trials=48"])
+    none = load_spec("cifar10-l1-resnet56-a", ["select.bases=0"])
+    a, b, c = spec_cost(spec), spec_cost(more), spec_cost(none)
+    assert a.exact and b.total > a.total
+    assert "confirmation bases" in {s.name for s in a.stages} and "confirmation bases" not in {s.name for s in c.stages}
+    assert a.total - c.total == pytest.approx(spec.select.n_bases * a.budgets.base_train)
+    assert not spec_cost(load_spec("cifar10-slimming-vgg19-70")).exact  # widths come from the trained base
+    scratch_only = spec_cost(load_spec(TINY, ["study.arms=['scratch-e', 'scratch-b']"]))
+    assert "confirmation bases" not in {s.name for s in scratch_only.stages}  # nothing inherits a base
+
+
+def test_dry_run_prints_the_cost_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    torch.manual_seed(0)
+    assert main(["study", "cifar10-l1-resnet56-a", "--dry-run", "--set", "final.seeds=3"]) == 0
+    out = capsys.readouterr().out
+    assert "final: bases (train+val) | 3 " in out and "total:" in out and "on this machine" in out
+    assert "A100" in out and "cifar10-airbench" in out  # the GPU rate's source
+    assert list(tmp_path.iterdir()) == []  # no store, no checkpoint, no report
+
+
+def test_a_bad_spec_is_refused_before_anything_with_the_field_named(capsys):
+    cases = [
+        ("cifar10-l1-vgg16-a", ["model=resnet57"], "model: unknown model 'resnet57'"),
+        ("cifar10-slimming-vgg19-70", ["prune.ratio=1.5"], "prune.ratio: Input should be less than 1"),
+        ("cifar10-slimming-vgg19-70", ["study.arms=['finetune', 'lottery']"], "study.arms: the lottery arm needs"),
+    ]
+    for spec, sets, says in cases:
+        args = [x for s in sets for x in ("--set", s)]
+        assert main(["study", spec, *args, "--dry-run"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], err
+
+
+def test_the_catalogue_lists_every_shipped_spec_with_its_cost(capsys, tmp_path):
+    assert main(["specs", "--csv", str(tmp_path / "specs.csv")]) == 0
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "specs.csv")
+    assert sorted(table.spec) == shipped()
+    assert (table["training MACs"].astype(float) > 0).all()
+    assert table["here"].notna().all() and table["1 GPU (at least)"].notna().all()
+    assert set(table.published) <= {"missing"} | {f"{n} numbers" for n in range(1, 10)}

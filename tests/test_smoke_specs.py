@@ -1,0 +1,37 @@
+"""Every shipped spec runs: its whole pipeline in smoke mode (synthetic images of its shape and class count,
+one base epoch, one searched trial per study with its baselines, confirmation, two final seeds, verdicts and
+report). Its own CI step: `pytest -q -m smoke`."""
+
+import json
+
+import mlflow
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from study.commands.cli import main
+from study.commands.specs import shipped
+from study.plan.load import load_spec
+
+pytestmark = pytest.mark.smoke
+
+
+@pytest.mark.parametrize("name", shipped())
+def test_every_shipped_spec_runs_end_to_end_in_smoke_mode(name, tracking_uri, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    argv = ["study", name, "--smoke", "--storage", storage, "--workdir", str(tmp_path / "runs")]
+    assert main([*argv, "--report-dir", str(tmp_path / "reports")]) == 0
+    spec = load_spec(name, smoke=True)
+    for level in spec.levels():
+        verdict = json.loads((tmp_path / "reports" / level.name / "verdict.json").read_text())
+        arms = {r["arm"] for r in verdict["table"]}
+        assert set(spec.study.arms) - {"unpruned"} <= arms and "unpruned" in arms
+        assert all(r["seeds"] == 2 for r in verdict["table"])
+        assert verdict["claims"] and verdict["primary"]
+        assert "smoke run of" in (tmp_path / "reports" / level.name / "report.md").read_text()
+    for summary in optuna.get_all_study_summaries(storage):
+        trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
+        assert trials and all(t.state == TrialState.COMPLETE for t in trials), summary.study_name
+    client = mlflow.MlflowClient()
+    for exp in client.search_experiments():
+        assert not client.search_runs([exp.experiment_id], "attributes.status != 'FINISHED'")
