@@ -63,3 +63,25 @@ def test_vgg_heads_and_bn_init_follow_the_official_models(name):
 def test_a_head_choice_is_refused_where_the_model_has_one_head(name):
     with pytest.raises(ModelError, match=f"classifier 'linear' does not fit {name}, which takes only its own"):
         build_model(default_spec(name, classifier="linear"))
+
+
+# Parameter counts of the official code's models (github.com/Eric-mingjie/rethinking-network-pruning@2ac473d70a09),
+# counted by instantiating them: cifar/weight-level/models/cifar/{preresnet,densenet}.py (PreResNet(depth=110);
+# DenseNet(depth=100, block=Bottleneck, compressionRate=2); DenseNet(depth=40)) and
+# cifar/l1-norm-pruning/models/resnet.py (resnet(depth=32)), for 10 and 100 classes.
+OFFICIAL_PARAMS = {
+    ("preresnet110", 10): 1_146_842,
+    ("preresnet110", 100): 1_169_972,
+    ("densenet-bc100", 10): 769_162,
+    ("densenet-bc100", 100): 800_032,
+    ("densenet40", 10): 1_059_298,
+    ("densenet40", 100): 1_100_428,
+    ("resnet32", 10): 464_154,
+    ("resnet32", 100): 470_004,
+}
+
+
+@pytest.mark.parametrize("name, classes", sorted(OFFICIAL_PARAMS))
+def test_parameter_counts_equal_the_official_models(name, classes):
+    model = build_model(default_spec(name, num_classes=classes))
+    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[(name, classes)]

@@ -88,5 +88,5 @@ def _register(depth: int) -> None:
         return PreResNet(depth, in_channels, num_classes, widths)
 
 
-for _depth in (20, 164):
+for _depth in (20, 110, 164):
     _register(_depth)

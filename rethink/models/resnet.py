@@ -85,5 +85,5 @@ def _register(depth: int) -> None:
         return ResNet(depth, in_channels, num_classes, widths)
 
 
-for _depth in (20, 56, 110):
+for _depth in (20, 32, 56, 110):
     _register(_depth)
