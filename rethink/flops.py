@@ -12,7 +12,20 @@ from torch.utils.flop_counter import FlopCounterMode
 TRAIN_FLOPS_PER_FORWARD = 3  # forward + backward ≈ 3× forward
 
 
-def _counted(model: nn.Module, input_shape: tuple[int, int, int]) -> FlopCounterMode:
+_COUNTS: dict[tuple, tuple[float, dict[str, float]]] = {}  # structure -> (total FLOPs, FLOPs per module)
+
+
+def _structure(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple:
+    """What a count depends on: the class, every parameter's and buffer's name and shape, the input shape."""
+    shapes = tuple((n, tuple(t.shape)) for n, t in [*model.named_parameters(), *model.named_buffers()])
+    return type(model).__qualname__, shapes, tuple(input_shape)
+
+
+def _counted(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[float, dict[str, float]]:
+    """(total FLOPs, FLOPs per module name) of one forward pass, counted once per structure."""
+    key = _structure(model, input_shape)
+    if key in _COUNTS:
+        return _COUNTS[key]
     p = next(model.parameters())
     was_training = model.training
     model.eval()
@@ -21,23 +34,23 @@ def _counted(model: nn.Module, input_shape: tuple[int, int, int]) -> FlopCounter
             model(torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype))
     finally:
         model.train(was_training)
-    return counter
+    per_module = {name: float(sum(ops.values())) for name, ops in counter.get_flop_counts().items()}
+    _COUNTS[key] = (float(counter.get_total_flops()), per_module)
+    return _COUNTS[key]
 
 
 def forward_flops(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
     """Dense MACs of one forward pass of one image of shape (C, H, W)."""
-    return int(_counted(model, input_shape).get_total_flops()) // 2
+    return int(_counted(model, input_shape)[0]) // 2
 
 
 def nonzero_forward_flops(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
     """MACs counting only non-zero conv weights (unstructured pruning); linear layers stay dense."""
-    counter = _counted(model, input_shape)
-    per_module = counter.get_flop_counts()
+    total, per_module = _counted(model, input_shape)
     prefix = type(model).__name__
-    total = counter.get_total_flops()
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
-            dense = sum(per_module.get(f"{prefix}.{name}", {}).values())
+            dense = per_module.get(f"{prefix}.{name}", 0.0)
             density = float((m.weight != 0).sum()) / m.weight.numel()
             total -= dense * (1.0 - density)
     return int(round(total)) // 2

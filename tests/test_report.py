@@ -184,6 +184,7 @@ def test_report_html_renders_its_table_and_figures_in_headless_chromium(reported
     print(f"report.html screenshot: {shot}")
 
 
+@pytest.mark.slow  # starts an MLflow server
 @pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (apt-get install chromium)")
 def test_report_html_renders_in_mlflows_artifact_view_of_the_spec_run(reported, tmp_path):
     """The spec's root run holds report.html; a real `mlflow server` on 127.0.0.1 serves it (the endpoint

@@ -48,6 +48,10 @@ def cost_lines(spec: Spec) -> list[str]:
             "",
             markdown(stages),
             "",
+            *[
+                f"warning: {problem}" + ("" if c.exact else " (with the estimated pruned architecture)")
+                for problem in c.problems
+            ],
         ]
     total, here, gpu = _estimates(spec, costs)
     lines += [
@@ -86,6 +90,7 @@ def catalogue(names: list[str]) -> pd.DataFrame:
                 "training MACs": f"{total:.3g}",
                 "here": here,
                 "1 GPU (at least)": gpu,
+                "checks": "; ".join(p for c in costs for p in c.problems)[:120] or "ok",
             }
         )
     return pd.DataFrame(rows)

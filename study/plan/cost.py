@@ -16,7 +16,7 @@ from rethink.models.registry import build_model
 from rethink.prune.registry import prune
 
 from .arch import base_arch, prune_config
-from .layout import Budgets, baseline_trials, budgets, epoch_range, study_arms
+from .layout import Budgets, baseline_trials, budgets, epoch_range, reach_problems, study_arms
 from .spec import Spec
 
 # Methods whose per-layer widths (or weights) follow the trained base: before training, estimated.
@@ -41,6 +41,7 @@ class Cost:
     exact: bool  # False: the pruned architecture is an estimate (the method decides it from trained weights)
     budgets: Budgets
     stages: tuple[Stage, ...]
+    problems: tuple[str, ...] = ()  # why the search could not reach its budgets (refused once the base is pruned)
 
     @property
     def total(self) -> float:
@@ -94,10 +95,19 @@ def split_sizes(spec: Spec, data: DatasetShape) -> tuple[int, int]:
     return data.n_train - n_val, data.n_train
 
 
+_COSTS: dict[str, Cost] = {}  # by the spec's full content: a catalogue and a check share one computation
+
+
 def spec_cost(spec: Spec, data: DatasetShape | None = None) -> Cost:
     """The compute of one setting, stage by stage. Searched trials count at the mean of their epoch range
     (every trial at its cap is the most it can cost); baselines at their own epochs."""
-    data = data or dataset_shape(spec.dataset, spec.data_root)
+    key = spec.model_dump_json() + (data.model_dump_json() if hasattr(data, "model_dump_json") else repr(data))
+    if key not in _COSTS:
+        _COSTS[key] = _spec_cost(spec, data or dataset_shape(spec.dataset, spec.data_root))
+    return _COSTS[key]
+
+
+def _spec_cost(spec: Spec, data: DatasetShape) -> Cost:
     model, arch, pruned = _untrained_pruned(spec, data)
     shape = (data.in_channels, data.input_size, data.input_size)
     base_fwd, pruned_fwd = forward_flops(model, shape), pruned_flops(pruned)
@@ -137,7 +147,8 @@ def spec_cost(spec: Spec, data: DatasetShape | None = None) -> Cost:
     exact = spec.prune.method not in FROM_TRAINED_WEIGHTS or (
         spec.prune.method == "magnitude" and spec.prune.scope == "layer"
     )
-    return Cost(spec.name, data, base_fwd, pruned_fwd, exact, caps, tuple(stages))
+    problems = tuple(reach_problems(spec, caps))
+    return Cost(spec.name, data, base_fwd, pruned_fwd, exact, caps, tuple(stages), problems)
 
 
 # One GPU's training rate, quoted: a standard ResNet-18 CIFAR-10 training, 32.3 PFLOPs in 7 min on one 400 W

@@ -5,7 +5,7 @@ it finds."""
 
 from __future__ import annotations
 
-from rethink.data import dataset_shape, synthetic_name
+from rethink.data import SYNTHETIC_PRESENT, dataset_shape, synthetic_name
 
 from .spec import Spec
 
@@ -13,10 +13,11 @@ SMOKE_SUFFIX = "-smoke"  # its studies, runs and report never mix with the spec'
 
 
 def smoke_spec(spec: Spec) -> Spec:
-    """The spec at smoke size: two training images per class (one each side of the validation split), one
-    test image per class, E = 1 epoch (B and P follow from the FLOPs), everything else as the spec says."""
+    """The spec at smoke size: two training images for each of up to 10 classes (one each side of the
+    validation split; the model keeps the spec's class count), one test image each, E = 1 epoch (B and P
+    follow from the FLOPs), everything else as the spec says."""
     shape = dataset_shape(spec.dataset, spec.data_root)
-    k = shape.num_classes
+    k = min(shape.num_classes, SYNTHETIC_PRESENT)  # the classes the images use; the model has all of them
     d = spec.model_dump()
     d |= {
         "name": spec.name + SMOKE_SUFFIX,
