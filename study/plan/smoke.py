@@ -15,7 +15,8 @@ SMOKE_SUFFIX = "-smoke"  # its studies, runs and report never mix with the spec'
 def smoke_spec(spec: Spec) -> Spec:
     """The spec at smoke size: two training images for each of up to 10 classes (one each side of the
     validation split; the model keeps the spec's class count), one test image each, E = 1 epoch (B and P
-    follow from the FLOPs), everything else as the spec says."""
+    follow from the FLOPs), of its operating points the first and the last (the trade-off report needs two;
+    every level's budgets are checked statically by the cost), everything else as the spec says."""
     shape = dataset_shape(spec.dataset, spec.data_root)
     k = min(shape.num_classes, SYNTHETIC_PRESENT)  # the classes the images use; the model has all of them
     d = spec.model_dump()
@@ -31,4 +32,6 @@ def smoke_spec(spec: Spec) -> Spec:
     d["select"] |= {"top_k": 1, "seeds": 1, "bases": 1}
     d["final"]["seeds"] = 2
     d["verdict"]["min_seeds"] = 2
+    if spec.prune.ratios and len(spec.prune.ratios) > 2:  # operating points: the first and the last level
+        d["prune"]["ratios"] = [spec.prune.ratios[0], spec.prune.ratios[-1]]
     return Spec.model_validate(d)
