@@ -36,7 +36,7 @@ def test_every_option_is_described(command):
 @pytest.mark.parametrize(
     "command,shown",
     [
-        ("train", ["--epochs EPOCHS", "(default: 160)", "one of densenet16", "vgg11"]),
+        ("train", ["--epochs EPOCHS", "(default: 160)", "one of densenet-bc100, densenet16", "resnet32", "vgg11"]),
         ("study", ["(default: quick)", "(default: runs)", "RETHINK_STORAGE"]),
         ("report", ["(default: reports)", "(default: runs)"]),
         ("prune", ["lottery", "thinet", "(default: global)"]),
