@@ -18,6 +18,8 @@ SHOWN_ARMS = tuple(a for a in ARMS if a in ("unpruned", "finetune", "scratch-e",
 
 def duration(seconds: float) -> str:
     hours = seconds / 3600
+    if seconds < 1:
+        return "under 1 s"
     if seconds < 60:
         return f"{seconds:.0f} s"
     if hours < 1:
@@ -90,7 +92,8 @@ def catalogue(names: list[str]) -> pd.DataFrame:
                 "training MACs": f"{total:.3g}",
                 "here": here,
                 "1 GPU (at least)": gpu,
-                "checks": "; ".join(p for c in costs for p in c.problems)[:120] or "ok",
+                "checks": "; ".join(("" if c.exact else "estimated: ") + p for c in costs for p in c.problems)[:120]
+                or "ok",
             }
         )
     return pd.DataFrame(rows)
