@@ -16,9 +16,10 @@ _COUNTS: dict[tuple, tuple[float, dict[str, float]]] = {}  # structure -> (total
 
 
 def _structure(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple:
-    """What a count depends on: the class, every parameter's and buffer's name and shape, the input shape."""
+    """What a count depends on: the module tree (layers with their strides and kernels), every parameter's
+    and buffer's name and shape, the input shape."""
     shapes = tuple((n, tuple(t.shape)) for n, t in [*model.named_parameters(), *model.named_buffers()])
-    return type(model).__qualname__, shapes, tuple(input_shape)
+    return repr(model), shapes, tuple(input_shape)
 
 
 def _counted(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[float, dict[str, float]]:

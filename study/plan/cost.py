@@ -95,15 +95,17 @@ def split_sizes(spec: Spec, data: DatasetShape) -> tuple[int, int]:
     return data.n_train - n_val, data.n_train
 
 
-_COSTS: dict[str, Cost] = {}  # by the spec's full content: a catalogue and a check share one computation
+_COSTS: dict[tuple[str, DatasetShape], Cost] = {}  # by spec content: a catalogue and a check share one computation
 
 
 def spec_cost(spec: Spec, data: DatasetShape | None = None) -> Cost:
     """The compute of one setting, stage by stage. Searched trials count at the mean of their epoch range
     (every trial at its cap is the most it can cost); baselines at their own epochs."""
-    key = spec.model_dump_json() + (data.model_dump_json() if hasattr(data, "model_dump_json") else repr(data))
+    data = data or dataset_shape(spec.dataset, spec.data_root)
+    key = (spec.model_dump_json(), data)
     if key not in _COSTS:
-        _COSTS[key] = _spec_cost(spec, data or dataset_shape(spec.dataset, spec.data_root))
+        with torch.random.fork_rng():  # the untrained base's init leaves the caller's random state alone
+            _COSTS[key] = _spec_cost(spec, data)
     return _COSTS[key]
 
 
