@@ -107,3 +107,13 @@ def test_every_shipped_spec_can_reach_its_budgets(smoke):
             if cost.exact or level.prune.method != "slimming":
                 found += [f"{level.name}: {p}" for p in cost.problems]
     assert found == []
+
+
+def test_estimating_a_cost_leaves_the_callers_random_state_alone():
+    state = torch.get_rng_state()
+    spec = load_spec("quick", ["seed=7"])
+    cost = spec_cost(spec)
+    from study.plan.cost import machine_rate
+
+    assert machine_rate(spec, cost.data) > 0
+    assert torch.equal(torch.get_rng_state(), state)

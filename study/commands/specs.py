@@ -9,11 +9,9 @@ import pandas as pd
 
 from study.plan.cost import GPU_RATE, GPU_SOURCE, Cost, machine_rate, spec_cost
 from study.plan.load import load_spec
-from study.plan.paper import ARMS, published, row_key
+from study.plan.paper import published, row_key
 from study.plan.spec import SPECS_DIR, Spec
 from study.verdict.tables import markdown
-
-SHOWN_ARMS = tuple(a for a in ARMS if a in ("unpruned", "finetune", "scratch-e", "scratch-b", "lottery"))
 
 
 def duration(seconds: float) -> str:

@@ -5,6 +5,7 @@ the layout alone: no data is read for CIFAR, nothing is trained, no run is made.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -167,13 +168,15 @@ _RATES: dict[tuple, float] = {}
 def machine_rate(spec: Spec, data: DatasetShape, steps: int = 2) -> float:
     """This machine's training MACs per second for the spec's unpruned model (CPU, fp32): the median of
     `steps` timed steps of a batch of up to 32 synthetic images after one untimed step; cached per model."""
-    import time
-
     arch = base_arch(spec, data)
-    if arch in _RATES:
-        return _RATES[arch]
-    torch.manual_seed(0)
-    model = build_model(arch)
+    if arch not in _RATES:
+        with torch.random.fork_rng():  # the caller's random state is left alone
+            torch.manual_seed(0)
+            _RATES[arch] = _timed_rate(build_model(arch), spec, data, steps)
+    return _RATES[arch]
+
+
+def _timed_rate(model: torch.nn.Module, spec: Spec, data: DatasetShape, steps: int) -> float:
     batch = min(32, spec.base.batch_size)
     x = torch.rand(batch, data.in_channels, data.input_size, data.input_size)
     y = torch.arange(batch) % data.num_classes
@@ -187,5 +190,4 @@ def machine_rate(spec: Spec, data: DatasetShape, steps: int = 2) -> float:
         if i:
             times.append(time.perf_counter() - start)
     macs = training_flops(forward_flops(model, tuple(x.shape[1:])), batch)
-    _RATES[arch] = macs / sorted(times)[len(times) // 2]
-    return _RATES[arch]
+    return macs / sorted(times)[len(times) // 2]

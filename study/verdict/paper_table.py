@@ -5,14 +5,12 @@ beside the row that runs the published recipe (the arm's `paper` row), its sourc
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
 from study.plan.paper import Published
 
 from .claims import ARM_ORDER
-from .tables import DASH, markdown
+from .tables import DASH, markdown, plain
 
 ARM_NAMES = {
     "unpruned": "unpruned",
@@ -82,7 +80,7 @@ def paper_shaped(
                     "test acc (%)": _accuracy(r.get("test_acc_mean"), r.get("test_acc_std"), int(r["seeds"])),
                     "n": int(r["seeds"]),
                     "epochs": int(r["epochs"]) if r.get("epochs") == r.get("epochs") else DASH,
-                    "training MACs": _macs(r.get("final_train_flops")),
+                    "training MACs": plain(r.get("final_train_flops")),
                     "params −": h.get("params_reduction", DASH) if pruned else "0%",
                     "FLOPs −": h.get("flops_reduction", DASH) if pruned else "0%",
                     "published (%)": marks[i],
@@ -93,12 +91,6 @@ def paper_shaped(
     if any(r["published (%)"] == MISSING for r in out):
         footnotes.append(MISSING_NOTE)
     return pd.DataFrame(out), [*footnotes, *notes]
-
-
-def _macs(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return DASH
-    return f"{float(value):.3g}"
 
 
 PAPER_SHAPE_NOTE = (
