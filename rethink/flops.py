@@ -57,6 +57,19 @@ def nonzero_forward_flops(model: nn.Module, input_shape: tuple[int, int, int]) -
     return int(round(total)) // 2
 
 
+def conv_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[int, dict[str, int]]:
+    """(dense MACs of one forward pass, dense MACs of each conv by its weight's name): a masked model's
+    non-zero MACs are the total less each conv's MACs times its pruned share."""
+    total, per_module = _counted(model, input_shape)
+    prefix = type(model).__name__
+    per_conv = {
+        f"{name}.weight": int(per_module.get(f"{prefix}.{name}", 0.0)) // 2
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d)
+    }
+    return int(total) // 2, per_conv
+
+
 def param_count(model: nn.Module, nonzero: bool = False) -> int:
     """Number of parameters (BN included); with nonzero=True only the non-zero ones."""
     if nonzero:

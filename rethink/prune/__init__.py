@@ -1,6 +1,7 @@
 """The paper's pruning methods in a registry; importing this package registers every method."""
 
 from . import l1_norm, lottery, magnitude, random_control, sfp, slimming, thinet  # noqa: F401  (registration)
+from .iterative import Round, check_iterative, iterative_magnitude, round_share
 from .l1_norm import VARIANTS
 from .masks import KeepMasked, apply_masks
 from .registry import METHODS, PruneConfig, PrunedModel, method_version, prune, register_method
@@ -13,10 +14,14 @@ __all__ = [
     "PruneConfig",
     "PruneError",
     "PrunedModel",
+    "Round",
     "apply_keep",
     "apply_masks",
+    "check_iterative",
+    "iterative_magnitude",
     "method_version",
     "prune",
     "register_method",
+    "round_share",
     "zero_pruned_channels",
 ]

@@ -27,6 +27,7 @@ class PruneConfig:
     calibration_images: int = 256  # thinet: images whose activations are sampled
     seed: int = 0
     like: str | None = None  # random: the method whose per-layer widths (or weight counts) it copies
+    rounds: int = 1  # magnitude: prune-rewind-retrain rounds to reach `ratio` (rethink.prune.iterative)
 
     def __post_init__(self):
         if self.ratio is not None and not (math.isfinite(self.ratio) and 0 <= self.ratio < 1):
@@ -35,9 +36,12 @@ class PruneConfig:
             raise PruneError(f"min_channels={self.min_channels} must be >= 0")
         if self.scope not in ("global", "layer"):
             raise PruneError(f"scope={self.scope!r}; valid: global, layer")
+        if self.rounds < 1:
+            raise PruneError(f"rounds={self.rounds} must be >= 1")
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """The config as data; `rounds` only when iterative, so one-shot digests stay as they were."""
+        return {k: v for k, v in asdict(self).items() if v is not None and not (k == "rounds" and v == 1)}
 
 
 @dataclass(eq=False)
@@ -92,6 +96,8 @@ def prune(model: nn.Module, spec: ArchSpec, config: PruneConfig, data: torch.Ten
     if config.method not in METHODS:
         raise PruneError(f"unknown method {config.method!r}; valid names: {', '.join(sorted(METHODS))}")
     entry = METHODS[config.method]
+    if config.rounds > 1:
+        raise PruneError(f"rounds={config.rounds}: iterative pruning trains; call rethink.prune.iterative_magnitude")
     family = model_entry(spec.model).family
     if family not in entry.families:
         raise PruneError(f"{config.method} does not support {spec.model}; it supports: {', '.join(entry.families)}")

@@ -81,7 +81,7 @@ def catalogue(names: list[str]) -> pd.DataFrame:
                 "spec": spec.name,
                 "dataset": spec.dataset,
                 "model": spec.model,
-                "method": p.method,
+                "method": p.method + (f" ({p.rounds} rounds)" if p.rounds > 1 else ""),
                 "setting": setting,
                 "arms": ", ".join(spec.study.arms),
                 "budgets": ", ".join(spec.verdict.budgets),

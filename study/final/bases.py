@@ -16,10 +16,11 @@ from rethink.checkpoint import load_cached, save_checkpoint
 from rethink.data import Split
 from rethink.flops import training_flops
 from rethink.models import build_model
-from rethink.prune import PrunedModel, prune
+from rethink.prune import PrunedModel
 from rethink.train import History, Runtime, config_digest, seed_everything
 from study.records.cluster import Cluster
 from study.records.tracking import RunTree
+from study.search.rounds import RoundPlace, prune_base, rounds_train
 from study.search.trunk import Trunk, base_callbacks, calibration, control_for, prune_config
 
 from .dispatch import train_runs
@@ -57,6 +58,12 @@ class SeedBase:
     digest: str
     run_id: str
     acc: float  # its score: test accuracy (final) or validation accuracy (confirmation)
+    prune_train: float = 0.0  # the pruning's own training after the base (iterative rounds), MACs
+
+    @property
+    def inherited(self) -> float:
+        """What an arm trained from this base carries in its pipeline: the base's training and the pruning's."""
+        return self.train_flops + self.prune_train
 
     def pruned_for(self, arm: str) -> PrunedModel:
         return self.control if arm == "finetune-random" else self.pruned
@@ -146,9 +153,15 @@ def train_bases(
         model, init_state, acc, flops, run_id, digest = found[seed]
         model.cpu().eval()
         data = calibration(split, pconfig.calibration_images, seed) if pconfig.method == "thinet" else None
-        pruned = prune(model, trunk.base_spec, pconfig, data)
+        place = RoundPlace(tree, root, workdir / f"{stage.label}-base-{digest}", f"{stage.label} seed {seed}")
+        recipe = replace(trunk.base_config, seed=seed)
+        pruned, rounds = prune_base(
+            model, trunk.base_spec, pconfig, data, init_state, digest, split, recipe, runtime, place
+        )
         control = control_for(spec, model, trunk.base_spec, pruned, seed)  # drawn again for every seed
-        bases[seed] = SeedBase(seed, init_state, pruned, control, pruned_flops(pruned), flops, digest, run_id, acc)
+        bases[seed] = SeedBase(
+            seed, init_state, pruned, control, pruned_flops(pruned), flops, digest, run_id, acc, rounds_train(rounds)
+        )
     return bases
 
 

@@ -180,7 +180,7 @@ def confirm_picks(
         kind = "baseline" if best.kind.startswith("baseline") else "searched"
         confirmed.append(replace(c, params=best.params, trial=best.trial, val_acc=best.mean, source=how, kind=kind))
     flops = sum(v[1] for v in found.values() if not math.isnan(v[1]))
-    base_flops = sum(b.train_flops for b in bases.values())
+    base_flops = sum(b.inherited for b in bases.values())
     cost = ConfirmCost(len(needed), len(pending), flops, time.perf_counter() - start, len(bases), base_flops)
     return confirmed, out, cost
 

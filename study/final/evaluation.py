@@ -108,7 +108,9 @@ def _train_choices(
     pending: list[Pending] = []
     todo: dict[str, tuple[int, SeedBase, object]] = {}  # digest -> (index in pending, base, arm)
     n_train = len(split.y_train)
-    own = {id(b): budgets(trunk.base_config, trunk.base_flops, b.pruned_flops, n_train) for _, b in pairs}
+    own = {
+        id(b): budgets(trunk.base_config, trunk.base_flops, b.pruned_flops, n_train, b.prune_train) for _, b in pairs
+    }
     search = trunk.budgets
     for choice in choices:
         label = budget_of(choice)
@@ -165,7 +167,7 @@ def _train_choices(
     order = list(todo.values())
     score = Score(
         tuple(float(arm.forward_macs) for _, _, arm in order),
-        tuple(base.train_flops if arm.inherits_base else 0.0 for _, base, arm in order),
+        tuple(base.inherited if arm.inherits_base else 0.0 for _, base, arm in order),
     )
     if pending:
         again = len(entries) - len(pending)

@@ -35,4 +35,6 @@ def base_arch(spec: Spec, data: Shaped) -> ArchSpec:
 
 def prune_config(spec: Spec) -> PruneConfig:
     p = spec.prune
-    return PruneConfig(p.method, p.ratio, p.variant, p.min_channels, p.scope, seed=spec.seed, like=p.like)
+    return PruneConfig(
+        p.method, p.ratio, p.variant, p.min_channels, p.scope, seed=spec.seed, like=p.like, rounds=p.rounds
+    )

@@ -4,16 +4,19 @@ the layout alone: no data is read for CIFAR, nothing is trained, no run is made.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from rethink.arms import INHERITING_ARMS, pruned_flops
 from rethink.data import DatasetShape, dataset_shape
-from rethink.flops import forward_flops, training_flops
+from rethink.flops import forward_flops, nonzero_forward_flops, training_flops
 from rethink.models.registry import build_model
+from rethink.prune import apply_masks, round_share
+from rethink.prune.magnitude import magnitude_masks
 from rethink.prune.registry import prune
 
 from .arch import base_arch, prune_config
@@ -78,7 +81,21 @@ def _untrained_pruned(spec: Spec, data: DatasetShape):
     if config.method == "thinet":
         size = (config.calibration_images, data.in_channels, data.input_size, data.input_size)
         calib = torch.rand(size, generator=torch.Generator().manual_seed(spec.seed))
-    return model, arch, prune(model, arch, config, calib)
+    return model, arch, prune(model, arch, replace(config, rounds=1), calib)
+
+
+def _round_macs(model: torch.nn.Module, spec: Spec, data: DatasetShape) -> list[int]:
+    """One image's forward MACs (non-zero weights) of each retraining round of iterative pruning (rounds
+    2..R), from the untrained base pruned to each round's cumulative sparsity: an estimate."""
+    config = prune_config(spec)
+    share = round_share(config.ratio, config.rounds) if config.rounds > 1 else 0.0
+    shape = (data.in_channels, data.input_size, data.input_size)
+    out = []
+    for k in range(2, config.rounds + 1):
+        masked = copy.deepcopy(model)
+        apply_masks(masked, magnitude_masks(model, 1 - (1 - share) ** (k - 1), config.scope))
+        out.append(nonzero_forward_flops(masked, shape))
+    return out
 
 
 def _mean_epochs(low: int, high: int, log: bool) -> float:
@@ -116,12 +133,19 @@ def _spec_cost(spec: Spec, data: DatasetShape) -> Cost:
     base_fwd, pruned_fwd = forward_flops(model, shape), pruned_flops(pruned)
     n_search, n_final = split_sizes(spec, data)
     base_config = spec.base.train_config(spec.seed)
-    caps = budgets(base_config, base_fwd, pruned_fwd, n_search)
+    round_macs = _round_macs(model, spec, data)
+
+    def rounds(n: int) -> float:  # the pruning's own retraining, on n images per epoch
+        return sum(training_flops(m, n * base_config.epochs) for m in round_macs)
+
+    caps = budgets(base_config, base_fwd, pruned_fwd, n_search, rounds(n_search))
 
     def epoch(arm: str, n: int) -> float:
         return training_flops(base_fwd if arm == "unpruned" else pruned_fwd, n)
 
     stages = [Stage("base (search split)", 1, caps.base_train)]
+    if round_macs:
+        stages.append(Stage("pruning rounds (search split)", len(round_macs), caps.prune_train))
     picks: list[tuple[str, float]] = []  # (arm, expected epochs) of each tuned pick, for the later stages
     baselines: dict[tuple[str, str], float] = {}  # (arm, name) -> epochs: one final row each
     for key in study_arms(spec):
@@ -141,11 +165,14 @@ def _spec_cost(spec: Spec, data: DatasetShape) -> Cost:
         macs = sum(sel.top_k * sel.seeds * m * epoch(a, n_search) for a, m in picks)
         stages.append(Stage("confirmation", runs, macs))
         if sel.n_bases and set(spec.study.arms) & set(INHERITING_ARMS):
-            stages.append(Stage("confirmation bases", sel.n_bases, sel.n_bases * caps.base_train))
+            runs = sel.n_bases * (1 + len(round_macs))
+            stages.append(Stage("confirmation bases", runs, sel.n_bases * caps.inherited))
     seeds = spec.final.seeds
     final_base = training_flops(base_fwd, n_final * base_config.epochs)
     rows = [*picks, *((a, e) for (a, _), e in baselines.items())]
     stages.append(Stage("final: bases (train+val)", seeds, seeds * final_base))
+    if round_macs:
+        stages.append(Stage("final: pruning rounds", seeds * len(round_macs), seeds * rounds(n_final)))
     stages.append(Stage("final: every row", seeds * len(rows), seeds * sum(m * epoch(a, n_final) for a, m in rows)))
     exact = spec.prune.method not in FROM_TRAINED_WEIGHTS or (
         spec.prune.method == "magnitude" and spec.prune.scope == "layer"

@@ -69,38 +69,49 @@ class Budgets:
     """Training-compute caps (MACs) that define the matched comparisons.
 
     E: E epochs of the pruned model (Scratch-E). B: the base's own training (Scratch-B). P: under the
-    pipeline account, the base's training plus E epochs of the pruned model (a fine-tune pipeline that
-    retrains for E epochs; scratch gets the same total)."""
+    pipeline account, everything a fine-tune pipeline spends: the base's training, the pruning method's own
+    (iterative pruning's retraining rounds), plus E epochs of the pruned model; scratch gets the same total."""
 
     epochs_e: int
     epochs_b: int | None  # None before the pruned model is known (the checks made on load)
     train_e: float
-    base_train: float  # what a fine-tune or lottery run inherits: the base's training FLOPs
+    base_train: float  # the base's training FLOPs
+    prune_train: float = 0.0  # the pruning's own training after the base (iterative rounds), FLOPs
+    epochs_prune: int = 0  # the same in epochs of the pruned model
 
     @property
     def train_b(self) -> float:
-        return self.base_train  # Scratch-B's budget is the base's own training
+        return self.base_train  # Scratch-B's budget is the base's own training (the paper's)
+
+    @property
+    def inherited(self) -> float:
+        """What a fine-tune or lottery run inherits: the base's training and the pruning's."""
+        return self.base_train + self.prune_train
 
     @property
     def pipeline_p(self) -> float:
-        return self.base_train + self.train_e
+        return self.inherited + self.train_e
 
     def epochs(self, label: str) -> int | None:
-        """A budget in epochs of the pruned model: E, B, or P (the base's training plus E epochs: E + B)."""
+        """A budget in epochs of the pruned model: E, B, or P (E + B + the pruning's own epochs)."""
         b = self.epochs_b
-        return {"E": self.epochs_e, "B": b, "P": None if b is None else self.epochs_e + b}[label]
+        return {"E": self.epochs_e, "B": b, "P": None if b is None else self.epochs_e + b + self.epochs_prune}[label]
 
     def within(self, label: str, train: float, pipeline: float) -> bool:
         cap, used = {"E": (self.train_e, train), "B": (self.train_b, train), "P": (self.pipeline_p, pipeline)}[label]
         return used <= cap * BUDGET_SLACK
 
 
-def budgets(base_config: TrainConfig, base_flops: int, pruned_flops: int, n_train: int) -> Budgets:
+def budgets(
+    base_config: TrainConfig, base_flops: int, pruned_flops: int, n_train: int, prune_train: float = 0.0
+) -> Budgets:
+    """The caps of one setting; `prune_train`: the pruning's own training MACs after the base (iterative)."""
     e = base_config.epochs
     b = arm_epochs("scratch-b", base_config, base_flops, pruned_flops)
     base_train = training_flops(base_flops, e * n_train)
     train_e = training_flops(pruned_flops, e * n_train)
-    return Budgets(e, b, train_e, base_train)
+    epochs_prune = round(prune_train / training_flops(pruned_flops, n_train)) if prune_train else 0
+    return Budgets(e, b, train_e, base_train, prune_train, epochs_prune)
 
 
 def seed_epochs(epochs: int, label: str | None, search: Budgets, own: Budgets, tuned: bool) -> int:

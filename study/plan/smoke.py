@@ -16,7 +16,8 @@ def smoke_spec(spec: Spec) -> Spec:
     """The spec at smoke size: two training images for each of up to 10 classes (one each side of the
     validation split; the model keeps the spec's class count), one test image each, E = 1 epoch (B and P
     follow from the FLOPs), of its operating points the first and the last (the trade-off report needs two;
-    every level's budgets are checked statically by the cost), everything else as the spec says."""
+    every level's budgets are checked statically by the cost), at most two rounds of iterative pruning,
+    everything else as the spec says."""
     shape = dataset_shape(spec.dataset, spec.data_root)
     k = min(shape.num_classes, SYNTHETIC_PRESENT)  # the classes the images use; the model has all of them
     d = spec.model_dump()
@@ -34,4 +35,5 @@ def smoke_spec(spec: Spec) -> Spec:
     d["verdict"]["min_seeds"] = 2
     if spec.prune.ratios and len(spec.prune.ratios) > 2:  # operating points: the first and the last level
         d["prune"]["ratios"] = [spec.prune.ratios[0], spec.prune.ratios[-1]]
+    d["prune"]["rounds"] = min(spec.prune.rounds, 2)  # iterative pruning: one retraining round shows it runs
     return Spec.model_validate(d)

@@ -77,6 +77,9 @@ class Pruning(_Strict):
     min_channels: int = Field(1, ge=0)
     scope: Literal["global", "layer"] = "global"
     like: Annotated[str, one_of("method", METHODS)] | None = None  # random: whose widths it copies
+    rounds: int = Field(
+        1, ge=1, le=30, description="iterative magnitude pruning: prune, rewind to init, retrain; `rounds` times"
+    )
 
     @field_validator("ratios")
     @classmethod
@@ -92,6 +95,11 @@ class Pruning(_Strict):
                 raise ValueError("prune.ratios and prune.variant exclude each other")
         elif self.ratio is None and self.variant is None:
             raise ValueError("give a ratio, a list of ratios or a variant")
+        if self.rounds > 1 and METHODS[self.method].structured:
+            raise ValueError(
+                f"prune.rounds = {self.rounds}: iterative pruning is for unstructured magnitude pruning; use "
+                f"method 'magnitude' (or 'lottery') or rounds = 1"
+            )
         return self
 
 
@@ -446,5 +454,6 @@ LATER_FIELDS: dict[tuple[str, ...], Any] = {
     ("select", "top_k"): 3,
     ("select", "seeds"): 2,
     ("select", "bases"): None,
+    ("prune", "rounds"): 1,
 }
 LATER_TABLES = ("select",)  # left out of digests when every field in them holds its default

@@ -164,7 +164,7 @@ class TrialSteps:
         """Record a trained trial (FINISHED, or KILLED when the hpo pruner stopped it) and return its objectives."""
         ctx, trial, arm = self.ctx, p.trial, p.arm
         flops = training_flops(arm.forward_macs, history.images_seen)
-        pipeline = flops + (ctx.trunk.budgets.base_train if arm.inherits_base else 0.0)
+        pipeline = flops + (ctx.trunk.budgets.inherited if arm.inherits_base else 0.0)
         final = history.final
         summary = {
             "val_acc": final.eval_acc,

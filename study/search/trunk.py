@@ -14,7 +14,7 @@ from rethink.checkpoint import load_cached, save_checkpoint
 from rethink.data import Dataset, Split, load_dataset, normalized, train_val_split
 from rethink.flops import forward_flops, param_count, training_flops
 from rethink.models import ArchSpec, build_model
-from rethink.prune import PruneConfig, PrunedModel, method_version, prune
+from rethink.prune import PruneConfig, PrunedModel, method_version
 from rethink.prune.random_control import random_like
 from rethink.prune.sfp import SoftFilterPruning
 from rethink.prune.slimming import SparsityPenalty
@@ -34,6 +34,8 @@ from study.plan.spec import Spec, SpecError
 from study.records.progress import PrintProgress
 from study.records.tracking import MlflowEpochLogger, RunTree
 
+from .rounds import RoundPlace, prune_base, rounds_from_meta, rounds_meta, rounds_train
+
 
 @dataclass(eq=False)
 class Trunk:
@@ -48,7 +50,7 @@ class Trunk:
     pruned_flops: int
     base_run: str
     prune_run: str
-    budgets: Budgets  # E, B and pipeline caps; budgets.base_train is what fine-tune and lottery inherit
+    budgets: Budgets  # E, B and pipeline caps; budgets.inherited is what fine-tune and lottery inherit
     control: PrunedModel | None = None  # finetune-random's random selection at the same widths
 
     def pruned_for(self, arm: str) -> PrunedModel:
@@ -212,12 +214,16 @@ def build_trunk(
         small, ckpt = load_cached(pruned_path, prune_digest)
         keep = {int(k): v for k, v in ckpt.meta.get("keep", {}).items()}
         pruned = PrunedModel(ckpt.spec, small, pconfig, keep, ckpt.masks)
+        rounds = rounds_from_meta(ckpt.meta.get("rounds"))
         prune_run = tree.find({"rethink.kind": "prune", **ptags}, root) or _reused(
             tree, root, "prune", ptags, pruned_path
         )
     else:
         data = calibration(split, pconfig.calibration_images) if pconfig.method == "thinet" else None
-        pruned = prune(base, base_spec, pconfig, data)
+        place = RoundPlace(tree, root, base_dir, "prune")
+        pruned, rounds = prune_base(
+            base, base_spec, pconfig, data, init_state, base_digest, split, base_config, runtime, place
+        )
         prune_run = tree.child(root, "prune", "prune", ptags, reuse=False)
         p_flops = pruned_flops(pruned)
         report = {
@@ -228,13 +234,12 @@ def build_trunk(
             "params_after": param_count(pruned.model, nonzero=not pruned.structured),
         }
         report["params_reduction"] = 1 - report["params_after"] / report["params_before"]
-        save_checkpoint(
-            pruned_path,
-            pruned.model,
-            pruned.spec,
-            pruned.masks,
-            meta={"keep": {str(k): v for k, v in pruned.keep.items()}, "report": report, "digest": prune_digest},
-        )
+        if rounds:
+            report["rounds_train_flops"] = rounds_train(rounds)
+        meta = {"keep": {str(k): v for k, v in pruned.keep.items()}, "report": report, "digest": prune_digest}
+        if rounds:
+            meta["rounds"] = rounds_meta(rounds)
+        save_checkpoint(pruned_path, pruned.model, pruned.spec, pruned.masks, meta=meta)
         tree.log_params(
             prune_run,
             {f"prune.{k}": v for k, v in pconfig.to_dict().items()}
@@ -252,7 +257,7 @@ def build_trunk(
         )
     control = control_for(spec, base, base_spec, pruned)
     p_flops = pruned_flops(pruned)
-    caps = budgets(base_config, base_flops, p_flops, len(split.y_train))
+    caps = budgets(base_config, base_flops, p_flops, len(split.y_train), rounds_train(rounds))
     return Trunk(
         spec,
         split,

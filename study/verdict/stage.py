@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from rethink.flops import param_count
 from rethink.models.registry import build_model
+from rethink.prune import round_share
 from study.final.picks import Missing
 from study.final.stage import FinalEvaluation
 from study.plan.layout import arm_of, cap_of, study_name
@@ -57,15 +58,22 @@ def method_notes(spec: Spec, trunk: Trunk) -> list[str]:
     """What a reader needs to judge the comparison: budgets, data, seeds, and what each row is."""
     c = trunk.budgets
     unpruned_tuned = "unpruned" in spec.study.arms
+    rounds = spec.prune.rounds
+    rounds_phrase = (
+        f", the {rounds - 1} retraining rounds of iterative pruning ({c.prune_train:.3g} MACs, "
+        f"{c.epochs_prune} epochs of the pruned model)"
+        if rounds > 1
+        else ""
+    )
     notes = [
         f"every study searched {spec.study.n_trials} sampled trials from the same space (lr, schedule "
         f"{list(spec.space.schedule)}, augmentation, epochs{', weight decay' if spec.space.weight_decay else ''}"
         f"{', batch size' if spec.space.batch_size else ''}); named baselines were run on top, each with its source",
         f"budgets (MACs): E = {c.train_e:.3g} (E = {c.epochs_e} epochs of the pruned model), B = {c.train_b:.3g} "
         f"(the base's training; Scratch-B = {c.epochs_b} epochs), P = {c.pipeline_p:.3g} (pipeline account: "
-        f"the base's training plus E epochs of the pruned model)",
+        f"the base's training{rounds_phrase} plus E epochs of the pruned model)",
         "two compute accounts: train_flops (the run itself) and pipeline_flops (plus the base training it "
-        "inherits, for fine-tune and lottery; scratch inherits nothing)",
+        f"inherits{rounds_phrase}, for fine-tune and lottery; scratch inherits nothing)",
         "final evaluation: for each seed the base is trained on train+validation with that seed, pruned, and "
         "fine-tuned from; scratch runs train on train+validation with the same seed; the test set is scored "
         "once per run",
@@ -78,6 +86,15 @@ def method_notes(spec: Spec, trunk: Trunk) -> list[str]:
         notes.append(
             "control: `finetune-random` fine-tunes randomly selected channels (or weights) at the method's "
             "per-layer widths (counts), tuned with the same space and budget as `finetune`"
+        )
+    if rounds > 1:
+        share = round_share(spec.prune.ratio, rounds)
+        notes.append(
+            f"iterative pruning (Frankle & Carbin 2019; the official cifar/lottery-ticket/weight-level code): "
+            f"{rounds} rounds, each removing {share:.1%} of the remaining conv weights by one global magnitude "
+            "threshold, the survivors rewound to the base's init and retrained with the base recipe; every final "
+            "and confirmation base is pruned the same way. Fine-tuning continues from the last round's trained "
+            "ticket; the lottery ticket is the base's init under the final masks"
         )
     if spec.study.mode == "capped":
         notes.append(
@@ -164,7 +181,8 @@ def write_verdicts(
         "description": spec.description,
         "dataset": spec.dataset,
         "model": spec.model,
-        "method": f"{spec.prune.method} {spec.prune.variant or spec.prune.ratio}",
+        "method": f"{spec.prune.method} {spec.prune.variant or spec.prune.ratio}"
+        + (f", iterative: {spec.prune.rounds} rounds" if spec.prune.rounds > 1 else ""),
         "paper_row": row_key(spec),
         "flops_reduction": f"{100 * reduction:.1f}%",
         "params_reduction": f"{100 * params_reduction(trunk):.1f}%",
