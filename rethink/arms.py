@@ -18,10 +18,23 @@ from .flops import forward_flops, nonzero_forward_flops
 from .models import ArchSpec, build_model
 from .prune import METHODS, KeepMasked, PrunedModel, apply_masks
 from .prune.lottery import ticket_model
+from .prune.matched import DerivedArch, masks_for
 from .train import Callback, TrainConfig, seed_everything
 
-ARMS = ("finetune", "scratch-e", "scratch-b", "lottery", "unpruned", "finetune-random")
+ARMS = (
+    "finetune",
+    "scratch-e",
+    "scratch-b",
+    "lottery",
+    "unpruned",
+    "finetune-random",
+    "uniform",
+    "guided",
+    "transferred",
+)
 SCRATCH_ARMS = ("scratch", "scratch-e", "scratch-b")  # "scratch": pareto mode's one study for E and B
+# The paper's Section 5: other architectures of the pruned one's size, trained from scratch (rethink.prune.matched)
+ARCH_ARMS = ("uniform", "guided", "transferred")
 # They depend on the base training (its FLOPs are in their pipeline). finetune-random: the control that
 # fine-tunes randomly selected channels at the method's widths (built from a `random` PrunedModel).
 INHERITING_ARMS = ("finetune", "lottery", "finetune-random")
@@ -37,6 +50,9 @@ ARM_VERSIONS = {
     "lottery": 1,
     "unpruned": 1,
     "finetune-random": 1,
+    "uniform": 1,
+    "guided": 1,
+    "transferred": 1,
 }
 
 
@@ -154,11 +170,14 @@ def build_arm(
     seed: int = 0,
     init_state: dict[str, torch.Tensor] | None = None,
     pruned_macs: int | None = None,
+    derived: DerivedArch | None = None,
 ) -> Arm:
     """The model to train and its default recipe. Scratch arms (and the tuned unpruned arm) draw a fresh
     init from a seed stream of their own (`scratch_init_seed(seed)`), never the base's; for unstructured
     pruning they keep the masks, re-applied after every step. `seed` also orders the data.
-    `pruned_macs` saves a recount."""
+    `pruned_macs` saves a recount. The architecture arms train `derived` (of the pruned model's size)."""
+    if arm in ARCH_ARMS:
+        return _arch_arm(arm, derived, base_config, seed)
     macs = pruned_macs or pruned_flops(pruned)
     config = default_recipe(arm, base_config, base_flops, macs)
     callbacks: list[Callback] = [] if pruned.masks is None else [KeepMasked(pruned.masks)]
@@ -178,3 +197,18 @@ def build_arm(
             official_masked_init(model, pruned.masks)
             apply_masks(model, pruned.masks)
     return Arm(arm, model, replace(config, seed=seed), callbacks, macs, arm in INHERITING_ARMS)
+
+
+def _arch_arm(arm: str, derived: DerivedArch | None, base_config: TrainConfig, seed: int) -> Arm:
+    """An architecture arm: `derived` from a fresh scratch init (as Scratch-E draws it); an unstructured one
+    with its non-zero weights at places drawn from a stream of their own, held by masks."""
+    if derived is None:
+        raise ArmError(f"the {arm} arm needs its architecture (rethink.prune.matched.derive)")
+    seed_everything(scratch_init_seed(seed))
+    model = build_model(derived.spec)
+    callbacks: list[Callback] = []
+    if (masks := masks_for(derived, derive_seed(seed, f"{arm}-mask"))) is not None:
+        official_masked_init(model, masks)
+        apply_masks(model, masks)
+        callbacks.append(KeepMasked(masks))
+    return Arm(arm, model, replace(base_config, seed=seed), callbacks, derived.macs, False)

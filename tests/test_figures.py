@@ -11,14 +11,18 @@ from study.verdict import figures
 from study.verdict.styles import ARM_COLOURS, FALLBACK, MARKERS, arm_colour, split_key
 
 # every arm of the registry, the Section 5 arms, and one arm no table lists
-CAPPED_KEYS = [f"{a}@E" for a in ARMS if a != "scratch-b"] + ["scratch-b@B", "scratch-b@P", "uniform@B", "newarm@E"]
+CAPPED_KEYS = list(
+    dict.fromkeys(
+        [f"{a}@E" for a in ARMS if a != "scratch-b"] + ["scratch-b@B", "scratch-b@P", "uniform@B", "newarm@E"]
+    )
+)
 PARETO_KEYS = ["finetune", "scratch", "lottery", "unpruned", "finetune-random", "guided", "transferred"]
 
 
 def _study(key: str, k: int) -> optuna.Study:
     study = optuna.create_study(study_name=key, direction="maximize")
     for i in range(3):
-        lr = 10 ** (-3 + i + 0.1 * k)
+        lr = 10 ** (-3 + i + 0.05 * k)  # inside the distribution for every key (k < 20)
         study.add_trial(
             optuna.trial.create_trial(
                 params={"lr": lr},

@@ -148,6 +148,31 @@ def test_fixed_budget_tasks_use_the_studys_own_hpo_pruner(ray_address, tracking_
     assert_stores_agree(storage, "tiny")
 
 
+@pytest.mark.slow
+def test_section5_arms_train_in_ray_tasks_and_give_claim4(ray_address, tracking_uri, tmp_path):
+    """The uniform and guided arms under --engine ray: the tasks rebuild their architectures from the trunk
+    (the same record the driver logged), every trial and final run of them trains in a worker, and the
+    report carries claim 4."""
+    storage, reports = f"sqlite:///{tmp_path / 'optuna.db'}", tmp_path / "reports"
+    arms = ["--set", "study.arms=['scratch-e', 'scratch-b', 'uniform', 'guided']", "--set", "prune.method=magnitude"]
+    extra = ["--report-dir", str(reports), "--engine", "ray", "--cpus-per-run", "2"]
+    assert main(study_args(storage, tmp_path / "runs", *SMALL, *arms, *extra)) == 0
+    runs = _runs()
+    me = str(os.getpid())
+    mine = [r for r in runs if r.data.tags.get("arm", "").startswith(("uniform", "guided"))]
+    assert {r.data.tags["rethink.kind"] for r in mine} >= {"trial", "final"}
+    for r in mine:
+        if r.data.tags["rethink.kind"] in ("final", "confirm"):
+            assert r.data.tags["rethink.worker_pid"] != me, r.info.run_name
+    for arm in ("uniform@E", "uniform@B", "guided@E", "guided@B"):
+        study = optuna.load_study(study_name=f"tiny.{arm}", storage=storage)
+        assert all(t.user_attrs["worker_pid"] != os.getpid() for t in study.trials)
+    verdict = json.loads((reports / "tiny" / "verdict.json").read_text())
+    assert {c["comparison_id"] for c in verdict["claims"]} >= {"4@E", "4@B", "4g@E", "4g@B"}
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert_stores_agree(storage, "tiny")
+
+
 # ---- faults ----------------------------------------------------------------------------------------------------
 
 

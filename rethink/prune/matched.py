@@ -16,11 +16,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from rethink.flops import conv_macs, forward_flops, param_count
 from rethink.models import ArchSpec, build_model
 
-from .patterns import Pattern, PatternError, conv_groups, is_unstructured, pattern_of, uniform_pattern, width_groups
+from .patterns import (
+    Pattern,
+    PatternError,
+    conv_groups,
+    is_unstructured,
+    output_sizes,
+    pattern_of,
+    uniform_pattern,
+    width_groups,
+)
 from .registry import PrunedModel
 
 KINDS = ("uniform", "guided", "transferred")
@@ -125,7 +135,12 @@ def _scaled(base: tuple[int, ...], ratios: list[float], s: float, floor: int = 1
 
 
 def _solve(
-    base: tuple[int, ...], ratios: list[float], count: Callable[[tuple[int, ...]], float], target: float, floor: int
+    base: tuple[int, ...],
+    ratios: list[float],
+    count: Callable[[tuple[int, ...]], float],
+    target: float,
+    floor: int,
+    gap: float = 0.0,
 ) -> tuple[int, ...]:
     """The sizes closest to `target`: one scale factor by bisection, then, between the two size vectors
     around the target, the layers that differ moved one by one (a binary search over how many)."""
@@ -133,7 +148,9 @@ def _solve(
     lo, hi = 0.0, top
     if count(_scaled(base, ratios, hi, floor)) <= target:
         return _scaled(base, ratios, hi, floor)
-    for _ in range(24):  # a scale step of top / 2**24: below one channel of any layer
+    for _ in range(30):  # until the sizes around the target are `gap` apart: the layer-by-layer step does the rest
+        if count(_scaled(base, ratios, hi, floor)) - count(_scaled(base, ratios, lo, floor)) <= gap * target:
+            break
         mid = (lo + hi) / 2
         if count(_scaled(base, ratios, mid, floor)) <= target:
             lo = mid
@@ -163,12 +180,19 @@ def _fit_widths(kind, base_spec, pruned, pattern, match, target_params, target_m
             f"the same stages"
         )
     ratios = [pattern.fractions[g] for g in groups]
-    shape = (base_spec.in_channels, base_spec.input_size, base_spec.input_size)
+    pixels = _output_pixels(base_spec)
 
     def counts(widths: tuple[int, ...]) -> tuple[int, int]:
+        """(parameters, MACs) from a storage-less build: a conv's MACs are its weights times its output
+        pixels (fixed by the base's strides), a linear layer's its weights (as the FLOPs counter counts)."""
         with torch.device("meta"):
             model = build_model(base_spec.with_widths(widths))
-        return param_count(model), forward_flops(model, shape)
+        macs = sum(
+            m.weight.numel() * pixels.get(n, 1)
+            for n, m in model.named_modules()
+            if isinstance(m, nn.Conv2d | nn.Linear)
+        )
+        return param_count(model), macs
 
     cache: dict[tuple[int, ...], tuple[int, int]] = {}
 
@@ -178,7 +202,7 @@ def _fit_widths(kind, base_spec, pruned, pattern, match, target_params, target_m
         return cache[widths][0 if match == "params" else 1]
 
     target = target_params if match == "params" else target_macs
-    widths = _solve(base_spec.widths, ratios, count, target, 1)
+    widths = _solve(base_spec.widths, ratios, count, target, 1, gap=0.002)  # a count builds a model: stop early
     count(widths)
     params, macs = cache[widths]
     spec = base_spec.with_widths(widths)
@@ -215,6 +239,14 @@ def _fit_weights(kind, base_spec, pruned, pattern, match, target_params, target_
     return DerivedArch(
         kind, base_spec, match, params, macs, target_params, target_macs, dict(zip(names, kept, strict=True)), pattern
     )
+
+
+def _output_pixels(spec: ArchSpec) -> dict[str, int]:
+    """Output pixels (H × W) of each conv of the architecture: what its MACs per weight are."""
+    with torch.device("meta"):
+        model = build_model(spec)
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    return {n: h * w for n, (h, w) in output_sizes(model, spec, convs).items()}
 
 
 def masks_for(derived: DerivedArch, seed: int) -> dict[str, torch.Tensor] | None:

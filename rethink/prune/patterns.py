@@ -26,7 +26,7 @@ def is_unstructured(pruned: PrunedModel) -> bool:
     return pruned.masks is not None and not pruned.keep
 
 
-def _sizes(model: nn.Module, spec: ArchSpec, names: list[str]) -> dict[str, tuple[int, int]]:
+def output_sizes(model: nn.Module, spec: ArchSpec, names: list[str]) -> dict[str, tuple[int, int]]:
     """The output height and width of each named module on one input of the spec's shape."""
     seen: dict[str, tuple[int, int]] = {}
     modules = dict(model.named_modules())
@@ -53,7 +53,7 @@ def width_groups(spec: ArchSpec) -> tuple[str, ...]:
     with torch.device("meta"):
         model = build_model(spec)
     units = prunable_units(spec, model)
-    sizes = _sizes(model, spec, [u.bn for u in units])
+    sizes = output_sizes(model, spec, [u.bn for u in units])
     groups: list[str | None] = [None] * len(spec.widths)
     for u in units:
         h, w = sizes[u.bn]
@@ -68,7 +68,7 @@ def conv_groups(spec: ArchSpec) -> dict[str, str]:
     with torch.device("meta"):
         model = build_model(spec)
     convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    sizes = _sizes(model, spec, list(convs))
+    sizes = output_sizes(model, spec, list(convs))
     return {f"{n}.weight": f"{sizes[n][0]}x{sizes[n][1]}/k{m.kernel_size[0]}" for n, m in convs.items()}
 
 

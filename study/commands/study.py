@@ -9,6 +9,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from study.plan.cost import check_architectures
 from study.plan.load import load_spec, resolve_spec_path
 from study.plan.spec import Spec, SpecError
 from study.records.paths import writable_dir
@@ -84,6 +85,7 @@ def level_overrides(spec: Spec, level: Spec) -> list[str]:
 def run_study(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # progress lines, and failures, come from rethink
     spec = load_spec(args.spec, args.set, args.smoke)  # every spec error is raised before any training
+    check_architectures(spec)  # Section 5's arms: sizes that cannot be matched, refused naming the field
     if args.dry_run:
         print("\n".join(cost_lines(spec)))
         return 0

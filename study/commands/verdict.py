@@ -25,7 +25,10 @@ def add_verdict_args(p: argparse.ArgumentParser) -> None:
         default=0.975,
         help="one-sided confidence (0.975: alpha 0.025, the usual convention)",
     )
-    p.add_argument("--primary", default="1@B", help="the primary comparison: 1@E, 1@B, 1@P, 2 or 3")
+    p.add_argument("--primary", default="1@B", help="the primary comparison: 1@E, 1@B, 1@P, 2, 3, 4@E, 4@B or 4@P")
+    p.add_argument(
+        "--arch-margin", type=float, default=0.0, help="claim 4: points the pruned architecture must beat uniform by"
+    )
     p.add_argument("--budgets", default="E,B,P", help="budgets claim 1 is judged at, comma-separated")
     p.add_argument("--min-seeds", type=int, default=2, help="an arm with fewer seeds is inconclusive (too few seeds)")
     p.add_argument(
@@ -48,6 +51,7 @@ def run_verdict(args: argparse.Namespace) -> int:
             budgets=budgets,
             min_seeds=args.min_seeds,
             primary=args.primary,
+            arch_margin=args.arch_margin,
         )
     except ValueError as e:
         first = e.errors()[0] if hasattr(e, "errors") else {"loc": (), "msg": str(e)}
@@ -56,7 +60,7 @@ def run_verdict(args: argparse.Namespace) -> int:
     table = read_runs(path)
     every = [r for rs in table.results.values() for r in rs]
     mode = args.mode or infer_mode(every)
-    analysis = Analysis(v.margin_fraction, v.confidence, v.budgets, (), v.min_seeds, v.primary)
+    analysis = Analysis(v.margin_fraction, v.confidence, v.budgets, (), v.min_seeds, v.primary, v.arch_margin / 100)
     levels = {k: table.results[k] for k in sorted(table.results)}
     pooled = pooled_by_seed(levels) if len(levels) > 1 else every
     needs = claim1_cells(mode, v.primary[2:]) if v.primary.startswith("1@") else []

@@ -6,7 +6,7 @@ evaluation varies them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -17,9 +17,11 @@ from rethink.data import Split
 from rethink.flops import training_flops
 from rethink.models import build_model
 from rethink.prune import PrunedModel
+from rethink.prune.matched import DerivedArch
 from rethink.train import History, Runtime, config_digest, seed_everything
 from study.records.cluster import Cluster
 from study.records.tracking import RunTree
+from study.search.arch_arms import derive_arms
 from study.search.rounds import RoundPlace, prune_base, rounds_train
 from study.search.trunk import Trunk, base_callbacks, calibration, control_for, prune_config
 
@@ -59,6 +61,7 @@ class SeedBase:
     run_id: str
     acc: float  # its score: test accuracy (final) or validation accuracy (confirmation)
     prune_train: float = 0.0  # the pruning's own training after the base (iterative rounds), MACs
+    arch: dict[str, DerivedArch] = field(default_factory=dict)  # Section 5's arms at this seed's pruned size
 
     @property
     def inherited(self) -> float:
@@ -159,8 +162,19 @@ def train_bases(
             model, trunk.base_spec, pconfig, data, init_state, digest, split, recipe, runtime, place
         )
         control = control_for(spec, model, trunk.base_spec, pruned, seed)  # drawn again for every seed
+        arch = derive_arms(spec, trunk.base_spec, pruned, trunk.pattern)  # matched to this seed's pruned size
         bases[seed] = SeedBase(
-            seed, init_state, pruned, control, pruned_flops(pruned), flops, digest, run_id, acc, rounds_train(rounds)
+            seed,
+            init_state,
+            pruned,
+            control,
+            pruned_flops(pruned),
+            flops,
+            digest,
+            run_id,
+            acc,
+            rounds_train(rounds),
+            arch,
         )
     return bases
 

@@ -14,10 +14,10 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from rethink.arms import INHERITING_ARMS, SCRATCH_ARMS, default_recipe, final_seeds
+from rethink.arms import ARCH_ARMS, INHERITING_ARMS, SCRATCH_ARMS, default_recipe, final_seeds
 from rethink.data import Split, load_dataset, normalized, train_test
 from rethink.train import Runtime, config_digest
-from study.plan.layout import arm_of, budgets, seed_epochs
+from study.plan.layout import arch_budgets, arm_of, budgets, caps_of, seed_epochs
 from study.plan.space import apply
 from study.records.cluster import Cluster
 from study.records.tracking import RunTree
@@ -108,19 +108,30 @@ def _train_choices(
     pending: list[Pending] = []
     todo: dict[str, tuple[int, SeedBase, object]] = {}  # digest -> (index in pending, base, arm)
     n_train = len(split.y_train)
-    own = {
+    pruned_caps = {
         id(b): budgets(trunk.base_config, trunk.base_flops, b.pruned_flops, n_train, b.prune_train) for _, b in pairs
     }
-    search = trunk.budgets
+
+    def own(base: SeedBase, arm: str):
+        """A seed's budgets for an arm: its pruned model's, or its own architecture's (Section 5's arms)."""
+        arch = {
+            a: arch_budgets(pruned_caps[id(base)], trunk.base_config, trunk.base_flops, d.macs, n_train)
+            for a, d in base.arch.items()
+            if a == arm
+        }
+        return caps_of(pruned_caps[id(base)], arch, arm)
+
     for choice in choices:
         label = budget_of(choice)
-        scratch = arm_of(choice.study_arm) in SCRATCH_ARMS
+        scaled = arm_of(choice.study_arm) in (*SCRATCH_ARMS, *ARCH_ARMS)
+        search = trunk.caps_for(choice.study_arm)
         for seed, base in pairs:
             recipe = default_recipe(choice.arm, trunk.base_config, trunk.base_flops, base.pruned_flops)
             config = apply(choice.params, replace(recipe, seed=seed))
-            if scratch and "epochs" in choice.params:  # its epochs on this seed's budget
+            if scaled and "epochs" in choice.params:  # its epochs on this seed's budget
                 tuned = choice.kind == "searched" or choice.name.startswith("best")
-                config = replace(config, epochs=seed_epochs(config.epochs, label, search, own[id(base)], tuned))
+                mine = own(base, choice.study_arm)
+                config = replace(config, epochs=seed_epochs(config.epochs, label, search, mine, tuned))
             key = {
                 "arm": run_arm(choice.study_arm),
                 "config": config.to_dict(),
@@ -158,7 +169,10 @@ def _train_choices(
             }
             if label:
                 params["budget"] = label
-                params["budget_epochs"] = own[id(base)].epochs(label)
+                params["budget_epochs"] = own(base, choice.study_arm).epochs(label)
+            if (derived := base.arch.get(arm_of(choice.study_arm))) is not None:
+                params["arch_widths"] = ",".join(map(str, derived.spec.widths))
+                params["arch_params"], params["arch_macs"] = derived.params, derived.macs
             arm = trunk.build(arm_of(choice.study_arm), seed, base)  # on this seed's base
             name, what = f"final:{choice.arm}:{choice.name}:seed{seed}", f"{choice.arm} {choice.name} seed {seed}"
             todo[digest] = (len(pending), base, arm)
@@ -182,7 +196,7 @@ def _train_choices(
     for choice, seed, base, epochs, digest in entries:
         run_id, test_acc, flops, pipeline = found[digest]
         label = budget_of(choice)
-        within = own[id(base)].within(label, flops, pipeline) if label else None
+        within = own(base, choice.study_arm).within(label, flops, pipeline) if label else None
         searched = choice.params.get("epochs")
         results.append(
             FinalResult(

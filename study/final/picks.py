@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
+from rethink.arms import ARCH_ARMS
 from study.plan.layout import Budgets, cap_of, rows_of
 from study.plan.spec import Spec
 
@@ -18,6 +19,9 @@ CAPS_PER_ROW = {  # pareto mode: the budget-capped picks of each report row (tra
     "scratch-b": ("best@B", "best@P"),
     "unpruned": ("best",),
     "finetune-random": ("best", "best@E", "best@B", "best@P"),
+    "uniform": ("best@E", "best@B", "best@P"),  # Section 5's arms: from scratch at every budget (claim 4)
+    "guided": ("best@E", "best@B", "best@P"),
+    "transferred": ("best@E", "best@B", "best@P"),
 }
 
 ROW_BUDGET = {"scratch-e": "E", "scratch-b": "B"}  # the train-account budget that defines a scratch row
@@ -65,7 +69,11 @@ def pick_labels(spec: Spec, study_arm: str, row: str) -> tuple[str, ...]:
     row's budget-capped picks; fixed-budget, `best`."""
     if spec.study.mode == "capped":
         return ("best",) if row == "unpruned" else (f"best@{cap_of(study_arm)}",)
-    return CAPS_PER_ROW[row] if spec.study.mode == "pareto" else ("best",)
+    if spec.study.mode == "pareto":
+        if row in ARCH_ARMS:  # only at the budgets claim 4 is judged at
+            return tuple(c for c in CAPS_PER_ROW[row] if c.partition("@")[2] in spec.verdict.budgets)
+        return CAPS_PER_ROW[row]
+    return ("best",)
 
 
 def home_study(spec: Spec, study_arm: str, row: str) -> bool:

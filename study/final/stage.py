@@ -42,7 +42,7 @@ def evaluate_picks(search: FinishedSearch, runtime: Runtime, cluster: Cluster | 
     spec = search.spec
     choices, missing = [], []
     for arm, study in search.studies.items():
-        c, m = choose(study, arm, spec, search.trunk.budgets)
+        c, m = choose(study, arm, spec, search.trunk.caps_for(arm))
         choices += c
         missing += m
     choices, confirmations, cost = confirm_picks(search, choices, runtime, cluster)  # before any final run

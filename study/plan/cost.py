@@ -11,17 +11,28 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from rethink.arms import INHERITING_ARMS, pruned_flops
+from rethink.arms import ARCH_ARMS, INHERITING_ARMS, pruned_flops
 from rethink.data import DatasetShape, dataset_shape
 from rethink.flops import forward_flops, nonzero_forward_flops, training_flops
-from rethink.models.registry import build_model
+from rethink.models.registry import ArchSpec, build_model
 from rethink.prune import apply_masks, round_share
 from rethink.prune.magnitude import magnitude_masks
-from rethink.prune.registry import prune
+from rethink.prune.matched import derive
+from rethink.prune.patterns import PatternError, pattern_of
+from rethink.prune.registry import PrunedModel, prune
 
 from .arch import base_arch, prune_config
-from .layout import Budgets, baseline_trials, budgets, epoch_range, reach_problems, study_arms
-from .spec import Spec
+from .layout import (
+    Budgets,
+    arch_budgets,
+    baseline_trials,
+    budgets,
+    caps_of,
+    epoch_range,
+    reach_problems,
+    study_arms,
+)
+from .spec import Spec, SpecError
 
 # Methods whose per-layer widths (or weights) follow the trained base: before training, estimated.
 FROM_TRAINED_WEIGHTS = ("slimming", "magnitude", "lottery")
@@ -64,7 +75,14 @@ class Cost:
         )
 
 
-def _untrained_pruned(spec: Spec, data: DatasetShape):
+def exact_architecture(spec: Spec) -> bool:
+    """Whether the method's architecture (widths, or weights per layer) is known before the base trains."""
+    return spec.prune.method not in FROM_TRAINED_WEIGHTS or (
+        spec.prune.method == "magnitude" and spec.prune.scope == "layer"
+    )
+
+
+def untrained_pruned(spec: Spec, data: DatasetShape):
     """The base at init and the spec's method applied to it (random scales for slimming, so its global
     threshold keeps about the ratio of every layer instead of breaking ties)."""
     torch.manual_seed(spec.seed)
@@ -98,6 +116,39 @@ def _round_macs(model: torch.nn.Module, spec: Spec, data: DatasetShape) -> list[
     return out
 
 
+def check_architectures(spec: Spec) -> None:
+    """Refuse, naming the field, a spec whose architecture arms cannot be matched to the pruned size, on the
+    estimated pruned architecture of each setting (before anything trains; the trunk checks the real one)."""
+    if set(spec.study.arms) & set(ARCH_ARMS):
+        for level in spec.levels():
+            spec_cost(level)
+
+
+def architecture_macs(spec: Spec, arch: ArchSpec, pruned: PrunedModel) -> dict[str, int]:
+    """Forward MACs of each architecture arm (Section 5) at the (estimated) pruned size; a size that cannot be
+    matched is refused naming the field. `transferred` takes its pattern from `[arch] pattern_from`'s
+    pruned architecture, estimated the same way."""
+    arms = [a for a in spec.study.arms if a in ARCH_ARMS]
+    pattern = None
+    if "transferred" in arms:
+        from .load import load_spec  # load checks a spec's cost, so it imports this module
+
+        other = load_spec(spec.arch.pattern_from)
+        _, other_arch, other_pruned = untrained_pruned(other, dataset_shape(other.dataset, other.data_root))
+        pattern = pattern_of(other_arch, other_pruned, other.name)
+    out = {}
+    for arm in arms:
+        try:
+            d = derive(
+                arm, arch, pruned, pattern if arm == "transferred" else None, spec.arch.match, spec.arch.tolerance
+            )
+        except PatternError as e:
+            field = "arch.pattern_from" if arm == "transferred" and "pattern" in str(e) else "arch.match"
+            raise SpecError(f"{field} ({arm} arm, on the estimated pruned architecture): {e}") from None
+        out[arm] = d.macs
+    return out
+
+
 def _mean_epochs(low: int, high: int, log: bool) -> float:
     """The expected epochs of a trial sampled from [low, high] (uniform, or log-uniform)."""
     if high <= low:
@@ -128,7 +179,7 @@ def spec_cost(spec: Spec, data: DatasetShape | None = None) -> Cost:
 
 
 def _spec_cost(spec: Spec, data: DatasetShape) -> Cost:
-    model, arch, pruned = _untrained_pruned(spec, data)
+    model, arch, pruned = untrained_pruned(spec, data)
     shape = (data.in_channels, data.input_size, data.input_size)
     base_fwd, pruned_fwd = forward_flops(model, shape), pruned_flops(pruned)
     n_search, n_final = split_sizes(spec, data)
@@ -139,9 +190,11 @@ def _spec_cost(spec: Spec, data: DatasetShape) -> Cost:
         return sum(training_flops(m, n * base_config.epochs) for m in round_macs)
 
     caps = budgets(base_config, base_fwd, pruned_fwd, n_search, rounds(n_search))
+    arch_macs = architecture_macs(spec, arch, pruned)  # refused here when a size cannot be matched
+    arch_caps = {a: arch_budgets(caps, base_config, base_fwd, m, n_search) for a, m in arch_macs.items()}
 
     def epoch(arm: str, n: int) -> float:
-        return training_flops(base_fwd if arm == "unpruned" else pruned_fwd, n)
+        return training_flops(base_fwd if arm == "unpruned" else arch_macs.get(arm, pruned_fwd), n)
 
     stages = [Stage("base (search split)", 1, caps.base_train)]
     if round_macs:
@@ -151,9 +204,9 @@ def _spec_cost(spec: Spec, data: DatasetShape) -> Cost:
     for key in study_arms(spec):
         arm = key.partition("@")[0]
         arm = "scratch-b" if arm == "scratch" else arm
-        found = epoch_range(spec, key, caps)
+        found = epoch_range(spec, key, caps_of(caps, arch_caps, key))
         mean = _mean_epochs(*found) if found else base_config.epochs
-        extra = baseline_trials(spec, key, caps, base_config)
+        extra = baseline_trials(spec, key, caps_of(caps, arch_caps, key), base_config)
         macs = spec.study.n_trials * mean * epoch(arm, n_search)
         macs += sum(b.params.get("epochs", mean) * epoch(arm, n_search) for b in extra)
         stages.append(Stage(f"study {key}", spec.study.n_trials + len(extra), macs))
@@ -174,10 +227,8 @@ def _spec_cost(spec: Spec, data: DatasetShape) -> Cost:
     if round_macs:
         stages.append(Stage("final: pruning rounds", seeds * len(round_macs), seeds * rounds(n_final)))
     stages.append(Stage("final: every row", seeds * len(rows), seeds * sum(m * epoch(a, n_final) for a, m in rows)))
-    exact = spec.prune.method not in FROM_TRAINED_WEIGHTS or (
-        spec.prune.method == "magnitude" and spec.prune.scope == "layer"
-    )
-    problems = tuple(reach_problems(spec, caps))
+    exact = exact_architecture(spec)
+    problems = tuple(reach_problems(spec, caps, arch_caps))
     return Cost(spec.name, data, base_fwd, pruned_fwd, exact, caps, tuple(stages), problems)
 
 

@@ -4,10 +4,10 @@ rows, and the baseline trials enqueued on top of each study's searched ones."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from rethink.arms import SCRATCH_ARMS, arm_epochs, default_recipe
+from rethink.arms import ARCH_ARMS, SCRATCH_ARMS, arm_epochs, default_recipe
 from rethink.flops import training_flops
 from rethink.train import TrainConfig
 
@@ -23,6 +23,7 @@ PAPER_SOURCES = {
     "lottery": "Frankle & Carbin 2019: the base recipe for E epochs from the base's initial weights",
     "unpruned": "Liu et al. 2019: the base recipe for E epochs (the large model)",
     "finetune-random": "control: the fine-tune paper recipe from randomly selected channels at the method's widths",
+    "arch": "as Scratch-E/B's paper recipe: the base recipe for E epochs (E study) or B epochs of this architecture",
 }
 REWIND_SOURCE = "Renda et al. 2020, learning-rate rewinding: the base's own schedule from its initial lr, E epochs"
 
@@ -34,6 +35,9 @@ def study_arms(spec: Spec) -> list[str]:
     out: list[str] = []
     for arm in spec.study.arms:
         if spec.study.mode == "capped":
+            if arm in ARCH_ARMS:  # Section 5's architectures: at every budget claim 4 is judged at
+                out += [f"{arm}@{c}" for c in ("E", "B", "P") if c in spec.verdict.budgets]
+                continue
             caps = ("B", "P") if arm == "scratch-b" else ("E",)
             out += [f"{arm}@{c}" for c in caps if c != "P" or "P" in spec.verdict.budgets]
             continue
@@ -78,6 +82,10 @@ class Budgets:
     base_train: float  # the base's training FLOPs
     prune_train: float = 0.0  # the pruning's own training after the base (iterative rounds), FLOPs
     epochs_prune: int = 0  # the same in epochs of the pruned model
+    # An architecture arm (Section 5) trains another network of the pruned one's size: its E is E epochs of
+    # itself, but P stays fine-tune's pipeline (E epochs of the pruned model), and its epochs are its own.
+    finetune_e: float | None = None
+    epochs_p: int | None = None
 
     @property
     def train_b(self) -> float:
@@ -90,12 +98,13 @@ class Budgets:
 
     @property
     def pipeline_p(self) -> float:
-        return self.inherited + self.train_e
+        return self.inherited + (self.train_e if self.finetune_e is None else self.finetune_e)
 
     def epochs(self, label: str) -> int | None:
-        """A budget in epochs of the pruned model: E, B, or P (E + B + the pruning's own epochs)."""
+        """A budget in epochs of the network trained: E, B, or P (E + B + the pruning's own epochs)."""
         b = self.epochs_b
-        return {"E": self.epochs_e, "B": b, "P": None if b is None else self.epochs_e + b + self.epochs_prune}[label]
+        p = self.epochs_p if self.epochs_p is not None else None if b is None else self.epochs_e + b + self.epochs_prune
+        return {"E": self.epochs_e, "B": b, "P": p}[label]
 
     def within(self, label: str, train: float, pipeline: float) -> bool:
         cap, used = {"E": (self.train_e, train), "B": (self.train_b, train), "P": (self.pipeline_p, pipeline)}[label]
@@ -112,6 +121,17 @@ def budgets(
     train_e = training_flops(pruned_flops, e * n_train)
     epochs_prune = round(prune_train / training_flops(pruned_flops, n_train)) if prune_train else 0
     return Budgets(e, b, train_e, base_train, prune_train, epochs_prune)
+
+
+def arch_budgets(caps: Budgets, base_config: TrainConfig, base_flops: int, arch_flops: int, n_train: int) -> Budgets:
+    """The same budgets for an architecture arm of `arch_flops` forward MACs: E epochs of itself; B the base's
+    training (its Scratch-B epochs); P fine-tune's pipeline, in whole epochs of itself (never above P)."""
+    e = caps.epochs_e
+    per_epoch = training_flops(arch_flops, n_train)
+    b = arm_epochs("scratch-b", base_config, base_flops, arch_flops)
+    epochs_p = int(caps.pipeline_p / per_epoch * BUDGET_SLACK) if caps.epochs_b is not None else None
+    finetune_e = caps.train_e if caps.finetune_e is None else caps.finetune_e
+    return replace(caps, epochs_b=b, train_e=e * per_epoch, finetune_e=finetune_e, epochs_p=epochs_p)
 
 
 def seed_epochs(epochs: int, label: str | None, search: Budgets, own: Budgets, tuned: bool) -> int:
@@ -157,6 +177,8 @@ def baseline_trials(spec: Spec, study_arm: str, budgets_: Budgets, base_config: 
     fixed = spec.study.mode == "fixed-budget"
     rows = rows_of(spec, study_arm)
     e, b = budgets_.epochs_e, budgets_.epochs_b
+    if rows[0] in ARCH_ARMS:
+        return _arch_baselines(spec, study_arm, rows[0], e, b, base_config)
     out: list[BaselineTrial] = []
     for name in spec.study.baselines:
         if name == "paper":
@@ -195,6 +217,22 @@ def baseline_trials(spec: Spec, study_arm: str, budgets_: Budgets, base_config: 
     return out
 
 
+def _arch_baselines(spec: Spec, study_arm: str, arm: str, e: int, b: int | None, base: TrainConfig):
+    """An architecture arm's studies get what Scratch-E/B's get, so that claim 4 compares equally searched
+    arms: the paper recipe (the base's) at E epochs in the E study, at B epochs in the B and P studies; in
+    pareto mode both in its one study, the B one a trial of the study only (row `ARM@B`, no report row)."""
+    if "paper" not in spec.study.baselines:
+        return []
+    source = PAPER_SOURCES["arch"]
+    if spec.study.mode == "pareto":
+        return [
+            BaselineTrial("paper@E", _params(spec, base, e, base.lr, base.schedule, base.augment), source, arm),
+            BaselineTrial("paper@B", _params(spec, base, b, base.lr, base.schedule, base.augment), source, f"{arm}@B"),
+        ]
+    epochs = e if cap_of(study_arm) == "E" else b
+    return [BaselineTrial("paper", _params(spec, base, epochs, base.lr, base.schedule, base.augment), source)]
+
+
 def known_on_load(spec: Spec) -> Budgets:
     """The budgets a spec fixes before its base is trained: E only (B and P need the pruned model)."""
     return Budgets(spec.base.epochs, None, math.nan, math.nan)
@@ -224,20 +262,27 @@ def judged_caps(spec: Spec, study_arm: str) -> list[str]:
     need = {"E"} if set(rows) & {"finetune", "scratch-e", "lottery", "finetune-random"} else set()
     if "scratch-b" in rows:
         need |= {b for b in ("B", "P") if b in spec.verdict.budgets}
+    if set(rows) & set(ARCH_ARMS):
+        need |= set(spec.verdict.budgets)
     return sorted(need)
 
 
-def reach_problems(spec: Spec, budgets_: Budgets) -> list[str]:
+def caps_of(budgets_: Budgets, arch: dict[str, Budgets] | None, study_arm: str) -> Budgets:
+    """The budgets of a study's arm: an architecture arm's own (`arch`, by arm), else the pruned model's."""
+    return (arch or {}).get(arm_of(study_arm), budgets_)
+
+
+def reach_problems(spec: Spec, budgets_: Budgets, arch: dict[str, Budgets] | None = None) -> list[str]:
     """Why the space cannot serve the budgets it is judged at: an epoch range that stops short of a
     budget, or a baseline outside its study's space (lr, weight decay, epochs). Budgets still unknown
-    (None) are left for the check made once the pruned model exists."""
+    (None) are left for the check made once the pruned model exists. `arch`: the architecture arms' own."""
     space, out = spec.space, []
     if spec.study.mode == "fixed-budget":
-        return _baseline_problems(spec, budgets_)
+        return _baseline_problems(spec, budgets_, arch)
     e = space.epochs
     for study_arm in study_arms(spec):
         for label in judged_caps(spec, study_arm):
-            cap = budgets_.epochs(label)
+            cap = caps_of(budgets_, arch, study_arm).epochs(label)
             if cap is None or isinstance(e, CapFraction):
                 continue
             if e.high < cap:
@@ -252,21 +297,22 @@ def reach_problems(spec: Spec, budgets_: Budgets) -> list[str]:
                 )
             elif e.low > cap and spec.study.mode == "capped":  # pareto: picks within that budget are missing
                 out.append(f"space.epochs.low = {e.low} lies above budget {label} ({cap} epochs): set it <= {cap}")
-    return list(dict.fromkeys(out)) + _baseline_problems(spec, budgets_)
+    return list(dict.fromkeys(out)) + _baseline_problems(spec, budgets_, arch)
 
 
 def _outside(value: float, low: float, high: float) -> bool:
     return value < low * (1 - 1e-9) or value > high * (1 + 1e-9)
 
 
-def _baseline_problems(spec: Spec, budgets_: Budgets) -> list[str]:
+def _baseline_problems(spec: Spec, budgets_: Budgets, arch: dict[str, Budgets] | None = None) -> list[str]:
     space, out = spec.space, []
     if not spec.study.baselines:
         return out
     base_config = spec.base.train_config(spec.seed)
     for study_arm in study_arms(spec):
-        rng = epoch_range(spec, study_arm, budgets_)
-        for b in baseline_trials(spec, study_arm, budgets_, base_config):
+        own = caps_of(budgets_, arch, study_arm)
+        rng = epoch_range(spec, study_arm, own)
+        for b in baseline_trials(spec, study_arm, own, base_config):
             where = f"baseline {b.name!r} of study {study_name(spec, study_arm)}"
             lr = b.params["lr"]
             if _outside(lr, space.lr.low, space.lr.high):
@@ -290,9 +336,9 @@ def _baseline_problems(spec: Spec, budgets_: Budgets) -> list[str]:
     return out
 
 
-def check_reach(spec: Spec, budgets_: Budgets, where: str = "") -> None:
+def check_reach(spec: Spec, budgets_: Budgets, where: str = "", arch: dict[str, Budgets] | None = None) -> None:
     """Refuse, in one line, a spec whose space cannot serve its budgets (see reach_problems); the first
     three problems are named, and how many more there are."""
-    if problems := reach_problems(spec, budgets_):
+    if problems := reach_problems(spec, budgets_, arch):
         more = f"; and {len(problems) - 3} more like these" if len(problems) > 3 else ""
         raise SpecError(f"{where}{'; '.join(problems[:3])}{more} (a spec is judged at budgets its search must reach)")

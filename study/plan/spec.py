@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from rethink.arms import ARMS, code_versions
+from rethink.arms import ARCH_ARMS, ARMS, code_versions
 from rethink.budget import SCHEDULES
 from rethink.data import AUGMENTATIONS, NORMALIZATIONS, DataError, normalization
 from rethink.errors import UserError
@@ -213,13 +213,16 @@ class Verdict(_Strict):
     confidence: float = Field(0.975, gt=0.5, lt=1)
     budgets: tuple[Literal["E", "B", "P"], ...] = Field(("E", "B", "P"), min_length=1)
     min_seeds: int = Field(2, ge=2, description="an arm with fewer final seeds is inconclusive (too few seeds)")
-    primary: Literal["1@E", "1@B", "1@P", "2", "3"] = Field(
+    primary: Literal["1@E", "1@B", "1@P", "2", "3", "4@E", "4@B", "4@P"] = Field(
         "1@B", description="the one primary comparison (claim 1 at budget B: the paper's headline); the rest Holm"
+    )
+    arch_margin: float = Field(
+        0.0, ge=0, lt=100, description="claim 4: accuracy points the pruned architecture must beat uniform by"
     )
 
     @model_validator(mode="after")
     def _primary_is_judged(self):
-        if self.primary.startswith("1@") and self.primary[2:] not in self.budgets:
+        if "@" in self.primary and self.primary[2:] not in self.budgets:
             raise ValueError(
                 f"primary {self.primary!r} is a budget the verdicts do not judge (budgets {list(self.budgets)}); "
                 f"add {self.primary[2:]!r} to verdict.budgets or name another primary"
@@ -276,6 +279,18 @@ LITERATURE = Baseline(
 )
 
 
+class ArchArms(_Strict):
+    """The paper's Section 5 arms (`uniform`, `guided`, `transferred`): how their size is matched to the
+    pruned architecture's, and where `transferred` takes its layer pattern from."""
+
+    match: Literal["params", "flops"] = "params"
+    tolerance: float = Field(0.01, gt=0, le=0.1, description="largest relative size difference from the pruned one")
+    pattern_from: str | None = Field(
+        None,
+        description="transferred: the spec (shipped name or TOML path) whose pruned architecture's pattern it takes",
+    )
+
+
 class Spec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -302,6 +317,7 @@ class Spec(_Strict):
     select: Select = Select()
     final: Final = Final()
     verdict: Verdict = Verdict()
+    arch: ArchArms = ArchArms()
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -332,12 +348,35 @@ class Spec(_Strict):
                 f"space.epochs: a fraction of the cap needs study.mode = 'capped' ({self.study.mode!r} has no "
                 f"cap per study); give epochs = {{ low = 2, high = N }} in epochs"
             )
+        self._check_arch_arms()
         if "lottery" in self.study.arms and self.prune.method not in ("lottery", "magnitude", "l1-norm"):
             raise ValueError(
                 f"study.arms: the lottery arm needs a method that keeps the base's init (magnitude, lottery or "
                 f"l1-norm), not {self.prune.method!r}; drop 'lottery' from study.arms or change prune.method"
             )
         return self
+
+    def _check_arch_arms(self) -> None:
+        """Section 5's arms: studied at budgets (capped or pareto), `transferred` with a pattern to take."""
+        arch = [a for a in self.study.arms if a in ARCH_ARMS]
+        if arch and self.study.mode == "fixed-budget":
+            raise ValueError(
+                f"study.mode = 'fixed-budget' has no budgets for the {arch[0]} arm to be matched at; use 'capped' "
+                f"or 'pareto'"
+            )
+        if "transferred" in arch and not self.arch.pattern_from:
+            raise ValueError(
+                "arch.pattern_from: the transferred arm takes the layer pattern of another spec's pruned "
+                "architecture; name that spec (e.g. pattern_from = 'cifar10-l1-vgg16-a')"
+            )
+        if self.arch.pattern_from and "transferred" not in arch:
+            raise ValueError("arch.pattern_from is set but study.arms has no 'transferred'; add it or drop the field")
+        if self.verdict.primary.startswith("4@") and "uniform" not in arch:
+            raise ValueError(
+                f"verdict.primary = {self.verdict.primary!r} is claim 4, which needs the 'uniform' arm in study.arms"
+            )
+        if self.arch.pattern_from in (self.name, f"{self.name}.toml"):
+            raise ValueError("arch.pattern_from names this spec: a transferred pattern comes from another one")
 
     def _check_sfp(self) -> None:
         """Soft Filter Pruning is a training procedure: its base trains with the ratio it prunes at."""
@@ -455,5 +494,9 @@ LATER_FIELDS: dict[tuple[str, ...], Any] = {
     ("select", "seeds"): 2,
     ("select", "bases"): None,
     ("prune", "rounds"): 1,
+    ("verdict", "arch_margin"): 0.0,
+    ("arch", "match"): "params",
+    ("arch", "tolerance"): 0.01,
+    ("arch", "pattern_from"): None,
 }
-LATER_TABLES = ("select",)  # left out of digests when every field in them holds its default
+LATER_TABLES = ("select", "arch")  # left out of digests when every field in them holds its default

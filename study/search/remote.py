@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from rethink.arms import default_recipe
 from rethink.errors import UserError
+from rethink.prune.patterns import Pattern
 from rethink.train import NonFiniteLoss, Runtime
 from study.plan.layout import arm_of
 from study.plan.space import suggest
@@ -42,13 +43,14 @@ class TrunkParcels:
     root: str  # the spec's MLflow run, where the task finds the base and prune runs
     experiment_id: str
     task_dir: str | None = None  # where tasks keep them (env RETHINK_RAY_WORKDIR); None: the task's own default
+    pattern: Pattern | None = None  # the transferred arm's layer pattern (read from another spec's folder)
 
     @classmethod
     def of(cls, trunk: Trunk, workdir: Path, root: str, experiment_id: str) -> TrunkParcels:
         folder = workdir / f"base-{trunk.spec.base_digest()}"
         names = ["model.pt", "init.pt", *sorted(p.name for p in folder.glob("pruned-*.pt"))]
         files = tuple(Parcel.of(folder / n, f"{folder.name}/{n}") for n in names if (folder / n).is_file())
-        return cls(files, root, experiment_id, os.environ.get("RETHINK_RAY_WORKDIR"))
+        return cls(files, root, experiment_id, os.environ.get("RETHINK_RAY_WORKDIR"), trunk.pattern)
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,9 @@ def task_trunk(parcels: TrunkParcels, spec: Spec, runtime: Runtime) -> Trunk:
         for p in parcels.files:
             p.unpack(folder)
         tree = RunTree(spec.name, parcels.experiment_id)
-        _TRUNKS[key] = build_trunk(spec, tree, parcels.root, folder, runtime, train_missing=False, data=load_data(spec))
+        _TRUNKS[key] = build_trunk(
+            spec, tree, parcels.root, folder, runtime, False, load_data(spec), pattern=parcels.pattern
+        )
     return _TRUNKS[key]
 
 

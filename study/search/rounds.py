@@ -16,7 +16,7 @@ from rethink.checkpoint import load_cached, save_checkpoint
 from rethink.data import Split
 from rethink.flops import nonzero_forward_flops, training_flops
 from rethink.models import ArchSpec
-from rethink.prune import KeepMasked, PruneConfig, PrunedModel, Round, iterative_magnitude, prune
+from rethink.prune import KeepMasked, PruneConfig, PrunedModel, Round, iterative_magnitude, method_version, prune
 from rethink.train import Runtime, TrainConfig, config_digest, train
 from study.records.progress import PrintProgress
 from study.records.tracking import MlflowEpochLogger, RunTree
@@ -30,6 +30,14 @@ class RoundPlace:
     root: str
     folder: Path
     label: str  # e.g. "prune" (the trunk), "final seed 3"
+
+
+def pruned_digest(base_digest: str, pconfig: PruneConfig) -> str:
+    """Names the pruned model: its base, the prune config, and the method's version when above 1."""
+    key = {"base": base_digest, "prune": pconfig.to_dict()}
+    if (version := method_version(pconfig.method)) > 1:
+        key["method_version"] = version
+    return config_digest(key)
 
 
 def rounds_train(rounds: list[Round]) -> float:

@@ -164,7 +164,8 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
     if not opts.worker and not is_shared(opts.storage) and (n := close_stale_runs(tree, root)):
         print(f"closed {n} run(s) a killed process left RUNNING", flush=True)
     trunk = build_trunk(spec, tree, root, workdir, runtime, train_missing=not opts.worker, data=data)
-    check_reach(spec, trunk.budgets, f"spec {spec.name}: ")  # B and P are known now; before any trial trains
+    # B and P are known now (and the architecture arms' own); before any trial trains
+    check_reach(spec, trunk.budgets, f"spec {spec.name}: ", trunk.arch_caps)
     n_val, classes = len(trunk.split.y_eval), trunk.split.num_classes
     if not opts.worker and (
         caveat := check_base_learned(spec.name, trunk.base_val_acc, n_val, classes, opts.allow_chance_base)
@@ -198,7 +199,9 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
             "optuna.seed": spec.study.seed,
             "mode": spec.study.mode,
             "rows": ",".join(rows_of(spec, arm)),
-            "epochs_searched": "{}-{}".format(*rng) if (rng := epoch_range(spec, arm, trunk.budgets)) else "fixed",
+            "epochs_searched": "{}-{}".format(*rng)
+            if (rng := epoch_range(spec, arm, trunk.caps_for(arm)))
+            else "fixed",
             "n_trials": f"{spec.study.n_trials} searched + {n_baselines} baselines",
         }.items():
             tree.client.set_tag(arm_run, k, str(v))
@@ -213,7 +216,7 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
             spec.study.mode,
             runtime,
             spec.study.n_trials + n_baselines,
-            epoch_range(spec, arm, trunk.budgets) or recipe.epochs,
+            epoch_range(spec, arm, trunk.caps_for(arm)) or recipe.epochs,
             parallel=allows_parallel(opts.storage),
         )
         arms.append((arm, study, ctx))

@@ -153,7 +153,7 @@ def enqueue_baselines(study: optuna.Study, spec: Spec, arm: str, trunk: Trunk) -
     """The study's baselines, enqueued once on top of its searched trials; returns how many it has."""
     if "baselines" in study.user_attrs:
         return len(study.user_attrs["baselines"])
-    trials = baseline_trials(spec, arm, trunk.budgets, trunk.base_config)
+    trials = baseline_trials(spec, arm, trunk.caps_for(arm), trunk.base_config)
     for b in trials:
         attrs = {"baseline": b.name, "baseline_source": b.source} | ({"baseline_row": b.row} if b.row else {})
         study.enqueue_trial(b.params, user_attrs=attrs)

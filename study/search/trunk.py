@@ -4,7 +4,7 @@ again by the digest of the config that made them (open_lth's trunk; the arms are
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -14,7 +14,9 @@ from rethink.checkpoint import load_cached, save_checkpoint
 from rethink.data import Dataset, Split, load_dataset, normalized, train_val_split
 from rethink.flops import forward_flops, param_count, training_flops
 from rethink.models import ArchSpec, build_model
-from rethink.prune import PruneConfig, PrunedModel, method_version
+from rethink.prune import PrunedModel
+from rethink.prune.matched import DerivedArch
+from rethink.prune.patterns import Pattern
 from rethink.prune.random_control import random_like
 from rethink.prune.sfp import SoftFilterPruning
 from rethink.prune.slimming import SparsityPenalty
@@ -22,19 +24,19 @@ from rethink.train import (
     Callback,
     Runtime,
     TrainConfig,
-    config_digest,
     evaluate,
     make_loaders,
     seed_everything,
     train,
 )
 from study.plan.arch import base_arch, prune_config
-from study.plan.layout import Budgets, budgets
+from study.plan.layout import Budgets, budgets, caps_of
 from study.plan.spec import Spec, SpecError
 from study.records.progress import PrintProgress
 from study.records.tracking import MlflowEpochLogger, RunTree
 
-from .rounds import RoundPlace, prune_base, rounds_from_meta, rounds_meta, rounds_train
+from .arch_arms import derive_arms, derived_caps, log_derived, transferred_pattern
+from .rounds import RoundPlace, prune_base, pruned_digest, rounds_from_meta, rounds_meta, rounds_train
 
 
 @dataclass(eq=False)
@@ -52,9 +54,16 @@ class Trunk:
     prune_run: str
     budgets: Budgets  # E, B and pipeline caps; budgets.inherited is what fine-tune and lottery inherit
     control: PrunedModel | None = None  # finetune-random's random selection at the same widths
+    arch: dict[str, DerivedArch] = field(default_factory=dict)  # Section 5's arms: their architectures
+    arch_caps: dict[str, Budgets] = field(default_factory=dict)  # and their budgets
+    pattern: Pattern | None = None  # the transferred arm's layer pattern (another spec's)
 
     def pruned_for(self, arm: str) -> PrunedModel:
         return self.control if arm == "finetune-random" else self.pruned
+
+    def caps_for(self, study_arm: str) -> Budgets:
+        """The budgets a study's arm is held to: an architecture arm's own, else the pruned model's."""
+        return caps_of(self.budgets, self.arch_caps, study_arm)
 
     def build(self, arm: str, seed: int, base=None) -> Arm:
         """An arm built on this trunk's architecture and recipe, its data order and fresh inits drawn from
@@ -70,15 +79,8 @@ class Trunk:
             seed=seed,
             init_state=source.init_state,
             pruned_macs=source.pruned_flops,
+            derived=source.arch.get(arm),
         )
-
-
-def pruned_digest(base_digest: str, pconfig: PruneConfig) -> str:
-    """Names the pruned model: its base, the prune config, and the method's version when above 1."""
-    key = {"base": base_digest, "prune": pconfig.to_dict()}
-    if (version := method_version(pconfig.method)) > 1:
-        key["method_version"] = version
-    return config_digest(key)
 
 
 def control_for(spec: Spec, base, base_spec, pruned: PrunedModel, seed: int | None = None) -> PrunedModel | None:
@@ -132,8 +134,10 @@ def build_trunk(
     runtime: Runtime,
     train_missing: bool = True,
     data: tuple[Dataset, Split] | None = None,
+    pattern: Pattern | None = None,
 ) -> Trunk:
-    """Base and pruned model for `spec`: loaded when their checkpoints exist, else made and recorded."""
+    """Base and pruned model for `spec`: loaded when their checkpoints exist, else made and recorded.
+    `pattern`: the transferred arm's, when it was read elsewhere (a Ray task gets the driver's)."""
     ds, split = data or load_data(spec)
     base_spec = base_arch(spec, ds)
     base_config = spec.base.train_config(spec.seed)
@@ -258,6 +262,11 @@ def build_trunk(
     control = control_for(spec, base, base_spec, pruned)
     p_flops = pruned_flops(pruned)
     caps = budgets(base_config, base_flops, p_flops, len(split.y_train), rounds_train(rounds))
+    pattern = pattern or transferred_pattern(spec, workdir)
+    arch = derive_arms(spec, base_spec, pruned, pattern)  # refused here, before any arm trains
+    if train_missing:  # the driver records them; a worker or task only reads
+        log_derived(tree, prune_run, arch)
+    arch_caps = derived_caps(caps, arch, base_config, base_flops, len(split.y_train))
     return Trunk(
         spec,
         split,
@@ -272,4 +281,7 @@ def build_trunk(
         prune_run,
         caps,
         control,
+        arch,
+        arch_caps,
+        pattern,
     )

@@ -9,11 +9,14 @@ import numpy as np
 
 from study.final.evaluation import FinalResult
 
+from .claim4 import claim4
 from .family import assign_roles
 from .settings import Analysis
 from .stats import TOLERANCE, Paired, contrast, noninferiority, one_sided, paired, welch
 
-ARM_ORDER = ["unpruned", "finetune", "finetune-random", "scratch-e", "scratch-b", "lottery"]
+ARM_ORDER = [
+    "unpruned", "finetune", "finetune-random", "scratch-e", "scratch-b", "lottery", "uniform", "guided", "transferred"
+]  # fmt: skip
 # Claim 1 at matched budgets: scratch row and pick, fine-tune pick, and the account the budget is in
 MATCHED = {
     "E": (("scratch-e", "best@E"), "best@E", "train FLOPs <= E epochs of the pruned model"),
@@ -132,8 +135,8 @@ def claim1(results: list[FinalResult], analysis: Analysis, mode: str) -> list[di
         if budget not in table:
             continue
         (arm, pick), ft_pick, account = table[budget]
-        if not any(r.arm == arm for r in results):
-            continue  # that arm is not in the spec
+        if not any(r.arm == arm for r in results) or not has_arm(results, "finetune"):
+            continue  # an arm the spec does not have (a Section 5 spec may train no fine-tune arm)
         entry = {
             "claim": f"1 at budget {budget}: tuned {arm} ({pick}) is as good as or better than tuned fine-tuning "
             f"({ft_pick})",
@@ -330,4 +333,5 @@ def claims(results: list[FinalResult], analysis: Analysis, mode: str, bands: lis
         out.append(c2)
     if (c3 := claim3(results, analysis, mode)) is not None:
         out.append(c3)
+    out += claim4(results, analysis)
     return assign_roles(out, analysis)

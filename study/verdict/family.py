@@ -9,10 +9,12 @@ from .settings import Analysis
 
 
 def comparison_id(entry: dict) -> str:
-    """'1@E', '1@B', '1@P', '2', '3' or 'control': what [verdict] primary names."""
+    """'1@E', '1@B', '1@P', '2', '3', '4@B' (4g@B, 4t@B) or 'control': what [verdict] primary names."""
     claim = entry["claim"]
     if claim.startswith("1 at budget"):
         return f"1@{entry['budget']}"
+    if claim[:1] == "4":  # 4@B: pruned vs uniform; 4g@B, 4t@B: guided, transferred vs uniform
+        return f"{claim.split(' at budget')[0]}@{entry['budget']}"
     return claim.split(":")[0] if claim[:1] in "23" else "control"
 
 
@@ -25,7 +27,7 @@ def family_p(entry: dict) -> float | None:
     if "parts" in entry:
         ps = [part.get("p_noninferiority", part.get("p_one_sided", math.nan)) for part in entry["parts"].values()]
         return max(ps) if ps and all(p == p for p in ps) else None
-    p = entry.get("p_noninferiority", entry.get("p_value", math.nan))
+    p = entry.get("p_noninferiority", entry.get("p_superiority", entry.get("p_value", math.nan)))
     return p if p == p else None
 
 

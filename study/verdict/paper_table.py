@@ -19,6 +19,9 @@ ARM_NAMES = {
     "scratch-e": "Scratch-E",
     "scratch-b": "Scratch-B",
     "lottery": "lottery ticket (winning init)",
+    "uniform": "uniform, same size (scratch)",
+    "guided": "guided, same size (scratch)",
+    "transferred": "transferred pattern, same size (scratch)",
 }
 MISSING = "missing"
 MISSING_NOTE = (

@@ -5,6 +5,7 @@ the tuned picks on more seeds with its cost."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import optuna
 import pandas as pd
@@ -17,8 +18,10 @@ from study.plan.spec import Spec
 
 from .tables import markdown
 
+CapsFor = Callable[[str], Budgets]  # a study's budgets by its key (an architecture arm's are its own)
 
-def searched_epochs(spec: Spec, studies: dict[str, optuna.Study], budgets: Budgets) -> pd.DataFrame:
+
+def searched_epochs(spec: Spec, studies: dict[str, optuna.Study], caps_for: CapsFor) -> pd.DataFrame:
     """Per study: the epoch range it searched, and the fewest and most epochs its searched trials ran."""
     rows = []
     for key, study in studies.items():
@@ -28,7 +31,7 @@ def searched_epochs(spec: Spec, studies: dict[str, optuna.Study], budgets: Budge
             if not t.user_attrs.get("baseline")
         ]
         epochs = [t.params["epochs"] for t in done if "epochs" in t.params]
-        rng = epoch_range(spec, key, budgets)
+        rng = epoch_range(spec, key, caps_for(key))
         rows.append(
             {
                 "study": study.study_name,
@@ -41,7 +44,7 @@ def searched_epochs(spec: Spec, studies: dict[str, optuna.Study], budgets: Budge
     return pd.DataFrame(rows)
 
 
-def picks_table(choices: list[Choice], studies: dict[str, optuna.Study], budgets: Budgets) -> pd.DataFrame:
+def picks_table(choices: list[Choice], studies: dict[str, optuna.Study], caps_for: CapsFor) -> pd.DataFrame:
     """Each row's picks on the search's account (the budgets' own: the training split), within or not."""
     rows = []
     for c in choices:
@@ -50,7 +53,7 @@ def picks_table(choices: list[Choice], studies: dict[str, optuna.Study], budgets
         train = float(t.user_attrs.get("train_flops", math.nan)) if t else math.nan
         pipeline = float(t.user_attrs.get("pipeline_flops", math.nan)) if t else math.nan
         label = budget_of(c)
-        fits = label is not None and t is not None and budgets.within(label, train, pipeline)
+        fits = label is not None and t is not None and caps_for(c.study_arm).within(label, train, pipeline)
         # n/a: the unpruned row, or a fixed recipe of the claim 2 protocol (the base's E epochs)
         within = "n/a" if label is None or t is None else "yes" if fits else "NO"
         rows.append(
@@ -107,14 +110,14 @@ def bases_sentence(spec: Spec, confirmations: list[Confirmation]) -> str:
 def selection_section(
     spec: Spec,
     studies: dict[str, optuna.Study],
-    budgets: Budgets,
+    caps_for: CapsFor,
     choices: list[Choice],
     confirmations: list[Confirmation],
     cost: ConfirmCost | None,
 ) -> tuple[list[str], dict]:
     """The report's section on the picks (markdown lines) and the same as data for verdict.json."""
-    epochs = searched_epochs(spec, studies, budgets)
-    picks = picks_table(choices, studies, budgets)
+    epochs = searched_epochs(spec, studies, caps_for)
+    picks = picks_table(choices, studies, caps_for)
     confirm = confirmation_table(confirmations)
     lines = ["## How the picks were made (search account: the training split the budgets are counted on)", ""]
     lines += ["Epochs each study searched:", "", markdown(epochs), ""]

@@ -16,6 +16,7 @@ class Analysis:
     post_hoc: tuple[str, ...] = field(default=())  # why this analysis is post hoc (empty: pre-registered)
     min_seeds: int = 2  # an arm with fewer final seeds is "inconclusive (too few seeds)"
     primary: str = "1@B"  # the one primary comparison; every other verdict is secondary, Holm-adjusted
+    arch_margin: float = 0.0  # claim 4: how much (accuracy fraction) the pruned architecture must beat uniform by
 
     def describe(self) -> str:
         what = f"margin {100 * self.margin:.2f} pp, confidence {self.confidence}, budgets {', '.join(self.budgets)}"

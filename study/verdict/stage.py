@@ -25,6 +25,7 @@ from study.search.finished import FinishedSearch
 from study.search.trunk import Trunk
 
 from .analysis import analyse
+from .architectures import ARCH_FIGURE, EFFICIENCY_FIGURE, architecture_section
 from .carryover import BUDGET_NOTE, carryover_section
 from .claims import Analysis, lr_bands, tuning_gaps
 from .figures import figures, lr_sensitivity_figure
@@ -87,6 +88,20 @@ def method_notes(spec: Spec, trunk: Trunk) -> list[str]:
             "control: `finetune-random` fine-tunes randomly selected channels (or weights) at the method's "
             "per-layer widths (counts), tuned with the same space and budget as `finetune`"
         )
+    if trunk.arch:
+        kinds = ", ".join(trunk.arch)
+        source = f"; transferred takes the pattern of {spec.arch.pattern_from}'s pruned architecture" * (
+            "transferred" in trunk.arch
+        )
+        notes.append(
+            f"architecture arms ({kinds}; the paper's Section 5): uniform keeps one fraction of every prunable "
+            "layer, guided the pruned architecture's mean fraction per stage (feature-map size and role)"
+            f"{source}; each rescaled to the pruned architecture's {spec.arch.match} within "
+            f"{100 * spec.arch.tolerance:g}%, trained from scratch with its own searched study at each budget, "
+            "the paper recipe enqueued in it as in Scratch-E/B's (E epochs, or B epochs of itself). Claim 4: the "
+            "pruned architecture's Scratch pick minus uniform's, one-sided "
+            f"superiority paired by seed, margin {spec.verdict.arch_margin:g} pp, in the same Holm family"
+        )
     if rounds > 1:
         share = round_share(spec.prune.ratio, rounds)
         notes.append(
@@ -129,7 +144,7 @@ def analysis_for(spec: Spec, studies: dict[str, optuna.Study], margin: float | N
         why.append(f"--confidence {confidence} chosen at report time (pre-registered: {v.confidence})")
     m = v.margin if margin is None else margin
     c = v.confidence if confidence is None else confidence
-    return Analysis(m / 100, c, v.budgets, tuple(why), v.min_seeds, v.primary)
+    return Analysis(m / 100, c, v.budgets, tuple(why), v.min_seeds, v.primary, v.arch_margin / 100)
 
 
 def params_reduction(trunk: Trunk) -> float:
@@ -166,6 +181,11 @@ def write_verdicts(
     by_arm = {arm_of(k): v for k, v in points.items() if cap_of(k) in (None, "E")}  # claim 2's cells are at E
     bands = lr_bands(by_arm, spec.space.lr.low, spec.space.lr.high) if "lottery" in by_arm else []
     verdicts, primary = analyse(results, analysis, mode, bands)  # as `rethink verdict` on runs.csv
+    out = out_dir / report_folder(spec, search.names)
+    arch_lines, arch_data = architecture_section(trunk, results, analysis.budgets, out)
+    for v in verdicts:  # claim 4 names the sizes matched and the architectures trained
+        if v.get("comparison_id", "")[:1] == "4":
+            v["sizes"] = arch_data["architectures"]
     imp = importances(studies)
     curves = {}
     for c in choices:
@@ -195,14 +215,13 @@ def write_verdicts(
         "budgets_macs": {"E": trunk.budgets.train_e, "B": trunk.budgets.train_b, "P": trunk.budgets.pipeline_p},
         "spec_digest": spec.digest(),
     }
-    out = out_dir / report_folder(spec, search.names)
     verdict_png = verdict_figure(verdicts, analysis, out / VERDICT_PNG)  # report.md shows it first
     notes = method_notes(spec, trunk)
     missing_ = [asdict(m) for m in missing]
-    selection = selection_section(spec, studies, trunk.budgets, choices, final.confirmations, final.confirm_cost)
+    selection = selection_section(spec, studies, trunk.caps_for, choices, final.confirmations, final.confirm_cost)
     n_val, n_test = len(trunk.split.y_eval), max((r.n_test for r in results), default=0)
     carry = carryover_section(choices, final.confirmations, results, gaps, n_val, n_test)
-    selection = ([*carry[0], *selection[0]], {**selection[1], **carry[1]})
+    selection = ([*arch_lines, *carry[0], *selection[0]], {**selection[1], **carry[1], **arch_data})
     paths = write_report(out, table, gaps, verdicts, imp, header, caveats, notes, missing_, primary, selection)
     runs_frame(results).to_csv(out / "runs.csv", index=False)  # valid input to `rethink verdict`
     c = trunk.budgets
@@ -210,7 +229,8 @@ def write_verdicts(
     pngs.append(lr_sensitivity_figure(points, out))
     paths["html"] = write_html(out, paths["report"].read_text(), pngs, f"rethink report: {spec.name}")
     report_run = tree.child(root, "report", "report", {"rethink.spec_digest": spec.digest()}, reuse=False)
-    for p in [*paths.values(), verdict_png, *pngs, *out.glob("*.csv")]:
+    arch_pngs = [out / f for f in (ARCH_FIGURE, EFFICIENCY_FIGURE) if arch_data and (out / f).is_file()]
+    for p in [*paths.values(), verdict_png, *pngs, *arch_pngs, *out.glob("*.csv")]:
         tree.client.log_artifact(report_run, str(p))
     tree.log_metrics(
         report_run,

@@ -15,6 +15,7 @@ import pandas as pd  # noqa: E402
 from study.plan.spec import Spec, SpecError  # noqa: E402
 
 from .analysis import analyse  # noqa: E402
+from .architectures import EFFICIENCY_FIGURE, efficiency_figure, stops_paying  # noqa: E402
 from .claims import Analysis  # noqa: E402
 from .runs_table import pooled_by_seed, read_runs  # noqa: E402
 from .styles import arm_colour, marker  # noqa: E402
@@ -26,6 +27,9 @@ ROWS = [  # (arm, pick) drawn on the trade-off figure: the untuned large model a
     ("scratch-e", "best@E"),
     ("scratch-b", "best@B"),
     ("lottery", "best@E"),
+    ("uniform", "best@B"),  # Section 5's architectures at the base's training compute
+    ("guided", "best@B"),
+    ("transferred", "best@B"),
 ]
 
 
@@ -75,7 +79,13 @@ def pooled_verdicts(reports: Path, levels: list[Spec], verdicts: list[dict]) -> 
     if any(f != first for f in fields):
         why += ("the levels were reported with different analyses; pooled under the first level's",)
     analysis = Analysis(
-        first["margin"], first["confidence"], tuple(first["budgets"]), why, first["min_seeds"], first["primary"]
+        first["margin"],
+        first["confidence"],
+        tuple(first["budgets"]),
+        why,
+        first["min_seeds"],
+        first["primary"],
+        first.get("arch_margin", 0.0),
     )
     return analyse(pooled_by_seed(tables), analysis, verdicts[0]["header"]["mode"])
 
@@ -127,6 +137,25 @@ def tradeoff_report(spec: Spec, reports: Path) -> Path:
         f"- claim {p['claim']}: **{p['verdict']}**" + (f" (estimate {100 * p['diff']:+.2f} pp)" if "diff" in p else "")
         for p in pooled
     ]
+    efficiency = [
+        {"setting": lv.name, "ratio": lv.prune.ratio, **row}
+        for lv, v in zip(levels, verdicts, strict=True)
+        for row in v.get("efficiency", [])
+    ]
+    if efficiency:
+        efficiency_figure(efficiency, out / EFFICIENCY_FIGURE)
+        pd.DataFrame(efficiency).to_csv(out / "efficiency.csv", index=False)
+        budget = next((b for b in ("B", "E", "P") if any(r["budget"] == b for r in efficiency)), "B")
+        judged = [
+            (lv.prune.ratio, c["verdict"])
+            for lv, v in zip(levels, verdicts, strict=True)
+            for c in v["claims"]
+            if c.get("comparison_id") == f"4@{budget}"
+        ]
+        sentence = stops_paying(judged)
+        lines += ["", f"## Parameter efficiency (Section 5, budget {budget})", "", sentence, ""]
+        lines += [f"![parameter efficiency]({EFFICIENCY_FIGURE})", ""]
+        lines += [f"- ratio {r}: claim 4 at budget {budget}: **{v}**" for r, v in sorted(judged)]
     (out / "tradeoff.md").write_text("\n".join(lines) + "\n")
     record = {
         "spec": spec.name,
@@ -136,6 +165,9 @@ def tradeoff_report(spec: Spec, reports: Path) -> Path:
         "pooled_primary": primary,
         "table": json.loads(table.to_json(orient="records")),
     }
+    if efficiency:
+        record["efficiency"] = efficiency
+        record["efficiency_verdict"] = sentence
     (out / "tradeoff.json").write_text(json.dumps(record, indent=2, default=float))
     print(f"\n{spec.name}: operating points")
     print(table.to_string(index=False))
