@@ -70,6 +70,8 @@ class VGG(nn.Module):
 
 
 def init_weights(model: nn.Module, conv_mode: str = "fan_out") -> None:
+    if next(model.parameters()).is_meta:  # a storage-less model (shapes and counts only): nothing to draw
+        return
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode=conv_mode, nonlinearity="relu")

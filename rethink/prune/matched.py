@@ -12,8 +12,11 @@ a tolerance (1%); an architecture is data: widths (an ArchSpec) or non-zero weig
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import torch
 from torch import nn
@@ -142,20 +145,31 @@ def _solve(
     floor: int,
     gap: float = 0.0,
 ) -> tuple[int, ...]:
-    """The sizes closest to `target`: one scale factor by bisection, then, between the two size vectors
-    around the target, the layers that differ moved one by one (a binary search over how many)."""
+    """The sizes closest to `target`: one scale factor s, bracketed and narrowed by false position on
+    sqrt(count) (sizes grow about as s², so the root is found in a few counts; a bisection step whenever
+    one side stalls), until the sizes around the target are `gap` apart; then, between those two size
+    vectors, the layers that differ moved one by one (a binary search over how many)."""
     top = max(1 / r for r in ratios if r > 0)
     lo, hi = 0.0, top
-    if count(_scaled(base, ratios, hi, floor)) <= target:
+    c_lo, c_hi = count(_scaled(base, ratios, lo, floor)), count(_scaled(base, ratios, hi, floor))
+    if c_hi <= target:
         return _scaled(base, ratios, hi, floor)
-    for _ in range(30):  # until the sizes around the target are `gap` apart: the layer-by-layer step does the rest
-        if count(_scaled(base, ratios, hi, floor)) - count(_scaled(base, ratios, lo, floor)) <= gap * target:
+    stalled = 0  # how many steps in a row moved the same end
+    last = None
+    for _ in range(60):
+        if c_hi - c_lo <= gap * target or hi - lo <= 1e-9 * top:
             break
-        mid = (lo + hi) / 2
-        if count(_scaled(base, ratios, mid, floor)) <= target:
-            lo = mid
+        a, b, t = math.sqrt(max(c_lo, 0.0)), math.sqrt(c_hi), math.sqrt(target)
+        mid = (lo + hi) / 2 if stalled >= 2 or b <= a else lo + (hi - lo) * (t - a) / (b - a)
+        mid = min(max(mid, lo + 1e-3 * (hi - lo)), hi - 1e-3 * (hi - lo))
+        c = count(_scaled(base, ratios, mid, floor))
+        side = "lo" if c <= target else "hi"
+        stalled = stalled + 1 if side == last else 1
+        last = side
+        if side == "lo":
+            lo, c_lo = mid, c
         else:
-            hi = mid
+            hi, c_hi = mid, c
     below, above = _scaled(base, ratios, lo, floor), _scaled(base, ratios, hi, floor)
     differ = [i for i, (a, b) in enumerate(zip(below, above, strict=True)) if a != b]
 
@@ -241,12 +255,13 @@ def _fit_weights(kind, base_spec, pruned, pattern, match, target_params, target_
     )
 
 
-def _output_pixels(spec: ArchSpec) -> dict[str, int]:
+@functools.cache
+def _output_pixels(spec: ArchSpec) -> MappingProxyType:
     """Output pixels (H × W) of each conv of the architecture: what its MACs per weight are."""
     with torch.device("meta"):
         model = build_model(spec)
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    return {n: h * w for n, (h, w) in output_sizes(model, spec, convs).items()}
+    return MappingProxyType({n: h * w for n, (h, w) in output_sizes(model, spec, convs).items()})
 
 
 def masks_for(derived: DerivedArch, seed: int) -> dict[str, torch.Tensor] | None:

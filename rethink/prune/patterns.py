@@ -5,7 +5,9 @@ across depths and data sets; `rethink.prune.matched` turns one into an architect
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import torch
 from torch import nn
@@ -47,6 +49,7 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+@functools.cache  # an architecture's groups never change; a derivation asks for them many times
 def width_groups(spec: ArchSpec) -> tuple[str, ...]:
     """The group of each width of `spec` ("16x16/conv": the channels a conv makes at 16×16; "/select": the
     channels a pre-activation layer reads), so that patterns carry across depths and data sets."""
@@ -63,13 +66,16 @@ def width_groups(spec: ArchSpec) -> tuple[str, ...]:
     return tuple(groups)  # type: ignore[arg-type]
 
 
-def conv_groups(spec: ArchSpec) -> dict[str, str]:
+@functools.cache
+def conv_groups(spec: ArchSpec) -> MappingProxyType:
     """The group of each conv weight ("16x16/k3": 3×3 convs whose output is 16×16)."""
     with torch.device("meta"):
         model = build_model(spec)
     convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     sizes = output_sizes(model, spec, list(convs))
-    return {f"{n}.weight": f"{sizes[n][0]}x{sizes[n][1]}/k{m.kernel_size[0]}" for n, m in convs.items()}
+    return MappingProxyType(
+        {f"{n}.weight": f"{sizes[n][0]}x{sizes[n][1]}/k{m.kernel_size[0]}" for n, m in convs.items()}
+    )
 
 
 @dataclass(frozen=True)
