@@ -177,6 +177,8 @@ def test_rethink_verdict_gives_claim4_rows_from_a_per_seed_table(tmp_path):
     primary = next(c for c in verdict["claims"] if c["role"] == "primary")
     assert primary["comparison_id"] == "4@B" and primary["verdict"] == "supported"
     assert primary["diff"] == pytest.approx(0.01)
+    # the primary sentence reads claim 4's own margin and meaning, not claim 1's non-inferiority margin
+    assert "margin 0.00 pp" in verdict["primary"] and "beats its same-size twin" in verdict["primary"]
 
 
 def test_where_the_pruned_architecture_stops_paying():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rethink.flops import forward_flops, nonzero_forward_flops, param_count
-from rethink.models import build_model, default_spec
+from rethink.models import MODELS, build_model, default_spec
 from rethink.prune import PruneConfig, PrunedModel, apply_masks, prune
 from rethink.prune.matched import derive, masks_for
 from rethink.prune.patterns import (
@@ -15,6 +15,7 @@ from rethink.prune.patterns import (
     pattern_of,
     width_groups,
 )
+from rethink.prune.sizes import sizes_at
 
 # One model per family (the smallest of each, so the suite stays fast) and where its pattern comes from
 # for `transferred`: another depth of the family, or the same network on another data set (100 classes).
@@ -131,3 +132,16 @@ def test_a_size_no_width_step_can_reach_is_refused_with_the_tolerance():
     pruned.model = build_model(pruned.spec)
     with pytest.raises(PatternError, match=r"uniform: .* from the pruned architecture's params \(tolerance 0\.1%\)"):
         derive("uniform", spec, pruned, tolerance=0.001)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_sizes_without_building_equal_the_built_models_counts(name):
+    """Every registered model: parameters and MACs at random widths, read from the base's layers, equal the
+    counts of the model built at those widths (what the size matching relies on)."""
+    spec = default_spec(name, 3, 100, 32)
+    g = torch.Generator().manual_seed(len(name))
+    for _ in range(2):
+        widths = tuple(int(torch.randint(1, w + 1, (1,), generator=g)) for w in spec.widths)
+        with torch.device("meta"):
+            model = build_model(spec.with_widths(widths))
+        assert sizes_at(spec, widths) == (param_count(model), forward_flops(model, (3, 32, 32)))

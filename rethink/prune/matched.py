@@ -12,14 +12,11 @@ a tolerance (1%); an architecture is data: widths (an ArchSpec) or non-zero weig
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 import torch
-from torch import nn
 
 from rethink.flops import conv_macs, forward_flops, param_count
 from rethink.models import ArchSpec, build_model
@@ -29,12 +26,12 @@ from .patterns import (
     PatternError,
     conv_groups,
     is_unstructured,
-    output_sizes,
     pattern_of,
     uniform_pattern,
     width_groups,
 )
 from .registry import PrunedModel
+from .sizes import sizes_at
 
 KINDS = ("uniform", "guided", "transferred")
 MATCHES = ("params", "flops")
@@ -194,19 +191,9 @@ def _fit_widths(kind, base_spec, pruned, pattern, match, target_params, target_m
             f"the same stages"
         )
     ratios = [pattern.fractions[g] for g in groups]
-    pixels = _output_pixels(base_spec)
 
     def counts(widths: tuple[int, ...]) -> tuple[int, int]:
-        """(parameters, MACs) from a storage-less build: a conv's MACs are its weights times its output
-        pixels (fixed by the base's strides), a linear layer's its weights (as the FLOPs counter counts)."""
-        with torch.device("meta"):
-            model = build_model(base_spec.with_widths(widths))
-        macs = sum(
-            m.weight.numel() * pixels.get(n, 1)
-            for n, m in model.named_modules()
-            if isinstance(m, nn.Conv2d | nn.Linear)
-        )
-        return param_count(model), macs
+        return sizes_at(base_spec, widths)
 
     cache: dict[tuple[int, ...], tuple[int, int]] = {}
 
@@ -216,7 +203,7 @@ def _fit_widths(kind, base_spec, pruned, pattern, match, target_params, target_m
         return cache[widths][0 if match == "params" else 1]
 
     target = target_params if match == "params" else target_macs
-    widths = _solve(base_spec.widths, ratios, count, target, 1, gap=0.002)  # a count builds a model: stop early
+    widths = _solve(base_spec.widths, ratios, count, target, 1)
     count(widths)
     params, macs = cache[widths]
     spec = base_spec.with_widths(widths)
@@ -253,15 +240,6 @@ def _fit_weights(kind, base_spec, pruned, pattern, match, target_params, target_
     return DerivedArch(
         kind, base_spec, match, params, macs, target_params, target_macs, dict(zip(names, kept, strict=True)), pattern
     )
-
-
-@functools.cache
-def _output_pixels(spec: ArchSpec) -> MappingProxyType:
-    """Output pixels (H × W) of each conv of the architecture: what its MACs per weight are."""
-    with torch.device("meta"):
-        model = build_model(spec)
-    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    return MappingProxyType({n: h * w for n, (h, w) in output_sizes(model, spec, convs).items()})
 
 
 def masks_for(derived: DerivedArch, seed: int) -> dict[str, torch.Tensor] | None:

@@ -80,12 +80,24 @@ def primary_sentence(entries: list[dict], analysis: Analysis) -> str:
     if "diff" not in e or e["diff"] != e["diff"]:
         return f"Primary comparison ({analysis.primary}, {what}): {e['verdict']}."
     level = 100 * analysis.confidence
-    meaning = {
-        "supported": "the claim holds at this margin",
-        "contradicted": "the claim fails: the pruned model trained this way is worse by more than the margin",
-    }.get(e["verdict"].removeprefix("post hoc: "), "the data do not settle the claim at this margin")
+    verdict = e["verdict"].removeprefix("post hoc: ")
+    if e["comparison_id"].startswith("4"):  # superiority: the margin is claim 4's own
+        margin = e.get("margin", analysis.arch_margin)
+        meaning = (
+            "the pruned architecture beats its same-size twin by more than the margin"
+            if verdict == "supported"
+            else "the same-size twin is better"
+            if verdict.startswith("contradicted")
+            else "the data do not settle the claim at this margin"
+        )
+    else:
+        margin = analysis.margin
+        meaning = {
+            "supported": "the claim holds at this margin",
+            "contradicted": "the claim fails: the pruned model trained this way is worse by more than the margin",
+        }.get(verdict, "the data do not settle the claim at this margin")
     return (
         f"Primary comparison ({analysis.primary}): {what} differs by {100 * e['diff']:+.2f} pp "
-        f"(one-sided {level:.1f}% lower bound {100 * e['ci_low']:+.2f} pp, margin {100 * analysis.margin:.2f} pp): "
+        f"(one-sided {level:.1f}% lower bound {100 * e['ci_low']:+.2f} pp, margin {100 * margin:.2f} pp): "
         f"{e['verdict']}; {meaning}."
     )

@@ -68,7 +68,10 @@ def verdict_plot(entries: list[dict], analysis: Analysis):
     margin = 100 * analysis.margin
     ax.axvline(0, color="black", linewidth=0.8)
     ax.axvline(-margin, color="tab:red", linewidth=0.9, linestyle="--", label=f"−margin ({-margin:.2f} pp)")
-    spans = [v for e in rows if (iv := interval_of(e)) for v in iv[1:]] + [-margin, 0.0]
+    arch = 100 * analysis.arch_margin
+    if arch > 0 and any(e.get("comparison_id", "")[:1] == "4" for e in rows):  # claim 4's superiority margin
+        ax.axvline(arch, color="tab:purple", linewidth=0.9, linestyle=":", label=f"claim 4 margin (+{arch:.2f} pp)")
+    spans = [v for e in rows if (iv := interval_of(e)) for v in iv[1:]] + [-margin, 0.0, arch]
     lo, hi = min(spans), max(spans)
     pad = 0.08 * (hi - lo or 1)
     for y, e in enumerate(rows):
