@@ -211,12 +211,15 @@ def test_report_html_renders_in_mlflows_artifact_view_of_the_spec_run(reported, 
         'document.body.dataset.framed="1";});</script></body></html>'
     )
     browser = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1000,2000"]
-    dom = subprocess.run(
-        [*browser, "--virtual-time-budget=10000", "--dump-dom", frame.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
+    for budget in (10_000, 30_000):  # a cold Chromium on a busy 2-core machine can miss the first budget
+        dom = subprocess.run(
+            [*browser, f"--virtual-time-budget={budget}", "--dump-dom", frame.as_uri()],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        ).stdout
+        if 'data-framed="1"' in dom:
+            break
     assert 'data-framed="1"' in dom, "the framed report never reported back"
     assert int(re.search(r'data-figures-decoded="(\d+)"', dom).group(1)) == len(list(out.glob("*.png")))
     rows = int(re.search(r'data-table-rows-shown="(\d+)"', dom).group(1))
