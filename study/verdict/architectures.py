@@ -17,6 +17,7 @@ from rethink.prune.patterns import is_unstructured  # noqa: E402
 from study.final.evaluation import FinalResult  # noqa: E402
 from study.search.trunk import Trunk  # noqa: E402
 
+from .figures import save_figure  # noqa: E402
 from .styles import arm_colour  # noqa: E402
 
 ARCH_FIGURE = "architectures.png"
@@ -71,11 +72,8 @@ def width_figure(trunk: Trunk, path: Path) -> Path:
     ax.set_ylim(0, 1.05)
     ax.set_title(f"{trunk.spec.model}: the pruned architecture and its same-size twins")
     ax.legend(fontsize=8)
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def efficiency_points(results: list[FinalResult], size: dict[str, dict], budgets) -> list[dict]:
@@ -132,11 +130,8 @@ def efficiency_figure(rows: list[dict], path: Path, x: str = "params") -> Path:
     ax.set_ylabel("test accuracy (%), mean ± std over seeds")
     ax.set_title("Parameter efficiency: each architecture trained from scratch")
     ax.legend(fontsize=7)
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def architecture_section(trunk: Trunk, results: list[FinalResult], budgets, out: Path) -> tuple[list[str], dict]:

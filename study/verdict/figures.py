@@ -24,7 +24,7 @@ def _pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return front
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -32,7 +32,7 @@ def _save(fig, path: Path) -> Path:
 
 
 def pareto_figure(studies: dict[str, optuna.Study], out: Path, budget_lines: dict[str, float]) -> Path:
-    return _save(pareto_plot(studies, budget_lines), out / "pareto.png")
+    return save_figure(pareto_plot(studies, budget_lines), out / "pareto.png")
 
 
 def pareto_plot(studies: dict[str, optuna.Study], budget_lines: dict[str, float]):
@@ -66,7 +66,7 @@ def pareto_plot(studies: dict[str, optuna.Study], budget_lines: dict[str, float]
 
 
 def best_so_far_figure(studies: dict[str, optuna.Study], out: Path) -> Path:
-    return _save(best_so_far_plot(studies), out / "best_so_far.png")
+    return save_figure(best_so_far_plot(studies), out / "best_so_far.png")
 
 
 def best_so_far_plot(studies: dict[str, optuna.Study]):
@@ -89,7 +89,7 @@ def best_so_far_plot(studies: dict[str, optuna.Study]):
 
 
 def curves_figure(curves: dict[str, dict[str, list[float]]], out: Path) -> Path:
-    return _save(curves_plot(curves), out / "val_curves.png")
+    return save_figure(curves_plot(curves), out / "val_curves.png")
 
 
 def curves_plot(curves: dict[str, dict[str, list[float]]]):
@@ -119,7 +119,7 @@ def figures(
 
 
 def lr_sensitivity_figure(points: dict[str, list[tuple[float, float]]], out: Path) -> Path:
-    return _save(lr_sensitivity_plot(points), out / "lr_sensitivity.png")
+    return save_figure(lr_sensitivity_plot(points), out / "lr_sensitivity.png")
 
 
 def lr_sensitivity_plot(points: dict[str, list[tuple[float, float]]]):
