@@ -1,4 +1,5 @@
-"""Datasets (a registry), stratified splits, and a device-resident loader with batched augmentation."""
+"""Datasets (a registry), stratified splits, and a device-resident loader with batched augmentation. Image
+folders (ImageNet) keep file paths in the x arrays and load through rethink.imagefolder."""
 
 from __future__ import annotations
 
@@ -14,15 +15,21 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from .errors import UserError
+from .imagefolder import IMAGENET_MEAN_STD, FolderError, scan_folder
 
 
 class DataError(UserError):
     """Bad dataset name, missing files or malformed arrays; the message says how to fix it."""
 
 
+FOLDER = "imagefolder:"  # imagefolder:PATH[@SIZE]: train/ and val/ class folders of images, SIZE the crop (224)
+IMAGENET_SIZE = 224
+
+
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A labelled image dataset: uint8 images N×C×H×W and int64 labels, with its official test split."""
+    """A labelled image dataset: uint8 images N×C×H×W and int64 labels, with its official test split; for an
+    image folder, x holds the files' paths and `resolution` the crop the models see."""
 
     name: str
     x_train: np.ndarray
@@ -31,14 +38,15 @@ class Dataset:
     y_test: np.ndarray
     num_classes: int
     label_names: tuple[str, ...] = ()
+    resolution: int = 0  # image folders only
 
     @property
     def in_channels(self) -> int:
-        return int(self.x_train.shape[1])
+        return 3 if self.resolution else int(self.x_train.shape[1])
 
     @property
     def input_size(self) -> int:
-        return int(self.x_train.shape[2])
+        return self.resolution or int(self.x_train.shape[2])
 
 
 @dataclass(frozen=True)
@@ -57,15 +65,40 @@ class DatasetShape:
 KNOWN_SHAPES = {
     "cifar10": DatasetShape("cifar10", 50_000, 10_000, 3, 32, 10),
     "cifar100": DatasetShape("cifar100", 50_000, 10_000, 3, 32, 100),
+    "imagenet": DatasetShape("imagenet", 1_281_167, 50_000, 3, IMAGENET_SIZE, 1000),  # ILSVRC-2012 train / val
 }
 SYNTHETIC = "synthetic:"  # synthetic:C,SIZE,CLASSES[,N_TRAIN,N_TEST]: random images, for smoke runs
 SYNTHETIC_PRESENT = 10  # the classes a synthetic dataset's labels use (all of them when fewer)
 
 
+def is_folder(name: str) -> bool:
+    """An image-folder dataset name: `imagenet[@SIZE]` or `imagefolder:PATH[@SIZE]`."""
+    stem = name.rpartition("@")[0] or name
+    return stem == "imagenet" or name.startswith(FOLDER)
+
+
+def folder_path(name: str, root: str | Path = "data") -> Path:
+    stem = name.rpartition("@")[0] or name
+    return Path(root) / "imagenet" if stem == "imagenet" else Path(stem[len(FOLDER) :])
+
+
+def split_resolution(name: str) -> tuple[str, int | None]:
+    """`imagenet@128` -> ("imagenet", 128): an image folder read at another resolution than 224."""
+    stem, at, size = name.rpartition("@")
+    if not at or not (stem == "imagenet" or stem.startswith(FOLDER)):
+        return name, None
+    if not size.isdigit() or int(size) < 8:
+        raise DataError(f"dataset {name!r}: the resolution after '@' must be an integer of at least 8, e.g. @224")
+    return stem, int(size)
+
+
 def dataset_shape(name: str, root: str | Path = "data") -> DatasetShape:
-    """The shape of a dataset by name, without loading CIFAR (its sizes are known); others are read."""
-    if name in KNOWN_SHAPES:
-        return KNOWN_SHAPES[name]
+    """The shape of a dataset by name, without loading CIFAR or ImageNet (their sizes are known); others are
+    read (an image folder is listed, not decoded)."""
+    stem, size = split_resolution(name)
+    if stem in KNOWN_SHAPES:
+        known = KNOWN_SHAPES[stem]
+        return known if size is None else replace(known, name=name, input_size=size)
     ds = load_dataset(name, root)
     return DatasetShape(name, len(ds.y_train), len(ds.y_test), ds.in_channels, ds.input_size, ds.num_classes)
 
@@ -112,11 +145,14 @@ def register_dataset(name: str):
 
 
 def dataset_names() -> list[str]:
-    return sorted(DATASETS) + ["npz:PATH", f"{SYNTHETIC}C,SIZE,CLASSES"]
+    return sorted(DATASETS) + ["npz:PATH", f"{FOLDER}PATH[@SIZE]", f"{SYNTHETIC}C,SIZE,CLASSES"]
 
 
 def load_dataset(name: str, root: str | Path = "data", download: bool = False) -> Dataset:
-    """Load a registered dataset by name, or `npz:PATH` for any npz in the cifar10-5k format."""
+    """Load a registered dataset by name, `npz:PATH` for any npz in the cifar10-5k format, or an image folder
+    (`imagefolder:PATH`, `imagenet` = ROOT/imagenet) at its resolution (`@SIZE`, default 224)."""
+    if is_folder(name):
+        return load_folder(name, folder_path(name, root), split_resolution(name)[1] or IMAGENET_SIZE)
     if name.startswith("npz:"):
         return load_npz(name[4:])
     if name.startswith(SYNTHETIC):
@@ -219,6 +255,15 @@ def load_npz(path: str | Path) -> Dataset:
     return from_arrays(f"npz:{path}", arrays, arrays.get("label_names", ()), source=str(path))
 
 
+def load_folder(name: str, folder: Path, resolution: int) -> Dataset:
+    """An image folder's file lists (nothing decoded): `val/` is the test set, as CIFAR's test split."""
+    try:
+        f = scan_folder(folder)
+    except FolderError as e:
+        raise DataError(str(e)) from None
+    return Dataset(name, f.train, f.y_train, f.val, f.y_val, len(f.classes), f.classes, resolution)
+
+
 @register_dataset("digits")
 def load_digits(root: Path | None = None, download: bool = False) -> Dataset:
     """scikit-learn's bundled 8×8 digits (1,797 images; no download), with a fixed stratified 20% test split."""
@@ -313,6 +358,7 @@ class Split:
     num_classes: int
     eval_name: str  # "val" or "test"
     constants: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # fixed (mean, std), else the split's own
+    resolution: int = 0  # an image folder's crop size (x holds paths); 0 for images in memory
 
     @cached_property
     def train_stats(self) -> tuple[np.ndarray, np.ndarray]:
@@ -326,6 +372,7 @@ class Split:
 # Per-channel (mean, std) in [0, 1] units. "split": the training split's own statistics (rethink's default).
 # "liu2019": the constants of the paper's l1-norm, slimming and weight-level code (CIFAR-10 and -100 alike).
 # "he2018": those of the soft-filter-pruning code (125.3, 123.0, 113.9 / 63.0, 62.1, 66.7 on CIFAR-10).
+# "imagenet": the official ImageNet code's (torchvision's) constants, for any dataset (image folders need fixed ones).
 NORMALIZATIONS: dict[str, dict[str, tuple[tuple[float, ...], tuple[float, ...]]]] = {
     "split": {},
     "liu2019": {name: ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)) for name in ("cifar10", "cifar100")},
@@ -333,6 +380,7 @@ NORMALIZATIONS: dict[str, dict[str, tuple[tuple[float, ...], tuple[float, ...]]]
         "cifar10": (tuple(v / 255 for v in (125.3, 123.0, 113.9)), tuple(v / 255 for v in (63.0, 62.1, 66.7))),
         "cifar100": (tuple(v / 255 for v in (129.3, 124.1, 112.4)), tuple(v / 255 for v in (68.2, 65.4, 70.4))),
     },
+    "imagenet": {"*": IMAGENET_MEAN_STD},
 }
 
 
@@ -342,6 +390,8 @@ def normalization(name: str, dataset: str) -> tuple[tuple[float, ...], tuple[flo
         raise DataError(f"unknown normalization {name!r}; valid names: {', '.join(NORMALIZATIONS)}")
     if name == "split":
         return None
+    if "*" in NORMALIZATIONS[name]:
+        return NORMALIZATIONS[name]["*"]
     stem = Path(dataset[4:]).stem if dataset.startswith("npz:") else dataset
     known = sorted(NORMALIZATIONS[name], key=len, reverse=True)  # cifar10-5k: a CIFAR-10 subset, CIFAR-10's constants
     match = next((k for k in known if stem == k or stem.startswith(f"{k}-")), None)
@@ -355,7 +405,13 @@ def normalization(name: str, dataset: str) -> tuple[tuple[float, ...], tuple[flo
 
 def normalized(split: Split, name: str, dataset: str) -> Split:
     """`split` normalized by the named constants (see NORMALIZATIONS)."""
-    return replace(split, constants=normalization(name, dataset))
+    constants = normalization(name, dataset)
+    if constants is None and split.resolution:
+        raise DataError(
+            f'normalize = "split" computes statistics of images in memory; the image folder {dataset!r} needs '
+            f'fixed constants: set normalize = "imagenet"'
+        )
+    return replace(split, constants=constants)
 
 
 def train_val_split(ds: Dataset, val_fraction: float = 0.1, seed: int = 0) -> Split:
@@ -376,14 +432,13 @@ def train_val_split(ds: Dataset, val_fraction: float = 0.1, seed: int = 0) -> Sp
     idx_tr, idx_val = train_test_split(
         np.arange(len(ds.y_train)), test_size=val_fraction, stratify=ds.y_train, random_state=seed
     )
-    return Split(
-        ds.x_train[idx_tr], ds.y_train[idx_tr], ds.x_train[idx_val], ds.y_train[idx_val], ds.num_classes, "val"
-    )
+    x, y = ds.x_train, ds.y_train
+    return Split(x[idx_tr], y[idx_tr], x[idx_val], y[idx_val], ds.num_classes, "val", resolution=ds.resolution)
 
 
 def train_test(ds: Dataset) -> Split:
     """The whole training set (train+val) against the test set: for final evaluation only."""
-    return Split(ds.x_train, ds.y_train, ds.x_test, ds.y_test, ds.num_classes, "test")
+    return Split(ds.x_train, ds.y_train, ds.x_test, ds.y_test, ds.num_classes, "test", resolution=ds.resolution)
 
 
 def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -18,6 +18,7 @@ from .config import TrainConfig, config_digest  # noqa: F401 (re-exported: they 
 from .data import DeviceLoader, Split
 from .errors import ConfigError  # noqa: F401 (re-exported)
 from .history import Callback, EpochMetrics, History, NonFiniteLoss, StopTraining  # noqa: F401 (re-exported)
+from .imagefolder import FolderLoader
 from .runtime import Runtime
 
 FUSED_SGD_DEVICES = ("cpu", "cuda")
@@ -56,6 +57,16 @@ def make_loaders(
             max(256, config.batch_size)
         )
     mean, std = split.train_stats
+    if split.resolution:  # an image folder: decoded by DataLoader workers, batch by batch
+        train = FolderLoader(
+            split.x_train, split.y_train, mean, std, config.batch_size, split.resolution, config.augment,
+            shuffle=True, seed=config.seed, device=device, channels_last=channels_last,
+        )  # fmt: skip
+        evaluation = FolderLoader(
+            split.x_eval, split.y_eval, mean, std, max(256, config.batch_size), split.resolution,
+            device=device, channels_last=channels_last,
+        )  # fmt: skip
+        return train, evaluation
     train = DeviceLoader(
         split.x_train,
         split.y_train,

@@ -124,7 +124,7 @@ CASES = [
     ("workers-zero", lambda t: _study(t, extra=("--workers", "0")), 2, r"--workers must be >= 1, got 0"),
     ("workers-sqlite", lambda t: _study(t, extra=("--workers", "2")), 2, r"several workers need a journal"),
     ("worker-unprepared", lambda t: _study(t, extra=("--worker",)), 2, r"--worker: studies .* --prepare-only"),
-    ("unknown-dataset", lambda t: _study(t, "dataset=imagenet"), 2, r"unknown dataset 'imagenet'; valid names"),
+    ("unknown-dataset", lambda t: _study(t, "dataset=mnist"), 2, r"unknown dataset 'mnist'; valid names"),
     ("npz-missing", lambda t: _study(t, f"dataset=npz:{t / 'no.npz'}"), 2, r"npz dataset file not found"),
     ("npz-key", lambda t: _study(t, _npz_without(t, "y_test")), 2, r"missing key"),
     ("npz-float", lambda t: _study(t, _npz(t, x_train=np.zeros(DIGITS_SHAPE))), 2, r"'x_train' has dtype float64"),

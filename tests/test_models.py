@@ -30,7 +30,10 @@ def test_widths_set_every_prunable_unit(name):
             assert model.get_submodule(u.select).index.numel() == widths[u.width]
         for c in u.consumers:
             consumer = model.get_submodule(c)
-            assert getattr(consumer, "in_channels", getattr(consumer, "in_features", None)) == widths[u.width]
+            if isinstance(consumer, torch.nn.Conv2d):
+                assert consumer.in_channels == widths[u.width]
+            else:  # a Linear reads each channel once, or its 7×7 block (ImageNet VGG)
+                assert consumer.in_features in (widths[u.width], widths[u.width] * 49)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
@@ -43,7 +46,7 @@ def test_bad_widths_and_names_are_errors():
         build_model(ArchSpec("vgg11", (0,) * 8))
 
 
-@pytest.mark.parametrize("name", sorted(n for n, e in MODELS.items() if e.classifiers))
+@pytest.mark.parametrize("name", sorted(n for n, e in MODELS.items() if e.classifiers and e.input_size == 32))
 def test_vgg_heads_and_bn_init_follow_the_official_models(name):
     """network-slimming/models/vgg.py and weight-level/models/cifar/vgg.py end in Linear(512, classes); the
     slimming one fills every BN scale with 0.5 (compared with Eric-mingjie/rethinking-network-pruning)."""
@@ -85,3 +88,26 @@ OFFICIAL_PARAMS = {
 def test_parameter_counts_equal_the_official_models(name, classes):
     model = build_model(default_spec(name, num_classes=classes))
     assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[(name, classes)]
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in MODELS.items() if e.input_size == 224))
+def test_imagenet_models_equal_torchvisions_at_full_width(name):
+    """The official ImageNet code builds torchvision's resnet34/resnet50/vgg11_bn/vgg16_bn: same tensors."""
+    torchvision = pytest.importorskip("torchvision")
+    with torch.device("meta"):
+        ours = build_model(default_spec(name, 3, 1000, 224))
+        theirs = getattr(torchvision.models, name)()
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
+    shapes = sorted(tuple(t.shape) for t in ours.state_dict().values())
+    assert shapes == sorted(tuple(t.shape) for t in theirs.state_dict().values())
+
+
+def test_imagenet_vgg_slimming_head_and_resnet_flops():
+    """network-slimming's VGG-11 head has BN1d after each hidden Linear; ResNet-50 is 4.09 GMACs at 224."""
+    from rethink.flops import forward_flops
+
+    slim = build_model(default_spec("vgg11_bn", 3, 1000, 32, width_scale=0.25, classifier="slimming"))
+    assert [type(m).__name__ for m in slim.classifier][:3] == ["Linear", "BatchNorm1d", "ReLU"]
+    with torch.device("meta"):
+        r50 = build_model(default_spec("resnet50", 3, 1000, 224))
+    assert abs(forward_flops(r50, (3, 224, 224)) / 4.0892e9 - 1) < 1e-3

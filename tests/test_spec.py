@@ -57,7 +57,8 @@ def test_errors_name_the_field_and_file(tmp_path, extra, field):
         ("baselines.literature.augment='mixup'", "baselines.literature.augment: unknown augmentation"),
         ("baselines.literature.arms=['scratch-z']", "baselines.literature.arms.0: unknown arm"),
         ("classifier='mlp'", "classifier 'mlp' does not fit vgg11; valid: bn-mlp, linear"),
-        ("normalize='imagenet'", "normalize: unknown normalization 'imagenet'; valid names"),
+        ("normalize='zca'", "normalize: unknown normalization 'zca'; valid names"),
+        ("dataset='imagenet'", 'set normalize = "imagenet"'),
         ("normalize='liu2019'", "constants for cifar10, cifar100 only, not 'digits'"),
         ("bn_init=0", "bn_init: Input should be greater than 0"),
         ("base.sfp_ratio=0.3", "base.sfp_ratio is set but prune.method is 'l1-norm'"),
@@ -66,6 +67,13 @@ def test_errors_name_the_field_and_file(tmp_path, extra, field):
 def test_bad_values_are_refused(override, expect):
     with pytest.raises(SpecError, match=expect):
         load_spec(TINY, [override])
+
+
+def test_an_image_folder_spec_refuses_cutout_before_anything_runs():
+    with pytest.raises(SpecError, match=r"space.augment: 'crop-flip-cutout' is not available on image folders"):
+        load_spec(TINY, ["dataset='imagenet'", "normalize='imagenet'", "space.augment=['flip', 'crop-flip-cutout']"])
+    spec = load_spec(TINY, ["dataset='imagenet@64'", "normalize='imagenet'", "space.augment=['none', 'flip']"])
+    assert spec.dataset == "imagenet@64"
 
 
 @pytest.mark.parametrize(

@@ -73,6 +73,7 @@ class ModelEntry:
     units: Callable[[nn.Module], list[Unit]] = field(repr=False, default=lambda m: [])
     classifiers: tuple[str, ...] = ()  # the heads `build(..., classifier=NAME)` offers, the default first
     conv_inits: tuple[str, ...] = ()  # the conv styles `build(..., conv_init=NAME)` offers besides "default"
+    input_size: int = 32  # the image size it is made for (CIFAR 32, ImageNet 224); it runs on any from 8
 
 
 MODELS: dict[str, ModelEntry] = {}
@@ -85,6 +86,7 @@ def register_model(
     units: Callable | None = None,
     classifiers: Sequence[str] = (),
     conv_inits: Sequence[str] = (),
+    input_size: int = 32,
 ):
     """Decorator: register `fn(in_channels, num_classes, widths) -> nn.Module` under `name`.
 
@@ -94,7 +96,14 @@ def register_model(
 
     def wrap(fn):
         MODELS[name] = ModelEntry(
-            name, family, tuple(default_widths), fn, units or (lambda m: []), tuple(classifiers), tuple(conv_inits)
+            name,
+            family,
+            tuple(default_widths),
+            fn,
+            units or (lambda m: []),
+            tuple(classifiers),
+            tuple(conv_inits),
+            input_size,
         )
         return fn
 

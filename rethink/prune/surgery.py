@@ -40,6 +40,7 @@ def apply_keep(model: nn.Module, spec: ArchSpec, keep: Keep) -> tuple[nn.Module,
     for k, kept in keep.items():
         u = units[k]
         idx = torch.as_tensor(sorted(kept), dtype=torch.long)
+        width = len(state[f"{u.select}.index"]) if u.conv is None else len(state[f"{u.bn}.weight"])
         if u.conv is not None:
             for p in ("weight", "bias"):  # a conv bias (weight-level VGG) follows its kept filters
                 if f"{u.conv}.{p}" in state:
@@ -49,9 +50,18 @@ def apply_keep(model: nn.Module, spec: ArchSpec, keep: Keep) -> tuple[nn.Module,
         else:
             state[f"{u.select}.index"] = state[f"{u.select}.index"][idx]
         for c in u.consumers:
-            state[f"{c}.weight"] = state[f"{c}.weight"][:, idx]
+            state[f"{c}.weight"] = state[f"{c}.weight"][:, consumer_columns(idx, width, state[f"{c}.weight"].shape[1])]
     small.load_state_dict(state)
     return small, pruned_spec
+
+
+def consumer_columns(idx: torch.Tensor, width: int, inputs: int) -> torch.Tensor:
+    """The consumer's input positions of the kept channels: the channels themselves, or, for a Linear that
+    reads a flattened C×H×W map (ImageNet VGG's 7×7), each kept channel's H·W block."""
+    per = inputs // width
+    if per * width != inputs:
+        raise PruneError(f"a consumer with {inputs} inputs does not read {width} channels")
+    return idx if per == 1 else (idx[:, None] * per + torch.arange(per)).flatten()
 
 
 @torch.no_grad()

@@ -5,29 +5,37 @@ it finds."""
 
 from __future__ import annotations
 
-from rethink.data import SYNTHETIC_PRESENT, dataset_shape, synthetic_name
+from dataclasses import replace
+
+from rethink.data import SYNTHETIC_PRESENT, dataset_shape, folder_path, is_folder, split_resolution, synthetic_name
+from rethink.imagefolder import has_at_most
 
 from .spec import Spec
 
 SMOKE_SUFFIX = "-smoke"  # its studies, runs and report never mix with the spec's own
+SMOKE_SIZE = 32  # the largest image side a smoke run trains at (ImageNet specs: 224 -> 32)
+SMOKE_FOLDER_IMAGES = 2000  # an image folder this small is smoke-run itself (a test's JPEGs), else synthetic
 
 
 def smoke_spec(spec: Spec) -> Spec:
     """The spec at smoke size: two training images for each of up to 10 classes (one each side of the
-    validation split; the model keeps the spec's class count), one test image each, E = 1 epoch (B and P
+    validation split; the model keeps the spec's class count), one test image each, at most 32×32 (an
+    image folder of at most 2,000 images, e.g. a test's, is used itself at 32×32), E = 1 epoch (B and P
     follow from the FLOPs), of its operating points the first and the last (the trade-off report needs two;
     every level's budgets are checked statically by the cost), at most two rounds of iterative pruning,
     everything else as the spec says."""
-    shape = dataset_shape(spec.dataset, spec.data_root)
-    k = min(shape.num_classes, SYNTHETIC_PRESENT)  # the classes the images use; the model has all of them
     d = spec.model_dump()
-    d |= {
-        "name": spec.name + SMOKE_SUFFIX,
-        "description": f"smoke run of {spec.name}: synthetic images, one base epoch; checks the pipeline only",
-        "dataset": synthetic_name(shape, 2 * k, k),
-        "normalize": "split",
-        "val_fraction": 0.5,
-    }
+    d["name"] = spec.name + SMOKE_SUFFIX
+    d["val_fraction"] = 0.5
+    if is_folder(spec.dataset) and has_at_most(folder_path(spec.dataset, spec.data_root), SMOKE_FOLDER_IMAGES):
+        d["dataset"] = f"{split_resolution(spec.dataset)[0]}@{SMOKE_SIZE}"  # its own JPEGs, decoded as in a run
+        d["description"] = f"smoke run of {spec.name}: its small image folder at {SMOKE_SIZE}px, one base epoch"
+    else:
+        shape = dataset_shape(spec.dataset, spec.data_root)
+        shape = replace(shape, input_size=min(shape.input_size, SMOKE_SIZE))
+        k = min(shape.num_classes, SYNTHETIC_PRESENT)  # the classes the images use; the model has all of them
+        d["dataset"], d["normalize"] = synthetic_name(shape, 2 * k, k), "split"
+        d["description"] = f"smoke run of {spec.name}: synthetic images, one base epoch; checks the pipeline only"
     d["base"]["epochs"] = 1
     d["study"]["n_trials"] = 1
     d["select"] |= {"top_k": 1, "seeds": 1, "bases": 1}

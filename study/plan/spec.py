@@ -11,8 +11,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from rethink.arms import ARCH_ARMS, ARMS, code_versions
 from rethink.budget import SCHEDULES
-from rethink.data import AUGMENTATIONS, NORMALIZATIONS, DataError, normalization
+from rethink.data import AUGMENTATIONS, NORMALIZATIONS, DataError, is_folder, normalization
 from rethink.errors import UserError
+from rethink.imagefolder import FOLDER_UNSUPPORTED
 from rethink.models import MODELS
 from rethink.prune import METHODS, VARIANTS
 from rethink.train import TrainConfig, config_digest
@@ -336,6 +337,8 @@ class Spec(_Strict):
             normalization(self.normalize, self.dataset)
         except DataError as e:
             raise ValueError(str(e)) from None
+        if is_folder(self.dataset):
+            self._check_folder()
         self._check_sfp()
         missing = [b for b in self.study.baselines if b not in BUILTIN_BASELINES and b not in self.baselines]
         if missing:
@@ -377,6 +380,21 @@ class Spec(_Strict):
             )
         if self.arch.pattern_from in (self.name, f"{self.name}.toml"):
             raise ValueError("arch.pattern_from names this spec: a transferred pattern comes from another one")
+
+    def _check_folder(self) -> None:
+        """An image folder is decoded batch by batch: fixed normalization constants, no cutout."""
+        if self.normalize == "split":
+            raise ValueError(
+                f'normalize = "split" needs the images in memory; the image folder {self.dataset!r} takes fixed '
+                f'constants: set normalize = "imagenet"'
+            )
+        cutout = [f for f, a in (("base.augment", (self.base.augment,)), ("space.augment", self.space.augment))
+                  if FOLDER_UNSUPPORTED in a]  # fmt: skip
+        if cutout:
+            raise ValueError(
+                f"{cutout[0]}: {FOLDER_UNSUPPORTED!r} is not available on image folders (their crop is "
+                f"RandomResizedCrop); use 'crop-flip', 'flip' or 'none'"
+            )
 
     def _check_sfp(self) -> None:
         """Soft Filter Pruning is a training procedure: its base trains with the ratio it prunes at."""
