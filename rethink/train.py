@@ -19,6 +19,7 @@ from .data import DeviceLoader, Split
 from .errors import ConfigError  # noqa: F401 (re-exported)
 from .history import Callback, EpochMetrics, History, NonFiniteLoss, StopTraining  # noqa: F401 (re-exported)
 from .imagefolder import FolderLoader
+from .resume import restore
 from .runtime import Runtime
 
 FUSED_SGD_DEVICES = ("cpu", "cuda")
@@ -150,12 +151,14 @@ def train_jobs(
     eval_final_only: bool = False,
     engine=PlainStep,
     on_done: Callable[[int, History | BaseException], None] | None = None,
+    resume: dict | None = None,
 ) -> list[History | BaseException]:
     """Train `jobs` epoch by epoch, each on its own batches (its seed's order and augmentation) and with its
     own callbacks, evaluating on split.eval after every epoch (or only after the last: a test set is scored
     once). `engine(jobs, device, runtime)` computes one step of them all. A job whose loss stops being finite
     (NonFiniteLoss) or whose callback stops it (StopTraining) ends there and the others go on; its entry, and
-    what `on_done(k, entry)` is told when job k ends, is the exception or its History."""
+    what `on_done(k, entry)` is told when job k ends, is the exception or its History. `resume`: a snapshot
+    (rethink.resume) of the one job's run, continued from the epoch after it."""
     device, channels_last, bf16 = runtime.resolve()
     for job in jobs:
         job.model.to(device)
@@ -169,6 +172,11 @@ def train_jobs(
     histories = [History(eval_name=split.eval_name) for _ in jobs]
     results: list[History | BaseException] = list(histories)
     active = list(range(len(jobs)))
+    first = 0
+    if resume is not None:
+        if len(jobs) != 1:
+            raise ValueError("a snapshot resumes one run, not a group")
+        first = restore(resume, jobs[0].model, step.optimizer, histories[0])
 
     def end(k: int, outcome: History | BaseException) -> None:
         active.remove(k)
@@ -183,7 +191,7 @@ def train_jobs(
         for k in active:
             for cb in jobs[k].callbacks:
                 cb.on_train_start(jobs[k].model, step.optimizer)
-        for epoch in range(epochs):
+        for epoch in range(first, epochs):
             configs = [job.config for job in jobs]
             lrs = [lr_at(epoch, c.epochs, c.lr, c.schedule, c.milestones, c.gamma, 0, steps) for c in configs]
             per_step = [c.schedule in PER_STEP_SCHEDULES for c in configs]
@@ -255,10 +263,11 @@ def train(
     callbacks: Sequence[Callback] = (),
     runtime: Runtime = Runtime(),
     eval_final_only: bool = False,
+    resume: dict | None = None,
 ) -> History:
     """Train `model` in place on split.train, evaluating on split.eval after every epoch (or only after
-    the last one: a test set is scored once)."""
-    (outcome,) = train_jobs([Job(model, config, list(callbacks))], split, runtime, eval_final_only)
+    the last one: a test set is scored once); from a snapshot's next epoch with `resume`."""
+    (outcome,) = train_jobs([Job(model, config, list(callbacks))], split, runtime, eval_final_only, resume=resume)
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome

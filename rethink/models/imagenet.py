@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .registry import Unit, register_model
-from .vgg import STAGES, vgg_widths
+from .vgg import STAGES, vgg_units, vgg_widths  # vgg_units: the last conv read by classifier.0 (7×7 each)
 
 RESNET_STAGES = {34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
 RESNET_PLANES = (64, 128, 256, 512)
@@ -153,16 +153,6 @@ class ImageNetVGG(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
-
-
-def vgg_units(model: ImageNetVGG) -> list[Unit]:
-    """Every conv; the last one's channels are read by the classifier's first Linear, 7×7 inputs each."""
-    convs = [i for i, m in enumerate(model.features) if isinstance(m, nn.Conv2d)]
-    consumers = [f"features.{j}" for j in convs[1:]] + ["classifier.0"]
-    return [
-        Unit(f"features.{i + 1}", (c,), k, conv=f"features.{i}")
-        for k, (i, c) in enumerate(zip(convs, consumers, strict=True))
-    ]
 
 
 def _register_resnet(depth: int) -> None:

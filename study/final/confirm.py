@@ -37,6 +37,7 @@ class Candidate:
     params: dict
     val_accs: tuple[float, ...]  # the search run's, then one per confirmation seed (nan: it diverged)
     bases: tuple[int, ...] = ()  # the seed of the base each run fine-tuned from (inheriting arms), else ()
+    proxy_acc: float = math.nan  # with a proxy: the search run's (proxy) score, left out of val_accs
 
     @property
     def mean(self) -> float:
@@ -167,15 +168,20 @@ def confirm_picks(
         inherits = arm in INHERITING_ARMS
         others = (_base_for(arm, i, bases, base_seeds) for i in range(len(seeds)))
         used = (spec.seed, *(spec.seed if b is None else b.seed for b in others))  # the base of each run
+        proxy = spec.proxy is not None  # the search run scored the proxy: only full-scale runs are averaged
+        used = used[1:] if proxy else used
         cands = []
         for number in c.candidates:
             t = study.trials[number]
-            accs = (t.values[0], *(found[runs[(c.study_arm, number, i)]][0] for i in range(len(seeds))))
-            cands.append(Candidate(number, _kind(t), dict(t.params), accs, used if inherits else ()))
+            full = tuple(found[runs[(c.study_arm, number, i)]][0] for i in range(len(seeds)))
+            accs = full if proxy else (t.values[0], *full)
+            extra = {"proxy_acc": t.values[0]} if proxy else {}
+            cands.append(Candidate(number, _kind(t), dict(t.params), accs, used if inherits else (), **extra))
         best = best_candidate(cands)
         n_bases = len(set(used)) if inherits else 1
         out.append(Confirmation(c.arm, c.name, c.study_arm, tuple(cands), best.trial, n_bases))
-        over = f"{1 + len(seeds)} seeds" + (f" and {n_bases} bases" if inherits else "")
+        over = f"{len(seeds) + (not proxy)} seeds" + (f" and {n_bases} bases" if inherits else "")
+        over += " at full scale (the search ran on the proxy)" if proxy else ""
         how = f"{c.source}; confirmed: best mean validation accuracy over {over} of its top {len(cands)} trials"
         kind = "baseline" if best.kind.startswith("baseline") else "searched"
         confirmed.append(replace(c, params=best.params, trial=best.trial, val_acc=best.mean, source=how, kind=kind))

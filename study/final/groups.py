@@ -12,9 +12,11 @@ from torch import nn
 from rethink.data import Split
 from rethink.flops import training_flops
 from rethink.fuse import fusion_plan, train_group
-from rethink.train import Callback, History, Job, Runtime, TrainConfig
+from rethink.resume import EpochCheckpoint, prior_epochs
+from rethink.train import Callback, History, Job, Runtime, TrainConfig, train_jobs
 from study.records.lifecycle import ending
 from study.records.progress import PrintProgress
+from study.records.snapshots import read_snapshot, snapshot_seconds, write_snapshot
 from study.records.tracking import MlflowEpochLogger, RunTree, is_tracking_outage
 
 
@@ -72,23 +74,29 @@ def train_pending(
     ended, unless `raise_failures` is off (then it is returned in its place)."""
     if not pending:
         return [], []
+    resumes = [killed_snapshot(tree, p, p.parent or root, kind) for p in pending]
     jobs = [Job(p.model, p.config) for p in pending]
     plan = fusion_plan(jobs, runtime)
     scored_on = "test" if kind == "final" else "val"  # confirmation runs are scored on the validation split
     loggers = [MlflowEpochLogger("", scored_on) for _ in pending]  # each gets its run id when its run is made
-    for job, p, logger in zip(jobs, pending, loggers, strict=True):
+    run_ids = [""] * len(pending)
+    for k, (job, p, logger) in enumerate(zip(jobs, pending, loggers, strict=True)):
         label = f"  {p.label}: " if len(pending) > 1 else "  "
-        job.callbacks = [*p.callbacks, logger, PrintProgress(p.config.epochs, label, every=10)]
+        prior, seen = prior_epochs(resumes[k])
+        write = lambda state, k=k: write_snapshot(tree.client, run_ids[k], state)  # noqa: E731
+        snapshots = EpochCheckpoint(write, p.config.digest(), snapshot_seconds(), prior, seen)
+        job.callbacks = [*p.callbacks, logger, PrintProgress(p.config.epochs, label, every=10), snapshots]
     epochs = sorted({p.config.epochs for p in pending})
     span = f"{epochs[0]}" if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
     how = f", {len(pending)} runs {plan[0][0] if plan[0][0] != 'off' else 'unfused'}" if len(pending) > 1 else ""
     print(f"{heading}: {span} epochs{how}", file=sys.stderr, flush=True)
-    run_ids = [""] * len(pending)
     still_open: set[int] = set()
 
     def on_start(k: int) -> None:
         p = pending[k]
         tags = p.tags | {"rethink.runtime": runtime.describe(plan[k])}
+        if (r := resumes[k]) is not None:
+            tags |= {"rethink.resumed_from": r["run_id"], "rethink.resumed_after_epoch": str(r["epoch"] + 1)}
         run_ids[k] = loggers[k].run_id = tree.child(p.parent or root, p.name, kind, tags, reuse=False)
         still_open.add(k)
         tree.log_params(run_ids[k], p.params, fresh=True)
@@ -103,8 +111,20 @@ def train_pending(
         who = f"{pending[k].label} " if len(pending) > 1 else ""
         print(f"  {who}{scored_on} acc {outcome.final.eval_acc:.4f}", file=sys.stderr, flush=True)
 
+    fresh = [k for k in range(len(jobs)) if resumes[k] is None]
+    outcomes: list[History | BaseException] = [None] * len(jobs)  # type: ignore[list-item]
     try:
-        outcomes = train_group(jobs, split, runtime, eval_final_only=True, on_done=on_done, on_start=on_start)
+        for k in (k for k in range(len(jobs)) if resumes[k] is not None):  # alone, from the epoch after it
+            print(f"  {pending[k].label}: resumed after epoch {resumes[k]['epoch'] + 1}", file=sys.stderr, flush=True)
+            on_start(k)
+            (outcomes[k],) = train_jobs([jobs[k]], split, runtime, True, on_done=lambda _, o, k=k: on_done(k, o),
+                                        resume=resumes[k])  # fmt: skip
+        together = train_group(
+            [jobs[k] for k in fresh], split, runtime, eval_final_only=True,
+            on_done=lambda i, o: on_done(fresh[i], o), on_start=lambda i: on_start(fresh[i]),
+        ) if fresh else []  # fmt: skip
+        for i, o in zip(fresh, together, strict=True):
+            outcomes[i] = o
     except BaseException as e:
         if not is_tracking_outage(e):  # a server gone: ending runs would only wait on it; the next run reconciles
             for k in sorted(still_open):
@@ -114,3 +134,18 @@ def train_pending(
         if isinstance(outcome, BaseException) and raise_failures:
             raise outcome
     return run_ids, outcomes
+
+
+def killed_snapshot(tree: RunTree, p: Pending, parent: str, kind: str) -> dict | None:
+    """The snapshot of this run's latest KILLED attempt (same kind, tags and parent; same recipe), if any."""
+    tags = {"rethink.kind": kind, **{k: str(v) for k, v in p.tags.items()}}
+    clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
+    clauses += [f"tags.`mlflow.parentRunId` = '{parent}'", f"attributes.run_name = '{p.name}'"]
+    clauses.append("attributes.status = 'KILLED'")
+    runs = tree.client.search_runs(
+        [tree.experiment_id], " and ".join(clauses), max_results=1, order_by=["attributes.start_time DESC"]
+    )
+    if not runs:
+        return None
+    state = read_snapshot(tree.client, runs[0].info.run_id, p.config.digest())
+    return None if state is None else state | {"run_id": runs[0].info.run_id}

@@ -167,6 +167,17 @@ def split_sizes(spec: Spec, data: DatasetShape) -> tuple[int, int]:
 _COSTS: dict[tuple[str, DatasetShape], Cost] = {}  # by spec content: a catalogue and a check share one computation
 
 
+def proxy_share(spec: Spec, data: DatasetShape) -> float:
+    """A searched trial's training MACs on the spec's proxy, as a share of the same trial at full scale
+    (classes taken as equally large)."""
+    p = spec.proxy
+    if p is None:
+        return 1.0
+    classes = 1.0 if p.classes is None else min(p.classes, data.num_classes) / data.num_classes
+    side = 1.0 if p.resolution is None else min(1.0, p.resolution / data.input_size)
+    return classes * side**2 * p.epochs
+
+
 def spec_cost(spec: Spec, data: DatasetShape | None = None) -> Cost:
     """The compute of one setting, stage by stage. Searched trials count at the mean of their epoch range
     (every trial at its cap is the most it can cost); baselines at their own epochs."""
@@ -209,6 +220,7 @@ def _spec_cost(spec: Spec, data: DatasetShape) -> Cost:
         extra = baseline_trials(spec, key, caps_of(caps, arch_caps, key), base_config)
         macs = spec.study.n_trials * mean * epoch(arm, n_search)
         macs += sum(b.params.get("epochs", mean) * epoch(arm, n_search) for b in extra)
+        macs *= proxy_share(spec, data)  # at most: the hpo pruner stops some proxy trials early
         stages.append(Stage(f"study {key}", spec.study.n_trials + len(extra), macs))
         picks.append((arm, mean))
         baselines |= {(arm, b.name): b.params.get("epochs", mean) for b in extra}

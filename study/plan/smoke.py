@@ -44,4 +44,8 @@ def smoke_spec(spec: Spec) -> Spec:
     if spec.prune.ratios and len(spec.prune.ratios) > 2:  # operating points: the first and the last level
         d["prune"]["ratios"] = [spec.prune.ratios[0], spec.prune.ratios[-1]]
     d["prune"]["rounds"] = min(spec.prune.rounds, 2)  # iterative pruning: one retraining round shows it runs
+    if spec.proxy is not None:  # two candidates per study, so the proxy's rank check has a pair to rank
+        d["select"]["top_k"] = 2
+        if spec.proxy.resolution is not None:
+            d["proxy"]["resolution"] = min(spec.proxy.resolution, SMOKE_SIZE // 2)
     return Spec.model_validate(d)

@@ -169,6 +169,17 @@ class SearchSpace(_Strict):
         return self
 
 
+class Proxy(_Strict):
+    """Searched trials (and their baselines) run on a cheaper task, with the hpo pruner (successive halving
+    on per-epoch validation accuracy) stopping the weak ones; each study's top trials are then confirmed at
+    full scale (select.top_k on select.seeds seeds), and the report gives the proxy's rank correlation with
+    full scale on them (Kendall's tau)."""
+
+    classes: int | None = Field(None, ge=2, description="a seeded subset of this many classes (default: all)")
+    resolution: int | None = Field(None, ge=4, description="image side the proxy trains at (default: the data's)")
+    epochs: float = Field(1.0, gt=0, le=1, description="share of each trial's epochs the proxy trains")
+
+
 class Baseline(_Strict):
     """A named fixed config enqueued on top of a study's searched trials. `epochs`: an int, or 'E' (base
     epochs), 'B' (Scratch-B epochs) or 'default' (the arm's own). Unset fields take the arm's paper recipe.
@@ -319,6 +330,7 @@ class Spec(_Strict):
     final: Final = Final()
     verdict: Verdict = Verdict()
     arch: ArchArms = ArchArms()
+    proxy: Proxy | None = None
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -339,6 +351,8 @@ class Spec(_Strict):
             raise ValueError(str(e)) from None
         if is_folder(self.dataset):
             self._check_folder()
+        if self.proxy is not None:
+            self._check_proxy()
         self._check_sfp()
         missing = [b for b in self.study.baselines if b not in BUILTIN_BASELINES and b not in self.baselines]
         if missing:
@@ -380,6 +394,18 @@ class Spec(_Strict):
             )
         if self.arch.pattern_from in (self.name, f"{self.name}.toml"):
             raise ValueError("arch.pattern_from names this spec: a transferred pattern comes from another one")
+
+    def _check_proxy(self) -> None:
+        """A proxy's picks must be confirmed at full scale, and there must be ranks to correlate."""
+        if self.study.mode == "pareto":
+            raise ValueError(
+                "proxy: pareto mode scores training FLOPs, which a proxy changes; use study.mode = 'capped'"
+            )
+        if self.select.seeds < 1 or self.select.top_k < 2:
+            raise ValueError(
+                f"proxy: each study's top trials are confirmed at full scale: set select.top_k >= 2 (now "
+                f"{self.select.top_k}) and select.seeds >= 1 (now {self.select.seeds})"
+            )
 
     def _check_folder(self) -> None:
         """An image folder is decoded batch by batch: fixed normalization constants, no cutout."""
@@ -516,5 +542,6 @@ LATER_FIELDS: dict[tuple[str, ...], Any] = {
     ("arch", "match"): "params",
     ("arch", "tolerance"): 0.01,
     ("arch", "pattern_from"): None,
+    ("proxy",): None,
 }
 LATER_TABLES = ("select", "arch")  # left out of digests when every field in them holds its default

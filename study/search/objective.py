@@ -7,31 +7,39 @@ import contextlib
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import optuna
 
 from rethink.arms import Arm
 from rethink.flops import training_flops
+from rethink.resume import EpochCheckpoint, prior_epochs
 from rethink.train import Callback, EpochMetrics, History, NonFiniteLoss, Runtime, StopTraining, TrainConfig, train
 from study.plan.layout import arm_of
 from study.plan.space import apply, suggest
 from study.records.lifecycle import ending
 from study.records.progress import PrintProgress
+from study.records.snapshots import read_snapshot, snapshot_seconds, write_snapshot
 from study.records.tracking import MlflowEpochLogger, RunTree, is_tracking_outage
 
+from .studies import PROGRESS_STEPS
 from .trunk import Trunk
 
 
 class ReportToOptuna(Callback):
-    """Fixed-budget mode: per-epoch validation accuracy to the hpo pruner, which may stop the trial."""
+    """Per-epoch validation accuracy to the hpo pruner, which may stop the trial: at the epoch (fixed-budget
+    mode: every trial the same length), or with `epochs` at the percent of the trial's own schedule (a
+    proxy's capped search, whose trials differ in length)."""
 
-    def __init__(self, trial: optuna.Trial):
-        self.trial = trial
+    def __init__(self, trial: optuna.Trial, epochs: int | None = None):
+        self.trial, self.epochs = trial, epochs
         self.pruned_at: int | None = None
 
     def on_epoch_end(self, metrics: EpochMetrics, model) -> None:
-        self.trial.report(metrics.eval_acc, metrics.epoch)
+        step = metrics.epoch if self.epochs is None else round(PROGRESS_STEPS * (metrics.epoch + 1) / self.epochs)
+        self.trial.report(metrics.eval_acc, step)
+        if self.epochs is not None and metrics.epoch + 1 >= self.epochs:
+            return  # trained to its end: stopping it now would save nothing and lose a finished trial
         if self.trial.should_prune():
             self.pruned_at = metrics.epoch
             raise StopTraining
@@ -90,6 +98,7 @@ class TrialPlan:
     reporter: ReportToOptuna | None
     callbacks: list[Callback]
     run_id: str = ""
+    resume: dict | None = None  # the snapshot of the lost trial this retry continues
 
 
 class TrialSteps:
@@ -116,7 +125,7 @@ class TrialSteps:
         trial.set_user_attr("worker_pid", os.getpid())  # the owner: only a dead owner's trial is recovered
         trial.set_user_attr("worker_host", socket.gethostname())
         params = suggest(trial, spec.space, ctx.epochs)
-        config = apply(params, ctx.recipe)
+        config = proxy_config(apply(params, ctx.recipe), spec)
         baseline = trial.user_attrs.get("baseline", "")
         tags = {**self.common_tags, "optuna.trial_number": trial.number, "rethink.trial_kind": "searched"}
         if baseline:
@@ -128,11 +137,32 @@ class TrialSteps:
         label = f"trial {trial.number}" + (f" (baseline: {baseline})" if baseline else "")
         arm = ctx.trunk.build(arm_of(ctx.arm), spec.seed)
         logger = MlflowEpochLogger("", "val", flush_at_end=False)  # the rest goes with the final figures
-        reporter = ReportToOptuna(trial) if ctx.mode == "fixed-budget" else None
+        reporter = None
+        if ctx.mode == "fixed-budget":
+            reporter = ReportToOptuna(trial)
+        elif spec.proxy is not None and spec.study.hpo_pruner != "none":
+            reporter = ReportToOptuna(trial, config.epochs)
         callbacks = [*arm.callbacks, logger, PrintProgress(config.epochs, f"[{ctx.arm}] ", every=5)]
         if reporter:
             callbacks.append(reporter)
-        return TrialPlan(trial, params, config, tags, label, arm, logger, reporter, callbacks)
+        p = TrialPlan(trial, params, config, tags, label, arm, logger, reporter, callbacks)
+        p.resume = self._lost_snapshot(trial, config)
+        if p.resume is not None:
+            tags |= {"rethink.resumed_from": p.resume["run_id"], "rethink.resumed_after_epoch": p.resume["epoch"] + 1}
+            p.label += f" (resumed after epoch {p.resume['epoch'] + 1})"
+        prior, seen = prior_epochs(p.resume)
+        write = lambda state: write_snapshot(ctx.tree.client, p.run_id, state)  # noqa: E731 - p.run_id comes at start
+        p.callbacks.append(EpochCheckpoint(write, config.digest(), snapshot_seconds(), prior, seen))
+        return p
+
+    def _lost_snapshot(self, trial: optuna.Trial, config: TrainConfig) -> dict | None:
+        """The last snapshot of the lost trial this one retries (same parameters, so the same recipe)."""
+        lost = trial.user_attrs.get("retried_from")
+        if lost is None:
+            return None
+        run_id = trial.study.get_trials(deepcopy=False)[lost].user_attrs.get("mlflow_run_id")
+        state = read_snapshot(self.ctx.tree.client, run_id, config.digest())
+        return None if state is None else state | {"run_id": run_id}
 
     def start(self, p: TrialPlan) -> None:
         """The trial's MLflow run, made and pointed at from the trial, with its parameters."""
@@ -198,6 +228,14 @@ class TrialSteps:
         return (final.eval_acc, flops) if ctx.mode == "pareto" else final.eval_acc
 
 
+def proxy_config(config: TrainConfig, spec) -> TrainConfig:
+    """A searched trial's recipe on the spec's proxy: its share of the epochs (its parameters stay the
+    full-scale ones that confirmation trains)."""
+    if spec.proxy is None or spec.proxy.epochs == 1:
+        return config
+    return replace(config, epochs=max(1, round(config.epochs * spec.proxy.epochs)))
+
+
 def mark_lost(trial: optuna.Trial, e: BaseException) -> None:
     """A trial stopped by a signal or a tracking outage is not its config's fault: it is marked lost, and
     the same trial runs again on the next run of the spec (reconcile.requeue_lost)."""
@@ -214,7 +252,9 @@ def make_objective(ctx: ArmContext):
         steps.start(plan)
         start = time.perf_counter()
         try:
-            history = train(plan.arm.model, ctx.trunk.split, plan.config, plan.callbacks, ctx.runtime)
+            history = train(
+                plan.arm.model, ctx.trunk.search_split, plan.config, plan.callbacks, ctx.runtime, resume=plan.resume
+            )
         except BaseException as e:
             steps.failed(plan, e)
             raise

@@ -29,7 +29,16 @@ def make_sampler(spec: Spec) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=s.seed, constant_liar=True, n_startup_trials=max(2, s.n_trials // 4))
 
 
+PROGRESS_STEPS = 100  # a proxy trial reports at its percent of its own schedule (see ReportToOptuna)
+
+
 def make_hpo_pruner(spec: Spec, epochs: int) -> optuna.pruners.BasePruner:
+    if spec.proxy is not None and spec.study.mode == "capped" and spec.study.hpo_pruner != "none":
+        # proxy trials of different lengths are compared at the same share of their own schedules (their lr
+        # decays at the same fractions), so successive halving does not stop long runs for being long
+        if spec.study.hpo_pruner == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=PROGRESS_STEPS // 10)
+        return optuna.pruners.HyperbandPruner(min_resource=PROGRESS_STEPS // 10, max_resource=PROGRESS_STEPS)
     if spec.study.mode != "fixed-budget" or spec.study.hpo_pruner == "none":
         # pareto: multi-objective trials cannot be pruned. capped: trials of different lengths decay their
         # lr at different epochs, so comparing them at one epoch would stop long runs for being long.

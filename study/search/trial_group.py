@@ -28,7 +28,10 @@ def fusable(study: optuna.Study, ctx: ArmContext) -> int:
     if ctx.parallel or not isinstance(study.pruner, optuna.pruners.NopPruner):
         return 0
     done, running, _ = trial_counts(study)
-    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    waiting_trials = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    if any("retried_from" in t.user_attrs for t in waiting_trials):
+        return 0  # a lost trial's retry may resume from its snapshot: one run at a time
+    waiting = len(waiting_trials)
     n = min(waiting, ctx.n_trials - done - running)  # never more than the budget has room for
     return n if n >= 2 and ctx.runtime.fusion(n) != "off" else 0
 
@@ -73,7 +76,7 @@ def run_waiting_together(study: optuna.Study, ctx: ArmContext) -> bool:
 
     train_start = time.perf_counter()
     try:
-        train_group(jobs, ctx.trunk.split, ctx.runtime, on_done=on_done, on_start=on_start)
+        train_group(jobs, ctx.trunk.search_split, ctx.runtime, on_done=on_done, on_start=on_start)
     except BaseException as e:
         _abandon(study, trials, plans, told, started, steps, e)
         raise

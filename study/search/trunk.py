@@ -3,6 +3,7 @@ again by the digest of the config that made them (open_lth's trunk; the arms are
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,6 +15,7 @@ from rethink.checkpoint import load_cached, save_checkpoint
 from rethink.data import Dataset, Split, load_dataset, normalized, train_val_split
 from rethink.flops import forward_flops, param_count, training_flops
 from rethink.models import ArchSpec, build_model
+from rethink.proxy import proxy_split
 from rethink.prune import PrunedModel
 from rethink.prune.matched import DerivedArch
 from rethink.prune.patterns import Pattern
@@ -60,6 +62,14 @@ class Trunk:
 
     def pruned_for(self, arm: str) -> PrunedModel:
         return self.control if arm == "finetune-random" else self.pruned
+
+    @functools.cached_property
+    def search_split(self) -> Split:
+        """What searched trials and their baselines train on: the spec's proxy of the split, or the split."""
+        p = self.spec.proxy
+        if p is None or (p.classes is None and p.resolution is None):
+            return self.split
+        return proxy_split(self.split, p.classes, p.resolution, derive_seed(self.spec.seed, "proxy"))
 
     def caps_for(self, study_arm: str) -> Budgets:
         """The budgets a study's arm is held to: an architecture arm's own, else the pruned model's."""

@@ -16,6 +16,7 @@ from study.final.picks import Choice, budget_of
 from study.plan.layout import Budgets, epoch_range
 from study.plan.spec import Spec
 
+from .proxy import proxy_correlation, proxy_sentence
 from .tables import markdown
 
 CapsFor = Callable[[str], Budgets]  # a study's budgets by its key (an architecture arm's are its own)
@@ -84,6 +85,7 @@ def confirmation_table(confirmations: list[Confirmation]) -> pd.DataFrame:
                     "trial": cand.trial,
                     "is": cand.kind,
                     "val acc per seed (search, then confirmation)": ", ".join(f"{a:.4f}" for a in cand.val_accs),
+                    **({"proxy val acc": cand.proxy_acc} if math.isfinite(cand.proxy_acc) else {}),
                     "base per seed": ", ".join(str(b) for b in cand.bases) if cand.bases else "(no base inherited)",
                     "mean": cand.mean,
                     "std": cand.std,
@@ -119,6 +121,7 @@ def selection_section(
     epochs = searched_epochs(spec, studies, caps_for)
     picks = picks_table(choices, studies, caps_for)
     confirm = confirmation_table(confirmations)
+    correlation = proxy_correlation(confirmations, spec.seed)
     lines = ["## How the picks were made (search account: the training split the budgets are counted on)", ""]
     lines += ["Epochs each study searched:", "", markdown(epochs), ""]
     lines += ["Picks, each a searched trial or a baseline, with its search-time compute against its budget:", ""]
@@ -132,6 +135,8 @@ def selection_section(
             "",
         ]
         if sentence := bases_sentence(spec, confirmations):
+            lines += [sentence, ""]
+        if sentence := proxy_sentence(correlation):
             lines += [sentence, ""]
     elif spec.select.seeds == 0 or spec.select.top_k == 1:
         lines += ["Confirmation: off ([select] seeds = 0 or top_k = 1): picks rest on the search's one seed.", ""]
@@ -151,5 +156,6 @@ def selection_section(
         "picks": picks.to_dict(orient="records"),
         "confirmation": confirm.to_dict(orient="records"),
         "confirmation_cost": None if cost is None else vars(cost),
+        "proxy": None if spec.proxy is None else {**spec.proxy.model_dump(), "correlation": correlation},
     }
     return lines, data
