@@ -32,8 +32,8 @@ def test_widths_set_every_prunable_unit(name):
             consumer = model.get_submodule(c)
             if isinstance(consumer, torch.nn.Conv2d):
                 assert consumer.in_channels == widths[u.width]
-            else:  # a Linear reads each channel once, or its 7×7 block (ImageNet VGG)
-                assert consumer.in_features in (widths[u.width], widths[u.width] * 49)
+            else:  # a Linear reads each channel once (at 32 px even ImageNet's VGG pools to 1×1)
+                assert consumer.in_features == widths[u.width]
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
@@ -111,3 +111,6 @@ def test_imagenet_vgg_slimming_head_and_resnet_flops():
     with torch.device("meta"):
         r50 = build_model(default_spec("resnet50", 3, 1000, 224))
     assert abs(forward_flops(r50, (3, 224, 224)) / 4.0892e9 - 1) < 1e-3
+    with torch.device("meta"):  # the head reads 7×7 per channel at 224, the last map's 2×2 at 64
+        assert build_model(default_spec("vgg16_bn", 3, 1000, 224)).classifier[0].in_features == 512 * 49
+        assert build_model(default_spec("vgg16_bn", 3, 1000, 64)).classifier[0].in_features == 512 * 4

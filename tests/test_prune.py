@@ -510,3 +510,17 @@ def test_a_conv_bias_follows_its_kept_filters(method):
     reference = zero_pruned_channels(copy.deepcopy(model), spec, pruned.keep)
     with torch.no_grad():
         torch.testing.assert_close(pruned.model.eval()(x), reference(x), atol=1e-5, rtol=1e-4)
+
+
+def test_pruning_the_last_conv_of_an_imagenet_vgg_keeps_each_kept_channels_pooled_block():
+    """At 64 px the ImageNet VGG's head reads a 2×2 map per channel: surgery keeps those 4 columns per kept
+    channel (surgery.consumer_columns), so the pruned model equals the original with the channels silenced."""
+    spec = default_spec("vgg11_bn", 3, 10, 64, 0.25)
+    model = _randomized(spec)
+    assert model.classifier[0].in_features == spec.widths[-1] * 4
+    x = torch.randn(4, 3, 64, 64)
+    pruned = prune(model, spec, PruneConfig("l1-norm", ratio=0.5))
+    assert pruned.model.classifier[0].in_features == pruned.spec.widths[-1] * 4 < spec.widths[-1] * 4
+    reference = zero_pruned_channels(copy.deepcopy(model), spec, pruned.keep)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned.model.eval()(x), reference(x), atol=1e-5, rtol=1e-4)

@@ -15,7 +15,7 @@ from .vgg import STAGES, vgg_units, vgg_widths  # vgg_units: the last conv read 
 
 RESNET_STAGES = {34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
 RESNET_PLANES = (64, 128, 256, 512)
-VGG_POOL = 7  # torchvision's AdaptiveAvgPool2d((7, 7)) before the classifier
+VGG_POOL = 7  # torchvision's AdaptiveAvgPool2d((7, 7)) before the classifier, at 224×224
 VGG_HIDDEN = 4096
 # "torchvision": Linear-ReLU-Dropout twice, then Linear (torchvision's vgg*_bn; weight-level code).
 # "slimming": BN1d after each hidden Linear, no dropout (imagenet/network-slimming/vgg.py).
@@ -118,11 +118,20 @@ def resnet_units(model: ImageNetResNet) -> list[Unit]:
     return units
 
 
+def pooled_side(input_size: int) -> int:
+    """The side of the map the VGG classifier reads: 7 at 224 (torchvision's), the last feature map's side
+    for an architecture declared at another size (1 at 32), so a small-image VGG has no 49-fold head. It
+    follows the declared size, not the images fed: a proxy at 128 px runs the 224 model, pooling to 7×7."""
+    return max(1, min(VGG_POOL, input_size // 32))
+
+
 class ImageNetVGG(nn.Module):
     """torchvision's VGG with BN: conv(bias)-BN-ReLU units, a max-pool after every stage (ceil mode: the same
-    on 224×224, and small inputs still reach 1×1), a 7×7 adaptive pool and a 4096-4096 classifier."""
+    on 224×224, and small inputs still reach 1×1), a 7×7 adaptive pool (at 224) and a 4096-4096 classifier."""
 
-    def __init__(self, depth: int, in_channels: int, num_classes: int, widths: Sequence[int], classifier: str):
+    def __init__(
+        self, depth: int, in_channels: int, num_classes: int, widths: Sequence[int], classifier: str, input_size: int
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         c, i = in_channels, 0
@@ -132,8 +141,9 @@ class ImageNetVGG(nn.Module):
                 c, i = widths[i], i + 1
             layers.append(nn.MaxPool2d(2, ceil_mode=True))
         self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(VGG_POOL)
-        flat = c * VGG_POOL * VGG_POOL
+        pool = pooled_side(input_size)
+        self.avgpool = nn.AdaptiveAvgPool2d(pool)
+        flat = c * pool * pool
         if classifier == "slimming":
             hidden = [nn.Linear(flat, VGG_HIDDEN), nn.BatchNorm1d(VGG_HIDDEN), nn.ReLU(True)]
             hidden += [nn.Linear(VGG_HIDDEN, VGG_HIDDEN), nn.BatchNorm1d(VGG_HIDDEN), nn.ReLU(True)]
@@ -157,14 +167,16 @@ class ImageNetVGG(nn.Module):
 
 def _register_resnet(depth: int) -> None:
     @register_model(f"resnet{depth}", "resnet", resnet_widths(depth), resnet_units, input_size=224)
-    def build(in_channels: int, num_classes: int, widths: Sequence[int]) -> nn.Module:
-        return ImageNetResNet(depth, in_channels, num_classes, widths)
+    def build(in_channels: int, num_classes: int, widths: Sequence[int], input_size: int = 224) -> nn.Module:
+        return ImageNetResNet(depth, in_channels, num_classes, widths)  # any input size: a global pool
 
 
 def _register_vgg(depth: int) -> None:
     @register_model(f"vgg{depth}_bn", "vgg", vgg_widths(depth), vgg_units, VGG_CLASSIFIERS, input_size=224)
-    def build(in_channels: int, num_classes: int, widths: Sequence[int], classifier: str = "torchvision") -> nn.Module:
-        return ImageNetVGG(depth, in_channels, num_classes, widths, classifier)
+    def build(
+        in_channels: int, num_classes: int, widths: Sequence[int], classifier: str = "torchvision", input_size=224
+    ) -> nn.Module:
+        return ImageNetVGG(depth, in_channels, num_classes, widths, classifier, input_size)
 
 
 for _depth in RESNET_STAGES:

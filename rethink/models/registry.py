@@ -156,6 +156,8 @@ def build_model(spec: ArchSpec) -> nn.Module:
         options["conv_init"] = spec.conv_init
     if not (spec.bn_init > 0 and spec.bn_init < float("inf")):
         raise ModelError(f"bn_init must be a positive BN scale, got {spec.bn_init}")
+    if entry.input_size != 32:  # an ImageNet model: its head may depend on the size it is declared for
+        options["input_size"] = spec.input_size
     model = entry.build(spec.in_channels, spec.num_classes, spec.widths, **options)
     if spec.bn_init != 1.0:  # the conv BNs only, as the official VGGs do (BatchNorm1d keeps its 1)
         with torch.no_grad():

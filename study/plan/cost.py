@@ -82,13 +82,26 @@ def exact_architecture(spec: Spec) -> bool:
     )
 
 
+_PRUNED: dict[tuple, tuple] = {}  # (arch, prune config, seed) -> (model, arch, pruned): specs sharing one
+PRUNED_CACHE_PARAMS = 30_000_000  # models this small are kept (the catalogue's CIFAR specs share many)
+
+
 def untrained_pruned(spec: Spec, data: DatasetShape):
     """The base at init and the spec's method applied to it (random scales for slimming, so its global
-    threshold keeps about the ratio of every layer instead of breaking ties)."""
+    threshold keeps about the ratio of every layer instead of breaking ties). Callers only read the result."""
+    arch, config = base_arch(spec, data), replace(prune_config(spec), rounds=1)
+    key = (arch, config, spec.seed)
+    if key in _PRUNED:
+        return _PRUNED[key]
+    out = _untrained_pruned(spec, data, arch, config)
+    if sum(p.numel() for p in out[0].parameters()) <= PRUNED_CACHE_PARAMS:
+        _PRUNED[key] = out
+    return out
+
+
+def _untrained_pruned(spec: Spec, data: DatasetShape, arch, config):
     torch.manual_seed(spec.seed)
-    arch = base_arch(spec, data)
     model = build_model(arch)
-    config = prune_config(spec)
     if config.method == "slimming":
         gen = torch.Generator().manual_seed(spec.seed)
         with torch.no_grad():
@@ -99,7 +112,7 @@ def untrained_pruned(spec: Spec, data: DatasetShape):
     if config.method == "thinet":
         size = (config.calibration_images, data.in_channels, data.input_size, data.input_size)
         calib = torch.rand(size, generator=torch.Generator().manual_seed(spec.seed))
-    return model, arch, prune(model, arch, replace(config, rounds=1), calib)
+    return model, arch, prune(model, arch, config, calib)
 
 
 def _round_macs(model: torch.nn.Module, spec: Spec, data: DatasetShape) -> list[int]:
