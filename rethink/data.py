@@ -538,6 +538,7 @@ class DeviceLoader:
         pad = default_pad(self.size) if pad is None else pad
         self.drop_last, self.seed, self.pad, self.channels_last = drop_last, seed, pad, channels_last
         self.hole = max(1, self.size // 2)  # cutout 16×16 on 32×32 (DeVries & Taylor 2017)
+        self.shard: tuple[int, int] | None = None  # (rank, world): yield only that share of each batch
 
     def with_draws(self, batch_size: int, augment: str = "none", shuffle: bool = False, seed: int = 0) -> DeviceLoader:
         """The same images on the device (not copied again), batched and drawn for another run."""
@@ -569,6 +570,9 @@ class DeviceLoader:
         centres = d.cutout.to(self.device, non_blocking=True)
         for b in range(len(self)):
             sl = slice(b * self.batch_size, min((b + 1) * self.batch_size, n))
+            if self.shard is not None:  # one process of a distributed run: its share of the global batch
+                rank, world = self.shard
+                sl = torch.arange(sl.start, sl.stop, device=self.device).tensor_split(world)[rank]
             idx = order[sl]
             xb = self.x[idx]
             if self.augment.startswith("crop"):

@@ -154,20 +154,26 @@ class _Decoded(torch.utils.data.Dataset):
         return img.contiguous(), int(self.labels[i])
 
 
-class _EpochOrder(torch.utils.data.Sampler):
-    """(index, epoch) pairs in the epoch's order; `epoch` is set before each pass (persistent workers see it
-    through the indices, not through shared state)."""
+class _EpochBatches(torch.utils.data.Sampler):
+    """Batches of (index, epoch) pairs in the epoch's order; `epoch` is set before each pass (persistent
+    workers see it through the indices, not through shared state); with `shard` = (rank, world), only that
+    process's share of each global batch."""
 
-    def __init__(self, n: int, seed: int, shuffle: bool):
-        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool, drop_last: bool):
+        self.n, self.batch_size, self.seed, self.shuffle, self.drop_last = n, batch_size, seed, shuffle, drop_last
+        self.epoch, self.shard = 0, None
 
     def __len__(self) -> int:
-        return self.n
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
-        return iter([(int(i), self.epoch) for i in order])
+        for b in range(len(self)):
+            batch = order[b * self.batch_size : (b + 1) * self.batch_size]
+            if self.shard is not None:
+                batch = batch.tensor_split(self.shard[1])[self.shard[0]]
+            yield [(int(i), self.epoch) for i in batch]
 
 
 def default_workers() -> int:
@@ -210,6 +216,7 @@ class FolderLoader:
         self.drop_last, self.seed, self.channels_last = drop_last, seed, channels_last
         self.workers = default_workers() if workers is None else workers
         self._loader: torch.utils.data.DataLoader | None = None
+        self.shard: tuple[int, int] | None = None  # (rank, world): yield only that share of each batch
 
     def with_draws(self, batch_size: int, augment: str = "none", shuffle: bool = False, seed: int = 0) -> FolderLoader:
         return FolderLoader(
@@ -228,13 +235,11 @@ class FolderLoader:
     def _data_loader(self) -> torch.utils.data.DataLoader:
         if self._loader is None:
             images = _Decoded(self.paths, self.labels, self.size, self.augment, self.seed)
-            sampler = _EpochOrder(len(self.labels), self.seed, self.shuffle)
+            batches = _EpochBatches(len(self.labels), self.batch_size, self.seed, self.shuffle, self.drop_last)
             workers = min(self.workers, len(self))
             self._loader = torch.utils.data.DataLoader(
                 images,
-                batch_size=self.batch_size,
-                sampler=sampler,
-                drop_last=self.drop_last,
+                batch_sampler=batches,
                 num_workers=workers,
                 persistent_workers=workers > 0,
                 pin_memory=self.device.type == "cuda",
@@ -244,7 +249,7 @@ class FolderLoader:
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         loader = self._data_loader()
-        loader.sampler.epoch = epoch
+        loader.batch_sampler.epoch, loader.batch_sampler.shard = epoch, self.shard
         for xb, yb in loader:
             if bool((yb < 0).any()):
                 bad = os.fsdecode(self.paths[-1 - int(yb[yb < 0][0])])

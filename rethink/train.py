@@ -168,6 +168,8 @@ def train_jobs(
     for job in jobs:  # one copy of the images on the device for the whole group
         loaders.append(make_loaders(split, job.config, device, channels_last, loaders[0] if loaders else None))
     epochs, steps = jobs[0].config.epochs, len(loaders[0][0])
+    if shard := getattr(engine, "shard", lambda: None)():  # a distributed run: this process's share of batches
+        loaders[0][0].shard = shard
     step = engine(jobs, device, runtime)
     histories = [History(eval_name=split.eval_name) for _ in jobs]
     results: list[History | BaseException] = list(histories)
@@ -220,6 +222,8 @@ def train_jobs(
             for k in active:
                 for cb in jobs[k].callbacks:
                     cb.after_epoch_train(jobs[k].model)
+            if reduce := getattr(step, "reduce", None):  # a distributed run: the sums of every process
+                loss_sum, correct = reduce(loss_sum), reduce(correct)
             n = loaders[0][0].num_samples
             train_losses = [s / n for s in loss_sum.tolist()]  # the epoch's one host sync
             train_hits = correct.tolist()

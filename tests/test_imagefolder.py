@@ -93,6 +93,13 @@ def test_batches_are_the_same_with_any_number_of_workers(tmp_path):
     assert len(inline) == 3 and inline[0][0].shape == (5, 3, 40, 40) and inline[-1][0].shape == (2, 3, 40, 40)
     for (xa, ya), (xb, yb) in zip(inline, pooled, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    shares = []
+    for r in range(2):  # one process's share of each batch in a distributed run: the two make the whole
+        loader = FolderLoader(split.x_train, split.y_train, mean, std, 5, 40, "crop-flip", True, seed=3, workers=0)
+        loader.shard = (r, 2)
+        shares.append(list(loader.epoch(1)))
+    for (x, y), (x0, y0), (x1, y1) in zip(inline, *shares, strict=True):
+        assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
     other_epoch = batches(0, 2)
     assert not torch.equal(inline[0][0], other_epoch[0][0])  # a new order and new crops every epoch
     means = torch.tensor([x[i].mean() for x, y in batches(0, 0, "none") for i in range(len(y))])

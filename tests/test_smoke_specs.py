@@ -1,5 +1,5 @@
 """Every shipped spec runs: its whole pipeline in smoke mode (synthetic images of its shape and class count,
-one base epoch, one searched trial per study with its baselines, confirmation, two final seeds, verdicts and
+one base epoch, one searched trial and one baseline per study, confirmation, two final seeds, verdicts and
 report). Its own CI step: `pytest -q -m smoke`."""
 
 import json

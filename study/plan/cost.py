@@ -82,21 +82,11 @@ def exact_architecture(spec: Spec) -> bool:
     )
 
 
-_PRUNED: dict[tuple, tuple] = {}  # (arch, prune config, seed) -> (model, arch, pruned): specs sharing one
-PRUNED_CACHE_PARAMS = 30_000_000  # models this small are kept (the catalogue's CIFAR specs share many)
-
-
 def untrained_pruned(spec: Spec, data: DatasetShape):
     """The base at init and the spec's method applied to it (random scales for slimming, so its global
-    threshold keeps about the ratio of every layer instead of breaking ties). Callers only read the result."""
+    threshold keeps about the ratio of every layer instead of breaking ties)."""
     arch, config = base_arch(spec, data), replace(prune_config(spec), rounds=1)
-    key = (arch, config, spec.seed)
-    if key in _PRUNED:
-        return _PRUNED[key]
-    out = _untrained_pruned(spec, data, arch, config)
-    if sum(p.numel() for p in out[0].parameters()) <= PRUNED_CACHE_PARAMS:
-        _PRUNED[key] = out
-    return out
+    return _untrained_pruned(spec, data, arch, config)
 
 
 def _untrained_pruned(spec: Spec, data: DatasetShape, arch, config):
