@@ -7,8 +7,8 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields
 
+from .augment import AUGMENTATIONS
 from .budget import SCHEDULES
-from .data import AUGMENTATIONS
 from .errors import ConfigError
 
 

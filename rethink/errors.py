@@ -8,3 +8,7 @@ class UserError(ValueError):
 
 class ConfigError(UserError):
     """A training config or runtime field out of range; the message names the field."""
+
+
+class DataError(UserError):
+    """Bad dataset name, missing files or malformed arrays; the message says how to fix it."""

@@ -17,8 +17,9 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .augment import EpochDraws, default_pad, draw_epoch
 from .budget import PER_STEP_SCHEDULES, lr_at
-from .data import EpochDraws, Split, channel_stats, default_pad, draw_epoch
+from .data import Split, channel_stats
 from .train import EpochMetrics, History, NonFiniteLoss, TrainConfig, make_sgd
 
 

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .augment import DeviceLoader
 from .budget import PER_STEP_SCHEDULES, lr_at
 from .config import TrainConfig, config_digest  # noqa: F401 (re-exported: they lived here first)
-from .data import DeviceLoader, Split
+from .data import Split
 from .errors import ConfigError  # noqa: F401 (re-exported)
 from .history import Callback, EpochMetrics, History, NonFiniteLoss, StopTraining  # noqa: F401 (re-exported)
 from .imagefolder import FolderLoader

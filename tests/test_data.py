@@ -4,15 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from rethink.augment import AUGMENTATIONS, DeviceLoader, cutout_mask, random_crop
 from rethink.data import (
-    AUGMENTATIONS,
     DataError,
-    DeviceLoader,
     channel_stats,
-    cutout_mask,
     load_dataset,
     normalized,
-    random_crop,
     train_test,
     train_val_split,
 )

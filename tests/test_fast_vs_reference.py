@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from rethink.data import AUGMENTATIONS, DeviceLoader, Split, channel_stats, train_val_split
+from rethink.augment import AUGMENTATIONS, DeviceLoader
+from rethink.data import Split, channel_stats, train_val_split
 from rethink.models import build_model, default_spec
 from rethink.reference import reference_loader, reference_train
 from rethink.train import TrainConfig, seed_everything, train

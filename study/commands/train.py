@@ -9,9 +9,10 @@ from pathlib import Path
 
 import mlflow
 
+from rethink.augment import AUGMENTATIONS
 from rethink.budget import SCHEDULES
 from rethink.checkpoint import save_checkpoint
-from rethink.data import AUGMENTATIONS, NORMALIZATIONS, dataset_names, load_dataset, normalized, train_val_split
+from rethink.data import NORMALIZATIONS, dataset_names, load_dataset, normalized, train_val_split
 from rethink.flops import forward_flops, param_count, training_flops
 from rethink.models import MODELS, ArchSpec, ModelError, build_model, default_spec
 from rethink.prune.sfp import SoftFilterPruning

@@ -256,6 +256,7 @@ GPU_SOURCE = (
     "cifar10-airbench@f1c599c4af24 README.md line 16); small networks run slower, so a lower bound"
 )
 _RATES: dict[tuple, float] = {}
+RATE_SIDE = 112  # the largest image side the rate is timed at
 RATE_STEP_MACS = 4e10  # the most training MACs one timed step spends (32 CIFAR images of VGG-19; 1 of VGG-16 at 224)
 
 
@@ -271,7 +272,8 @@ def machine_rate(spec: Spec, data: DatasetShape, steps: int = 2) -> float:
 
 
 def _timed_rate(model: torch.nn.Module, spec: Spec, data: DatasetShape, steps: int) -> float:
-    shape = (data.in_channels, data.input_size, data.input_size)
+    side = min(data.input_size, RATE_SIDE)  # ImageNet: timed at 112 px (their convs keep a CPU as busy)
+    shape = (data.in_channels, side, side)
     per_image = training_flops(forward_flops(model, shape), 1)  # ImageNet models: a few images keep it quick
     batch = max(2, min(32, spec.base.batch_size, int(RATE_STEP_MACS // per_image)))  # 2: BN1d needs a pair
     x = torch.rand(batch, *shape)

@@ -10,8 +10,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rethink.arms import ARCH_ARMS, ARMS, code_versions
+from rethink.augment import AUGMENTATIONS
 from rethink.budget import SCHEDULES
-from rethink.data import AUGMENTATIONS, NORMALIZATIONS, DataError, is_folder, normalization
+from rethink.data import NORMALIZATIONS, DataError, is_folder, normalization
 from rethink.errors import UserError
 from rethink.imagefolder import FOLDER_UNSUPPORTED
 from rethink.models import MODELS
