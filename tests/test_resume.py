@@ -20,12 +20,14 @@ class Killed(BaseException):
 
 
 class KillAfter(Callback):
-    def __init__(self, epoch: int):
-        self.epoch = epoch
+    """Raises `error` after epoch `epoch` (Killed: SIGKILL; KeyboardInterrupt: Ctrl-C, which ends a run KILLED)."""
+
+    def __init__(self, epoch: int, error: type[BaseException] = Killed):
+        self.epoch, self.error = epoch, error
 
     def on_epoch_end(self, metrics, model) -> None:
         if metrics.epoch == self.epoch:
-            raise Killed
+            raise self.error
 
 
 def _split():
@@ -145,17 +147,6 @@ def test_a_trial_killed_mid_training_is_retried_from_its_last_snapshot(tracking_
     assert f"resumed after epoch {run.data.tags['rethink.resumed_after_epoch']}" in rerun.stdout
 
 
-class InterruptAfter(Callback):
-    """Ctrl-C after an epoch: the run ends KILLED, as a signal ends it."""
-
-    def __init__(self, epoch: int):
-        self.epoch = epoch
-
-    def on_epoch_end(self, metrics, model) -> None:
-        if metrics.epoch == self.epoch:
-            raise KeyboardInterrupt
-
-
 def test_a_killed_final_run_resumes_in_the_next_attempt_to_the_uninterrupted_score(tracking_uri, monkeypatch):
     """train_pending (every final and confirmation run): an attempt stopped after epoch 2 leaves a KILLED
     run with its snapshot; the next attempt at the same run resumes from it (tagged) and scores what an
@@ -183,7 +174,7 @@ def test_a_killed_final_run_resumes_in_the_next_attempt_to_the_uninterrupted_sco
     runtime = Runtime(device="cpu", fuse="off")
     (straight,), (reference,) = train_pending([pending()], split, tree, root, runtime, score, "straight")
     with pytest.raises(KeyboardInterrupt):
-        train_pending([pending(InterruptAfter(2))], split, tree, root, runtime, score, "first attempt")
+        train_pending([pending(KillAfter(2, KeyboardInterrupt))], split, tree, root, runtime, score, "first attempt")
     client = mlflow.MlflowClient()
     killed = client.search_runs([tree.experiment_id], "attributes.status = 'KILLED'")
     assert len(killed) == 1
