@@ -34,6 +34,9 @@ def lock_path(storage_url: str, spec_name: str) -> Path | None:
     return path.with_name(path.name + ".locks") / f"{spec_name}.lock"
 
 
+OWNER_WAITS = 40  # up to 2 s for a fresh owner's record (it writes it right after taking the lock)
+
+
 def claim(storage_url: str, spec_name: str) -> None:
     """Own `spec_name` on this storage until the process ends; refuse with who owns it otherwise."""
     path = lock_path(storage_url, spec_name)
@@ -51,6 +54,11 @@ def claim(storage_url: str, spec_name: str) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         owner = _read_owner(fd)
+        for _ in range(OWNER_WAITS):  # the owner took the lock a moment ago: its record is being written
+            if "pid" in owner:
+                break
+            time.sleep(0.05)
+            owner = _read_owner(fd)
         os.close(fd)
         raise SpecBusy(
             f"spec {spec_name!r} on storage {redact(storage_url)} is in use by process {owner.get('pid', '?')} "
