@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
@@ -27,10 +28,13 @@ class ArchSpec:
     classifier: str = "default"  # VGG: "bn-mlp" (Li et al.'s head, the default) or "linear" (slimming, weight-level)
     bn_init: float = 1.0  # conv BN scale at init; 0.5 in the official Network Slimming and L1-norm VGGs
     conv_init: str = "default"  # VGG: "weight-level" = the weight-level code's convs (bias on, He init over fan-in)
+    model_args: str = ""  # a library model (timm:/torchvision:): its constructor's keyword arguments, canonical JSON
+    layout: str = ""  # a pruned library model: its layers' new shapes (rethink.models.layout), canonical JSON
 
     def to_dict(self) -> dict:
         """Options at their defaults are left out, so specs written before they existed keep their digests."""
         d = asdict(self) | {"widths": list(self.widths)}
+        d |= {k: json.loads(d[k]) for k in JSON_FIELDS if d[k]}  # as data in the run's JSON record
         return {k: v for k, v in d.items() if k not in OPTION_DEFAULTS or v != OPTION_DEFAULTS[k]}
 
     @classmethod
@@ -38,13 +42,22 @@ class ArchSpec:
         unknown = set(d) - {"model", "widths", "in_channels", "num_classes", "input_size", *OPTION_DEFAULTS}
         if unknown:
             raise ModelError(f"arch spec has unknown fields {sorted(unknown)}")
+        d = d | {k: canonical_json(d[k]) for k in JSON_FIELDS if k in d}
         return cls(**{**d, "widths": tuple(int(w) for w in d["widths"])})
 
     def with_widths(self, widths: Sequence[int]) -> ArchSpec:
         return replace(self, widths=tuple(widths))
 
 
-OPTION_DEFAULTS = {"classifier": "default", "bn_init": 1.0, "conv_init": "default"}
+OPTION_DEFAULTS = {"classifier": "default", "bn_init": 1.0, "conv_init": "default", "model_args": "", "layout": ""}
+JSON_FIELDS = ("model_args", "layout")
+
+
+def canonical_json(value: dict | str | None) -> str:
+    """A JSON object as the canonical string an ArchSpec holds (sorted keys; empty for none)."""
+    if isinstance(value, str):
+        value = json.loads(value) if value else None
+    return json.dumps(value, sort_keys=True, separators=(",", ":")) if value else ""
 
 
 @dataclass(frozen=True)
@@ -111,6 +124,10 @@ def register_model(
 
 
 def model_entry(name: str) -> ModelEntry:
+    if name not in MODELS and ":" in name:
+        from .external import external_entry
+
+        return external_entry(name)
     if name not in MODELS:
         raise ModelError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
     return MODELS[name]
@@ -125,10 +142,12 @@ def default_spec(
     classifier: str = "default",
     bn_init: float = 1.0,
     conv_init: str = "default",
+    model_args: dict | str | None = None,
 ) -> ArchSpec:
     """The registered architecture, optionally with every width scaled (at least 1 channel each)."""
     widths = tuple(max(1, round(w * width_scale)) for w in model_entry(name).default_widths)
-    return ArchSpec(name, widths, in_channels, num_classes, input_size, classifier, bn_init, conv_init)
+    args = canonical_json(model_args)
+    return ArchSpec(name, widths, in_channels, num_classes, input_size, classifier, bn_init, conv_init, args)
 
 
 def prunable_units(spec: ArchSpec, model: nn.Module) -> list[Unit]:
@@ -137,6 +156,10 @@ def prunable_units(spec: ArchSpec, model: nn.Module) -> list[Unit]:
 
 def build_model(spec: ArchSpec) -> nn.Module:
     entry = model_entry(spec.model)
+    if entry.family == "external":
+        return entry.build(spec)
+    if spec.model_args or spec.layout:
+        raise ModelError(f"{spec.model}: model_args and layout are for library models (timm:NAME, torchvision:NAME)")
     if len(spec.widths) != len(entry.default_widths):
         raise ModelError(f"{spec.model} takes {len(entry.default_widths)} widths, got {len(spec.widths)}")
     if any(w < 1 for w in spec.widths):

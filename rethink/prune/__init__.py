@@ -1,10 +1,10 @@
 """The paper's pruning methods in a registry; importing this package registers every method."""
 
-from . import l1_norm, lottery, magnitude, random_control, sfp, slimming, thinet  # noqa: F401  (registration)
+from . import depgraph, l1_norm, lottery, magnitude, random_control, sfp, slimming, thinet  # noqa: F401  (registration)
 from .iterative import Round, check_iterative, iterative_magnitude, round_share
 from .l1_norm import VARIANTS
 from .masks import KeepMasked, apply_masks
-from .registry import METHODS, PruneConfig, PrunedModel, method_version, prune, register_method
+from .registry import METHODS, PruneConfig, PrunedModel, method_version, needs_data, prune, register_method
 from .surgery import PruneError, apply_keep, zero_pruned_channels
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "check_iterative",
     "iterative_magnitude",
     "method_version",
+    "needs_data",
     "prune",
     "register_method",
     "round_share",

@@ -10,6 +10,7 @@ import torch
 
 from rethink.models import ArchSpec, model_entry, prunable_units
 
+from .depgraph import random_like_layout
 from .masks import apply_masks
 from .registry import PruneConfig, PrunedModel, prune, register_method
 from .surgery import PruneError, apply_keep, unit_width
@@ -18,6 +19,8 @@ from .surgery import PruneError, apply_keep, unit_width
 def random_like(model, spec: ArchSpec, reference: PrunedModel, config: PruneConfig) -> PrunedModel:
     """`reference`'s shape with a random selection (seeded by `config.seed`): random channels at its widths,
     random filters where it holds whole filters at zero (sfp), random weights at its per-layer counts."""
+    if model_entry(spec.model).family == "external":  # a library model: DepGraph draws the channels
+        return random_like_layout(model, spec, reference, config)
     g = torch.Generator().manual_seed(config.seed)
     if reference.masks is not None and not reference.keep:
         masks = {}
@@ -47,11 +50,12 @@ def random_like(model, spec: ArchSpec, reference: PrunedModel, config: PruneConf
     return PrunedModel(small_spec, small, config, keep, masks)
 
 
-@register_method("random", families=("vgg", "resnet", "preresnet", "densenet"))
+@register_method("random", families=("vgg", "resnet", "preresnet", "densenet", "external"))
 def random_selection(model, spec: ArchSpec, config: PruneConfig, data=None) -> PrunedModel:
     """Random channels (or weights) at the widths (or counts) of `config.like` (default: l1-norm, or
     slimming for the families only slimming prunes)."""
-    like = config.like or ("l1-norm" if model_entry(spec.model).family in ("vgg", "resnet") else "slimming")
+    family = model_entry(spec.model).family
+    like = config.like or {"vgg": "l1-norm", "resnet": "l1-norm", "external": "depgraph"}.get(family, "slimming")
     if like == "random":
         raise PruneError("random needs another method to copy its widths from (like = 'l1-norm', say)")
     reference = prune(model, spec, replace(config, method=like, like=None), data)

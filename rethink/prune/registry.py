@@ -28,20 +28,42 @@ class PruneConfig:
     seed: int = 0
     like: str | None = None  # random: the method whose per-layer widths (or weight counts) it copies
     rounds: int = 1  # magnitude: prune-rewind-retrain rounds to reach `ratio` (rethink.prune.iterative)
+    # depgraph (library models): the criterion, how a coupled group's scores combine, the most any layer
+    # loses (Torch-Pruning's cap: a layer past it stops being pruned, checked between steps, so one global
+    # step may overshoot it), channel counts rounded to a multiple, steps to reach `ratio`, layers left alone
+    criterion: str | None = None
+    group_reduction: str = "mean"
+    max_ratio: float = 1.0
+    round_to: int | None = None
+    steps: int = 1
+    ignore: tuple[str, ...] = ()
 
     def __post_init__(self):
+        if self.scope == "local":  # Torch-Pruning's word for one ratio per layer
+            object.__setattr__(self, "scope", "layer")
+        object.__setattr__(self, "ignore", tuple(self.ignore))
         if self.ratio is not None and not (math.isfinite(self.ratio) and 0 <= self.ratio < 1):
             raise PruneError(f"ratio={self.ratio} is outside [0, 1): give the fraction of channels/weights removed")
         if self.min_channels < 0:
             raise PruneError(f"min_channels={self.min_channels} must be >= 0")
         if self.scope not in ("global", "layer"):
-            raise PruneError(f"scope={self.scope!r}; valid: global, layer")
+            raise PruneError(f"scope={self.scope!r}; valid: global, layer (or local)")
         if self.rounds < 1:
             raise PruneError(f"rounds={self.rounds} must be >= 1")
+        if self.steps < 1:
+            raise PruneError(f"steps={self.steps} must be >= 1")
+        if not (0 < self.max_ratio <= 1):
+            raise PruneError(f"max_ratio={self.max_ratio} is outside (0, 1]: the most of a layer's channels removed")
+        if self.round_to is not None and self.round_to < 1:
+            raise PruneError(f"round_to={self.round_to} must be >= 1")
 
     def to_dict(self) -> dict:
-        """The config as data; `rounds` only when iterative, so one-shot digests stay as they were."""
-        return {k: v for k, v in asdict(self).items() if v is not None and not (k == "rounds" and v == 1)}
+        """The config as data; options at their defaults left out, so older digests stay as they were."""
+        d = asdict(self) | {"ignore": list(self.ignore)}
+        return {k: v for k, v in d.items() if v is not None and not (k in QUIET_DEFAULTS and v == QUIET_DEFAULTS[k])}
+
+
+QUIET_DEFAULTS = {"rounds": 1, "group_reduction": "mean", "max_ratio": 1.0, "steps": 1, "ignore": []}
 
 
 @dataclass(eq=False)
@@ -68,7 +90,7 @@ class MethodEntry:
     fn: PruneFn = field(repr=False)
     families: tuple[str, ...]
     structured: bool = True
-    needs_data: bool = False
+    needs_data: bool | Callable[[PruneConfig], bool] = False  # calibration images (always, or for some configs)
     # Raised whenever a fix changes what the method returns: it enters the digests of the pruned model, the
     # studies and the final runs, so results of the old code are never found again as if they were current.
     version: int = 1
@@ -78,13 +100,25 @@ METHODS: dict[str, MethodEntry] = {}
 
 
 def register_method(
-    name: str, families: tuple[str, ...], structured: bool = True, needs_data: bool = False, version: int = 1
+    name: str,
+    families: tuple[str, ...],
+    structured: bool = True,
+    needs_data: bool | Callable[[PruneConfig], bool] = False,
+    version: int = 1,
 ):
     def wrap(fn: PruneFn) -> PruneFn:
         METHODS[name] = MethodEntry(name, fn, families, structured, needs_data, version)
         return fn
 
     return wrap
+
+
+def needs_data(config: PruneConfig) -> bool:
+    """Whether the configured method reads calibration images."""
+    entry = METHODS.get(config.method)
+    if entry is None:
+        return False
+    return entry.needs_data(config) if callable(entry.needs_data) else entry.needs_data
 
 
 def method_version(name: str) -> int:
@@ -101,7 +135,7 @@ def prune(model: nn.Module, spec: ArchSpec, config: PruneConfig, data: torch.Ten
     family = model_entry(spec.model).family
     if family not in entry.families:
         raise PruneError(f"{config.method} does not support {spec.model}; it supports: {', '.join(entry.families)}")
-    if entry.needs_data and data is None:
+    if needs_data(config) and data is None:
         raise PruneError(f"{config.method} needs calibration images (data=...)")
     was_training = model.training
     model.eval()

@@ -16,7 +16,7 @@ from rethink.checkpoint import load_cached, save_checkpoint
 from rethink.data import Split
 from rethink.flops import training_flops
 from rethink.models import build_model
-from rethink.prune import PrunedModel
+from rethink.prune import PrunedModel, needs_data
 from rethink.prune.matched import DerivedArch
 from rethink.train import History, Runtime, config_digest, seed_everything
 from study.records.cluster import Cluster
@@ -155,7 +155,7 @@ def train_bases(
     for seed in seeds:
         model, init_state, acc, flops, run_id, digest = found[seed]
         model.cpu().eval()
-        data = calibration(split, pconfig.calibration_images, seed) if pconfig.method == "thinet" else None
+        data = calibration(split, pconfig.calibration_images, seed) if needs_data(pconfig) else None
         place = RoundPlace(tree, root, workdir / f"{stage.label}-base-{digest}", f"{stage.label} seed {seed}")
         recipe = replace(trunk.base_config, seed=seed)
         pruned, rounds = prune_base(

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from rethink.arms import ARCH_ARMS, INHERITING_ARMS, SCRATCH_ARMS, default_recipe, final_seeds
 from rethink.data import Split, load_dataset, normalized, train_test
+from rethink.prune import needs_data
 from rethink.train import Runtime, config_digest
+from study.plan.arch import prune_config
 from study.plan.layout import arch_budgets, arm_of, budgets, caps_of, seed_epochs
 from study.plan.space import apply
 from study.records.cluster import Cluster
@@ -140,7 +142,7 @@ def _train_choices(
             }
             if arm_of(choice.study_arm) == "finetune-random":
                 key["control"] = "drawn per final seed"
-            if spec.prune.method == "thinet" and arm_of(choice.study_arm) in INHERITING_ARMS:
+            if needs_data(prune_config(spec)) and arm_of(choice.study_arm) in INHERITING_ARMS:
                 key["calibration"] = "drawn per final seed"
             digest = config_digest(key)
             entries.append((choice, seed, base, config.epochs, digest))

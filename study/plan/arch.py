@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from rethink.models.registry import ArchSpec, default_spec
+from rethink.models.probe import check_runs
+from rethink.models.registry import ArchSpec, ModelError, build_model, default_spec, model_entry
 from rethink.prune.registry import PruneConfig
 
-from .spec import Spec
+from .spec import Spec, SpecError
 
 
 class Shaped(Protocol):
@@ -30,11 +31,37 @@ def base_arch(spec: Spec, data: Shaped) -> ArchSpec:
         spec.classifier,
         spec.bn_init,
         spec.conv_init,
+        spec.model_args,
     )
+
+
+def check_model_fits(spec: Spec, data: Shaped) -> None:
+    """A library model takes one blank image of the data's shape before anything trains (the registry's
+    models run on any image of at least 8 px); a failure names the layer."""
+    arch = base_arch(spec, data)
+    if model_entry(arch.model).family != "external":
+        return
+    try:
+        check_runs(build_model(arch), (data.in_channels, data.input_size, data.input_size), spec.model)
+    except ModelError as e:
+        raise SpecError(f"spec {spec.name}: {e}; set model_args for this size (e.g. img_size, patch_size)") from None
 
 
 def prune_config(spec: Spec) -> PruneConfig:
     p = spec.prune
     return PruneConfig(
-        p.method, p.ratio, p.variant, p.min_channels, p.scope, seed=spec.seed, like=p.like, rounds=p.rounds
+        p.method,
+        p.ratio,
+        p.variant,
+        p.min_channels,
+        p.scope,
+        seed=spec.seed,
+        like=p.like,
+        rounds=p.rounds,
+        criterion=p.criterion,
+        group_reduction=p.group_reduction,
+        max_ratio=p.max_ratio,
+        round_to=p.round_to,
+        steps=p.steps,
+        ignore=p.ignore,
     )

@@ -19,7 +19,7 @@ from rethink.prune import apply_masks, round_share
 from rethink.prune.magnitude import magnitude_masks
 from rethink.prune.matched import derive
 from rethink.prune.patterns import PatternError, pattern_of
-from rethink.prune.registry import PrunedModel, prune
+from rethink.prune.registry import PrunedModel, needs_data, prune
 
 from .arch import base_arch, prune_config
 from .layout import (
@@ -77,9 +77,10 @@ class Cost:
 
 def exact_architecture(spec: Spec) -> bool:
     """Whether the method's architecture (widths, or weights per layer) is known before the base trains."""
-    return spec.prune.method not in FROM_TRAINED_WEIGHTS or (
-        spec.prune.method == "magnitude" and spec.prune.scope == "layer"
-    )
+    p = spec.prune
+    if p.method == "depgraph" or (p.method == "random" and p.like == "depgraph"):
+        return p.scope in ("layer", "local") and p.max_ratio == 1.0  # one ratio per layer, whatever the weights
+    return p.method not in FROM_TRAINED_WEIGHTS or (p.method == "magnitude" and p.scope == "layer")
 
 
 def untrained_pruned(spec: Spec, data: DatasetShape):
@@ -99,7 +100,7 @@ def _untrained_pruned(spec: Spec, data: DatasetShape, arch, config):
                 if isinstance(m, torch.nn.BatchNorm2d):
                     m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.01)
     calib = None
-    if config.method == "thinet":
+    if needs_data(config):
         size = (config.calibration_images, data.in_channels, data.input_size, data.input_size)
         calib = torch.rand(size, generator=torch.Generator().manual_seed(spec.seed))
     return model, arch, prune(model, arch, config, calib)

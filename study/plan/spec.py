@@ -15,8 +15,10 @@ from rethink.budget import SCHEDULES
 from rethink.data import NORMALIZATIONS, DataError, is_folder, normalization
 from rethink.errors import UserError
 from rethink.imagefolder import FOLDER_UNSUPPORTED
-from rethink.models import MODELS
+from rethink.models import MODELS, ModelError, model_entry
+from rethink.models.external import check_name, is_external
 from rethink.prune import METHODS, VARIANTS
+from rethink.prune.depgraph import CRITERIA, REDUCTIONS
 from rethink.train import TrainConfig, config_digest
 
 SPECS_DIR = Path(__file__).parent.parent / "specs"
@@ -36,6 +38,21 @@ def one_of(kind: str, names: Iterable[str]) -> AfterValidator:
         return v
 
     return AfterValidator(check)
+
+
+def _model_name(v: str) -> str:
+    """A registry model, or a library one (timm:NAME, torchvision:NAME) that its library knows."""
+    if v in MODELS:
+        return v
+    if not is_external(v):
+        raise ValueError(
+            f"unknown model {v!r}; valid names: {', '.join(sorted(MODELS))}, or timm:NAME / torchvision:NAME"
+        )
+    try:
+        check_name(v)
+    except ModelError as e:
+        raise ValueError(str(e)) from None
+    return v
 
 
 Arm = Annotated[str, one_of("arm", ARMS)]
@@ -77,11 +94,23 @@ class Pruning(_Strict):
     ratios: tuple[Annotated[float, Field(ge=0, lt=1)], ...] | None = None  # operating points: a setting each
     variant: Annotated[str, one_of("variant", VARIANTS)] | None = None
     min_channels: int = Field(1, ge=0)
-    scope: Literal["global", "layer"] = "global"
+    scope: Literal["global", "layer", "local"] = "global"  # local: Torch-Pruning's word for layer
     like: Annotated[str, one_of("method", METHODS)] | None = None  # random: whose widths it copies
+    # depgraph (library models, Torch-Pruning): see rethink.prune.PruneConfig
+    criterion: Annotated[str, one_of("criterion", CRITERIA)] | None = None
+    group_reduction: Annotated[str, one_of("group_reduction", REDUCTIONS)] = "mean"
+    max_ratio: float = Field(1.0, gt=0, le=1, description="depgraph: the most of any layer's channels removed")
+    round_to: int | None = Field(None, ge=1, description="depgraph: channel counts rounded to a multiple")
+    steps: int = Field(1, ge=1, le=100, description="depgraph: pruning steps to reach the ratio")
+    ignore: tuple[str, ...] = Field((), description="depgraph: layer names (fnmatch patterns) left unpruned")
     rounds: int = Field(
         1, ge=1, le=30, description="iterative magnitude pruning: prune, rewind to init, retrain; `rounds` times"
     )
+
+    @field_validator("scope")
+    @classmethod
+    def _one_word_for_per_layer(cls, v):
+        return "layer" if v == "local" else v  # one spelling, one digest
 
     @field_validator("ratios")
     @classmethod
@@ -97,6 +126,11 @@ class Pruning(_Strict):
                 raise ValueError("prune.ratios and prune.variant exclude each other")
         elif self.ratio is None and self.variant is None:
             raise ValueError("give a ratio, a list of ratios or a variant")
+        graph_only = {"criterion": None, "group_reduction": "mean", "max_ratio": 1.0, "round_to": None, "steps": 1,
+                      "ignore": ()}  # fmt: skip
+        set_here = [k for k, v in graph_only.items() if getattr(self, k) != v]
+        if set_here and self.method != "depgraph" and not (self.method == "random" and self.like == "depgraph"):
+            raise ValueError(f"prune.{set_here[0]} is a depgraph option; prune.method is {self.method!r}")
         if self.rounds > 1 and METHODS[self.method].structured:
             raise ValueError(
                 f"prune.rounds = {self.rounds}: iterative pruning is for unstructured magnitude pruning; use "
@@ -315,7 +349,10 @@ class Spec(_Strict):
     dataset: str = "digits"
     data_root: str = "data"
     val_fraction: float = Field(0.1, gt=0, lt=1)
-    model: Annotated[str, one_of("model", MODELS)] = "vgg11"
+    model: Annotated[str, AfterValidator(_model_name)] = "vgg11"
+    model_args: dict[str, Any] = Field(
+        {}, description="a library model's constructor arguments (e.g. img_size, patch_size for a ViT)"
+    )
     width_scale: float = Field(1.0, gt=0)
     classifier: str = "default"  # VGG: "bn-mlp" (Li et al.) or "linear" (the slimming and weight-level code)
     bn_init: float = Field(1.0, gt=0)  # conv BN scale at init: 0.5 in the official slimming and L1-norm VGGs
@@ -337,14 +374,19 @@ class Spec(_Strict):
     def _consistent(self):
         if self.prune.variant and VARIANTS[self.prune.variant].model != self.model:
             raise ValueError(f"prune.variant {self.prune.variant!r} is for {VARIANTS[self.prune.variant].model}")
-        family = MODELS[self.model].family
-        if family not in METHODS[self.prune.method].families:
-            raise ValueError(f"prune.method {self.prune.method!r} does not support {self.model}")
-        if self.classifier != "default" and self.classifier not in MODELS[self.model].classifiers:
-            offered = ", ".join(MODELS[self.model].classifiers) or "none (the model has one head)"
+        entry = model_entry(self.model)
+        if entry.family not in METHODS[self.prune.method].families:
+            valid = ", ".join(m for m, e in METHODS.items() if entry.family in e.families)
+            raise ValueError(f"prune.method {self.prune.method!r} does not support {self.model}; valid: {valid}")
+        if entry.family == "external":
+            self._check_library_model()
+        elif self.model_args:
+            raise ValueError(f"model_args are for library models (timm:NAME, torchvision:NAME), not {self.model}")
+        if self.classifier != "default" and self.classifier not in entry.classifiers:
+            offered = ", ".join(entry.classifiers) or "none (the model has one head)"
             raise ValueError(f"classifier {self.classifier!r} does not fit {self.model}; valid: {offered}")
-        if self.conv_init != "default" and self.conv_init not in MODELS[self.model].conv_inits:
-            offered = ", ".join(MODELS[self.model].conv_inits) or "none (only its own)"
+        if self.conv_init != "default" and self.conv_init not in entry.conv_inits:
+            offered = ", ".join(entry.conv_inits) or "none (only its own)"
             raise ValueError(f"conv_init {self.conv_init!r} does not fit {self.model}; valid: {offered}")
         try:
             normalization(self.normalize, self.dataset)
@@ -373,6 +415,15 @@ class Spec(_Strict):
                 f"l1-norm), not {self.prune.method!r}; drop 'lottery' from study.arms or change prune.method"
             )
         return self
+
+    def _check_library_model(self) -> None:
+        """A library model comes as its library builds it: no width scaling, no BN re-initialisation."""
+        for field, default in (("width_scale", 1.0), ("bn_init", 1.0)):
+            if getattr(self, field) != default:
+                raise ValueError(f"{field} is for the registry's models; {self.model} is built as its library does")
+        arch = [a for a in self.study.arms if a in ARCH_ARMS]
+        if arch:
+            raise ValueError(f"study.arms: the {arch[0]} arm is not yet built for library models; drop it")
 
     def _check_arch_arms(self) -> None:
         """Section 5's arms: studied at budgets (capped or pareto), `transferred` with a pattern to take."""
@@ -506,7 +557,7 @@ class Spec(_Strict):
 
     def base_digest(self) -> str:
         keys = {"dataset", "val_fraction", "model", "width_scale", "classifier", "bn_init", "conv_init", "normalize"}
-        keys |= {"seed", "base"}
+        keys |= {"seed", "base", "model_args"}
         d = self.dump(include=keys)
         trains_with_method = self.base.sparsity > 0 or self.base.sfp_ratio is not None  # slimming's L1, SFP
         version = code_versions(self.prune.method, ()).get(f"method:{self.prune.method}")
@@ -544,5 +595,12 @@ LATER_FIELDS: dict[tuple[str, ...], Any] = {
     ("arch", "tolerance"): 0.01,
     ("arch", "pattern_from"): None,
     ("proxy",): None,
+    ("model_args",): {},
+    ("prune", "criterion"): None,
+    ("prune", "group_reduction"): "mean",
+    ("prune", "max_ratio"): 1.0,
+    ("prune", "round_to"): None,
+    ("prune", "steps"): 1,
+    ("prune", "ignore"): [],
 }
 LATER_TABLES = ("select", "arch")  # left out of digests when every field in them holds its default

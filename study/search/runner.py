@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 from rethink.arms import default_recipe
 from rethink.train import NonFiniteLoss, Runtime
+from study.plan.arch import check_model_fits
 from study.plan.layout import arm_of, check_reach, epoch_range, rows_of, study_arms
 from study.plan.spec import Spec, SpecError
 from study.records.cluster import Cluster
@@ -156,6 +157,7 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
     if opts.worker:
         check_prepared(spec, storage, names, workdir)
     data = load_data(spec)  # a bad dataset is refused before any run is opened
+    check_model_fits(spec, data[0])  # and a library model that cannot take its images
     uri = configure(opts.tracking_uri)
     tree = RunTree(spec.name)
     root = tree.root(

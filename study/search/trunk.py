@@ -16,7 +16,7 @@ from rethink.data import Dataset, Split, load_dataset, normalized, train_val_spl
 from rethink.flops import forward_flops, param_count, training_flops
 from rethink.models import ArchSpec, build_model
 from rethink.proxy import proxy_split
-from rethink.prune import PrunedModel
+from rethink.prune import PrunedModel, needs_data
 from rethink.prune.matched import DerivedArch
 from rethink.prune.patterns import Pattern
 from rethink.prune.random_control import random_like
@@ -233,7 +233,7 @@ def build_trunk(
             tree, root, "prune", ptags, pruned_path
         )
     else:
-        data = calibration(split, pconfig.calibration_images) if pconfig.method == "thinet" else None
+        data = calibration(split, pconfig.calibration_images) if needs_data(pconfig) else None
         place = RoundPlace(tree, root, base_dir, "prune")
         pruned, rounds = prune_base(
             base, base_spec, pconfig, data, init_state, base_digest, split, base_config, runtime, place

@@ -1,0 +1,225 @@
+"""Library models (timm:, torchvision:) pruned by DepGraph: built without downloads, pruned with the named
+criterion, recorded as JSON and rebuilt from the record with a fresh initialisation."""
+
+import json
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("timm", reason="the 'models' extra (timm, torch-pruning) is not installed")
+pytest.importorskip("torch_pruning", reason="the 'models' extra (timm, torch-pruning) is not installed")
+
+from rethink.flops import forward_flops, param_count  # noqa: E402
+from rethink.models import ArchSpec, ModelError, build_model, default_spec  # noqa: E402
+from rethink.models.layout import apply_layout  # noqa: E402
+from rethink.prune import PruneConfig, PruneError, needs_data, prune  # noqa: E402
+from rethink.prune.depgraph import CRITERIA, depgraph  # noqa: E402
+from rethink.prune.random_control import random_like  # noqa: E402
+
+warnings.filterwarnings("ignore", message=".*non-singleton.*")
+
+# a ResNet, a MobileNet, an EfficientNet, a ConvNeXt, a ViT, a RegNet: both libraries, at CIFAR's 32 px
+SIX = {
+    "torchvision:resnet18": None,
+    "timm:mobilenetv3_small_050": None,
+    "timm:efficientnet_b0": None,
+    "timm:convnext_atto": None,
+    "timm:vit_tiny_patch16_224": {"img_size": 32, "patch_size": 4},
+    "timm:regnetx_002": None,
+}
+
+
+def _spec(name, args=None, classes=10):
+    return default_spec(name, 3, classes, 32, model_args=args)
+
+
+def _weights(model):
+    return {k: v for k, v in model.state_dict().items() if v.dim() >= 2}
+
+
+@pytest.mark.parametrize("criterion", ["l1", "taylor"])
+@pytest.mark.parametrize("name", list(SIX))
+def test_six_library_models_prune_record_and_rebuild_fresh(name, criterion):
+    torch.manual_seed(0)
+    spec = _spec(name, SIX[name])
+    model = build_model(spec)
+    images = torch.randn(4, 3, 32, 32)
+    pruned = prune(model, spec, PruneConfig("depgraph", 0.5, criterion=criterion, scope="local"), images)
+    assert param_count(pruned.model) < 0.8 * param_count(model)  # half the channels of every pruned group
+    assert forward_flops(pruned.model, (3, 32, 32)) < forward_flops(model, (3, 32, 32))
+    # the record is JSON data; the scratch arms rebuild the architecture from it alone
+    record = json.loads(json.dumps(pruned.spec.to_dict()))
+    assert isinstance(record["layout"], dict) and record["layout"]
+    torch.manual_seed(1)
+    rebuilt = build_model(ArchSpec.from_dict(record))
+    shapes = {k: v.shape for k, v in pruned.model.state_dict().items()}
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == shapes
+    assert param_count(rebuilt) == param_count(pruned.model)
+    inherited = [k for k, v in _weights(rebuilt).items() if torch.equal(v, pruned.model.state_dict()[k])]
+    assert not inherited, f"weights inherited by the scratch rebuild: {inherited[:3]}"
+    for m in (pruned.model, rebuilt):
+        m.train()
+        out = m(torch.randn(2, 3, 32, 32))
+        assert out.shape == (2, 10)
+        out.logsumexp(1).sum().backward()
+        grads = [p.grad for p in m.parameters() if p.requires_grad]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_a_rebuild_is_a_fresh_draw_of_the_library_init_and_repeats_under_a_seed():
+    spec = _spec("timm:resnet18")
+    pruned = prune(build_model(spec), spec, PruneConfig("depgraph", 0.3, scope="local"))
+    torch.manual_seed(5)
+    a = build_model(pruned.spec)
+    torch.manual_seed(5)
+    b = build_model(pruned.spec)
+    torch.manual_seed(6)
+    c = build_model(pruned.spec)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert not torch.equal(a.conv1.weight, c.conv1.weight)
+    # BatchNorm starts as the library starts it; a kept conv keeps the leading part of its fresh draw
+    assert torch.equal(a.bn1.weight, torch.ones_like(a.bn1.weight))
+    assert a.conv1.weight.shape[0] == int(64 * 0.7)  # Torch-Pruning keeps int(n * (1 - ratio)), as Li et al.
+
+
+@pytest.mark.parametrize("criterion", CRITERIA)
+def test_every_criterion_prunes_a_resnet(criterion):
+    spec = _spec("timm:resnet18")
+    model = build_model(spec)
+    config = PruneConfig("depgraph", 0.4, criterion=criterion, scope="global" if criterion == "lamp" else "local")
+    images = torch.randn(4, 3, 32, 32) if needs_data(config) else None
+    assert needs_data(config) == (criterion in ("taylor", "hessian"))
+    pruned = prune(model, spec, config, images)
+    widths = [m.out_channels for m in pruned.model.modules() if isinstance(m, nn.Conv2d)]
+    assert min(widths) >= 1 and sum(widths) < sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert pruned.model.fc.out_features == 10  # the classifier is never pruned
+
+
+def test_local_scope_keeps_int_of_each_layer_and_global_scope_ranks_across_layers():
+    spec = _spec("timm:resnet18")
+    model = build_model(spec)
+    local = prune(model, spec, PruneConfig("depgraph", 0.5, scope="local"))
+    assert local.model.layer1[0].conv1.out_channels == 32 and local.model.layer4[0].conv1.out_channels == 256
+
+    def lost(pruned):
+        return max(
+            1 - m.out_channels / model.get_submodule(n).out_channels
+            for n, m in pruned.model.named_modules()
+            if isinstance(m, nn.Conv2d)
+        )
+
+    uncapped = prune(model, spec, PruneConfig("depgraph", 0.5, criterion="lamp", scope="global"))
+    capped = prune(model, spec, PruneConfig("depgraph", 0.5, criterion="lamp", scope="global", max_ratio=0.6, steps=10))
+    assert lost(uncapped) > 0.7 and lost(capped) < 0.65  # the cap binds between steps (a step may pass it a little)
+    kept = [
+        m.out_channels / model.get_submodule(n).out_channels
+        for n, m in capped.model.named_modules()
+        if isinstance(m, nn.Conv2d)
+    ]
+    assert len({round(k, 3) for k in kept}) > 2  # global: widths differ across layers
+    rounded = prune(model, spec, PruneConfig("depgraph", 0.3, scope="local", round_to=8))
+    widths = [m.out_channels for m in rounded.model.modules() if isinstance(m, nn.Conv2d)]
+    assert all(w % 8 == 0 for w in widths) and rounded.model.conv1.out_channels in (40, 48)  # 44 rounded
+
+
+def test_iterative_steps_reach_the_same_ratio():
+    spec = _spec("timm:resnet18")
+    model = build_model(spec)
+    one = prune(model, spec, PruneConfig("depgraph", 0.5, scope="local"))
+    three = prune(model, spec, PruneConfig("depgraph", 0.5, scope="local", steps=3))
+    assert param_count(three.model) == param_count(one.model)
+
+
+def test_ignored_layers_keep_their_channels_and_an_unmatched_pattern_is_refused():
+    spec = _spec("timm:resnet18")
+    model = build_model(spec)
+    pruned = prune(model, spec, PruneConfig("depgraph", 0.5, scope="local", ignore=("layer1.*",)))
+    assert pruned.model.layer1[0].conv1.out_channels == 64 and pruned.model.layer2[0].conv1.out_channels == 64
+    with pytest.raises(PruneError, match=r"prune.ignore pattern 'layer9\.\*' matches no layer of timm:resnet18"):
+        prune(model, spec, PruneConfig("depgraph", 0.5, ignore=("layer9.*",)))
+
+
+def test_a_vit_prunes_its_mlp_channels_and_keeps_token_width_and_heads():
+    spec = _spec("timm:vit_tiny_patch16_224", SIX["timm:vit_tiny_patch16_224"])
+    model = build_model(spec)
+    pruned = prune(model, spec, PruneConfig("depgraph", 0.5, scope="local"))
+    block = pruned.model.blocks[0]
+    assert block.mlp.fc1.out_features == 384 and block.attn.qkv.out_features == 3 * 192
+    assert block.attn.num_heads == 3 and pruned.model.patch_embed.proj.out_channels == 192
+
+
+def test_the_random_control_copies_the_widths_with_other_channels():
+    spec = _spec("timm:resnet18")
+    model = build_model(spec)
+    reference = prune(model, spec, PruneConfig("depgraph", 0.5, scope="local"))
+    control = random_like(model, spec, reference, PruneConfig("random", 0.5, seed=3, like="depgraph"))
+    assert control.spec.layout == reference.spec.layout
+    assert not torch.equal(control.model.layer1[0].conv1.weight, reference.model.layer1[0].conv1.weight)
+    via_method = prune(model, spec, PruneConfig("random", 0.5, scope="local", seed=3))  # like: depgraph by default
+    assert via_method.spec.layout == reference.spec.layout
+
+
+def test_unknown_names_and_arguments_are_refused_with_what_fits():
+    with pytest.raises(ModelError, match=r"timm has no model 'resnet181'; closest: timm:resnet18"):
+        build_model(ArchSpec("timm:resnet181", ()))
+    with pytest.raises(ModelError, match=r"torchvision has no model 'mobilenetv3'; closest: .*torchvision:mobilenet"):
+        default_spec("torchvision:mobilenetv3")
+    with pytest.raises(ModelError, match=r"model_args \['bogus_width'\] do not fit"):
+        build_model(_spec("timm:resnet18", {"bogus_width": 3}))
+    with pytest.raises(
+        ModelError, match=r"model_args \['pretrained'\]: set by the spec's dataset and never downloaded"
+    ):
+        build_model(_spec("timm:resnet18", {"pretrained": True}))
+    with pytest.raises(ModelError, match="a library model takes no widths"):
+        build_model(ArchSpec("timm:resnet18", (3, 4)))
+
+
+def test_a_layout_that_does_not_fit_the_model_is_refused_naming_the_layer():
+    model = build_model(_spec("timm:resnet18"))
+    with pytest.raises(ModelError, match="layout names layer 'layer9.conv', which timm:resnet18 does not have"):
+        apply_layout(model, {"layer9.conv": {"attrs": {}, "shapes": {}}}, "timm:resnet18")
+    with pytest.raises(ModelError, match=r"layout shape \[128, 3, 7, 7\] of conv1.weight does not fit"):
+        apply_layout(model, {"conv1": {"attrs": {}, "shapes": {"weight": [128, 3, 7, 7]}}})
+
+
+class _Detach(nn.Module):
+    def forward(self, x):
+        return torch.from_numpy(x.detach().numpy()).clone()
+
+
+class _Untraceable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3)
+        self.custom = _Detach()
+        self.body = nn.Conv2d(8, 8, 3)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(self.body(self.custom(self.stem(x))).mean((2, 3)))
+
+
+def test_a_model_depgraph_cannot_trace_is_refused_naming_the_layer():
+    spec = _spec("timm:resnet18")  # the spec only gives the shape; the module is the untraceable one
+    with pytest.raises(PruneError, match=r"DepGraph cannot trace timm:resnet18 at layer 'stem': .*prune.ignore"):
+        depgraph(_Untraceable(), spec, PruneConfig("depgraph", 0.5, scope="local"))
+    pruned = depgraph(_Untraceable(), spec, PruneConfig("depgraph", 0.5, scope="local", ignore=("stem",)))
+    assert pruned.model.stem.out_channels == 8 and pruned.model.body.out_channels == 4
+
+
+def test_prune_config_digests_of_the_paper_methods_are_unchanged():
+    assert PruneConfig("l1-norm", 0.5).to_dict() == {
+        "method": "l1-norm",
+        "ratio": 0.5,
+        "min_channels": 1,
+        "scope": "global",
+        "calibration_images": 256,
+        "seed": 0,
+    }
+    assert PruneConfig("depgraph", 0.5, scope="local").scope == "layer"
+    with pytest.raises(PruneError, match="max_ratio=0 is outside"):
+        PruneConfig("depgraph", 0.5, max_ratio=0)
+    with pytest.raises(PruneError, match="unknown; valid: l1, l2"):
+        prune(build_model(_spec("timm:resnet18")), _spec("timm:resnet18"), PruneConfig("depgraph", 0.5, criterion="l3"))
