@@ -84,6 +84,7 @@ def test_a_bad_spec_is_refused_before_anything_with_the_field_named(capsys):
         assert len(err) == 1 and says in err[0], err
 
 
+@pytest.mark.smoke  # every shipped spec, each model's training rate timed: in the smoke step (70 s)
 def test_the_catalogue_lists_every_shipped_spec_with_its_cost(capsys, tmp_path):
     assert main(["specs", "--csv", str(tmp_path / "specs.csv")]) == 0
     import pandas as pd

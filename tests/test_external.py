@@ -223,3 +223,55 @@ def test_prune_config_digests_of_the_paper_methods_are_unchanged():
         PruneConfig("depgraph", 0.5, max_ratio=0)
     with pytest.raises(PruneError, match="unknown; valid: l1, l2"):
         prune(build_model(_spec("timm:resnet18")), _spec("timm:resnet18"), PruneConfig("depgraph", 0.5, criterion="l3"))
+
+
+@pytest.mark.parametrize(
+    "name, conv_rule, linear_rule",
+    [
+        ("timm:resnet18", "he-fan-out", "torch-default"),  # kaiming_normal(fan_out) convs, nn.Linear's default fc
+        ("timm:efficientnet_b0", "he-fan-out-groups", "uniform-fan-out"),  # timm's EfficientNet init
+        ("timm:convnext_atto", "fixed", "fixed"),  # trunc_normal(std=.02) everywhere
+    ],
+)
+def test_the_init_rule_is_read_off_the_fresh_model_and_a_cut_layer_gets_its_scale(name, conv_rule, linear_rule):
+    from rethink.models.init_rule import RULES, fan_sizes, init_rules
+
+    model = build_model(_spec(name))
+    rules = init_rules(model)
+    assert (rules[nn.Conv2d], rules[nn.Linear]) == (conv_rule, linear_rule)
+    pruned = prune(model, _spec(name), PruneConfig("depgraph", 0.5, scope="local"))
+    torch.manual_seed(3)
+    rebuilt = build_model(pruned.spec)
+    cut = [
+        (n, m)
+        for n, m in rebuilt.named_modules()
+        if isinstance(m, nn.Conv2d) and m.weight.numel() >= 4096 and n in json.loads(pruned.spec.layout)
+    ]
+    assert cut
+    for n, m in cut:
+        std = float(m.weight.detach().std())
+        expected = (
+            RULES[conv_rule](fan_sizes(m)) if conv_rule != "fixed" else float(model.get_submodule(n).weight.std())
+        )
+        assert std == pytest.approx(expected, rel=0.12), n  # the rule's scale at the pruned fan, not the full one
+
+
+def test_a_cut_he_fan_out_conv_is_scaled_up_by_the_square_root_of_its_lost_fan():
+    spec = _spec("timm:resnet18")
+    pruned = prune(build_model(spec), spec, PruneConfig("depgraph", 0.75, scope="local"))
+    stds = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        full = build_model(spec).layer3[0].conv1.weight.std()
+        torch.manual_seed(seed)
+        small = build_model(pruned.spec).layer3[0].conv1.weight.std()
+        stds.append(float(small / full))
+    assert sum(stds) / 3 == pytest.approx(2.0, rel=0.05)  # out 256 -> 64: sqrt(256 / 64)
+
+
+def test_a_pruned_library_model_builds_on_the_meta_device_for_shape_work():
+    spec = _spec("timm:resnet18")
+    pruned = prune(build_model(spec), spec, PruneConfig("depgraph", 0.5, scope="local"))
+    with torch.device("meta"):
+        shapes = build_model(pruned.spec).state_dict()
+    assert {k: v.shape for k, v in shapes.items()} == {k: v.shape for k, v in pruned.model.state_dict().items()}

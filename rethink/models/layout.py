@@ -5,8 +5,8 @@ the new shape of every changed parameter or buffer and the new value of every ch
 (`out_channels`, `groups`, `num_features`, `normalized_shape`, `num_heads`, ...). Applying it to a freshly
 built unpruned model gives the pruned architecture with a fresh initialisation: each changed tensor keeps
 the leading part of its fresh draw, so every weight comes from the library's own initialiser and none is
-inherited. Where that initialiser scales with a layer's fan, the draw keeps the unpruned layer's scale (a
-layer that a normalisation follows is unaffected in its forward pass).
+inherited. Where that initialiser scales with a layer's fan, the cut conv and linear weights are rescaled
+to the scale it gives at their new fan (`rethink.models.init_rule`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from itertools import chain
 import torch
 from torch import nn
 
+from .init_rule import FAN_LAYERS, fan_sizes, init_rules, rescale
 from .registry import ModelError
 
 Layout = dict[str, dict[str, dict]]
@@ -54,7 +55,10 @@ def record_layout(pruned: nn.Module, full: nn.Module) -> Layout:
 
 
 def apply_layout(model: nn.Module, layout: Layout, label: str = "the model") -> nn.Module:
-    """Cut a freshly built unpruned model to `layout` in place (and return it)."""
+    """Cut a freshly built unpruned model to `layout` in place (and return it), each cut conv and linear
+    weight at the scale the library's initialiser gives its new fan."""
+    rules = init_rules(model)
+    fans = {n: fan_sizes(m) for n, m in model.named_modules() if isinstance(m, FAN_LAYERS)}
     for name, entry in layout.items():
         try:
             m = model.get_submodule(name)
@@ -67,6 +71,9 @@ def apply_layout(model: nn.Module, layout: Layout, label: str = "the model") -> 
             setattr(m, k, tuple(v) if isinstance(old, tuple) else v)
         for n, shape in entry.get("shapes", {}).items():
             _cut(m, name, n, shape)
+        if name in fans and "weight" in entry.get("shapes", {}) and type(m) in rules:
+            with torch.no_grad():
+                m.weight.mul_(rescale(rules[type(m)], fans[name], fan_sizes(m)))
     return model
 
 
