@@ -1,6 +1,6 @@
 """Every shipped spec runs: its whole pipeline in smoke mode (synthetic images of its shape and class count,
-one base epoch, one searched trial and one baseline per study, picks on the search's seed (confirmed where
-the spec has a proxy), two final seeds, verdicts and report). Its own CI step: `pytest -q -m smoke`."""
+one base epoch, one searched trial and one baseline per study, confirmation, two final seeds, verdicts and
+report). Its own CI step: `pytest -q -m smoke`."""
 
 import contextlib
 import ctypes

@@ -1,6 +1,5 @@
 """Smoke mode: any spec's whole pipeline (base, prune, every study with one searched trial and one baseline,
-picks on the search's seed (a proxy spec: confirmed on one more seed and base), two final seeds, verdicts,
-report) on a few synthetic images of
+confirmation on one seed and one more base, two final seeds, verdicts, report) on a few synthetic images of
 the spec's input shape and class count, one epoch of base training: it checks that the spec runs, not what
 it finds."""
 
@@ -42,16 +41,14 @@ def smoke_spec(spec: Spec) -> Spec:
     # one baseline per study (the paper recipe where the spec has it): the enqueue-and-train path is the same
     # for every baseline, and each one's fields are checked against the space when the spec loads
     d["study"]["baselines"] = [b for b in spec.study.baselines if b == "paper"] or list(spec.study.baselines[:1])
-    # picks on the search's seed alone: confirmation trains the same picks on more bases with the final
-    # evaluation's code (its own tests run it on tiny specs); a proxy spec keeps it, its picks need it
-    d["select"] |= {"top_k": 1, "seeds": 0, "bases": None}
+    d["select"] |= {"top_k": 1, "seeds": 1, "bases": 1}
     d["final"]["seeds"] = 2
     d["verdict"]["min_seeds"] = 2
     if spec.prune.ratios and len(spec.prune.ratios) > 2:  # operating points: the first and the last level
         d["prune"]["ratios"] = [spec.prune.ratios[0], spec.prune.ratios[-1]]
     d["prune"]["rounds"] = min(spec.prune.rounds, 2)  # iterative pruning: one retraining round shows it runs
     if spec.proxy is not None:  # two candidates per study, so the proxy's rank check has a pair to rank
-        d["select"] |= {"top_k": 2, "seeds": 1, "bases": 1}
+        d["select"]["top_k"] = 2
         if spec.proxy.resolution is not None:
             d["proxy"]["resolution"] = min(spec.proxy.resolution, SMOKE_SIZE // 2)
     return Spec.model_validate(d)
