@@ -98,6 +98,7 @@ def test_every_criterion_prunes_a_resnet(criterion):
 
 
 def test_local_scope_keeps_int_of_each_layer_and_global_scope_ranks_across_layers():
+    torch.manual_seed(0)
     spec = _spec("timm:resnet18")
     model = build_model(spec)
     local = prune(model, spec, PruneConfig("depgraph", 0.5, scope="local"))

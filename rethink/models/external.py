@@ -108,9 +108,9 @@ def build_spec(spec) -> nn.Module:
 
     if spec.widths:
         raise ModelError(f"model {spec.model!r}: a library model takes no widths (its pruned shape is its layout)")
-    model = build_external(spec.model, spec.in_channels, spec.num_classes, spec.model_args)
     if spec.bn_init != 1.0:
         raise ModelError(f"model {spec.model!r}: bn_init is for the registry's models; a library model keeps its own")
+    model = build_external(spec.model, spec.in_channels, spec.num_classes, spec.model_args)
     return apply_layout(model, json.loads(spec.layout), spec.model) if spec.layout else model
 
 

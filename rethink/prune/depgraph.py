@@ -104,9 +104,9 @@ def make_pruner(
 ):
     """Torch-Pruning's pruner over `model` (pruned in place); a model it cannot trace is refused."""
     tp = _tp()
-    example = torch.zeros(1, spec.in_channels, spec.input_size, spec.input_size)
-    heads = _attention(model)
     shape = (spec.in_channels, spec.input_size, spec.input_size)
+    example = torch.zeros(1, *shape)
+    heads = _attention(model)
     try:
         check_runs(model, shape, spec.model)
     except ModelError as e:
