@@ -2,9 +2,6 @@
 one base epoch, one searched trial and one baseline per study, confirmation, two final seeds, verdicts and
 report). Its own CI step: `pytest -q -m smoke`."""
 
-import contextlib
-import ctypes
-import gc
 import json
 
 import mlflow
@@ -17,16 +14,6 @@ from study.commands.specs import shipped
 from study.plan.load import load_spec
 
 pytestmark = pytest.mark.smoke
-
-
-@pytest.fixture(autouse=True)
-def _memory_back_to_the_system():
-    """After each spec, the freed heap goes back to the system: glibc keeps a process's high-water mark
-    (measured: a worker grew to 12 GB over the sweep; each spec alone peaks at 6 GB and trims to 1 GB)."""
-    yield
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 @pytest.mark.parametrize("name", shipped())

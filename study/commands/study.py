@@ -9,6 +9,8 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from rethink.data import dataset_shape
+from study.plan.arch import check_model_fits
 from study.plan.cost import check_architectures
 from study.plan.load import load_spec, resolve_spec_path
 from study.plan.spec import Spec, SpecError
@@ -86,6 +88,8 @@ def run_study(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # progress lines, and failures, come from rethink
     spec = load_spec(args.spec, args.set, args.smoke)  # every spec error is raised before any training
     check_architectures(spec)  # Section 5's arms: sizes that cannot be matched, refused naming the field
+    if spec.weights:  # the file matched to the model key by key, --dry-run included
+        check_model_fits(spec, dataset_shape(spec.dataset, spec.data_root))
     if args.dry_run:
         print("\n".join(cost_lines(spec)))
         return 0

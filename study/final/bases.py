@@ -22,6 +22,7 @@ from rethink.train import History, Runtime, config_digest, seed_everything
 from study.records.cluster import Cluster
 from study.records.tracking import RunTree
 from study.search.arch_arms import derive_arms
+from study.search.base_file import assumed_train_flops, score, weights_note
 from study.search.rounds import RoundPlace, prune_base, rounds_train
 from study.search.trunk import Trunk, base_callbacks, calibration, control_for, prune_config
 
@@ -115,6 +116,9 @@ def train_bases(
         if spec.base.sparsity or spec.base.sfp_ratio is not None:
             key["callbacks"] = "base"  # trained with the base's callbacks (before 2026-11-28 they were left out)
         digest = config_digest(key)
+        if spec.weights:  # the file's base, the trunk's own, scored on this stage's evaluation images
+            found[seed] = _file_base(trunk, seed, digest, split, tree, root, workdir, stage)
+            continue
         folder = workdir / f"{stage.label}-base-{digest}"
         run_id, metrics = finished_run(tree, digest, root, stage.kind, stage.metric)
         if run_id and (folder / "model.pt").is_file():
@@ -186,3 +190,23 @@ def _save_base(p: Pending, init_state: dict, trunk: Trunk, digest: str, folder: 
     meta = {"train": p.config.to_dict(), "digest": digest, **score}
     save_checkpoint(folder / "init.pt", init_model, trunk.base_spec, meta=meta | {"epoch": 0})
     save_checkpoint(folder / "model.pt", p.model.cpu(), trunk.base_spec, meta=meta)
+
+
+def _file_base(trunk: Trunk, seed: int, digest: str, split: Split, tree: RunTree, root: str, workdir: Path, stage):
+    """A stage's base when the spec's comes from a weights file: that model (the trunk's checkpoint), scored
+    once on the stage's evaluation images and recorded as a run that says it was not trained; its training
+    FLOPs are the spec's base recipe's (the file's own are unknown)."""
+    spec = trunk.spec
+    model, _ = load_cached(workdir / f"base-{spec.base_digest()}" / "model.pt", spec.base_digest())
+    flops = assumed_train_flops(trunk.base_flops, trunk.base_config, len(split.y_train))
+    run_id, metrics = finished_run(tree, digest, root, stage.kind, stage.metric)
+    if run_id:
+        return model, trunk.init_state, metrics[stage.metric], flops, run_id, digest
+    acc = score(model, split, trunk.base_config)
+    tags = {"arm": "unpruned", "choice": "paper", "seed": seed, "rethink.digest": digest, "rethink.role": "base"}
+    tags |= {"data": stage.data, "rethink.base_source": "weights"}
+    run_id = tree.child(root, f"{stage.label}:base:seed{seed}", stage.kind, tags, reuse=False)
+    tree.log_params(run_id, {"weights": spec.weights, "weights_sha256": spec.weights_sha256})
+    tree.log_metrics(run_id, {stage.metric: acc, "train_flops": flops})
+    tree.end(run_id, "FINISHED", weights_note(spec))
+    return model, trunk.init_state, acc, flops, run_id, digest

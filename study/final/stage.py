@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from rethink.train import Runtime, TrainConfig
 from study.records.cluster import Cluster
+from study.search.base_file import weights_caveat
 from study.search.finished import FinishedSearch
 
 from .confirm import Confirmation, ConfirmCost, confirm_picks
@@ -60,6 +61,8 @@ def evaluate_picks(search: FinishedSearch, runtime: Runtime, cluster: Cluster | 
         cluster,
     )
     caveats = []
-    if spec.final.share_base:
+    if spec.weights:
+        caveats.append(weights_caveat(spec))
+    elif spec.final.share_base:
         caveats.append("one base served every seed (final.share_base): fine-tune's seed spread excludes the base's")
     return FinalEvaluation(choices, missing, results, caveats, confirmations, cost)

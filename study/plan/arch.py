@@ -7,6 +7,7 @@ from typing import Protocol
 
 from rethink.models.probe import check_runs
 from rethink.models.registry import ArchSpec, ModelError, build_model, default_spec, model_entry
+from rethink.models.weights import load_weights
 from rethink.prune.registry import PruneConfig
 
 from .spec import Spec, SpecError
@@ -36,9 +37,15 @@ def base_arch(spec: Spec, data: Shaped) -> ArchSpec:
 
 
 def check_model_fits(spec: Spec, data: Shaped) -> None:
-    """A library model takes one blank image of the data's shape before anything trains (the registry's
-    models run on any image of at least 8 px); a failure names the layer."""
+    """Before anything trains: a base from a weights file fits the model the spec builds, and a library
+    model takes one blank image of the data's shape (the registry's models run on any image of at least
+    8 px); a failure names the key or the layer."""
     arch = base_arch(spec, data)
+    if spec.weights:  # the file read (weights_only) and matched key by key before anything trains
+        try:
+            load_weights(build_model(arch), spec.weights, spec.model)
+        except ModelError as e:
+            raise SpecError(f"spec {spec.name}: {e}") from None
     if model_entry(arch.model).family != "external":
         return
     try:

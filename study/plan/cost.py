@@ -212,6 +212,8 @@ def _spec_cost(spec: Spec, data: DatasetShape) -> Cost:
         return training_flops(base_fwd if arm == "unpruned" else arch_macs.get(arm, pruned_fwd), n)
 
     stages = [Stage("base (search split)", 1, caps.base_train)]
+    if spec.weights:  # loaded and scored, not trained
+        stages = [Stage("base (the weights file: not trained)", 0, 0.0)]
     if round_macs:
         stages.append(Stage("pruning rounds (search split)", len(round_macs), caps.prune_train))
     picks: list[tuple[str, float]] = []  # (arm, expected epochs) of each tuned pick, for the later stages
@@ -239,9 +241,10 @@ def _spec_cost(spec: Spec, data: DatasetShape) -> Cost:
     seeds = spec.final.seeds
     final_base = training_flops(base_fwd, n_final * base_config.epochs)
     rows = [*picks, *((a, e) for (a, _), e in baselines.items())]
-    stages.append(Stage("final: bases (train+val)", seeds, seeds * final_base))
+    n_bases = 0 if spec.weights else 1 if spec.final.share_base else seeds  # one base serves every seed
+    stages.append(Stage("final: bases (train+val)", n_bases, n_bases * final_base))
     if round_macs:
-        stages.append(Stage("final: pruning rounds", seeds * len(round_macs), seeds * rounds(n_final)))
+        stages.append(Stage("final: pruning rounds", n_bases * len(round_macs), n_bases * rounds(n_final)))
     stages.append(Stage("final: every row", seeds * len(rows), seeds * sum(m * epoch(a, n_final) for a, m in rows)))
     exact = exact_architecture(spec)
     problems = tuple(reach_problems(spec, caps, arch_caps))

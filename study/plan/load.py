@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from rethink.models.weights import WeightsError, file_sha256
+
 from .layout import check_reach, known_on_load
 from .smoke import smoke_spec
 from .spec import SPECS_DIR, Spec, SpecError
@@ -83,6 +85,7 @@ def load_spec(name_or_path: str, overrides: list[str] = (), smoke: bool = False)
         spec = Spec.model_validate(data)
     except ValidationError as e:
         raise _format(e, str(path)) from None
+    spec = with_weights_digest(spec, str(path))
     if smoke:
         try:
             spec = smoke_spec(spec)
@@ -90,3 +93,21 @@ def load_spec(name_or_path: str, overrides: list[str] = (), smoke: bool = False)
             raise _format(e, f"{path} (smoke mode)") from None
     check_reach(spec, known_on_load(spec), f"{path}: ")
     return spec
+
+
+def with_weights_digest(spec: Spec, source: str) -> Spec:
+    """A spec whose base comes from a file: the path made absolute (relative ones are taken from the current
+    folder, as data_root is) and the file's SHA-256 filled in, or checked where the spec pins it."""
+    if spec.weights is None:
+        return spec
+    path = Path(spec.weights).expanduser().resolve()
+    try:
+        digest = file_sha256(path)
+    except WeightsError as e:
+        raise SpecError(f"{source}: {e}") from None
+    if spec.weights_sha256 not in (None, digest):
+        raise SpecError(
+            f"{source}: weights: {path} has SHA-256 {digest}, the spec pins {spec.weights_sha256}; the file "
+            f"changed: point weights at the file the spec names, or set weights_sha256 = {digest!r}"
+        )
+    return spec.model_copy(update={"weights": str(path), "weights_sha256": digest})

@@ -41,7 +41,7 @@ def smoke_spec(spec: Spec) -> Spec:
     # one baseline per study (the paper recipe where the spec has it): the enqueue-and-train path is the same
     # for every baseline, and each one's fields are checked against the space when the spec loads
     d["study"]["baselines"] = [b for b in spec.study.baselines if b == "paper"] or list(spec.study.baselines[:1])
-    d["select"] |= {"top_k": 1, "seeds": 1, "bases": 1}
+    d["select"] |= {"top_k": 1, "seeds": 1, "bases": 0 if spec.weights else 1}  # a file's base is the only one
     d["final"]["seeds"] = 2
     d["verdict"]["min_seeds"] = 2
     if spec.prune.ratios and len(spec.prune.ratios) > 2:  # operating points: the first and the last level

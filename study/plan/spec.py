@@ -359,6 +359,14 @@ class Spec(_Strict):
     conv_init: str = "default"  # VGG: "weight-level" = the weight-level code's convs (bias, He init over fan-in)
     normalize: Annotated[str, one_of("normalization", NORMALIZATIONS)] = "split"
     seed: int = Field(0, ge=0)
+    weights: str | None = Field(
+        None,
+        description="a local weights file the base starts from (the base is not trained; every final seed and "
+        "every confirmation shares it): a state dict saved by torch.save, or .safetensors",
+    )
+    weights_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="the weights file's SHA-256: pinned, or filled in on load"
+    )
     base: BaseTraining = BaseTraining()
     prune: Pruning = Pruning(ratio=0.5)
     study: Study = Study()
@@ -369,6 +377,21 @@ class Spec(_Strict):
     verdict: Verdict = Verdict()
     arch: ArchArms = ArchArms()
     proxy: Proxy | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _weights_share_one_base(cls, data: Any) -> Any:
+        """A base from a file is the only base: every final seed and every confirmation run inherits it."""
+        if not isinstance(data, dict) or not data.get("weights"):
+            return data
+        final, select = dict(data.get("final") or {}), dict(data.get("select") or {})
+        if final.get("share_base") is False:
+            raise ValueError("final.share_base = false: a base from weights is the only base; drop the field")
+        if select.get("bases"):
+            raise ValueError(
+                f"select.bases = {select['bases']}: a base from weights is the only base; drop the field (0 is implied)"
+            )
+        return data | {"final": final | {"share_base": True}, "select": select | {"bases": 0}}
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -409,12 +432,28 @@ class Spec(_Strict):
                 f"cap per study); give epochs = {{ low = 2, high = N }} in epochs"
             )
         self._check_arch_arms()
+        self._check_weights()
         if "lottery" in self.study.arms and self.prune.method not in ("lottery", "magnitude", "l1-norm"):
             raise ValueError(
                 f"study.arms: the lottery arm needs a method that keeps the base's init (magnitude, lottery or "
                 f"l1-norm), not {self.prune.method!r}; drop 'lottery' from study.arms or change prune.method"
             )
         return self
+
+    def _check_weights(self) -> None:
+        """A base loaded from a file is not trained here: nothing that shapes its training or rewinds it."""
+        if self.weights is None:
+            if self.weights_sha256 is not None:
+                raise ValueError("weights_sha256 is set but weights is not; name the file it pins")
+            return
+        trained = [f for f, on in (("base.sparsity", self.base.sparsity > 0), ("base.sfp_ratio", self.base.sfp_ratio
+                   is not None)) if on]  # fmt: skip
+        if trained:
+            raise ValueError(f"{trained[0]} shapes the base's training, and a base from weights is not trained here")
+        if "lottery" in self.study.arms:
+            raise ValueError("study.arms: the lottery arm rewinds to the base's init, which a weights file lacks")
+        if self.prune.rounds > 1:
+            raise ValueError("prune.rounds: iterative pruning rewinds to the base's init, which a weights file lacks")
 
     def _check_library_model(self) -> None:
         """A library model comes as its library builds it: no width scaling, no BN re-initialisation."""
@@ -553,11 +592,11 @@ class Spec(_Strict):
         return {**d, "code_versions": versions} if versions else d
 
     def digest(self) -> str:
-        return config_digest(self._with_versions(self.dump(exclude=METADATA)))
+        return config_digest(self._with_versions(self.dump(exclude=METADATA | WHERE)))
 
     def base_digest(self) -> str:
         keys = {"dataset", "val_fraction", "model", "width_scale", "classifier", "bn_init", "conv_init", "normalize"}
-        keys |= {"seed", "base", "model_args"}
+        keys |= {"seed", "base", "model_args", "weights_sha256"}
         d = self.dump(include=keys)
         trains_with_method = self.base.sparsity > 0 or self.base.sfp_ratio is not None  # slimming's L1, SFP
         version = code_versions(self.prune.method, ()).get(f"method:{self.prune.method}")
@@ -568,12 +607,13 @@ class Spec(_Strict):
     def study_fields(self) -> dict[str, Any]:
         """The fields that define a study's trials: a change here (the code versions included) makes old
         trials incomparable; the studies are then refused, naming it, until --new-study starts new ones."""
-        fields = self.dump(exclude={*METADATA, "final", "data_root", "verdict", "select"})
+        fields = self.dump(exclude={*METADATA, *WHERE, "final", "data_root", "verdict", "select"})
         fields["study"].pop("n_trials")  # a larger budget continues the same studies
         return self._with_versions(fields)
 
 
 METADATA = {"description", "paper_row"}  # what a spec says about itself: no part of any digest
+WHERE = {"weights"}  # where a file lies (its content is weights_sha256): no part of any digest
 
 # Fields added after specs were first digested. Holding their defaults they are left out of digests and
 # study fields, so the studies, runs and checkpoints of specs written before them stay valid.
@@ -602,5 +642,6 @@ LATER_FIELDS: dict[tuple[str, ...], Any] = {
     ("prune", "round_to"): None,
     ("prune", "steps"): 1,
     ("prune", "ignore"): [],
+    ("weights_sha256",): None,
 }
 LATER_TABLES = ("select", "arch")  # left out of digests when every field in them holds its default

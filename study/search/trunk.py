@@ -38,6 +38,7 @@ from study.records.progress import PrintProgress
 from study.records.tracking import MlflowEpochLogger, RunTree
 
 from .arch_arms import derive_arms, derived_caps, log_derived, transferred_pattern
+from .base_file import record_base_file
 from .rounds import RoundPlace, prune_base, pruned_digest, rounds_from_meta, rounds_meta, rounds_train
 
 
@@ -161,6 +162,13 @@ def build_trunk(
         init_state = load_cached(base_dir / "init.pt", base_digest)[1].state_dict
         base_run = tree.find({"rethink.kind": "base", **tags}, root) or _reused(tree, root, "base", tags, base_dir)
         base_val_acc = float(base_ckpt.meta.get("val_acc", float("nan")))
+    elif spec.weights and train_missing:  # the file's base: scored and recorded, not trained
+        stale = tree.find({"rethink.kind": "base", **tags}, root)
+        if stale:
+            tree.end(stale, "KILLED", "interrupted before its checkpoint was written; loaded again")
+        base, init_state, base_run, base_val_acc = record_base_file(
+            spec, base_spec, split, base_config, tree, root, base_dir, tags, shape
+        )
     else:
         if not train_missing:
             raise SpecError(

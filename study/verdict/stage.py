@@ -173,7 +173,8 @@ def write_verdicts(
     choices, missing, results = final.choices, final.missing, final.results
     caveats = [*search.caveats, *final.caveats]
     mode = spec.study.mode
-    recipes = {(c.arm, c.name): c.source for c in choices} | {("unpruned", "paper"): "the paper recipe, untuned"}
+    unpruned = f"the weights file {spec.weights}, not trained here" if spec.weights else "the paper recipe, untuned"
+    recipes = {(c.arm, c.name): c.source for c in choices} | {("unpruned", "paper"): unpruned}
     table = results_table(results, recipes)
     analysis = analysis_for(spec, studies, margin, confidence)
     gaps = tuning_gaps(results, mode)
