@@ -11,6 +11,9 @@ from .augment import AUGMENTATIONS
 from .budget import SCHEDULES
 from .errors import ConfigError
 
+OPTIMIZERS = ("sgd", "adamw")
+LATER_DEFAULTS = {"optimizer": "sgd"}  # fields added later: left out of to_dict at these values, so digests stay
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -28,6 +31,7 @@ class TrainConfig:
     augment: str = "crop-flip"
     label_smoothing: float = 0.0
     seed: int = 0
+    optimizer: str = "sgd"  # or "adamw": momentum is its beta1, weight_decay decoupled and on >= 2-D weights only
 
     def __post_init__(self):
         object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
@@ -50,9 +54,14 @@ class TrainConfig:
             raise ConfigError(f"train config: augment={self.augment!r}; valid names: {', '.join(AUGMENTATIONS)}")
         if self.nesterov and self.momentum == 0:
             raise ConfigError("train config: nesterov=True needs momentum > 0")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"train config: optimizer={self.optimizer!r}; valid names: {', '.join(OPTIMIZERS)}")
+        if self.optimizer == "adamw" and self.nesterov:
+            raise ConfigError("train config: nesterov=True is SGD's; AdamW has none: set nesterov = false")
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"milestones": list(self.milestones)}
+        d = asdict(self) | {"milestones": list(self.milestones)}
+        return {k: v for k, v in d.items() if LATER_DEFAULTS.get(k, object()) != v}
 
     def digest(self) -> str:
         return config_digest(self.to_dict())

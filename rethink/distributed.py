@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .runtime import Runtime
-from .train import FUSED_SGD_DEVICES, Job, PlainStep, make_sgd
+from .train import FUSED_DEVICES, Job, PlainStep, make_optimizer
 
 
 class DDPStep(PlainStep):
@@ -35,7 +35,7 @@ class DDPStep(PlainStep):
         self.model, self.bf16 = job.model, runtime.resolve()[2]
         self.world = dist.get_world_size()
         self.forward = DistributedDataParallel(job.model, device_ids=[device.index] if device.type == "cuda" else None)
-        self.optimizer = make_sgd(job.model, job.config, fused=device.type in FUSED_SGD_DEVICES)
+        self.optimizer = make_optimizer(job.model, job.config, fused=device.type in FUSED_DEVICES)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=job.config.label_smoothing, reduction="sum")
 
     def __call__(self, xs: list[torch.Tensor], ys: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

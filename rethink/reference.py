@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .augment import EpochDraws, default_pad, draw_epoch
 from .budget import PER_STEP_SCHEDULES, lr_at
 from .data import Split, channel_stats
-from .train import EpochMetrics, History, NonFiniteLoss, TrainConfig, make_sgd
+from .train import EpochMetrics, History, NonFiniteLoss, TrainConfig, make_optimizer
 
 
 class _EpochOrder(Sampler[int]):
@@ -82,7 +82,7 @@ def reference_train(
     """The paper-style loop: per-sample transforms in DataLoader workers, fp32 NCHW, batches copied to the
     device (pinned memory on CUDA), and a host sync every step."""
     model.to(device)
-    optimizer = make_sgd(model, config)  # one tensor at a time, as the paper's code did
+    optimizer = make_optimizer(model, config)  # one tensor at a time, as the paper's code did
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     history = History()
     ds = PerSampleDataset(split.x_train, split.y_train, config.augment)

@@ -31,6 +31,8 @@ def stack_key(job: Job) -> tuple:
     """Jobs with equal keys can be stacked: the same tensors (names, shapes, dtypes) and step count, and
     one optimizer setting; lr, schedule, augmentation and seed may differ per run."""
     state = tuple((k, tuple(v.shape), v.dtype) for k, v in job.model.state_dict().items())
+    if job.config.optimizer != "sgd":  # the stacked update is SGD's: any other optimizer trains alone
+        return state, id(job)
     return state, tuple(getattr(job.config, f) for f in SHARED_FIELDS)
 
 

@@ -47,18 +47,22 @@ def _through_bytes(state: dict) -> dict:
     return torch.load(buf, weights_only=True)
 
 
-@pytest.mark.parametrize("killed_after", [0, 2, 3])
-def test_a_killed_run_resumes_to_the_uninterrupted_result(killed_after):
+ADAMW = TrainConfig(epochs=4, batch_size=64, lr=3e-3, augment="crop-flip", seed=3, optimizer="adamw", weight_decay=0.05)
+
+
+@pytest.mark.parametrize("killed_after, config", [(0, CONFIG), (2, CONFIG), (3, CONFIG), (1, ADAMW)])
+def test_a_killed_run_resumes_to_the_uninterrupted_result(killed_after, config):
+    """AdamW's moments and step counts go through the snapshot as SGD's momentum does."""
     split = _split()
     straight = _model()
-    reference = train(straight, split, CONFIG)
+    reference = train(straight, split, config)
 
     saved: list[dict] = []
-    digest = CONFIG.digest()
+    digest = config.digest()
     model = _model()
     with pytest.raises(Killed):
         checkpoint = EpochCheckpoint(lambda s: saved.append(_through_bytes(s)), digest, every_s=0)
-        train(model, split, CONFIG, [checkpoint, KillAfter(killed_after)])
+        train(model, split, config, [checkpoint, KillAfter(killed_after)])
     state = saved[-1]
     assert valid_state(state, digest) and state["epoch"] == killed_after and len(saved) == killed_after + 1
     assert not valid_state(state, "another recipe")
@@ -66,7 +70,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(killed_after):
     resumed = _model()  # a fresh process: a fresh model, the snapshot loaded into it
     prior, seen = prior_epochs(state)
     more: list[dict] = []
-    history = train(resumed, split, CONFIG, [EpochCheckpoint(more.append, digest, 0, prior, seen)], resume=state)
+    history = train(resumed, split, config, [EpochCheckpoint(more.append, digest, 0, prior, seen)], resume=state)
     assert [m.epoch for m in history.epochs] == [0, 1, 2, 3] and history.images_seen == reference.images_seen
     for a, b in zip(history.epochs, reference.epochs, strict=True):
         assert (a.lr, a.train_loss, a.eval_acc) == (b.lr, b.train_loss, b.eval_acc)

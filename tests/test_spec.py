@@ -130,3 +130,21 @@ def test_the_verdict_table_is_preregistered_in_the_digest_but_not_in_the_studies
     assert changed.study_fields() == base.study_fields()  # the studies continue; the report labels it post hoc
     with pytest.raises(SpecError, match="verdict.budgets"):
         load_spec(TINY, ["verdict.budgets=['Z']"])
+
+
+@pytest.mark.parametrize(
+    "name, side, proxy",
+    [
+        ("cifar10-l1-vgg16-a", 16, None),
+        ("cifar100-slimming-densenet40-40", 16, None),
+        ("imagenet-l1-resnet34-a", 16, 8),  # 224 px, proxy at 128: smoke at 16, proxy at 8
+        ("cifar100-depgraph-resnet18", 32, None),  # a library model keeps up to 32 px: its size may matter
+    ],
+)
+def test_smoke_mode_trains_registry_models_at_16_px_and_library_models_at_up_to_32(name, side, proxy):
+    from rethink.data import dataset_shape
+
+    spec, smoke = load_spec(name), load_spec(name, smoke=True)
+    shape = dataset_shape(smoke.dataset)
+    assert shape.input_size == side and shape.num_classes == dataset_shape(spec.dataset).num_classes
+    assert (smoke.proxy.resolution if smoke.proxy else None) == proxy

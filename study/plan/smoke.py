@@ -9,30 +9,35 @@ from dataclasses import replace
 
 from rethink.data import SYNTHETIC_PRESENT, dataset_shape, folder_path, is_folder, split_resolution, synthetic_name
 from rethink.imagefolder import has_at_most
+from rethink.models.external import is_external
 
 from .spec import Spec
 
 SMOKE_SUFFIX = "-smoke"  # its studies, runs and report never mix with the spec's own
 SMOKE_SIZE = 32  # the largest image side a smoke run trains at (ImageNet specs: 224 -> 32)
+REGISTRY_SMOKE_SIZE = 16  # the registry's models run on any side from 8 px: theirs train at 16 (a quarter the work)
 SMOKE_FOLDER_IMAGES = 2000  # an image folder this small is smoke-run itself (a test's JPEGs), else synthetic
 
 
 def smoke_spec(spec: Spec) -> Spec:
     """The spec at smoke size: two training images for each of up to 10 classes (one each side of the
-    validation split; the model keeps the spec's class count), one test image each, at most 32×32 (an
-    image folder of at most 2,000 images, e.g. a test's, is used itself at 32×32), E = 1 epoch (B and P
-    follow from the FLOPs), of its operating points the first and the last (the trade-off report needs two;
-    every level's budgets are checked statically by the cost), at most two rounds of iterative pruning,
-    everything else as the spec says."""
+    validation split; the model keeps the spec's class count), one test image each, at most 16×16 for the
+    registry's models and 32×32 for a library model (an image folder of at most 2,000 images, e.g. a test's,
+    is used itself at 32×32), E = 1 epoch (B and P follow from the FLOPs), of its operating points the first
+    and the last (the trade-off report needs two; every level's budgets are checked statically by the cost),
+    at most two rounds of iterative pruning, everything else as the spec says."""
     d = spec.model_dump()
     d["name"] = spec.name + SMOKE_SUFFIX
     d["val_fraction"] = 0.5
     if is_folder(spec.dataset) and has_at_most(folder_path(spec.dataset, spec.data_root), SMOKE_FOLDER_IMAGES):
         d["dataset"] = f"{split_resolution(spec.dataset)[0]}@{SMOKE_SIZE}"  # its own JPEGs, decoded as in a run
+        size = SMOKE_SIZE
         d["description"] = f"smoke run of {spec.name}: its small image folder at {SMOKE_SIZE}px, one base epoch"
     else:
         shape = dataset_shape(spec.dataset, spec.data_root)
-        shape = replace(shape, input_size=min(shape.input_size, SMOKE_SIZE))
+        side = SMOKE_SIZE if is_external(spec.model) else REGISTRY_SMOKE_SIZE  # a library model may need its size
+        shape = replace(shape, input_size=min(shape.input_size, side))
+        size = shape.input_size
         k = min(shape.num_classes, SYNTHETIC_PRESENT)  # the classes the images use; the model has all of them
         d["dataset"], d["normalize"] = synthetic_name(shape, 2 * k, k), "split"
         d["description"] = f"smoke run of {spec.name}: synthetic images, one base epoch; checks the pipeline only"
@@ -50,5 +55,5 @@ def smoke_spec(spec: Spec) -> Spec:
     if spec.proxy is not None:  # two candidates per study, so the proxy's rank check has a pair to rank
         d["select"]["top_k"] = 2
         if spec.proxy.resolution is not None:
-            d["proxy"]["resolution"] = min(spec.proxy.resolution, SMOKE_SIZE // 2)
+            d["proxy"]["resolution"] = min(spec.proxy.resolution, size // 2)
     return Spec.model_validate(d)

@@ -78,10 +78,20 @@ class BaseTraining(_Strict):
     milestones: tuple[float, ...] = (0.5, 0.75)
     gamma: float = Field(0.1, gt=0, le=1, description="step schedule: lr factor at each milestone")
     augment: Augmentation = "crop-flip"
+    optimizer: Literal["sgd", "adamw"] = Field(
+        "sgd", description="adamw: momentum is beta1; weight decay decoupled, on weights of 2+ dimensions only"
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
     sparsity: float = Field(0.0, ge=0, description="Network Slimming L1 strength on BN scales")
     sfp_ratio: float | None = Field(
         None, ge=0, lt=1, description="Soft Filter Pruning: share of every conv's filters zeroed after each epoch"
     )
+
+    @model_validator(mode="after")
+    def _optimizer_options(self):
+        if self.optimizer == "adamw" and self.nesterov:
+            raise ValueError("nesterov is SGD's; AdamW has none: set nesterov = false")
+        return self
 
     def train_config(self, seed: int) -> TrainConfig:
         fields = self.model_dump(exclude={"sparsity", "sfp_ratio"})
@@ -643,5 +653,7 @@ LATER_FIELDS: dict[tuple[str, ...], Any] = {
     ("prune", "steps"): 1,
     ("prune", "ignore"): [],
     ("weights_sha256",): None,
+    ("base", "optimizer"): "sgd",
+    ("base", "label_smoothing"): 0.0,
 }
 LATER_TABLES = ("select", "arch")  # left out of digests when every field in them holds its default
