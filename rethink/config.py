@@ -12,7 +12,11 @@ from .budget import SCHEDULES
 from .errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adamw")
-LATER_DEFAULTS = {"optimizer": "sgd"}  # fields added later: left out of to_dict at these values, so digests stay
+LATER_DEFAULTS = {
+    "optimizer": "sgd",
+    "mixup": 0.0,
+    "cutmix": 0.0,
+}  # fields added later: left out of to_dict at these values, so digests stay
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     seed: int = 0
     optimizer: str = "sgd"  # or "adamw": momentum is its beta1, weight_decay decoupled and on >= 2-D weights only
+    mixup: float = 0.0  # Beta α of mixup (0: off); rethink.mixing
+    cutmix: float = 0.0  # Beta α of CutMix (0: off); with mixup too, each batch takes one at even odds
 
     def __post_init__(self):
         object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
@@ -44,6 +50,8 @@ class TrainConfig:
             "milestones": all(0 < m < 1 for m in self.milestones),
             "gamma": 0 < self.gamma <= 1,
             "label_smoothing": 0 <= self.label_smoothing < 1,
+            "mixup": math.isfinite(self.mixup) and self.mixup >= 0,
+            "cutmix": math.isfinite(self.cutmix) and self.cutmix >= 0,
         }
         for name, ok in checks.items():
             if not ok:

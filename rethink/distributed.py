@@ -14,6 +14,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .mixing import hard_labels
 from .runtime import Runtime
 from .train import FUSED_DEVICES, Job, PlainStep, make_optimizer
 
@@ -47,7 +48,7 @@ class DDPStep(PlainStep):
             total = self.criterion(out.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
         (total * self.world / n).backward()
-        return (total.detach() / len(y)).view(1), (out.detach().argmax(1) == y).sum().view(1)
+        return (total.detach() / len(y)).view(1), (out.detach().argmax(1) == hard_labels(y)).sum().view(1)
 
     def reduce(self, t: torch.Tensor) -> torch.Tensor:
         """An epoch sum over every process (train loss × images, correct predictions)."""

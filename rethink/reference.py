@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .augment import EpochDraws, default_pad, draw_epoch
 from .budget import PER_STEP_SCHEDULES, lr_at
 from .data import Split, channel_stats
+from .errors import ConfigError
 from .train import EpochMetrics, History, NonFiniteLoss, TrainConfig, make_optimizer
 
 
@@ -81,6 +82,8 @@ def reference_train(
 ) -> History:
     """The paper-style loop: per-sample transforms in DataLoader workers, fp32 NCHW, batches copied to the
     device (pinned memory on CUDA), and a host sync every step."""
+    if config.mixup or config.cutmix:
+        raise ConfigError("the reference loop is the paper's: it has no mixup or CutMix (set both to 0)")
     model.to(device)
     optimizer = make_optimizer(model, config)  # one tensor at a time, as the paper's code did
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)

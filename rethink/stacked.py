@@ -21,10 +21,11 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from .mixing import hard_labels
 from .runtime import Runtime
 from .train import Callback, Job
 
-SHARED_FIELDS = ("epochs", "batch_size", "momentum", "nesterov", "weight_decay", "label_smoothing")
+SHARED_FIELDS = ("epochs", "batch_size", "momentum", "nesterov", "weight_decay", "label_smoothing", "mixup", "cutmix")
 
 
 def stack_key(job: Job) -> tuple:
@@ -122,7 +123,7 @@ class StackedStep:
                 for k in self.param_names:
                     if (grad := self.params[k].grad) is not None:
                         model.get_parameter(k).grad = grad[i]
-        return losses.detach(), (out.detach().argmax(-1) == y).sum(1)
+        return losses.detach(), (out.detach().argmax(-1) == hard_labels(y)).sum(1)
 
     @torch.no_grad()
     def step(self) -> None:

@@ -20,6 +20,7 @@ from .data import Split
 from .errors import ConfigError  # noqa: F401 (re-exported)
 from .history import Callback, EpochMetrics, History, NonFiniteLoss, StopTraining  # noqa: F401 (re-exported)
 from .imagefolder import FolderLoader
+from .mixing import batch_mixer, hard_labels
 from .resume import restore
 from .runtime import Runtime
 
@@ -145,7 +146,7 @@ class PlainStep:
             loss = self.criterion(out.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        return loss.detach().view(1), (out.detach().argmax(1) == y).sum().view(1)
+        return loss.detach().view(1), (out.detach().argmax(1) == hard_labels(y)).sum().view(1)
 
     def step(self) -> None:
         self.optimizer.step()
@@ -182,6 +183,7 @@ def train_jobs(
     if shard := getattr(engine, "shard", lambda: None)():  # a distributed run: this process's share of batches
         loaders[0][0].shard = shard
     step = engine(jobs, device, runtime)
+    mixers = [batch_mixer(j.config.mixup, j.config.cutmix, split.num_classes, j.config.seed) for j in jobs]
     histories = [History(eval_name=split.eval_name) for _ in jobs]
     results: list[History | BaseException] = list(histories)
     active = list(range(len(jobs)))
@@ -213,6 +215,7 @@ def train_jobs(
             start = time.perf_counter()
             loss_sum = torch.zeros(len(jobs), device=device)
             correct = torch.zeros(len(jobs), device=device, dtype=torch.long)
+            mixes = [m.epoch(epoch, steps) if m else None for m in mixers]
             for i, batches in enumerate(zip(*(train.epoch(epoch) for train, _ in loaders), strict=True)):
                 if any(per_step):
                     step.set_lr(
@@ -220,6 +223,9 @@ def train_jobs(
                          for c, p, lr in zip(configs, per_step, lrs, strict=True)]
                     )  # fmt: skip
                 xs, ys = [b[0] for b in batches], [b[1] for b in batches]
+                for k, m in enumerate(mixers):
+                    if m:
+                        xs[k], ys[k] = m(xs[k], ys[k], mixes[k], i)
                 losses, hits = step(xs, ys)
                 for k in active:
                     for cb in jobs[k].callbacks:

@@ -1,5 +1,5 @@
-"""The recipe's optimizer: SGD (the paper's) or AdamW (modern recipes, issue 39), label smoothing, and how
-each reaches a spec's base, its arms and the fused engines."""
+"""The recipe's optimizer: SGD (the paper's) or AdamW (modern recipes, issue 39), label smoothing, mixup and
+CutMix, and how each reaches a spec's base, its arms and the fused engines."""
 
 from dataclasses import replace
 
@@ -86,19 +86,20 @@ def test_bad_optimizer_settings_name_the_field(kwargs, message):
         TrainConfig(**kwargs)
 
 
-def test_a_specs_base_optimizer_and_label_smoothing_reach_every_arms_recipe():
+def test_a_specs_base_optimizer_smoothing_and_mixing_reach_every_arms_recipe():
     adamw = [
         "base.optimizer='adamw'",
         "base.lr=0.002",
         "base.label_smoothing=0.1",
         "space.lr={ low = 1e-5, high = 0.01 }",
     ]
-    spec = load_spec(TINY, adamw)
+    spec = load_spec(TINY, [*adamw, "base.mixup=0.8", "base.cutmix=1.0"])
     base = spec.base.train_config(0)
-    assert base.optimizer == "adamw" and base.label_smoothing == 0.1
+    modern = ("adamw", 0.1, 0.8, 1.0)
+    assert (base.optimizer, base.label_smoothing, base.mixup, base.cutmix) == modern
     for arm in ("finetune", "scratch-e", "scratch-b"):
         recipe = default_recipe(arm, base, 1e6, 3e5)
-        assert recipe.optimizer == "adamw" and recipe.label_smoothing == 0.1
+        assert (recipe.optimizer, recipe.label_smoothing, recipe.mixup, recipe.cutmix) == modern
     with pytest.raises(SpecError, match="base: .*nesterov is SGD's"):
         load_spec(TINY, ["base.optimizer='adamw'", "base.nesterov=true"])
     with pytest.raises(SpecError, match="base.optimizer"):
@@ -128,14 +129,14 @@ def test_adamw_runs_never_stack_as_sgd_ones_do():
     assert fusion_plan(jobs("adamw"), stacked) == [("off", 1)] * 2  # the stacked update is SGD's
 
 
-def test_a_study_with_an_adamw_base_trains_every_run_with_adamw(tracking_uri, tmp_path):
+def test_a_study_with_a_modern_base_recipe_trains_every_run_with_it(tracking_uri, tmp_path):
     import mlflow
 
     from conftest import assert_stores_agree, study_args
     from study.commands.cli import main
 
     sets = ["base.optimizer='adamw'", "base.lr=0.003", "base.weight_decay=0.05", "space.lr={ low = 1e-5, high = 0.01 }"]
-    sets += ["study.n_trials=1", "final.seeds=2"]
+    sets += ["base.label_smoothing=0.1", "base.mixup=0.8", "base.cutmix=1.0", "study.n_trials=1"]
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     args = study_args(storage, tmp_path / "runs", "--no-report", *[a for s in sets for a in ("--set", s)])
     assert main(args) == 0
@@ -143,7 +144,8 @@ def test_a_study_with_an_adamw_base_trains_every_run_with_adamw(tracking_uri, tm
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], max_results=2000)
     trained = [r for r in runs if r.data.tags.get("rethink.kind") in ("base", "trial", "final", "confirm")]
     assert {r.data.tags["rethink.kind"] for r in trained} == {"base", "trial"} and len(trained) > 5  # --no-report
-    assert {r.data.params.get("train.optimizer") for r in trained} == {"adamw"}
+    recipe = ("train.optimizer", "train.label_smoothing", "train.mixup", "train.cutmix")
+    assert {tuple(r.data.params.get(k) for k in recipe) for r in trained} == {("adamw", "0.1", "0.8", "1.0")}
     base = next(r for r in runs if r.data.tags.get("rethink.kind") == "base")
     assert base.data.metrics["val_acc"] > 0.3  # learned: chance is 0.10
     assert_stores_agree(storage, "tiny", client)

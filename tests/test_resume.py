@@ -50,7 +50,10 @@ def _through_bytes(state: dict) -> dict:
 ADAMW = TrainConfig(epochs=4, batch_size=64, lr=3e-3, augment="crop-flip", seed=3, optimizer="adamw", weight_decay=0.05)
 
 
-@pytest.mark.parametrize("killed_after, config", [(0, CONFIG), (2, CONFIG), (3, CONFIG), (1, ADAMW)])
+MIXED = TrainConfig(epochs=4, batch_size=64, lr=0.05, augment="crop-flip", seed=3, mixup=0.8, cutmix=1.0)
+
+
+@pytest.mark.parametrize("killed_after, config", [(0, CONFIG), (2, CONFIG), (3, CONFIG), (1, ADAMW), (2, MIXED)])
 def test_a_killed_run_resumes_to_the_uninterrupted_result(killed_after, config):
     """AdamW's moments and step counts go through the snapshot as SGD's momentum does."""
     split = _split()

@@ -22,10 +22,11 @@ SMOKE_FOLDER_IMAGES = 2000  # an image folder this small is smoke-run itself (a 
 def smoke_spec(spec: Spec) -> Spec:
     """The spec at smoke size: two training images for each of up to 10 classes (one each side of the
     validation split; the model keeps the spec's class count), one test image each, at most 16×16 for the
-    registry's models and 32×32 for a library model (an image folder of at most 2,000 images, e.g. a test's,
-    is used itself at 32×32), E = 1 epoch (B and P follow from the FLOPs), of its operating points the first
-    and the last (the trade-off report needs two; every level's budgets are checked statically by the cost),
-    at most two rounds of iterative pruning, everything else as the spec says."""
+    registry's models and 32×32 for a library model or a transferred pattern (an image folder of at most
+    2,000 images, e.g. a test's, is used itself at 32×32), E = 1 epoch (B and P follow from the FLOPs), of its
+    operating points the first and the last (the trade-off report needs two; every level's budgets are
+    checked statically by the cost), at most two rounds of iterative pruning, everything else as the spec
+    says."""
     d = spec.model_dump()
     d["name"] = spec.name + SMOKE_SUFFIX
     d["val_fraction"] = 0.5
@@ -35,7 +36,8 @@ def smoke_spec(spec: Spec) -> Spec:
         d["description"] = f"smoke run of {spec.name}: its small image folder at {SMOKE_SIZE}px, one base epoch"
     else:
         shape = dataset_shape(spec.dataset, spec.data_root)
-        side = SMOKE_SIZE if is_external(spec.model) else REGISTRY_SMOKE_SIZE  # a library model may need its size
+        # a library model may need its size; a transferred pattern is keyed by its source's feature-map sizes
+        side = SMOKE_SIZE if is_external(spec.model) or spec.arch.pattern_from else REGISTRY_SMOKE_SIZE
         shape = replace(shape, input_size=min(shape.input_size, side))
         size = shape.input_size
         k = min(shape.num_classes, SYNTHETIC_PRESENT)  # the classes the images use; the model has all of them

@@ -82,6 +82,8 @@ class BaseTraining(_Strict):
         "sgd", description="adamw: momentum is beta1; weight decay decoupled, on weights of 2+ dimensions only"
     )
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    mixup: float = Field(0.0, ge=0, description="Beta α of mixup (timm's recipes: 0.8); 0: off")
+    cutmix: float = Field(0.0, ge=0, description="Beta α of CutMix (timm's recipes: 1.0); with mixup, one per batch")
     sparsity: float = Field(0.0, ge=0, description="Network Slimming L1 strength on BN scales")
     sfp_ratio: float | None = Field(
         None, ge=0, lt=1, description="Soft Filter Pruning: share of every conv's filters zeroed after each epoch"
@@ -655,5 +657,7 @@ LATER_FIELDS: dict[tuple[str, ...], Any] = {
     ("weights_sha256",): None,
     ("base", "optimizer"): "sgd",
     ("base", "label_smoothing"): 0.0,
+    ("base", "mixup"): 0.0,
+    ("base", "cutmix"): 0.0,
 }
 LATER_TABLES = ("select", "arch")  # left out of digests when every field in them holds its default
