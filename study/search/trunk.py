@@ -26,7 +26,6 @@ from rethink.train import (
     Callback,
     Runtime,
     TrainConfig,
-    evaluate,
     make_loaders,
     seed_everything,
     train,
@@ -38,7 +37,7 @@ from study.records.progress import PrintProgress
 from study.records.tracking import MlflowEpochLogger, RunTree
 
 from .arch_arms import derive_arms, derived_caps, log_derived, transferred_pattern
-from .base_file import record_base_file
+from .base_file import record_base_file, score
 from .rounds import RoundPlace, prune_base, pruned_digest, rounds_from_meta, rounds_meta, rounds_train
 
 
@@ -225,8 +224,7 @@ def build_trunk(
     base.cpu().eval()
     base_flops = forward_flops(base, shape)
     if base_val_acc != base_val_acc:  # a checkpoint that does not say (made by hand, or before it was kept)
-        _, loader = make_loaders(split, base_config, torch.device("cpu"))
-        base_val_acc = evaluate(base, loader)[1]
+        base_val_acc = score(base, split, base_config)
 
     pconfig = prune_config(spec)
     prune_digest = pruned_digest(base_digest, pconfig)
