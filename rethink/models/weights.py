@@ -45,7 +45,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors a weights file holds, unwrapped from a training script's checkpoint and stripped of a
     DDP or torch.compile prefix; nothing in it is executed (weights_only=True, or safetensors)."""
     p = Path(path)
-    file_sha256(p)  # the not-found error
+    if not p.is_file():
+        raise WeightsError(f"weights: {p} not found; give the path of a local checkpoint (.pt, .pth, .safetensors)")
     if p.suffix == ".safetensors":
         try:
             from safetensors import SafetensorError
@@ -70,7 +71,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 f"weights: {p} cannot be read with torch.load(weights_only=True) ({first[:200]}); save the "
                 f"weights with torch.save(model.state_dict(), path)"
             ) from None
-    return _tensors(_unwrap(state, p), p)
+    return _without_prefix(_unwrap(state, p))
 
 
 def _unwrap(state, p: Path):
@@ -92,7 +93,7 @@ def _all_tensors(d: dict) -> bool:
     return bool(d) and all(isinstance(v, torch.Tensor) for v in d.values())
 
 
-def _tensors(state: dict, p: Path) -> dict[str, torch.Tensor]:
+def _without_prefix(state: dict) -> dict[str, torch.Tensor]:
     for prefix in PREFIXES:
         if all(str(k).startswith(prefix) for k in state):
             state = {k[len(prefix) :]: v for k, v in state.items()}

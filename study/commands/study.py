@@ -88,9 +88,9 @@ def run_study(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # progress lines, and failures, come from rethink
     spec = load_spec(args.spec, args.set, args.smoke)  # every spec error is raised before any training
     check_architectures(spec)  # Section 5's arms: sizes that cannot be matched, refused naming the field
-    if spec.weights:  # the file matched to the model key by key, --dry-run included
-        check_model_fits(spec, dataset_shape(spec.dataset, spec.data_root))
     if args.dry_run:
+        if spec.weights:  # the file matched to the model key by key (a run checks it in run_spec)
+            check_model_fits(spec, dataset_shape(spec.dataset, spec.data_root))
         print("\n".join(cost_lines(spec)))
         return 0
     if args.smoke:
