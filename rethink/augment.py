@@ -68,11 +68,17 @@ def cutout_mask(centres: torch.Tensor, size: int, hole: int) -> torch.Tensor:
     return (~hole_mask).unsqueeze(1)
 
 
+def resized(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Float images N×C×H×W resized to size×size: bilinear, antialiased when shrinking (as torchvision's Resize)."""
+    return torch.nn.functional.interpolate(x, (size, size), mode="bilinear", antialias=size < x.shape[-1])
+
+
 class DeviceLoader:
     """Keeps one split on the device as a uint8 tensor and yields normalized, augmented batches.
 
     Augmentation runs batched on the device; the random draws come from (seed, epoch) so the same seed
-    gives the same batches on any device.
+    gives the same batches on any device. With `resize`, each batch is augmented at the images' own size and
+    then resized to resize×resize (bilinear; antialiased when shrinking): the stored copy stays small.
     """
 
     def __init__(
@@ -89,6 +95,7 @@ class DeviceLoader:
         device: str | torch.device = "cpu",
         pad: int | None = None,
         channels_last: bool = False,
+        resize: int = 0,
     ):
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
@@ -103,6 +110,7 @@ class DeviceLoader:
         self.drop_last, self.seed, self.pad, self.channels_last = drop_last, seed, pad, channels_last
         self.hole = max(1, self.size // 2)  # cutout 16×16 on 32×32 (DeVries & Taylor 2017)
         self.shard: tuple[int, int] | None = None  # (rank, world): yield only that share of each batch
+        self.resize = 0 if resize == self.size else resize
 
     def with_draws(self, batch_size: int, augment: str = "none", shuffle: bool = False, seed: int = 0) -> DeviceLoader:
         """The same images on the device (not copied again), batched and drawn for another run."""
@@ -146,6 +154,8 @@ class DeviceLoader:
             xb = (xb.float() - self.mean) / self.std
             if self.augment == "crop-flip-cutout":
                 xb = xb * cutout_mask(centres[sl], self.size, self.hole)
+            if self.resize:
+                xb = resized(xb, self.resize)
             if self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yield xb, self.y[idx]

@@ -16,13 +16,16 @@ from .errors import DataError  # noqa: F401 (rethink.data.DataError: where it wa
 from .imagefolder import IMAGENET_MEAN_STD, FolderError, scan_folder
 
 FOLDER = "imagefolder:"  # imagefolder:PATH[@SIZE]: train/ and val/ class folders of images, SIZE the crop (224)
+# NAME@SIZE for images in memory (cifar100@224, npz:PATH@64): kept at their size, resized to SIZE on the device
+# after augmentation (bilinear; antialiased when shrinking), so a model made for another size sees its own
 IMAGENET_SIZE = 224
 
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
     """A labelled image dataset: uint8 images N×C×H×W and int64 labels, with its official test split; for an
-    image folder, x holds the files' paths and `resolution` the crop the models see."""
+    image folder, x holds the files' paths and `resolution` the crop the models see; for images in memory,
+    `resize` is the side they are resized to on the device (`cifar100@224`), 0 to keep theirs."""
 
     name: str
     x_train: np.ndarray
@@ -32,6 +35,7 @@ class Dataset:
     num_classes: int
     label_names: tuple[str, ...] = ()
     resolution: int = 0  # image folders only
+    resize: int = 0  # images in memory only
 
     @property
     def in_channels(self) -> int:
@@ -39,7 +43,7 @@ class Dataset:
 
     @property
     def input_size(self) -> int:
-        return self.resolution or int(self.x_train.shape[2])
+        return self.resolution or self.resize or int(self.x_train.shape[2])
 
 
 @dataclass(frozen=True)
@@ -76,9 +80,11 @@ def folder_path(name: str, root: str | Path = "data") -> Path:
 
 
 def split_resolution(name: str) -> tuple[str, int | None]:
-    """`imagenet@128` -> ("imagenet", 128): an image folder read at another resolution than 224."""
+    """`imagenet@128` -> ("imagenet", 128): an image folder read at another resolution than 224, or images in
+    memory resized on the device (`cifar100@224`). A name without a numeric `@SIZE` is returned whole."""
     stem, at, size = name.rpartition("@")
-    if not at or not (stem == "imagenet" or stem.startswith(FOLDER)):
+    folder = stem == "imagenet" or stem.startswith(FOLDER)
+    if not at or not (folder or size.isdigit()):
         return name, None
     if not size.isdigit() or int(size) < 8:
         raise DataError(f"dataset {name!r}: the resolution after '@' must be an integer of at least 8, e.g. @224")
@@ -146,6 +152,10 @@ def load_dataset(name: str, root: str | Path = "data", download: bool = False) -
     (`imagefolder:PATH`, `imagenet` = ROOT/imagenet) at its resolution (`@SIZE`, default 224)."""
     if is_folder(name):
         return load_folder(name, folder_path(name, root), split_resolution(name)[1] or IMAGENET_SIZE)
+    stem, size = split_resolution(name)
+    if size is not None:
+        ds = load_dataset(stem, root, download)
+        return ds if size == ds.input_size else replace(ds, name=name, resize=size)
     if name.startswith("npz:"):
         return load_npz(name[4:])
     if name.startswith(SYNTHETIC):
@@ -352,6 +362,7 @@ class Split:
     eval_name: str  # "val" or "test"
     constants: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # fixed (mean, std), else the split's own
     resolution: int = 0  # an image folder's crop size (x holds paths); 0 for images in memory
+    resize: int = 0  # images in memory resized on the device to this side; 0 keeps theirs
 
     @cached_property
     def train_stats(self) -> tuple[np.ndarray, np.ndarray]:
@@ -385,6 +396,7 @@ def normalization(name: str, dataset: str) -> tuple[tuple[float, ...], tuple[flo
         return None
     if "*" in NORMALIZATIONS[name]:
         return NORMALIZATIONS[name]["*"]
+    dataset = split_resolution(dataset)[0]
     stem = Path(dataset[4:]).stem if dataset.startswith("npz:") else dataset
     known = sorted(NORMALIZATIONS[name], key=len, reverse=True)  # cifar10-5k: a CIFAR-10 subset, CIFAR-10's constants
     match = next((k for k in known if stem == k or stem.startswith(f"{k}-")), None)
@@ -426,12 +438,16 @@ def train_val_split(ds: Dataset, val_fraction: float = 0.1, seed: int = 0) -> Sp
         np.arange(len(ds.y_train)), test_size=val_fraction, stratify=ds.y_train, random_state=seed
     )
     x, y = ds.x_train, ds.y_train
-    return Split(x[idx_tr], y[idx_tr], x[idx_val], y[idx_val], ds.num_classes, "val", resolution=ds.resolution)
+    return Split(
+        x[idx_tr], y[idx_tr], x[idx_val], y[idx_val], ds.num_classes, "val", resolution=ds.resolution, resize=ds.resize
+    )
 
 
 def train_test(ds: Dataset) -> Split:
     """The whole training set (train+val) against the test set: for final evaluation only."""
-    return Split(ds.x_train, ds.y_train, ds.x_test, ds.y_test, ds.num_classes, "test", resolution=ds.resolution)
+    return Split(
+        ds.x_train, ds.y_train, ds.x_test, ds.y_test, ds.num_classes, "test", resolution=ds.resolution, resize=ds.resize
+    )
 
 
 def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

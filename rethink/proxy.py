@@ -27,20 +27,24 @@ def proxy_classes(split: Split, classes: int | None, seed: int) -> np.ndarray:
 
 def proxy_split(split: Split, classes: int | None, resolution: int | None, seed: int) -> Split:
     """The split restricted to the proxy's classes (labels kept: the model keeps every output) and read at
-    `resolution` (an image folder decodes at it; images in memory are downsampled, never enlarged)."""
+    `resolution` (an image folder decodes at it; images in memory are downsampled, or resized on the device to
+    it when the split resizes them and it is above their own size)."""
     keep = proxy_classes(split, classes, seed)
     tr, ev = np.isin(split.y_train, keep), np.isin(split.y_eval, keep)
-    x_train, x_eval, res = split.x_train[tr], split.x_eval[ev], split.resolution
+    x_train, x_eval, res, resize = split.x_train[tr], split.x_eval[ev], split.resolution, split.resize
     if resolution is not None and split.resolution:
         res = resolution
     elif resolution is not None and resolution < x_train.shape[-1]:
-        x_train, x_eval = downsample(x_train, resolution), downsample(x_eval, resolution)
+        x_train, x_eval, resize = downsample(x_train, resolution), downsample(x_eval, resolution), 0
+    elif resolution is not None and split.resize:
+        resize = min(resolution, split.resize)
     return replace(
-        split, x_train=x_train, y_train=split.y_train[tr], x_eval=x_eval, y_eval=split.y_eval[ev], resolution=res
-    )
+        split, x_train=x_train, y_train=split.y_train[tr], x_eval=x_eval, y_eval=split.y_eval[ev], resolution=res,
+        resize=resize,
+    )  # fmt: skip
 
 
 def proxy_cost(split: Split, proxy: Split, size: int, epochs: float) -> float:
     """A proxy trial's share of a full-scale trial's training MACs: images × pixels × epochs."""
-    side = proxy.resolution or proxy.x_train.shape[-1]
+    side = proxy.resolution or proxy.resize or proxy.x_train.shape[-1]
     return len(proxy.y_train) / len(split.y_train) * (side / size) ** 2 * epochs

@@ -91,10 +91,12 @@ def make_loaders(
         seed=config.seed,
         device=device,
         channels_last=channels_last,
+        resize=split.resize,
     )
     evaluation = DeviceLoader(
-        split.x_eval, split.y_eval, mean, std, max(256, config.batch_size), device=device, channels_last=channels_last
-    )
+        split.x_eval, split.y_eval, mean, std, max(256, config.batch_size), device=device,
+        channels_last=channels_last, resize=split.resize,
+    )  # fmt: skip
     return train, evaluation
 
 

@@ -139,6 +139,8 @@ def test_the_verdict_table_is_preregistered_in_the_digest_but_not_in_the_studies
         ("cifar100-slimming-densenet40-40", 16, None),
         ("imagenet-l1-resnet34-a", 16, 8),  # 224 px, proxy at 128: smoke at 16, proxy at 8
         ("cifar100-depgraph-resnet18", 32, None),  # a library model keeps up to 32 px: its size may matter
+        ("imagenet-depgraph-deit-tiny", 32, 16),  # dynamic_img_size: its proxy shrinks too
+        ("imagenet-depgraph-convnext-atto", 32, None),  # no 16-px image passes its stride 32: proxy at full size
         ("cifar100-arch-transferred-vgg19", 32, None),  # its pattern is keyed by the source's map sizes
     ],
 )

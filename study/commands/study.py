@@ -89,8 +89,8 @@ def run_study(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.set, args.smoke)  # every spec error is raised before any training
     check_architectures(spec)  # Section 5's arms: sizes that cannot be matched, refused naming the field
     if args.dry_run:
-        if spec.weights:  # the file matched to the model key by key (a run checks it in run_spec)
-            check_model_fits(spec, dataset_shape(spec.dataset, spec.data_root))
+        # a weights file matched key by key, a library model run at its size and the proxy's (a run: run_spec)
+        check_model_fits(spec, dataset_shape(spec.dataset, spec.data_root))
         print("\n".join(cost_lines(spec)))
         return 0
     if args.smoke:

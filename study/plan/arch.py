@@ -48,10 +48,28 @@ def check_model_fits(spec: Spec, data: Shaped) -> None:
             raise SpecError(f"spec {spec.name}: {e}") from None
     if model_entry(arch.model).family != "external":
         return
+    model = build_model(arch)
     try:
-        check_runs(build_model(arch), (data.in_channels, data.input_size, data.input_size), spec.model)
+        check_runs(model, (data.in_channels, data.input_size, data.input_size), spec.model)
     except ModelError as e:
         raise SpecError(f"spec {spec.name}: {e}; set model_args for this size (e.g. img_size, patch_size)") from None
+    side = proxy_side(spec, data)
+    if side is not None:
+        try:
+            check_runs(model, (data.in_channels, side, side), spec.model)
+        except ModelError as e:
+            raise SpecError(
+                f"spec {spec.name}: proxy.resolution = {side}: {e}; leave proxy.resolution unset, or make the model "
+                f"take any size (timm's ViTs: model_args dynamic_img_size = true)"
+            ) from None
+
+
+def proxy_side(spec: Spec, data: Shaped) -> int | None:
+    """The image side the proxy's trials train at, where it differs from the data's."""
+    p = spec.proxy
+    if p is None or p.resolution is None or p.resolution >= data.input_size:
+        return None
+    return p.resolution
 
 
 def prune_config(spec: Spec) -> PruneConfig:

@@ -278,7 +278,11 @@ def machine_rate(spec: Spec, data: DatasetShape, steps: int = 2) -> float:
 def _timed_rate(model: torch.nn.Module, spec: Spec, data: DatasetShape, steps: int) -> float:
     side = min(data.input_size, RATE_SIDE)  # ImageNet: timed at 112 px (their convs keep a CPU as busy)
     shape = (data.in_channels, side, side)
-    per_image = training_flops(forward_flops(model, shape), 1)  # ImageNet models: a few images keep it quick
+    try:
+        per_image = training_flops(forward_flops(model, shape), 1)  # ImageNet models: a few images keep it quick
+    except (RuntimeError, AssertionError, ValueError):  # a model made for one size only (a ViT): timed at it
+        shape = (data.in_channels, data.input_size, data.input_size)
+        per_image = training_flops(forward_flops(model, shape), 1)
     batch = max(2, min(32, spec.base.batch_size, int(RATE_STEP_MACS // per_image)))  # 2: BN1d needs a pair
     x = torch.rand(batch, *shape)
     y = torch.arange(batch) % data.num_classes
