@@ -419,6 +419,24 @@ def test_ratio_outside_unit_interval_is_refused(ratio):
         PruneConfig("l1-norm", ratio=ratio)
 
 
+# ThiNet-70 / -50 / -30 on ResNet-50 as the ThiNet paper counts them (Luo et al. 2017, its ResNet-50 table):
+# parameters in millions, and FLOPs over the unpruned model's 7.72B
+THINET_RESNET50 = [(0.3, 16.94, 4.88 / 7.72), (0.5, 12.38, 3.41 / 7.72), (0.7, 8.66, 2.20 / 7.72)]
+
+
+@pytest.mark.parametrize("ratio, params_m, flops_share", THINET_RESNET50, ids=["thinet-70", "thinet-50", "thinet-30"])
+def test_thinet_on_resnet50_gives_the_thinet_papers_models(ratio, params_m, flops_share):
+    """The shipped imagenet-thinet-resnet50 spec's three levels are ThiNet-70, -50 and -30: the same parameter
+    counts to 10 thousand, the same share of the unpruned FLOPs within 1% (the widths follow from the ratio,
+    so 32-px calibration images give the architecture of 224-px ones)."""
+    spec = default_spec("resnet50", 3, 1000, 224)
+    model = build_model(spec)
+    pruned = prune(model, spec, PruneConfig("thinet", ratio=ratio, calibration_images=2), torch.rand(2, 3, 32, 32))
+    assert param_count(pruned.model) / 1e6 == pytest.approx(params_m, abs=0.01)
+    shape = (3, 224, 224)
+    assert forward_flops(pruned.model, shape) / forward_flops(model, shape) == pytest.approx(flops_share, rel=0.01)
+
+
 def test_thinet_needs_calibration_images():
     spec = default_spec("vgg11", 3, 10, 8)
     with pytest.raises(PruneError, match="calibration"):

@@ -151,3 +151,16 @@ def test_smoke_mode_trains_registry_models_at_16_px_and_library_models_at_up_to_
     shape = dataset_shape(smoke.dataset)
     assert shape.input_size == side and shape.num_classes == dataset_shape(spec.dataset).num_classes
     assert (smoke.proxy.resolution if smoke.proxy else None) == proxy
+
+
+def test_calibration_images_reach_the_method_and_are_refused_where_none_are_read():
+    from study.plan.arch import prune_config
+
+    thinet = load_spec(TINY, ["prune.method=thinet"])
+    assert prune_config(thinet).calibration_images == 256
+    assert (
+        prune_config(load_spec(TINY, ["prune.method=thinet", "prune.calibration_images=40"])).calibration_images == 40
+    )
+    assert load_spec(TINY, ["prune.method=thinet", "prune.calibration_images=256"]).digest() == thinet.digest()
+    with pytest.raises(SpecError, match="calibration_images is for thinet"):
+        load_spec(TINY, ["prune.calibration_images=40"])  # l1-norm reads no images

@@ -89,4 +89,5 @@ def prune_config(spec: Spec) -> PruneConfig:
         round_to=p.round_to,
         steps=p.steps,
         ignore=p.ignore,
+        calibration_images=p.calibration_images,
     )

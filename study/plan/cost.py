@@ -14,6 +14,7 @@ import torch
 from rethink.arms import ARCH_ARMS, INHERITING_ARMS, pruned_flops
 from rethink.data import DatasetShape, dataset_shape
 from rethink.flops import forward_flops, nonzero_forward_flops, training_flops
+from rethink.models.external import is_external
 from rethink.models.registry import ArchSpec, build_model
 from rethink.prune import apply_masks, round_share
 from rethink.prune.magnitude import magnitude_masks
@@ -83,6 +84,10 @@ def exact_architecture(spec: Spec) -> bool:
     return p.method not in FROM_TRAINED_WEIGHTS or (p.method == "magnitude" and p.scope == "layer")
 
 
+ESTIMATE_IMAGES = 2  # calibration images the estimate's pruning reads (random ones: which channels is noise anyway)
+ESTIMATE_SIDE = 32  # and their side, for the registry's models
+
+
 def untrained_pruned(spec: Spec, data: DatasetShape):
     """The base at init and the spec's method applied to it (random scales for slimming, so its global
     threshold keeps about the ratio of every layer instead of breaking ties)."""
@@ -100,8 +105,10 @@ def _untrained_pruned(spec: Spec, data: DatasetShape, arch, config):
                 if isinstance(m, torch.nn.BatchNorm2d):
                     m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.01)
     calib = None
-    if needs_data(config):
-        size = (config.calibration_images, data.in_channels, data.input_size, data.input_size)
+    if needs_data(config):  # the widths follow from the ratio, not from the images that score the channels
+        # the registry's models run on any side: ThiNet's layer-by-layer passes over ResNet-50 at 32 px, not 224
+        side = data.input_size if is_external(arch.model) else min(data.input_size, ESTIMATE_SIDE)
+        size = (min(config.calibration_images, ESTIMATE_IMAGES), data.in_channels, side, side)
         calib = torch.rand(size, generator=torch.Generator().manual_seed(spec.seed))
     return model, arch, prune(model, arch, config, calib)
 

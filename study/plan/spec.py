@@ -118,6 +118,9 @@ class Pruning(_Strict):
     rounds: int = Field(
         1, ge=1, le=30, description="iterative magnitude pruning: prune, rewind to init, retrain; `rounds` times"
     )
+    calibration_images: int = Field(
+        256, ge=1, description="thinet, depgraph taylor/hessian: training images the criterion is computed on"
+    )
 
     @field_validator("scope")
     @classmethod
@@ -143,6 +146,10 @@ class Pruning(_Strict):
         set_here = [k for k, v in graph_only.items() if getattr(self, k) != v]
         if set_here and self.method != "depgraph" and not (self.method == "random" and self.like == "depgraph"):
             raise ValueError(f"prune.{set_here[0]} is a depgraph option; prune.method is {self.method!r}")
+        if self.calibration_images != 256 and self.method not in ("thinet", "depgraph"):
+            raise ValueError(
+                f"prune.calibration_images is for thinet and depgraph's taylor / hessian; {self.method!r} reads none"
+            )
         if self.rounds > 1 and METHODS[self.method].structured:
             raise ValueError(
                 f"prune.rounds = {self.rounds}: iterative pruning is for unstructured magnitude pruning; use "
@@ -654,6 +661,7 @@ LATER_FIELDS: dict[tuple[str, ...], Any] = {
     ("prune", "round_to"): None,
     ("prune", "steps"): 1,
     ("prune", "ignore"): [],
+    ("prune", "calibration_images"): 256,
     ("weights_sha256",): None,
     ("base", "optimizer"): "sgd",
     ("base", "label_smoothing"): 0.0,
