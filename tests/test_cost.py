@@ -101,18 +101,6 @@ def test_the_catalogue_lists_every_shipped_spec_with_its_cost_and_each_can_reach
     assert unreachable[["spec", "checks"]].values.tolist() == []
 
 
-@pytest.mark.smoke  # the specs themselves: the catalogue's checks (above), in the same step
-def test_every_shipped_spec_can_reach_its_budgets_in_smoke_mode():
-    """As the catalogue checks each spec, for each spec's smoke form."""
-    found = []
-    for name in shipped():
-        for level in load_spec(name, smoke=True).levels():
-            cost = spec_cost(level)
-            if cost.exact or level.prune.method != "slimming":
-                found += [f"{level.name}: {p}" for p in cost.problems]
-    assert found == []
-
-
 def test_estimating_a_cost_leaves_the_callers_random_state_alone():
     state = torch.get_rng_state()
     spec = load_spec("quick", ["seed=7"])

@@ -1,6 +1,8 @@
 """Every shipped spec runs: its whole pipeline in smoke mode (synthetic images of its shape and class count,
 one base epoch, one searched trial and one baseline per study, confirmation, two final seeds, verdicts and
-report). Its own CI step: `pytest -q -m smoke`."""
+report). A smoke form whose searches cannot reach its budgets fails here too: the runner refuses it once the base
+is pruned (study/search/runner.py, check_reach on the real pruned architecture). Its own CI step:
+`pytest -q -m smoke`."""
 
 import json
 
