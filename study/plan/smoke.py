@@ -19,7 +19,7 @@ from rethink.data import (
 from rethink.imagefolder import has_at_most
 from rethink.models.external import is_external
 from rethink.models.probe import check_runs
-from rethink.models.registry import ModelError, build_model
+from rethink.models.registry import ModelError, build_model, model_entry
 
 from .arch import base_arch
 from .spec import Spec
@@ -28,6 +28,17 @@ SMOKE_SUFFIX = "-smoke"  # its studies, runs and report never mix with the spec'
 SMOKE_SIZE = 32  # the largest image side a smoke run trains at (ImageNet specs: 224 -> 32)
 REGISTRY_SMOKE_SIZE = 16  # the registry's models run on any side from 8 px: theirs train at 16 (a quarter the work)
 SMOKE_FOLDER_IMAGES = 2000  # an image folder this small is smoke-run itself (a test's JPEGs), else synthetic
+SMOKE_NARROWEST = 8  # a registry model is narrowed for smoke runs (at most to a quarter) down to this many channels
+
+
+def smoke_width_scale(spec: Spec) -> float:
+    """The registry's models train at a fraction of their widths in smoke runs (VGG-19: a quarter, 1/16 of
+    the parameters), no layer under 8 channels: the work of a smoke run follows the parameters, and its
+    code paths do not depend on them. A library model keeps its own (it has no widths)."""
+    if is_external(spec.model):
+        return 1.0
+    narrowest = min(model_entry(spec.model).default_widths) * spec.width_scale
+    return min(1.0, max(0.25, SMOKE_NARROWEST / narrowest))
 
 
 def _runs_at(spec: Spec, shape: DatasetShape) -> bool:
@@ -44,7 +55,8 @@ def smoke_spec(spec: Spec) -> Spec:
     validation split; the model keeps the spec's class count), one test image each, at most 16×16 for the
     registry's models and 32×32 for a library model (its own size if it takes no other) or a transferred
     pattern (an image folder of at most 2,000 images, e.g. a test's, is used itself at 32×32; images a spec
-    resizes on the device are made at half the side and resized), E = 1 epoch (B and P follow from the
+    resizes on the device are made at half the side and resized), the registry's models narrowed
+    (`smoke_width_scale`), E = 1 epoch (B and P follow from the
     FLOPs), of its operating points the first and the last (the trade-off report needs two; every level's
     budgets are checked statically by the cost), at most two rounds of iterative pruning, everything else as
     the spec says."""
@@ -69,6 +81,7 @@ def smoke_spec(spec: Spec) -> Spec:
             stored = replace(shape, input_size=max(8, size // 2))
             d["dataset"] = f"{synthetic_name(stored, 2 * k, k)}@{size}"
         d["description"] = f"smoke run of {spec.name}: synthetic images, one base epoch; checks the pipeline only"
+    d["width_scale"] = spec.width_scale * smoke_width_scale(spec)
     d["base"]["epochs"] = 1
     d["study"]["n_trials"] = 1
     # one baseline per study (the paper recipe where the spec has it): the enqueue-and-train path is the same
