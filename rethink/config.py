@@ -16,6 +16,7 @@ LATER_DEFAULTS = {
     "optimizer": "sgd",
     "mixup": 0.0,
     "cutmix": 0.0,
+    "erasing": 0.0,
 }  # fields added later: left out of to_dict at these values, so digests stay
 
 
@@ -38,6 +39,7 @@ class TrainConfig:
     optimizer: str = "sgd"  # or "adamw": momentum is its beta1, weight_decay decoupled and on >= 2-D weights only
     mixup: float = 0.0  # Beta α of mixup (0: off); rethink.mixing
     cutmix: float = 0.0  # Beta α of CutMix (0: off); with mixup too, each batch takes one at even odds
+    erasing: float = 0.0  # random erasing: the probability that an image gets a noise box (rethink.erasing)
 
     def __post_init__(self):
         object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
@@ -52,6 +54,7 @@ class TrainConfig:
             "label_smoothing": 0 <= self.label_smoothing < 1,
             "mixup": math.isfinite(self.mixup) and self.mixup >= 0,
             "cutmix": math.isfinite(self.cutmix) and self.cutmix >= 0,
+            "erasing": 0 <= self.erasing <= 1,
         }
         for name, ok in checks.items():
             if not ok:

@@ -84,6 +84,8 @@ def reference_train(
     device (pinned memory on CUDA), and a host sync every step."""
     if config.mixup or config.cutmix:
         raise ConfigError("the reference loop is the paper's: it has no mixup or CutMix (set both to 0)")
+    if config.erasing:
+        raise ConfigError("the reference loop is the paper's: it has no random erasing (erasing = 0)")
     if split.resize:
         raise ConfigError(f"the reference loop is the paper's: it trains at the images' size, not @{split.resize}")
     model.to(device)

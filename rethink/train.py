@@ -17,6 +17,7 @@ from .augment import DeviceLoader
 from .budget import PER_STEP_SCHEDULES, lr_at
 from .config import TrainConfig, config_digest  # noqa: F401 (re-exported: they lived here first)
 from .data import Split
+from .erasing import batch_eraser
 from .errors import ConfigError  # noqa: F401 (re-exported)
 from .history import Callback, EpochMetrics, History, NonFiniteLoss, StopTraining  # noqa: F401 (re-exported)
 from .imagefolder import FolderLoader
@@ -186,6 +187,7 @@ def train_jobs(
         loaders[0][0].shard = shard
     step = engine(jobs, device, runtime)
     mixers = [batch_mixer(j.config.mixup, j.config.cutmix, split.num_classes, j.config.seed) for j in jobs]
+    erasers = [batch_eraser(j.config.erasing, j.config.seed, shard[0] if shard else 0) for j in jobs]
     histories = [History(eval_name=split.eval_name) for _ in jobs]
     results: list[History | BaseException] = list(histories)
     active = list(range(len(jobs)))
@@ -225,6 +227,9 @@ def train_jobs(
                          for c, p, lr in zip(configs, per_step, lrs, strict=True)]
                     )  # fmt: skip
                 xs, ys = [b[0] for b in batches], [b[1] for b in batches]
+                for k, e in enumerate(erasers):
+                    if e:
+                        xs[k] = e(xs[k], epoch, i)
                 for k, m in enumerate(mixers):
                     if m:
                         xs[k], ys[k] = m(xs[k], ys[k], mixes[k], i)

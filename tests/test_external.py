@@ -13,9 +13,11 @@ pytest.importorskip("torch_pruning", reason="the 'models' extra (timm, torch-pru
 
 from rethink.flops import forward_flops, param_count  # noqa: E402
 from rethink.models import ArchSpec, ModelError, build_model, default_spec  # noqa: E402
-from rethink.models.layout import apply_layout  # noqa: E402
+from rethink.models.layout import apply_layout, out_shares  # noqa: E402
 from rethink.prune import PruneConfig, PruneError, needs_data, prune  # noqa: E402
 from rethink.prune.depgraph import CRITERIA, depgraph  # noqa: E402
+from rethink.prune.matched import derive  # noqa: E402
+from rethink.prune.patterns import PatternError  # noqa: E402
 from rethink.prune.random_control import random_like  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*non-singleton.*")
@@ -275,3 +277,54 @@ def test_a_pruned_library_model_builds_on_the_meta_device_for_shape_work():
     with torch.device("meta"):
         shapes = build_model(pruned.spec).state_dict()
     assert {k: v.shape for k, v in shapes.items()} == {k: v.shape for k, v in pruned.model.state_dict().items()}
+
+
+def _out_shares(spec, full):
+    return out_shares(json.loads(spec.layout), full)
+
+
+# the couplings that make a uniform share hard: residual adds, depthwise and squeeze-excite, grouped convs, a
+# ViT's MLPs beside a token width that stays whole (EfficientNet and ConvNeXt repeat them at twice the time)
+UNIFORM = ["torchvision:resnet18", "timm:mobilenetv3_small_050", "timm:regnetx_002", "timm:vit_tiny_patch16_224"]
+
+
+@pytest.mark.parametrize("name", UNIFORM)
+def test_the_uniform_architecture_keeps_one_share_of_every_group_at_the_pruned_size(name):
+    torch.manual_seed(0)
+    spec = _spec(name, SIX[name])
+    full = build_model(spec)
+    config = PruneConfig("depgraph", 0.5, criterion="l1", scope="global", max_ratio=0.9)
+    pruned = prune(full, spec, config)
+    rng = torch.random.get_rng_state()
+    d = derive("uniform", spec, pruned, match="params")
+    assert torch.equal(torch.random.get_rng_state(), rng)  # the study's draws are not moved
+    assert d.target_params == param_count(pruned.model) and abs(d.params / d.target_params - 1) <= 0.01
+    share = d.pattern.fractions["every group"]
+    assert 0.3 < share < 0.9
+    # every layer whose outputs DepGraph cut keeps the one share, up to a channel either way
+    outs = [m for m in full.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    cut = [
+        (s, getattr(m, "out_channels", None) or m.out_features)
+        for s, m in zip(_out_shares(d.spec, full), outs, strict=True)
+    ]
+    off = [(round(s, 3), n) for s, n in cut if s < 1 and abs(s - share) > 2 / n + 0.01]
+    assert not off, f"layers off the uniform share {share:.3f}: {off[:5]}"
+    # the global pruning's shares spread; the uniform one's do not
+    spread = [s for s in _out_shares(pruned.spec, full) if s < 1]
+    assert len([s for s, _ in cut if s < 1]) >= len(spread) > 0
+    # the record rebuilds the architecture it counted, freshly initialised, and it trains
+    torch.manual_seed(1)
+    rebuilt = build_model(ArchSpec.from_dict(json.loads(json.dumps(d.to_dict()["arch"]))))
+    assert param_count(rebuilt) == d.params and forward_flops(rebuilt, (3, 32, 32)) == d.macs
+    rebuilt.train()(torch.randn(2, 3, 32, 32)).logsumexp(1).sum().backward()
+
+
+def test_the_uniform_architecture_matches_macs_when_asked_and_only_uniform_is_built_for_library_models():
+    torch.manual_seed(0)
+    spec = _spec("torchvision:resnet18")
+    pruned = prune(build_model(spec), spec, PruneConfig("depgraph", 0.5, criterion="l1", scope="global"))
+    target = forward_flops(pruned.model, (3, 32, 32))
+    d = derive("uniform", spec, pruned, match="flops")
+    assert d.target_macs == target and abs(d.macs / target - 1) <= 0.01 and d.error == d.macs / target - 1
+    with pytest.raises(PatternError, match="the guided architecture is built for the registry's models only"):
+        derive("guided", spec, pruned)

@@ -1,6 +1,6 @@
-"""A study on a library model end to end (timm's tiny test ResNet, DepGraph with a gradient criterion, the
-random-selection control): the pruned architecture is a JSON record in the prune run, and the scratch and
-control runs train the architecture rebuilt from it."""
+"""A study on a library model end to end (timm's tiny test ResNet, DepGraph with a gradient criterion ranked
+globally, the random-selection control, the uniform architecture): the pruned architecture is a JSON record in
+the prune run, and the scratch and control runs train the architecture rebuilt from it."""
 
 import json
 from pathlib import Path
@@ -24,8 +24,9 @@ LIBRARY = [
     "width_scale=1.0",
     "prune.method='depgraph'",
     "prune.criterion='taylor'",
-    "prune.scope='local'",
-    "study.arms=['finetune', 'scratch-e', 'scratch-b', 'finetune-random']",
+    "prune.scope='global'",
+    "prune.max_ratio=0.8",
+    "study.arms=['finetune', 'scratch-e', 'scratch-b', 'finetune-random', 'uniform']",
     "study.n_trials=1",
     "final.seeds=2",
     "select.top_k=1",
@@ -37,7 +38,9 @@ def _sets(overrides):
     return [a for o in overrides for a in ("--set", o)]
 
 
-def test_a_library_model_study_records_its_pruned_layout_and_rebuilds_it_for_scratch(tracking_uri, tmp_path):
+def test_a_library_model_study_records_its_pruned_layout_and_rebuilds_it_for_scratch_and_uniform(
+    tracking_uri, tmp_path
+):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     args = study_args(storage, tmp_path / "runs", "--no-report", *_sets(LIBRARY))
     assert main(args) == 0
@@ -53,7 +56,15 @@ def test_a_library_model_study_records_its_pruned_layout_and_rebuilds_it_for_scr
     assert param_count(rebuilt) == prune_run.data.metrics["params_after"]
     assert prune_run.data.metrics["params_after"] < 0.75 * prune_run.data.metrics["params_before"]
     arms = {r.data.tags.get("arm") for r in runs if r.data.tags.get("rethink.kind") == "trial"}
-    assert {"finetune", "scratch", "finetune-random"} <= arms  # pareto mode (the tiny spec): one scratch arm
+    assert {"finetune", "scratch", "finetune-random", "uniform"} <= arms  # pareto mode (the tiny spec): one scratch arm
+    # Section 5's uniform arm: one share of every group, matched to the pruned model's parameters
+    path = client.download_artifacts(prune_run.info.run_id, "architectures/uniform.json", str(tmp_path))
+    uniform = json.loads(Path(path).read_text())
+    assert uniform["target_params"] == prune_run.data.metrics["params_after"]
+    assert abs(uniform["params"] / uniform["target_params"] - 1) <= 0.01
+    assert uniform["arch"]["layout"] != record["layout"]  # global pruning's widths are not uniform
+    assert param_count(build_model(ArchSpec.from_dict(uniform["arch"]))) == uniform["params"]
+    assert all(r.info.status == "FINISHED" for r in runs)
     assert_stores_agree(storage, "tiny", client)
 
 
@@ -66,7 +77,7 @@ def test_a_library_model_study_records_its_pruned_layout_and_rebuilds_it_for_scr
         ([*LIBRARY[:3], "width_scale=0.5"], "width_scale is for the registry's models"),
         ([*LIBRARY[:3], "prune.criterion='l5'"], "unknown criterion 'l5'; valid names: bn-scale"),
         (["model_args={ img_size = 32 }"], "model_args are for library models (timm:NAME, torchvision:NAME), not"),
-        ([*LIBRARY[:3], "study.arms=['scratch-e', 'uniform']", "study.mode='capped'"], "the uniform arm is not yet"),
+        ([*LIBRARY[:3], "study.arms=['scratch-e', 'guided']", "study.mode='capped'"], "the guided arm reads layer"),
     ],
 )
 def test_library_model_fields_are_checked_on_load(overrides, message):

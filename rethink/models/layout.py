@@ -90,3 +90,13 @@ def _cut(m: nn.Module, name: str, n: str, shape: list[int]) -> None:
         m._parameters[n] = nn.Parameter(cut, requires_grad=t.requires_grad)
     else:
         m._buffers[n] = cut
+
+
+def out_shares(layout: Layout, full: nn.Module) -> list[float]:
+    """The share of its outputs each conv and linear layer of `full` keeps under `layout`, in module order."""
+    shares = []
+    for name, m in full.named_modules():
+        attr = "out_channels" if isinstance(m, nn.Conv2d) else "out_features" if isinstance(m, nn.Linear) else None
+        if attr:
+            shares.append(layout.get(name, {}).get("attrs", {}).get(attr, getattr(m, attr)) / getattr(m, attr))
+    return shares

@@ -101,19 +101,23 @@ def make_pruner(
     config: PruneConfig,
     scorer,
     ratios: dict[nn.Module, float] | None = None,
+    ignored: list[nn.Module] | None = None,
 ):
-    """Torch-Pruning's pruner over `model` (pruned in place); a model it cannot trace is refused."""
+    """Torch-Pruning's pruner over `model` (pruned in place); a model it cannot trace is refused. `ignored`:
+    the layers left whole when a first pruner of the same model found them (and the model ran)."""
     tp = _tp()
     shape = (spec.in_channels, spec.input_size, spec.input_size)
-    example = torch.zeros(1, *shape)
+    example = torch.zeros(1, *shape, device=next(model.parameters()).device)  # meta: shapes only
     heads = _attention(model)
-    try:
-        check_runs(model, shape, spec.model)
-    except ModelError as e:
-        raise PruneError(str(e)) from e
+    if ignored is None:
+        try:
+            check_runs(model, shape, spec.model)
+        except ModelError as e:
+            raise PruneError(str(e)) from e
     with layer_named(model, f"DepGraph cannot trace {spec.model}", PruneError), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*unwrapped.*|.*last non-singleton.*")
-        ignored = _ignored(model, spec, config.ignore) + _token_width(model, example, heads)
+        if ignored is None:
+            ignored = _ignored(model, spec, config.ignore) + _token_width(model, example, heads)
         pruner = tp.pruner.MetaPruner(
             model,
             example,

@@ -12,14 +12,13 @@ a tolerance (1%); an architecture is data: widths (an ArchSpec) or non-zero weig
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from rethink.flops import conv_macs, forward_flops, param_count
 from rethink.models import ArchSpec, build_model
+from rethink.models.external import is_external
 
 from .patterns import (
     Pattern,
@@ -32,6 +31,8 @@ from .patterns import (
 )
 from .registry import PrunedModel
 from .sizes import sizes_at
+from .solve import solve
+from .uniform_layout import uniform_layout
 
 KINDS = ("uniform", "guided", "transferred")
 MATCHES = ("params", "flops")
@@ -108,6 +109,34 @@ def derive(
         raise PatternError(f"unknown architecture kind {kind!r}; valid: {', '.join(KINDS)}")
     if match not in MATCHES:
         raise PatternError(f"match = {match!r}; valid: {', '.join(MATCHES)}")
+    if is_external(base_spec.model):
+        derived = _library_arch(kind, base_spec, pruned, match)
+    else:
+        derived = _registry_arch(kind, base_spec, pruned, pattern, match)
+    if abs(derived.error) > tolerance:
+        raise PatternError(
+            f"{kind}: the closest {base_spec.model} found has {derived.params} parameters and {derived.macs} MACs, "
+            f"{derived.error:+.2%} from the pruned architecture's {match} (tolerance {100 * tolerance:g}%); the "
+            f"network is too small for one width step to stay within it: match the other quantity or a larger network"
+        )
+    return derived
+
+
+def _library_arch(kind: str, base_spec: ArchSpec, pruned: PrunedModel, match: str) -> DerivedArch:
+    """A library model's uniform architecture (DepGraph's groups, one share removed from each); its layer
+    groups by stage, which guided and transferred patterns need, are not read from library models yet."""
+    if kind != "uniform":
+        raise PatternError(
+            f"the {kind} architecture is built for the registry's models only; {base_spec.model} has uniform"
+        )
+    target_params, target_macs = size_of(pruned)
+    target = target_params if match == "params" else target_macs
+    spec, params, macs, share = uniform_layout(base_spec, pruned.config, target, match)
+    pattern = Pattern({"every group": round(1 - share, 6)}, False, "uniform")  # the share of channels kept
+    return DerivedArch(kind, spec, match, params, macs, target_params, target_macs, None, pattern)
+
+
+def _registry_arch(kind, base_spec, pruned, pattern, match) -> DerivedArch:
     unstructured = is_unstructured(pruned)
     if kind == "uniform":
         pattern = uniform_pattern(base_spec, unstructured)
@@ -120,65 +149,7 @@ def derive(
         )
     target_params, target_macs = size_of(pruned)
     fit = _fit_weights if unstructured else _fit_widths
-    derived = fit(kind, base_spec, pruned, pattern, match, target_params, target_macs)
-    if abs(derived.error) > tolerance:
-        raise PatternError(
-            f"{kind}: the closest {base_spec.model} found has {derived.params} parameters and {derived.macs} MACs, "
-            f"{derived.error:+.2%} from the pruned architecture's {match} (tolerance {100 * tolerance:g}%); the "
-            f"network is too small for one width step to stay within it: match the other quantity or a larger network"
-        )
-    return derived
-
-
-def _scaled(base: tuple[int, ...], ratios: list[float], s: float, floor: int = 1) -> tuple[int, ...]:
-    return tuple(max(floor, min(b, round(b * r * s))) for b, r in zip(base, ratios, strict=True))
-
-
-def _solve(
-    base: tuple[int, ...],
-    ratios: list[float],
-    count: Callable[[tuple[int, ...]], float],
-    target: float,
-    floor: int,
-    gap: float = 0.0,
-) -> tuple[int, ...]:
-    """The sizes closest to `target`: one scale factor s, bracketed and narrowed by false position on
-    sqrt(count) (sizes grow about as s², so the root is found in a few counts; a bisection step whenever
-    one side stalls), until the sizes around the target are `gap` apart; then, between those two size
-    vectors, the layers that differ moved one by one (a binary search over how many)."""
-    top = max(1 / r for r in ratios if r > 0)
-    lo, hi = 0.0, top
-    c_lo, c_hi = count(_scaled(base, ratios, lo, floor)), count(_scaled(base, ratios, hi, floor))
-    if c_hi <= target:
-        return _scaled(base, ratios, hi, floor)
-    stalled = 0  # how many steps in a row moved the same end
-    last = None
-    for _ in range(60):
-        if c_hi - c_lo <= gap * target or hi - lo <= 1e-9 * top:
-            break
-        a, b, t = math.sqrt(max(c_lo, 0.0)), math.sqrt(c_hi), math.sqrt(target)
-        mid = (lo + hi) / 2 if stalled >= 2 or b <= a else lo + (hi - lo) * (t - a) / (b - a)
-        mid = min(max(mid, lo + 1e-3 * (hi - lo)), hi - 1e-3 * (hi - lo))
-        c = count(_scaled(base, ratios, mid, floor))
-        side = "lo" if c <= target else "hi"
-        stalled = stalled + 1 if side == last else 1
-        last = side
-        if side == "lo":
-            lo, c_lo = mid, c
-        else:
-            hi, c_hi = mid, c
-    below, above = _scaled(base, ratios, lo, floor), _scaled(base, ratios, hi, floor)
-    differ = [i for i, (a, b) in enumerate(zip(below, above, strict=True)) if a != b]
-
-    def blend(j: int) -> tuple[int, ...]:
-        moved = set(differ[:j])
-        return tuple(above[i] if i in moved else below[i] for i in range(len(base)))
-
-    a, b = 0, len(differ)  # count(blend(a)) <= target < count(blend(b))
-    while b - a > 1:
-        m = (a + b) // 2
-        a, b = (m, b) if count(blend(m)) <= target else (a, m)
-    return min((blend(a), blend(b)), key=lambda w: abs(count(w) - target))
+    return fit(kind, base_spec, pruned, pattern, match, target_params, target_macs)
 
 
 def _fit_widths(kind, base_spec, pruned, pattern, match, target_params, target_macs) -> DerivedArch:
@@ -203,7 +174,7 @@ def _fit_widths(kind, base_spec, pruned, pattern, match, target_params, target_m
         return cache[widths][0 if match == "params" else 1]
 
     target = target_params if match == "params" else target_macs
-    widths = _solve(base_spec.widths, ratios, count, target, 1)
+    widths = solve(base_spec.widths, ratios, count, target, 1)
     count(widths)
     params, macs = cache[widths]
     spec = base_spec.with_widths(widths)
@@ -235,7 +206,7 @@ def _fit_weights(kind, base_spec, pruned, pattern, match, target_params, target_
     base = tuple(numel[n] for n in names)
     ratios = [pattern.fractions[groups[n]] for n in names]
     target = target_params if match == "params" else target_macs
-    kept = _solve(base, ratios, count, target, 1)
+    kept = solve(base, ratios, count, target, 1)
     params, macs = sizes(kept)
     return DerivedArch(
         kind, base_spec, match, params, macs, target_params, target_macs, dict(zip(names, kept, strict=True)), pattern

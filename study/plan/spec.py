@@ -84,6 +84,7 @@ class BaseTraining(_Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     mixup: float = Field(0.0, ge=0, description="Beta α of mixup (timm's recipes: 0.8); 0: off")
     cutmix: float = Field(0.0, ge=0, description="Beta α of CutMix (timm's recipes: 1.0); with mixup, one per batch")
+    erasing: float = Field(0.0, ge=0, le=1, description="share of images given a random-erasing box (DeiT 0.25)")
     sparsity: float = Field(0.0, ge=0, description="Network Slimming L1 strength on BN scales")
     sfp_ratio: float | None = Field(
         None, ge=0, lt=1, description="Soft Filter Pruning: share of every conv's filters zeroed after each epoch"
@@ -479,9 +480,12 @@ class Spec(_Strict):
         for field, default in (("width_scale", 1.0), ("bn_init", 1.0)):
             if getattr(self, field) != default:
                 raise ValueError(f"{field} is for the registry's models; {self.model} is built as its library does")
-        arch = [a for a in self.study.arms if a in ARCH_ARMS]
+        arch = [a for a in self.study.arms if a in ARCH_ARMS and a != "uniform"]
         if arch:
-            raise ValueError(f"study.arms: the {arch[0]} arm is not yet built for library models; drop it")
+            raise ValueError(
+                f"study.arms: the {arch[0]} arm reads layer groups by stage, which library models do not have yet; "
+                f"drop it (their uniform arm is built)"
+            )
 
     def _check_arch_arms(self) -> None:
         """Section 5's arms: studied at budgets (capped or pareto), `transferred` with a pattern to take."""
@@ -667,5 +671,6 @@ LATER_FIELDS: dict[tuple[str, ...], Any] = {
     ("base", "label_smoothing"): 0.0,
     ("base", "mixup"): 0.0,
     ("base", "cutmix"): 0.0,
+    ("base", "erasing"): 0.0,
 }
 LATER_TABLES = ("select", "arch")  # left out of digests when every field in them holds its default

@@ -4,6 +4,7 @@ parameters for each (the parameter-efficiency view; across operating points, `tr
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -13,6 +14,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rethink.flops import param_count  # noqa: E402
+from rethink.models import build_model  # noqa: E402
+from rethink.models.external import is_external  # noqa: E402
+from rethink.models.layout import out_shares  # noqa: E402
 from rethink.prune.patterns import is_unstructured  # noqa: E402
 from study.final.evaluation import FinalResult  # noqa: E402
 from study.search.trunk import Trunk  # noqa: E402
@@ -45,7 +49,8 @@ def sizes(trunk: Trunk) -> dict[str, dict]:
 
 
 def fractions(trunk: Trunk) -> dict[str, list[float]]:
-    """Per layer, the kept share of the base's channels (structured) or conv weights (unstructured)."""
+    """Per layer, the kept share of the base's channels (structured; a library model's conv and linear
+    outputs) or conv weights (unstructured)."""
     p, base = trunk.pruned, trunk.base_spec
     if is_unstructured(p):
         names = list(p.masks)
@@ -54,6 +59,12 @@ def fractions(trunk: Trunk) -> dict[str, list[float]]:
         for arm, d in trunk.arch.items():
             out[arm] = [d.kept[n] / numel[n] for n in names]
         return out
+    if is_external(base.model):  # a library model: each conv's and linear layer's outputs, from its layout
+        full = build_model(base)
+        return {
+            name: out_shares(json.loads(spec.layout or "{}"), full)
+            for name, spec in (("pruned", p.spec), *((arm, d.spec) for arm, d in trunk.arch.items()))
+        }
     out = {"pruned": [w / b for w, b in zip(p.spec.widths, base.widths, strict=True)]}
     for arm, d in trunk.arch.items():
         out[arm] = [w / b for w, b in zip(d.spec.widths, base.widths, strict=True)]
