@@ -1,8 +1,11 @@
 """Library models (timm:, torchvision:) pruned by DepGraph: built without downloads, pruned with the named
 criterion, recorded as JSON and rebuilt from the record with a fresh initialisation."""
 
+import copy
 import json
+import statistics
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -15,7 +18,8 @@ from rethink.flops import forward_flops, param_count  # noqa: E402
 from rethink.models import ArchSpec, ModelError, build_model, default_spec  # noqa: E402
 from rethink.models.layout import apply_layout, out_shares  # noqa: E402
 from rethink.prune import PruneConfig, PruneError, needs_data, prune  # noqa: E402
-from rethink.prune.depgraph import CRITERIA, depgraph  # noqa: E402
+from rethink.prune.depgraph import CRITERIA, depgraph, finish, importance, make_pruner, prune_step  # noqa: E402
+from rethink.prune.library_arch import channel_groups, stage_shares  # noqa: E402
 from rethink.prune.matched import derive  # noqa: E402
 from rethink.prune.patterns import PatternError  # noqa: E402
 from rethink.prune.random_control import random_like  # noqa: E402
@@ -299,8 +303,8 @@ def test_the_uniform_architecture_keeps_one_share_of_every_group_at_the_pruned_s
     d = derive("uniform", spec, pruned, match="params")
     assert torch.equal(torch.random.get_rng_state(), rng)  # the study's draws are not moved
     assert d.target_params == param_count(pruned.model) and abs(d.params / d.target_params - 1) <= 0.01
-    share = d.pattern.fractions["every group"]
-    assert 0.3 < share < 0.9
+    share = statistics.median(d.pattern.fractions.values())  # each stage's kept share: one share for all
+    assert 0.3 < share < 0.9 and max(abs(f - share) for f in d.pattern.fractions.values()) < 0.1
     # every layer whose outputs DepGraph cut keeps the one share, up to a channel either way
     outs = [m for m in full.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     cut = [
@@ -326,5 +330,30 @@ def test_the_uniform_architecture_matches_macs_when_asked_and_only_uniform_is_bu
     target = forward_flops(pruned.model, (3, 32, 32))
     d = derive("uniform", spec, pruned, match="flops")
     assert d.target_macs == target and abs(d.macs / target - 1) <= 0.01 and d.error == d.macs / target - 1
-    with pytest.raises(PatternError, match="the guided architecture is built for the registry's models only"):
-        derive("guided", spec, pruned)
+    with pytest.raises(PatternError, match="the transferred architecture is built for the registry's models only"):
+        derive("transferred", spec, pruned)
+
+
+def test_the_guided_architecture_keeps_the_pruned_stage_pattern_at_the_pruned_size():
+    torch.manual_seed(0)
+    spec = _spec("torchvision:resnet18")
+    full = build_model(spec)
+    config = PruneConfig("depgraph", 0.5, criterion="l1", scope="global")
+    # a pruned model with a known stage pattern: stage 1 loses 20% of its channels, stage 4 70%, the rest half
+    small = copy.deepcopy(full)
+    cut = {"layer1": 0.2, "layer4": 0.7}
+    ratios = {m: cut.get(n.split(".")[0], 0.5) for n, m in small.named_modules() if isinstance(m, nn.Conv2d)}
+    prune_step(make_pruner(small, spec, config, importance("random"), ratios), small, spec)
+    pruned = finish(small, full, spec, config)
+    guided, uniform = derive("guided", spec, pruned), derive("uniform", spec, pruned)
+    assert abs(guided.error) <= 0.01 and abs(uniform.error) <= 0.01 and guided.spec.layout != uniform.spec.layout
+    # every stage keeps the pruned model's mean share of its stage times one factor (up to a channel a group)
+    groups, _ = channel_groups(full, spec, replace(config, scope="local", ratio=0.0))
+    pruned_shares = stage_shares(groups, pruned.model)
+    assert max(pruned_shares.values()) - min(pruned_shares.values()) > 0.3  # a pattern, not one share
+    kept = guided.pattern.fractions
+    assert set(kept) == set(pruned_shares) and len(kept) >= 4
+    factors = [kept[s] / pruned_shares[s] for s in kept if kept[s] < 0.999]
+    assert max(factors) / min(factors) < 1.1, {s: (round(kept[s], 3), round(pruned_shares[s], 3)) for s in kept}
+    spread = [f for f in uniform.pattern.fractions.values()]
+    assert max(spread) - min(spread) < 0.1  # the uniform twin of the same model has none

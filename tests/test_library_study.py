@@ -77,7 +77,10 @@ def test_a_library_model_study_records_its_pruned_layout_and_rebuilds_it_for_scr
         ([*LIBRARY[:3], "width_scale=0.5"], "width_scale is for the registry's models"),
         ([*LIBRARY[:3], "prune.criterion='l5'"], "unknown criterion 'l5'; valid names: bn-scale"),
         (["model_args={ img_size = 32 }"], "model_args are for library models (timm:NAME, torchvision:NAME), not"),
-        ([*LIBRARY[:3], "study.arms=['scratch-e', 'guided']", "study.mode='capped'"], "the guided arm reads layer"),
+        (
+            [*LIBRARY[:3], "study.arms=['scratch-e', 'transferred']", "study.mode='capped'"],
+            "the transferred arm needs another network's stages",
+        ),
     ],
 )
 def test_library_model_fields_are_checked_on_load(overrides, message):

@@ -146,7 +146,7 @@ def make_pruner(
     return pruner
 
 
-def _step(pruner, model: nn.Module, spec: ArchSpec) -> None:
+def prune_step(pruner, model: nn.Module, spec: ArchSpec) -> None:
     with layer_named(model, f"DepGraph could not prune {spec.model}", PruneError):
         pruner.step()
 
@@ -207,7 +207,7 @@ def depgraph(model: nn.Module, spec: ArchSpec, config: PruneConfig, data: torch.
         for _ in range(config.steps):
             if criterion in GRADIENT_CRITERIA:
                 _gradients(small, data.cpu()[: config.calibration_images], scorer, criterion)
-            _step(pruner, small, spec)
+            prune_step(pruner, small, spec)
     small.zero_grad(set_to_none=True)
     return finish(small, model, spec, config)
 
@@ -227,7 +227,7 @@ def random_like_layout(model: nn.Module, spec: ArchSpec, reference: PrunedModel,
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         pruner = make_pruner(small, spec, replace(config, round_to=None), _tp().importance.RandomImportance(), ratios)
-        _step(pruner, small, spec)
+        prune_step(pruner, small, spec)
     pruned = finish(small, model, spec, config)
     if pruned.spec.layout != reference.spec.layout:
         raise PruneError(f"{spec.model}: the random control did not reproduce the reference's layer widths")

@@ -20,6 +20,7 @@ from rethink.flops import conv_macs, forward_flops, param_count
 from rethink.models import ArchSpec, build_model
 from rethink.models.external import is_external
 
+from .library_arch import library_layout
 from .patterns import (
     Pattern,
     PatternError,
@@ -32,7 +33,6 @@ from .patterns import (
 from .registry import PrunedModel
 from .sizes import sizes_at
 from .solve import solve
-from .uniform_layout import uniform_layout
 
 KINDS = ("uniform", "guided", "transferred")
 MATCHES = ("params", "flops")
@@ -123,16 +123,17 @@ def derive(
 
 
 def _library_arch(kind: str, base_spec: ArchSpec, pruned: PrunedModel, match: str) -> DerivedArch:
-    """A library model's uniform architecture (DepGraph's groups, one share removed from each); its layer
-    groups by stage, which guided and transferred patterns need, are not read from library models yet."""
-    if kind != "uniform":
+    """A library model's uniform or guided architecture over DepGraph's channel groups (`library_arch`); a
+    transferred pattern would need another network's stages matched to these, which is not built yet."""
+    if kind == "transferred":
         raise PatternError(
-            f"the {kind} architecture is built for the registry's models only; {base_spec.model} has uniform"
+            f"the transferred architecture is built for the registry's models only; {base_spec.model} has uniform "
+            f"and guided"
         )
     target_params, target_macs = size_of(pruned)
     target = target_params if match == "params" else target_macs
-    spec, params, macs, share = uniform_layout(base_spec, pruned.config, target, match)
-    pattern = Pattern({"every group": round(1 - share, 6)}, False, "uniform")  # the share of channels kept
+    spec, params, macs, kept = library_layout(kind, base_spec, pruned.config, pruned.model, target, match)
+    pattern = Pattern({s: round(f, 6) for s, f in kept.items()}, False, kind)  # each stage's share of channels kept
     return DerivedArch(kind, spec, match, params, macs, target_params, target_macs, None, pattern)
 
 

@@ -480,11 +480,10 @@ class Spec(_Strict):
         for field, default in (("width_scale", 1.0), ("bn_init", 1.0)):
             if getattr(self, field) != default:
                 raise ValueError(f"{field} is for the registry's models; {self.model} is built as its library does")
-        arch = [a for a in self.study.arms if a in ARCH_ARMS and a != "uniform"]
-        if arch:
+        if "transferred" in self.study.arms:
             raise ValueError(
-                f"study.arms: the {arch[0]} arm reads layer groups by stage, which library models do not have yet; "
-                f"drop it (their uniform arm is built)"
+                "study.arms: the transferred arm needs another network's stages matched to this one's, which is "
+                "built for the registry's models only; drop it (uniform and guided are built for library models)"
             )
 
     def _check_arch_arms(self) -> None:
