@@ -46,9 +46,8 @@ def check_runs(model: nn.Module, shape: tuple[int, int, int], label: str) -> Non
     """Refuse a model that cannot take one image of `shape` (C, H, W)."""
     side = "x".join(str(s) for s in shape)
     was_training = model.training
-    p = next(model.parameters(), None)  # a model on the meta device runs on meta images (shapes only)
     try:
         with layer_named(model, f"{label} does not run on {side} images"), torch.no_grad():
-            model.eval()(torch.zeros(2, *shape, device=p.device if p is not None else "cpu"))
+            model.eval()(torch.zeros(2, *shape))
     finally:
         model.train(was_training)

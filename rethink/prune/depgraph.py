@@ -107,7 +107,7 @@ def make_pruner(
     the layers left whole when a first pruner of the same model found them (and the model ran)."""
     tp = _tp()
     shape = (spec.in_channels, spec.input_size, spec.input_size)
-    example = torch.zeros(1, *shape, device=next(model.parameters()).device)  # meta: shapes only
+    example = torch.zeros(1, *shape)
     heads = _attention(model)
     if ignored is None:
         try:
