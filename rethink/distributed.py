@@ -2,8 +2,9 @@
 same epoch order, trains on its share of each global batch (`DeviceLoader.shard`, `FolderLoader.shard`), and
 the gradients are averaged, so the run is the one-process run on the same global batch up to the order of
 float sums; BN layers see their process's share (SyncBatchNorm on CUDA makes them see the whole batch).
-Started by torchrun (or any launcher that sets the process group up); every process evaluates the whole
-evaluation split, so each returns the same history."""
+Started by rethink/team.py for a run whose Runtime asks for several processes (or by any launcher that sets
+the process group up, torchrun); every process evaluates the whole evaluation split, so each returns the
+same history."""
 
 from __future__ import annotations
 
@@ -30,9 +31,9 @@ class DDPStep(PlainStep):
     def __init__(self, jobs: Sequence[Job], device: torch.device, runtime: Runtime):
         (job,) = jobs
         if not dist.is_initialized():
-            raise RuntimeError("DDPStep needs a process group (start the run with torchrun)")
-        if device.type == "cuda":
-            job.model = nn.SyncBatchNorm.convert_sync_batchnorm(job.model)
+            raise RuntimeError("DDPStep needs a process group (Runtime(processes=N) starts one)")
+        # every process's BNs see the whole batch; in place (the caller's model is job.model), undone by finish()
+        self.synced = sync_batchnorm(job.model) if device.type == "cuda" else {}
         self.model, self.bf16 = job.model, runtime.resolve()[2]
         self.world = dist.get_world_size()
         self.forward = DistributedDataParallel(job.model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -50,8 +51,49 @@ class DDPStep(PlainStep):
         (total * self.world / n).backward()
         return (total.detach() / len(y)).view(1), (out.detach().argmax(1) == hard_labels(y)).sum().view(1)
 
+    def agree(self, stopped: bool) -> bool:
+        """Whether any process stopped its run this epoch (rank 0's callbacks: a prune, a budget)."""
+        flag = torch.tensor([int(stopped)], device=next(self.model.parameters()).device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def finish(self) -> None:
+        plain_batchnorm(self.model, self.synced)
+
     def reduce(self, t: torch.Tensor) -> torch.Tensor:
         """An epoch sum over every process (train loss × images, correct predictions)."""
         t = t.clone()
         dist.all_reduce(t)
         return t
+
+
+def sync_batchnorm(model: nn.Module) -> dict[str, type]:
+    """convert_sync_batchnorm in place (the model's children; its parameters are the same objects), each
+    converted module tagged with its first class (`plain_kind`); returns their names and classes, for
+    `plain_batchnorm` to undo it."""
+    kinds = {n: type(m) for n, m in model.named_modules() if n and isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    for name, child in model.named_children():
+        setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+    for name, cls in kinds.items():
+        model.get_submodule(name).plain_kind = cls
+    return kinds
+
+
+def plain_kind(module: nn.Module) -> type:
+    """A module's class, or the BatchNorm class a SyncBatchNorm stands in for during a distributed run."""
+    return getattr(module, "plain_kind", type(module))
+
+
+def plain_batchnorm(model: nn.Module, kinds: dict[str, type]) -> None:
+    """Undo `sync_batchnorm` in place: each SyncBatchNorm becomes its first class again, holding the same
+    parameter and buffer objects, in the same mode (what pruning and checkpoints expect)."""
+    for name, cls in kinds.items():
+        parent, _, leaf = name.rpartition(".")
+        owner = model.get_submodule(parent)
+        sync = getattr(owner, leaf)
+        plain = cls(sync.num_features, sync.eps, sync.momentum, sync.affine, sync.track_running_stats, device="meta")
+        for key, value in sync.named_parameters(recurse=False):
+            setattr(plain, key, value)
+        for key, value in sync.named_buffers(recurse=False):
+            plain.register_buffer(key, value)
+        setattr(owner, leaf, plain.train(sync.training))

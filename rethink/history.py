@@ -56,6 +56,10 @@ class History:
 class Callback:
     """Hooks of the loop; override what you need. on_epoch_end may raise StopTraining."""
 
+    # True for callbacks that change weights or gradients (masks, penalties, soft pruning): in a distributed
+    # run every process runs them; the others (records, reports) run in rank 0 only
+    every_process: bool = False
+
     def on_train_start(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None: ...
 
     def after_backward(self, model: nn.Module) -> None: ...

@@ -30,10 +30,14 @@ class Runtime:
     compile: bool = False  # torch.compile; on CUDA in reduce-overhead mode, which captures the step in CUDA
     # graphs. The compiled code is cached per architecture and reused by later trials in the same process.
     fuse: str = "auto"  # see FUSE_MODES
+    # processes that train each run together (DistributedDataParallel, rethink/team.py): one per GPU on
+    # CUDA (cuda:0..N-1), or gloo processes sharing the cores on a CPU (for tests)
+    processes: int = 1
 
     def __post_init__(self):
         if self.fuse not in FUSE_MODES:
             raise ConfigError(f"--fuse {self.fuse!r}: expected one of {', '.join(FUSE_MODES)}")
+        self._check_processes()
         if self.compile and self.fuse in ("stacked", "parallel"):
             raise ConfigError(f"--fuse {self.fuse} does not combine with --compile on; use --fuse off or auto")
         if self.device == "auto":
@@ -50,6 +54,22 @@ class Runtime:
         elif dev.type not in ("cpu", "mps"):
             raise ConfigError(f"--device {self.device!r}: expected auto, cpu, cuda or cuda:N")
 
+    def _check_processes(self) -> None:
+        n = self.processes
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigError(f"--gpus-per-trial {n!r}: expected a whole number >= 1, e.g. 2")
+        if n == 1:
+            return
+        if self.compile:
+            raise ConfigError(f"--gpus-per-trial {n} does not combine with --compile on; use --compile off")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(
+                f"--device {self.device} with --gpus-per-trial {n}: the processes take cuda:0..{n - 1} "
+                "(choose them with CUDA_VISIBLE_DEVICES); use --device auto, cuda or cpu"
+            )
+        if self.resolve()[0].type == "cuda" and n > torch.cuda.device_count():
+            raise ConfigError(f"--gpus-per-trial {n}: only {torch.cuda.device_count()} CUDA device(s) here")
+
     def resolve(self) -> tuple[torch.device, bool, bool]:
         """The device, whether to use channels_last, whether to autocast to bf16."""
         dev = torch.device(
@@ -63,7 +83,7 @@ class Runtime:
 
     def fusion(self, n_runs: int) -> str:
         """How a group of `n_runs` trains: stacked, parallel or off (what `auto` means on this device)."""
-        if n_runs < 2:
+        if n_runs < 2 or self.processes > 1:  # a distributed run trains alone
             return "off"
         if self.fuse != "auto":
             return self.fuse
@@ -78,6 +98,8 @@ class Runtime:
         group (mode, size), how the group was fused: 'cpu fp32 fused:parallel×3' or 'cpu fp32 unfused'."""
         dev, channels_last, bf16 = self.resolve()
         flags = ["bf16" if bf16 else "fp32"] + ["channels_last"] * channels_last + ["compiled"] * self.compile
+        if self.processes > 1:
+            flags.append(f"ddp×{self.processes}")
         if group is not None:
             mode, n = group
             flags.append("unfused" if mode == "off" or n < 2 else f"fused:{mode}×{n}")

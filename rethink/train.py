@@ -173,7 +173,12 @@ def train_jobs(
     once). `engine(jobs, device, runtime)` computes one step of them all. A job whose loss stops being finite
     (NonFiniteLoss) or whose callback stops it (StopTraining) ends there and the others go on; its entry, and
     what `on_done(k, entry)` is told when job k ends, is the exception or its History. `resume`: a snapshot
-    (rethink.resume) of the one job's run, continued from the epoch after it."""
+    (rethink.resume) of the one job's run, continued from the epoch after it. With `runtime.processes` > 1
+    the run trains on that many processes, this one rank 0 (rethink/team.py)."""
+    if runtime.processes > 1 and engine is PlainStep:
+        from .team import lead  # imports this module
+
+        return lead(jobs, split, runtime, eval_final_only, on_done, resume)
     device, channels_last, bf16 = runtime.resolve()
     for job in jobs:
         job.model.to(device)
@@ -272,6 +277,9 @@ def train_jobs(
                 except StopTraining:
                     history.stopped_early = True
                     end(k, history)
+            if (agree := getattr(step, "agree", None)) and agree(not active) and active:  # rank 0 stopped it
+                histories[0].stopped_early = True
+                end(0, histories[0])
             if not active:
                 break
         for k in list(active):

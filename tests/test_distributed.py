@@ -1,17 +1,21 @@
 """One run on two processes (DistributedDataParallel, gloo on CPU) trains as one process does on the same
 global batch: each process takes its share of every batch, gradients are averaged, epoch sums added."""
 
-import socket
+import os
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
+from rethink import team
 from rethink.data import load_dataset, normalized, train_val_split
-from rethink.distributed import DDPStep
-from rethink.train import Job, TrainConfig, train, train_jobs
+from rethink.distributed import plain_batchnorm, plain_kind, sync_batchnorm
+from rethink.history import Callback, StopTraining
+from rethink.models import build_model, default_spec
+from rethink.prune.masks import KeepMasked
+from rethink.runtime import ConfigError, Runtime
+from rethink.train import TrainConfig, train
 
 # Batch 48 over 1,437 images: the last batch (45) splits 23/22, so unequal shares are covered too.
 CONFIG = TrainConfig(epochs=2, batch_size=48, lr=0.05, augment="crop-flip", schedule="cosine", seed=5)
@@ -37,56 +41,6 @@ def _split():
     return normalized(train_val_split(ds, 0.2, 0), "split", ds.name)
 
 
-class CountingDDPStep(DDPStep):
-    """DDPStep that counts the images this process trained on (its share, not the global batch)."""
-
-    seen = 0
-
-    def __call__(self, xs, ys):
-        CountingDDPStep.seen += len(ys[0])
-        return super().__call__(xs, ys)
-
-
-def _worker(rank: int, world: int, port: int, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        torch.set_num_threads(1)
-        torch.manual_seed(0)
-        model = Plain()
-        (history,) = train_jobs([Job(model, CONFIG)], _split(), engine=CountingDDPStep)
-        torch.save(CountingDDPStep.seen, f"{out}.seen{rank}")
-        if rank == 0:
-            torch.save({"losses": [m.train_loss for m in history.epochs], "accs": [m.train_acc for m in history.epochs],
-                        "eval": [m.eval_acc for m in history.epochs], "seen": history.images_seen,
-                        "state": model.state_dict()}, out)  # fmt: skip
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
-def test_two_gloo_processes_train_as_one_process_on_the_same_global_batch(tmp_path):
-    torch.manual_seed(0)
-    alone = Plain()
-    reference = train(alone, _split(), CONFIG)
-    out = str(tmp_path / "rank0.pt")
-    mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
-    got = torch.load(out, weights_only=True)
-    assert got["seen"] == reference.images_seen  # the global batch's images, counted once
-    shares = [torch.load(f"{out}.seen{r}", weights_only=True) for r in (0, 1)]
-    assert sum(shares) == reference.images_seen and abs(shares[0] - shares[1]) <= CONFIG.epochs * 30  # halves
-    assert got["losses"] == pytest.approx([m.train_loss for m in reference.epochs], abs=TOLERANCE)
-    assert got["accs"] == pytest.approx([m.train_acc for m in reference.epochs], abs=1e-9)
-    assert got["eval"] == pytest.approx([m.eval_acc for m in reference.epochs], abs=1e-9)
-    for k, v in alone.state_dict().items():
-        torch.testing.assert_close(got["state"][k], v, atol=TOLERANCE, rtol=0)
-
-
 def test_the_shares_of_a_batch_are_disjoint_halves_of_the_one_process_batch():
     from rethink.train import make_loaders
 
@@ -98,3 +52,109 @@ def test_the_shares_of_a_batch_are_disjoint_halves_of_the_one_process_batch():
     for (x, y), (x0, y0), (x1, y1) in zip(full.epoch(1), halves[0].epoch(1), halves[1].epoch(1), strict=True):
         assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
         assert abs(len(y0) - len(y1)) <= 1
+
+
+class StopAfterFirstEpoch(Callback):
+    """A record-side callback (rank 0 only), as an Optuna prune is: the followers must stop with it."""
+
+    def on_epoch_end(self, metrics, model):
+        raise StopTraining
+
+
+class FailOnRank1(Callback):
+    """Runs in every process and fails in the follower only: rank 0 must raise, not wait for it."""
+
+    every_process = True
+
+    def after_step(self, model):
+        if dist.get_rank() == 1:
+            raise RuntimeError("follower fails")
+
+
+def _follower_pids() -> list[int]:
+    return [p.pid for p in team._team.procs] if team._team else []
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
+def test_a_run_asked_for_two_processes_trains_as_one_process_and_its_team_follows_each_run():
+    """train(..., Runtime(processes=2)): this process leads, a spawned follower trains its share; the same
+    losses and weights as one process. The team is reused by the next run, a stop asked by a rank-0 callback
+    stops the follower too, callbacks that change weights run in both, and a follower's failure raises here."""
+    split = _split()
+    torch.manual_seed(0)
+    alone = Plain()
+    reference = train(alone, split, CONFIG, runtime=Runtime("cpu"))
+    torch.manual_seed(0)
+    led = Plain()
+    history = train(led, split, CONFIG, runtime=Runtime("cpu", processes=2))
+    losses = [m.train_loss for m in reference.epochs]
+    assert [m.train_loss for m in history.epochs] == pytest.approx(losses, abs=TOLERANCE)
+    assert [m.eval_acc for m in history.epochs] == pytest.approx([m.eval_acc for m in reference.epochs], abs=1e-9)
+    assert history.images_seen == reference.images_seen
+    for k, v in alone.state_dict().items():
+        torch.testing.assert_close(led.state_dict()[k], v, atol=TOLERANCE, rtol=0)
+    assert not dist.is_initialized() or dist.get_world_size() == 2
+    followers = _follower_pids()
+    assert len(followers) == 1 and followers[0] != os.getpid()
+
+    # rank 0 stops after one epoch; the follower agrees, so the next run finds it waiting, not mid-epoch
+    stopped = train(Plain(), split, CONFIG, [StopAfterFirstEpoch()], runtime=Runtime("cpu", processes=2))
+    assert len(stopped.epochs) == 1 and stopped.stopped_early
+    assert _follower_pids() == followers  # the same team
+
+    # masks (a callback that changes weights) apply in every process: pruned weights stay zero in both
+    torch.manual_seed(1)
+    model = Plain()
+    mask = (torch.rand_like(model.body[0].weight) > 0.5).float()
+    masked = {"body.0.weight": mask}
+    torch.manual_seed(1)
+    twin = Plain()
+    one = train(twin, split, CONFIG, [KeepMasked(masked)], runtime=Runtime("cpu"))
+    two = train(model, split, CONFIG, [KeepMasked(masked)], runtime=Runtime("cpu", processes=2))
+    assert bool((model.body[0].weight[mask == 0] == 0).all())
+    assert [m.train_loss for m in two.epochs] == pytest.approx([m.train_loss for m in one.epochs], abs=TOLERANCE)
+    torch.testing.assert_close(model.body[0].weight, twin.body[0].weight, atol=TOLERANCE, rtol=0)
+
+    # a follower that fails: rank 0 raises (it does not wait out the timeout) and the team is gone
+    with pytest.raises(Exception):  # noqa: B017 (gloo's error type depends on where the peer vanished)
+        train(Plain(), split, CONFIG, [FailOnRank1()], runtime=Runtime("cpu", processes=2))
+    assert team._team is None and not dist.is_initialized()
+    again = train(Plain(), split, CONFIG, runtime=Runtime("cpu", processes=2))  # a fresh team
+    assert len(again.epochs) == CONFIG.epochs and _follower_pids() != followers
+    team.close_team()
+    assert team._team is None and not dist.is_initialized()
+
+
+def test_sync_batchnorm_is_undone_into_the_same_modules_and_tensors():
+    """On CUDA a distributed run trains SyncBatchNorms; afterwards the model has its BatchNorm1d/2d back,
+    holding the same parameter and buffer objects (pruning and checkpoints read them)."""
+    model = build_model(default_spec("vgg11", 3, 10, 32, 0.25))  # BN2d in the convs, BN1d in the head
+    kinds = {n: type(m) for n, m in model.named_modules()}
+    tensors = {n: id(t) for n, t in [*model.named_parameters(), *model.named_buffers()]}
+    converted = sync_batchnorm(model)
+    assert converted and all(isinstance(model.get_submodule(n), nn.SyncBatchNorm) for n in converted)
+    assert {plain_kind(model.get_submodule(n)) for n in converted} == {nn.BatchNorm1d, nn.BatchNorm2d}
+    model.eval()
+    plain_batchnorm(model, converted)
+    assert {n: type(m) for n, m in model.named_modules()} == kinds
+    assert {n: id(t) for n, t in [*model.named_parameters(), *model.named_buffers()]} == tensors
+    assert not any(m.training for m in model.modules())
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "names"),
+    [
+        ({"processes": 0}, "--gpus-per-trial 0"),
+        ({"processes": 2, "compile": True}, "--compile"),
+        ({"processes": 2, "device": "cuda:1"}, "--device cuda:1"),
+    ],
+)
+def test_a_bad_process_count_is_refused_naming_the_option(kwargs, names):
+    with pytest.raises(ConfigError, match=names):
+        Runtime(**kwargs)
+
+
+def test_a_distributed_run_is_recorded_and_never_fused():
+    runtime = Runtime("cpu", processes=2, fuse="parallel")
+    assert runtime.describe() == "cpu fp32 ddp×2" and runtime.fusion(4) == "off"

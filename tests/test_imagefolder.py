@@ -120,7 +120,10 @@ def test_a_model_learns_on_an_image_folder(tmp_path):
     ds = load_dataset(f"imagefolder:{tmp_path}@32")
     split = normalized(train_test(ds), "imagenet", ds.name)
     torch.manual_seed(0)
-    model = build_model(default_spec("resnet34", 3, ds.num_classes, 32, width_scale=0.25))
+    # A CIFAR-shaped ResNet-20: the ImageNet ResNet-34 at 32 px ends at 1x1 maps, and after this test's 18
+    # steps its BN running statistics are too young to evaluate with (eval losses of 1e2-1e10, at chance),
+    # whichever the images; the pipeline test of the ImageNet spec runs ResNet-34 itself.
+    model = build_model(default_spec("resnet20", 3, ds.num_classes, 32))
     history = train(model, split, TrainConfig(epochs=6, batch_size=10, lr=0.05, augment="flip", schedule="cosine"))
     assert len(history.epochs) == 6 and history.images_seen == 6 * 30
     assert history.final.eval_acc > 1 / 3 + 0.2  # above chance on the held-out val/ images

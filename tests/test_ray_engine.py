@@ -197,6 +197,22 @@ def _running_final_run(client) -> tuple[str, int] | None:
     return None
 
 
+@pytest.mark.slow
+def test_a_ray_task_trains_its_run_on_the_processes_asked_for(ray_address, tracking_uri, tmp_path):
+    """--engine ray --gpus-per-trial 2: each trial is a Ray task that leads a team of two processes (on a
+    GPU node, its two GPUs); recorded as such, run in a worker, the stores agree."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    one = ["--set", "study.arms=['scratch-e']", "--set", "study.n_trials=1", "--set", 'study.baselines=["paper"]']
+    extra = ["--engine", "ray", "--gpus-per-trial", "2", "--device", "cpu", "--no-report"]
+    assert main(study_args(storage, tmp_path / "runs", *one, *extra)) == 0
+    assert assert_stores_agree(storage, "tiny") == {"COMPLETE": 2}  # the searched trial and the paper baseline
+    trials = [r for r in _runs() if r.data.tags.get("rethink.kind") == "trial"]
+    assert len(trials) == 2 and {r.data.tags["rethink.runtime"] for r in trials} == {"cpu fp32 ddp×2"}
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        for t in optuna.load_study(study_name=summary.study_name, storage=storage).trials:
+            assert t.user_attrs["worker_pid"] != os.getpid()
+
+
 def test_a_worker_killed_in_a_trial_and_in_a_final_run_loses_nothing(ray_address, tracking_uri, tmp_path):
     """SIGKILL of the Ray worker running a trial, then of the one running a final run: the trial ends FAIL
     (lost) with its run KILLED and is retried with the same parameters; the final run ends KILLED and its
@@ -372,6 +388,7 @@ def test_state_digest_sees_any_change_of_a_weight():
         (["--workers", "2"], "drop --workers N"),
         (["--cpus-per-run", "0"], "--cpus-per-run 0.0: expected a number > 0"),
         (["--gpus-per-run", "1.5"], "--gpus-per-run 1.5: above 1 it must be whole"),
+        (["--gpus-per-run", "1", "--gpus-per-trial", "2"], "--gpus-per-run 1 with --gpus-per-trial 2: each task"),
     ],
 )
 def test_bad_engine_options_are_one_line_errors_before_anything_runs(extra, expect, tmp_path, capsys):

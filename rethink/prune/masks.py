@@ -19,6 +19,8 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
 class KeepMasked(Callback):
     """Training callback: masks applied at the start and after every optimizer step."""
 
+    every_process = True  # changes the weights: every process of a distributed run applies it
+
     def __init__(self, masks: dict[str, torch.Tensor]):
         self.masks = masks
         self._pairs: list[tuple[torch.Tensor, torch.Tensor]] = []

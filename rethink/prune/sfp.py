@@ -55,6 +55,8 @@ class SoftFilterPruning(Callback):
     """Base-training callback: zero the lowest-L2 filters of every conv before training and after every
     epoch's training pass (before its evaluation, as the official code validates the masked model)."""
 
+    every_process = True  # changes the weights: every process of a distributed run applies it
+
     def __init__(self, ratio: float):
         if not 0 <= ratio < 1:
             raise PruneError(f"sfp ratio={ratio} is outside [0, 1): give the fraction of filters zeroed per layer")

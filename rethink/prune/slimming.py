@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rethink.distributed import plain_kind
 from rethink.models import ArchSpec, prunable_units
 from rethink.train import Callback
 
@@ -18,6 +19,8 @@ PAPER_SPARSITY = {"vgg": 1e-4, "resnet": 1e-5, "preresnet": 1e-5, "densenet": 1e
 class SparsityPenalty(Callback):
     """Adds the subgradient of `strength` × Σ|gamma| over every BatchNorm2d scale after each backward."""
 
+    every_process = True  # changes the gradients: every process of a distributed run applies it
+
     def __init__(self, strength: float):
         if not strength >= 0:
             raise ValueError(f"sparsity strength must be >= 0, got {strength}")
@@ -25,7 +28,8 @@ class SparsityPenalty(Callback):
         self._gammas: list[torch.Tensor] = []
 
     def on_train_start(self, model: nn.Module, optimizer) -> None:
-        self._gammas = [m.weight for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        # plain_kind: a distributed run on CUDA trains SyncBatchNorms in the BatchNorm2d's places
+        self._gammas = [m.weight for m in model.modules() if issubclass(plain_kind(m), nn.BatchNorm2d)]
 
     @torch.no_grad()
     def after_backward(self, model: nn.Module) -> None:

@@ -30,6 +30,13 @@ def add_runtime_args(p: argparse.ArgumentParser, fuse: bool = True) -> None:
         help="torch.compile the model (on CUDA: reduce-overhead mode, the step captured in CUDA graphs); "
         "compiled code is reused by later trials of the same architecture in one worker",
     )
+    p.add_argument(
+        "--gpus-per-trial",
+        type=int,
+        default=1,
+        help="GPUs that train each run together (DistributedDataParallel: cuda:0..N-1 here, or N GPUs of one "
+        "node per Ray task); with --device cpu, N gloo processes share the cores (for tests)",
+    )
     if not fuse:
         return
     p.add_argument(
@@ -44,8 +51,9 @@ def add_runtime_args(p: argparse.ArgumentParser, fuse: bool = True) -> None:
 
 def runtime_from_args(args: argparse.Namespace) -> Runtime:
     return Runtime(
-        args.device, SWITCH[args.channels_last], SWITCH[args.bf16], args.compile == "on", getattr(args, "fuse", "auto")
-    )
+        args.device, SWITCH[args.channels_last], SWITCH[args.bf16], args.compile == "on", getattr(args, "fuse", "auto"),
+        args.gpus_per_trial,
+    )  # fmt: skip
 
 
 def runtime_argv(runtime: Runtime) -> tuple[str, ...]:
@@ -54,6 +62,7 @@ def runtime_argv(runtime: Runtime) -> tuple[str, ...]:
     return (
         *("--device", runtime.device, "--bf16", name[runtime.bf16], "--channels-last", name[runtime.channels_last]),
         *("--compile", "on" if runtime.compile else "off", "--fuse", runtime.fuse),
+        *("--gpus-per-trial", str(runtime.processes)),
     )
 
 
@@ -83,8 +92,8 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--gpus-per-run",
         default="auto",
-        help="GPUs each Ray task declares; fractions pack small runs on one GPU, e.g. 0.25 (default: 1 when the "
-        "cluster has GPUs, else 0; also: auto)",
+        help="GPUs each Ray task declares; fractions pack small runs on one GPU, e.g. 0.25 (default: "
+        "--gpus-per-trial when the cluster has GPUs, else 0; also: auto)",
     )
     p.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs each Ray task declares (default 1)")
     p.add_argument(
@@ -99,7 +108,9 @@ def engine_from_args(args: argparse.Namespace):
     from study.records.cluster import EngineOptions
 
     gpus = None if args.gpus_per_run == "auto" else _number(args.gpus_per_run, "--gpus-per-run")
-    return EngineOptions(args.engine, args.ray_address, gpus, args.cpus_per_run, args.storage_proxy_host)
+    return EngineOptions(
+        args.engine, args.ray_address, gpus, args.cpus_per_run, args.storage_proxy_host, args.gpus_per_trial
+    )
 
 
 def _number(text: str, flag: str) -> float:

@@ -104,6 +104,11 @@ def run_study(args: argparse.Namespace) -> int:
         raise SpecError(f"--workers must be >= 1, got {args.workers}")
     runtime = runtime_from_args(args)
     engine = engine_from_args(args)
+    if args.workers > 1 and runtime.processes > 1:
+        raise SpecError(
+            f"--workers {args.workers} with --gpus-per-trial {runtime.processes}: each worker's runs would take the "
+            "same GPUs; use one worker per host (--worker on the others) or --engine ray"
+        )
     if engine.is_ray and (args.workers > 1 or args.worker or args.prepare_only):
         flag = "--workers N" if args.workers > 1 else "--worker" if args.worker else "--prepare-only"
         raise SpecError(f"--engine ray runs every trial as a Ray task: drop {flag} (it belongs to the local engine)")

@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from rethink.team import free_port
 from study.plan.spec import SpecError
 
 from .paths import writable_dir
@@ -33,6 +34,7 @@ class EngineOptions:
     gpus_per_run: float | None = None  # fractional: 0.25 packs four runs on one GPU; None: 1 if the cluster has GPUs
     cpus_per_run: float = 1.0
     proxy_host: str = PROXY_HOST
+    processes: int = 1  # --gpus-per-trial: a task trains its run on that many GPUs of its node (rethink/team.py)
 
     def __post_init__(self):
         if self.name not in ENGINES:
@@ -41,6 +43,11 @@ class EngineOptions:
             raise SpecError(f"--cpus-per-run {self.cpus_per_run}: expected a number > 0, e.g. --cpus-per-run 1")
         if self.gpus_per_run is None:
             return
+        if self.processes > 1 and self.gpus_per_run not in (0, self.processes):
+            raise SpecError(
+                f"--gpus-per-run {self.gpus_per_run:g} with --gpus-per-trial {self.processes}: each task needs "
+                f"{self.processes} GPUs; drop --gpus-per-run (auto) or give {self.processes}"
+            )
         if not self.gpus_per_run >= 0 or not math.isfinite(self.gpus_per_run):
             raise SpecError(f"--gpus-per-run {self.gpus_per_run}: expected a number >= 0, e.g. 0.25 or 1")
         if self.gpus_per_run > 1 and self.gpus_per_run != int(self.gpus_per_run):
@@ -131,12 +138,6 @@ def worker_tags() -> dict[str, str]:
     return {"rethink.worker_host": socket.gethostname(), "rethink.worker_pid": str(os.getpid())}
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 class Cluster:
     """One command's Ray session (a context manager): started, or joined with an address; shut down on exit
     only when it was started here."""
@@ -175,7 +176,8 @@ class Cluster:
         try:
             self.gpus_per_run = self.opts.gpus_per_run
             if self.gpus_per_run is None:
-                self.gpus_per_run = 1.0 if self.ray.cluster_resources().get("GPU", 0) else 0.0
+                has_gpus = self.ray.cluster_resources().get("GPU", 0)
+                self.gpus_per_run = float(self.opts.processes) if has_gpus else 0.0
             self._check_fits()
             if given := os.environ.get("RETHINK_RAY_WORKDIR"):  # the tasks' checkpoint folder, where it is known
                 writable_dir(given, "RETHINK_RAY_WORKDIR (where Ray tasks keep the checkpoints they receive)")
@@ -235,7 +237,7 @@ class Cluster:
             )
         from optuna.storages._grpc.server import make_server  # what run_grpc_proxy_server starts, not blocking
 
-        port = _free_port(host)
+        port = free_port(host)
         self._proxy = make_server(self.driver_storage, host, port)
         self._proxy.start()
         self.task_storage = f"grpc://{host}:{port}"

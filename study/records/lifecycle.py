@@ -66,6 +66,8 @@ def run_guarded(command: str, call: Callable[[], int], user_errors: tuple[type[B
         signal.signal(signal.SIGTERM, previous)
         if (ownership := sys.modules.get("study.records.ownership")) is not None:
             ownership.release_all()  # in-process callers (tests, notebooks) get the spec back at once
+        if (team := sys.modules.get("rethink.team")) is not None:
+            team.close_team()  # --gpus-per-trial's follower processes end with the command
 
 
 def _run(command: str, call: Callable[[], int], user_errors: tuple[type[BaseException], ...]) -> int:
