@@ -26,7 +26,8 @@ from .history import History
 from .runtime import Runtime
 from .train import Job, train_jobs
 
-JOIN_TIMEOUT = timedelta(minutes=30)  # how long a collective waits for a process (an epoch's records, a slow start)
+JOIN_TIMEOUT = timedelta(minutes=30)  # how long a collective waits for a process (rank 0 writing an epoch's records)
+START_TIMEOUT = timedelta(minutes=5)  # how long the team may take to start (each follower imports torch)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -63,16 +64,23 @@ class Team:
         port, threads = free_port(), max(1, torch.get_num_threads() // size)
         ctx = mp.get_context("spawn")
         self.procs = [
-            ctx.Process(target=_follow, args=(r, size, port, cuda, threads), daemon=True) for r in range(1, size)
+            # not daemonic: a follower starts its own DataLoader workers (image folders)
+            ctx.Process(target=_follow, args=(r, size, port, cuda, threads), daemon=False)
+            for r in range(1, size)
         ]
         for p in self.procs:
             p.start()
         if cuda:
             torch.cuda.set_device(0)
-        dist.init_process_group(
-            "nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=size,
-            timeout=JOIN_TIMEOUT,
-        )  # fmt: skip
+        try:  # waits for every follower to connect, START_TIMEOUT at most (one that died at start never does)
+            store = dist.TCPStore("127.0.0.1", port, size, is_master=True, timeout=START_TIMEOUT)
+        except RuntimeError as e:
+            for p in self.procs:
+                p.terminate()
+            raise RuntimeError(
+                f"--gpus-per-trial {size}: the other {size - 1} process(es) did not start within {START_TIMEOUT} ({e})"
+            ) from None
+        dist.init_process_group("nccl" if cuda else "gloo", store=store, rank=0, world_size=size, timeout=JOIN_TIMEOUT)
         self.control = dist.new_group(backend="gloo", timeout=JOIN_TIMEOUT)
         self.split: Split | None = None  # the split the followers hold
         self.threads = threads
@@ -88,7 +96,7 @@ class Team:
             except Exception:  # noqa: BLE001 (a follower already gone: stop the rest below)
                 abort = True
         for p in self.procs:
-            p.join(timeout=None if not abort else 0)
+            p.join(timeout=0 if abort else 60)  # a follower told to end is gone in a moment; else it is stopped
             if p.is_alive():
                 p.terminate()
                 p.join()
@@ -152,10 +160,8 @@ def _follow(rank: int, size: int, port: int, cuda: bool, threads: int) -> None:
     torch.set_num_threads(threads)
     if cuda:
         torch.cuda.set_device(rank)
-    dist.init_process_group(
-        "nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size,
-        timeout=JOIN_TIMEOUT,
-    )  # fmt: skip
+    store = dist.TCPStore("127.0.0.1", port, size, is_master=False, timeout=START_TIMEOUT)
+    dist.init_process_group("nccl" if cuda else "gloo", store=store, rank=rank, world_size=size, timeout=JOIN_TIMEOUT)
     control = dist.new_group(backend="gloo", timeout=JOIN_TIMEOUT)
     split = None
     try:

@@ -2,6 +2,7 @@
 `rethink study SPEC --dry-run` (no training, no run, no file left behind), and the `rethink specs` catalogue."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -68,7 +69,22 @@ def test_dry_run_prints_the_cost_and_leaves_nothing(tmp_path, monkeypatch, capsy
     out = capsys.readouterr().out
     assert "final: bases (train+val) | 3 " in out and "total:" in out and "on this machine" in out
     assert "A100" in out and "cifar10-airbench" in out  # the GPU rate's source
+    assert "--gpus-per-trial" not in out
     assert list(tmp_path.iterdir()) == []  # no store, no checkpoint, no report
+    args = ["study", "cifar10-l1-resnet56-a", "--dry-run", "--set", "final.seeds=3", "--gpus-per-trial", "4"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (total,) = [line for line in lines if line.startswith("total:")]
+    (wall,) = [line for line in lines if line.startswith("with --gpus-per-trial 4: at least")]
+    one_gpu = _seconds(re.search(r"at least ([\d.]+ \w+) on one A100", total).group(1))
+    four = _seconds(re.search(r"at least ([\d.]+ \w+) of wall time", wall).group(1))
+    assert four == pytest.approx(one_gpu / 4, rel=0.05)  # the same GPU time over four GPUs, rounded as printed
+
+
+def _seconds(text: str) -> float:
+    """A duration as `duration` prints it ("42 min", "3.1 h", "2.5 days") in seconds."""
+    value, unit = text.split()
+    return float(value) * {"s": 1, "min": 60, "h": 3600, "days": 86400}[unit]
 
 
 def test_a_bad_spec_is_refused_before_anything_with_the_field_named(capsys):

@@ -14,6 +14,7 @@ from rethink.distributed import plain_batchnorm, plain_kind, sync_batchnorm
 from rethink.history import Callback, StopTraining
 from rethink.models import build_model, default_spec
 from rethink.prune.masks import KeepMasked
+from rethink.resume import EpochCheckpoint, prior_epochs
 from rethink.runtime import ConfigError, Runtime
 from rethink.train import TrainConfig, train
 
@@ -125,6 +126,44 @@ def test_a_run_asked_for_two_processes_trains_as_one_process_and_its_team_follow
     assert team._team is None and not dist.is_initialized()
 
 
+class Killed(BaseException):
+    """Stands for SIGKILL of the command after an epoch's snapshot."""
+
+
+class KillAfterFirstEpoch(Callback):
+    def on_epoch_end(self, metrics, model):
+        raise Killed
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
+def test_a_killed_distributed_run_resumes_from_rank_0s_snapshot_to_the_uninterrupted_result():
+    """Rank 0 writes the per-epoch snapshot; the run killed after epoch 1 resumes on a fresh team (the
+    snapshot reaches the follower with the model) and ends where one uninterrupted process ends."""
+    split = _split()
+    torch.manual_seed(0)
+    alone = Plain()
+    reference = train(alone, split, CONFIG, runtime=Runtime("cpu"))
+    saved: list[dict] = []
+    digest = CONFIG.digest()
+    torch.manual_seed(0)
+    with pytest.raises(Killed):
+        checkpoint = EpochCheckpoint(saved.append, digest, every_s=0)
+        train(Plain(), split, CONFIG, [checkpoint, KillAfterFirstEpoch()], runtime=Runtime("cpu", processes=2))
+    assert team._team is None and len(saved) == 1 and saved[0]["epoch"] == 0
+    resumed = Plain()
+    prior, seen = prior_epochs(saved[0])
+    history = train(
+        resumed, split, CONFIG, [EpochCheckpoint(saved.append, digest, 0, prior, seen)],
+        runtime=Runtime("cpu", processes=2), resume=saved[0],
+    )  # fmt: skip
+    team.close_team()
+    assert [m.epoch for m in history.epochs] == [0, 1] and history.images_seen == reference.images_seen
+    losses = [m.train_loss for m in reference.epochs]
+    assert [m.train_loss for m in history.epochs] == pytest.approx(losses, abs=TOLERANCE)
+    for k, v in alone.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, atol=TOLERANCE, rtol=0)
+
+
 def test_sync_batchnorm_is_undone_into_the_same_modules_and_tensors():
     """On CUDA a distributed run trains SyncBatchNorms; afterwards the model has its BatchNorm1d/2d back,
     holding the same parameter and buffer objects (pruning and checkpoints read them)."""
@@ -158,3 +197,60 @@ def test_a_bad_process_count_is_refused_naming_the_option(kwargs, names):
 def test_a_distributed_run_is_recorded_and_never_fused():
     runtime = Runtime("cpu", processes=2, fuse="parallel")
     assert runtime.describe() == "cpu fp32 ddp×2" and runtime.fusion(4) == "off"
+
+
+LEADER = """
+import dataclasses, sys, time
+sys.path.insert(0, {tests!r})
+from test_distributed import CONFIG, Plain, _split
+from rethink import team
+from rethink.history import Callback
+from rethink.runtime import Runtime
+from rethink.train import train
+
+class Announce(Callback):
+    def on_epoch_end(self, metrics, model):
+        with open({out!r}, "w") as f:
+            f.write(" ".join(str(p.pid) for p in team._team.procs))
+        time.sleep(0.2)
+
+train(Plain(), _split(), dataclasses.replace(CONFIG, epochs=10_000), [Announce()], runtime=Runtime("cpu", processes=2))
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return any(line.split()[:2] == ["State:", "Z"] for line in f)  # a zombie has exited
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.slow
+def test_a_killed_leader_leaves_no_follower_behind(tmp_path):
+    """SIGKILL on the command mid-run (no atexit, no cleanup): its follower sees the peer gone in the next
+    collective and exits, rather than holding a core (or a GPU) until the 30-minute timeout."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "followers"
+    script = LEADER.format(tests=str(Path(__file__).parent), out=str(out))
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 120
+        while not out.exists() or not out.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, "the run never reached its first epoch"
+            time.sleep(0.1)
+        (follower,) = [int(p) for p in out.read_text().split()]
+        assert not _gone(follower)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while not _gone(follower):
+            assert time.monotonic() < deadline, f"follower {follower} still alive 60 s after its leader was killed"
+            time.sleep(0.2)
+    finally:
+        proc.kill()

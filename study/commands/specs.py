@@ -31,8 +31,9 @@ def _estimates(spec: Spec, costs: list[Cost]) -> tuple[float, str, str]:
     return total, duration(here), duration(total / GPU_RATE)
 
 
-def cost_lines(spec: Spec) -> list[str]:
-    """What the spec will train, stage by stage, per setting; the total and the time estimates."""
+def cost_lines(spec: Spec, gpus_per_run: int = 1) -> list[str]:
+    """What the spec will train, stage by stage, per setting; the total and the time estimates (with
+    `gpus_per_run` > 1, also the wall time on that many GPUs per run at perfect scaling)."""
     costs = [spec_cost(level) for level in spec.levels()]
     lines = []
     for c in costs:
@@ -59,6 +60,12 @@ def cost_lines(spec: Spec) -> list[str]:
         f"range); about {here} on this machine (its measured fp32 training rate for {spec.model}), at least {gpu} "
         f"on {GPU_SOURCE}",
     ]
+    if gpus_per_run > 1:
+        wall = duration(total / GPU_RATE / gpus_per_run)
+        lines.append(
+            f"with --gpus-per-trial {gpus_per_run}: at least {wall} of wall time, each run on {gpus_per_run} such GPUs "
+            "(the same GPU time at perfect scaling; DistributedDataParallel scales below it)"
+        )
     return lines
 
 

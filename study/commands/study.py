@@ -91,7 +91,7 @@ def run_study(args: argparse.Namespace) -> int:
     if args.dry_run:
         # a weights file matched key by key, a library model run at its size and the proxy's (a run: run_spec)
         check_model_fits(spec, dataset_shape(spec.dataset, spec.data_root))
-        print("\n".join(cost_lines(spec)))
+        print("\n".join(cost_lines(spec, args.gpus_per_trial)))
         return 0
     if args.smoke:
         args.allow_chance_base = True  # a base on noise learns little; the report says so
