@@ -37,7 +37,8 @@ class Runtime:
     def __post_init__(self):
         if self.fuse not in FUSE_MODES:
             raise ConfigError(f"--fuse {self.fuse!r}: expected one of {', '.join(FUSE_MODES)}")
-        self._check_processes()
+        if self.processes != 1:  # before the device: cuda:K is refused with it whatever this host has
+            self._check_processes()
         if self.compile and self.fuse in ("stacked", "parallel"):
             raise ConfigError(f"--fuse {self.fuse} does not combine with --compile on; use --fuse off or auto")
         if self.device == "auto":
@@ -67,7 +68,7 @@ class Runtime:
                 f"--device {self.device} with --gpus-per-trial {n}: the processes take cuda:0..{n - 1} "
                 "(choose them with CUDA_VISIBLE_DEVICES); use --device auto, cuda or cpu"
             )
-        if self.resolve()[0].type == "cuda" and n > torch.cuda.device_count():
+        if self.device != "cpu" and torch.cuda.is_available() and n > torch.cuda.device_count():
             raise ConfigError(f"--gpus-per-trial {n}: only {torch.cuda.device_count()} CUDA device(s) here")
 
     def resolve(self) -> tuple[torch.device, bool, bool]:

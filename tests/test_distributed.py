@@ -186,7 +186,7 @@ def test_sync_batchnorm_is_undone_into_the_same_modules_and_tensors():
     [
         ({"processes": 0}, "--gpus-per-trial 0"),
         ({"processes": 2, "compile": True}, "--compile"),
-        ({"processes": 2, "device": "cuda:1"}, "--device cuda:1"),
+        ({"processes": 2, "device": "cuda:1"}, "--device cuda:1 with --gpus-per-trial 2: the processes take cuda:0..1"),
     ],
 )
 def test_a_bad_process_count_is_refused_naming_the_option(kwargs, names):
