@@ -59,8 +59,6 @@ class Runtime:
         n = self.processes
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ConfigError(f"--gpus-per-trial {n!r}: expected a whole number >= 1, e.g. 2")
-        if n == 1:
-            return
         if self.compile:
             raise ConfigError(f"--gpus-per-trial {n} does not combine with --compile on; use --compile off")
         if self.device not in ("auto", "cpu", "cuda"):

@@ -5,6 +5,7 @@ process outlives the command."""
 import multiprocessing
 
 import mlflow
+import pytest
 import torch.distributed as dist
 
 from conftest import assert_stores_agree, study_args
@@ -12,6 +13,7 @@ from rethink import team
 from study.commands.cli import main
 
 
+@pytest.mark.slow  # a whole study on a team (about 12 s): the default suite keeps the run-level DDP test
 def test_every_training_run_of_a_study_trains_on_the_processes_asked_for(tracking_uri, tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     small = ("--set", "study.arms=['scratch-e']", "--set", "study.n_trials=1", "--set", 'study.baselines=["paper"]')

@@ -135,6 +135,7 @@ class KillAfterFirstEpoch(Callback):
         raise Killed
 
 
+@pytest.mark.slow  # two team starts (about 14 s): with the process-level tests, off the default suite
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
 def test_a_killed_distributed_run_resumes_from_rank_0s_snapshot_to_the_uninterrupted_result():
     """Rank 0 writes the per-epoch snapshot; the run killed after epoch 1 resumes on a fresh team (the
