@@ -78,6 +78,11 @@ def test_a_library_model_study_records_its_pruned_layout_and_rebuilds_it_for_scr
         ([*LIBRARY[:3], "prune.criterion='l5'"], "unknown criterion 'l5'; valid names: bn-scale"),
         (["model_args={ img_size = 32 }"], "model_args are for library models (timm:NAME, torchvision:NAME), not"),
         (
+            ["model='vgg16_nobn'", "prune.method='slimming'", "prune.ratio=0.5"],
+            "prune.method 'slimming' ranks BN scales and vgg16_nobn has none; valid: l1-norm,",
+        ),
+        (["model='vgg16_nobn'", "base.sparsity=0.0001"], "base.sparsity is an L1 penalty on BN scales; vgg16_nobn has"),
+        (
             [*LIBRARY[:3], "study.arms=['scratch-e', 'transferred']", "study.mode='capped'"],
             "the transferred arm needs another network's stages",
         ),

@@ -26,6 +26,8 @@ def test_widths_set_every_prunable_unit(name):
     for u in units:
         if u.conv is not None:
             assert model.get_submodule(u.conv).out_channels == widths[u.width]
+            if u.bn is not None:
+                assert model.get_submodule(u.bn).num_features == widths[u.width]
         else:
             assert model.get_submodule(u.select).index.numel() == widths[u.width]
         for c in u.consumers:
@@ -92,11 +94,11 @@ def test_parameter_counts_equal_the_official_models(name, classes):
 
 @pytest.mark.parametrize("name", sorted(n for n, e in MODELS.items() if e.input_size == 224))
 def test_imagenet_models_equal_torchvisions_at_full_width(name):
-    """The official ImageNet code builds torchvision's resnet34/resnet50/vgg11_bn/vgg16_bn: same tensors."""
+    """The official ImageNet code builds torchvision's resnet34/resnet50/vgg11_bn/vgg16_bn/vgg16: same tensors."""
     torchvision = pytest.importorskip("torchvision")
     with torch.device("meta"):
         ours = build_model(default_spec(name, 3, 1000, 224))
-        theirs = getattr(torchvision.models, name)()
+        theirs = getattr(torchvision.models, name.removesuffix("_nobn"))()
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
     shapes = sorted(tuple(t.shape) for t in ours.state_dict().values())
     assert shapes == sorted(tuple(t.shape) for t in theirs.state_dict().values())
@@ -114,3 +116,50 @@ def test_imagenet_vgg_slimming_head_and_resnet_flops():
     with torch.device("meta"):  # the head reads 7×7 per channel at 224, the last map's 2×2 at 64
         assert build_model(default_spec("vgg16_bn", 3, 1000, 224)).classifier[0].in_features == 512 * 49
         assert build_model(default_spec("vgg16_bn", 3, 1000, 64)).classifier[0].in_features == 512 * 4
+
+
+# The official code's predefined VGG-16s (no BN), as its cfg lists give them ('M' a max-pool):
+# imagenet/thinet/models/thinetconv.py (conv), thinetvgg.py (gap, tiny; AvgPool2d(14, 2) then Linear(cfg[-1]));
+# imagenet/regression-pruning/models/vgg_5x.py (5x). GMACs at 224 from the project's counter.
+PREDEFINED_VGG16 = {
+    "thinet-conv": (
+        "torchvision",
+        [32, 32, "M", 64, 64, "M", 128, 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M"],
+    ),
+    "thinet-gap": ("gap", [32, 32, "M", 64, 64, "M", 128, 128, 128, "M", 256, 256, 256, "M", 512, 512, 512]),
+    "thinet-tiny": ("gap", [16, 16, "M", 32, 32, "M", 64, 64, 64, "M", 128, 128, 128, "M", 128, 128, 256]),
+    "vgg16-5x": ("torchvision", [24, 22, "M", 41, 51, "M", 108, 89, 111, "M", 184, 276, 228, "M", 512, 512, 512, "M"]),
+}
+
+
+def _official_shapes(cfg: list, head: str, classes: int) -> list[tuple[int, ...]]:
+    """The parameter shapes the official make_layers(cfg) and its head give."""
+    shapes, c = [], 3
+    for v in cfg:
+        if v != "M":
+            shapes += [(v, c, 3, 3), (v,)]
+            c = v
+    if head == "gap":
+        return shapes + [(classes, c), (classes,)]
+    return shapes + [(4096, c * 49), (4096,), (4096, 4096), (4096,), (classes, 4096), (classes,)]
+
+
+@pytest.mark.parametrize("row", sorted(PREDEFINED_VGG16))
+def test_the_official_predefined_vgg16s_are_vgg16_nobn_at_their_widths(row):
+    """ThiNet's VGG-Conv/-GAP/-Tiny and the regression-based VGG-16-5x: the official layers, and FLOPs that
+    fall as the architectures shrink (ThiNet's paper: -GAP about 3.3x and -Tiny about 15x fewer than VGG-16)."""
+    from rethink.flops import forward_flops
+
+    head, cfg = PREDEFINED_VGG16[row]
+    spec = default_spec("vgg16_nobn", 3, 1000, 224, classifier=head).with_widths([v for v in cfg if v != "M"])
+    with torch.device("meta"):
+        model = build_model(spec)
+        full = build_model(default_spec("vgg16_nobn", 3, 1000, 224))
+    assert [tuple(p.shape) for p in model.parameters()] == _official_shapes(cfg, head, 1000)
+    pools = sum(isinstance(m, torch.nn.MaxPool2d) for m in model.features)
+    assert pools == cfg.count("M")  # the gap head's last stage keeps its 14×14 map for the average
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    ratio = forward_flops(full, (3, 224, 224)) / forward_flops(model, (3, 224, 224))
+    assert ratio > {"thinet-conv": 3.2, "thinet-gap": 3.3, "thinet-tiny": 15, "vgg16-5x": 4.4}[row]
+    small = build_model(default_spec("vgg16_nobn", 3, 10, 32, classifier=head).with_widths(spec.widths))
+    assert small(torch.randn(2, 3, 32, 32)).shape == (2, 10)  # the gap head is defined at any image size

@@ -49,7 +49,9 @@ def _cases():
         for name in sorted(MODELS):
             if MODELS[name].input_size == 224 and method not in IMAGENET_METHODS:
                 continue  # their units are the CIFAR models' kinds; the other methods are covered there
-            if MODELS[name].family in METHODS[method].families:
+            if MODELS[name].family in METHODS[method].families and (
+                MODELS[name].batch_norm or not METHODS[method].needs_bn
+            ):
                 yield method, name
 
 
@@ -405,6 +407,7 @@ def test_thinet_reconstructs_better_than_random_choice():
         (PruneConfig("pruneall", ratio=0.5), "vgg16", "valid names"),
         (PruneConfig("sfp", ratio=0.5), "densenet40", "does not support densenet40"),
         (PruneConfig("l1-norm"), "vgg11", "ratio or a variant"),
+        (PruneConfig("slimming", ratio=0.5), "vgg16_nobn", "slimming ranks BN scales and vgg16_nobn has no BN"),
     ],
 )
 def test_requests_that_do_not_fit_are_errors(config, name, match):

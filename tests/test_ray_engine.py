@@ -213,6 +213,7 @@ def test_a_ray_task_trains_its_run_on_the_processes_asked_for(ray_address, track
             assert t.user_attrs["worker_pid"] != os.getpid()
 
 
+@pytest.mark.slow  # kills and signals processes: the slow step's kind (about 40 s each)
 def test_a_worker_killed_in_a_trial_and_in_a_final_run_loses_nothing(ray_address, tracking_uri, tmp_path):
     """SIGKILL of the Ray worker running a trial, then of the one running a final run: the trial ends FAIL
     (lost) with its run KILLED and is retried with the same parameters; the final run ends KILLED and its
@@ -279,6 +280,7 @@ def test_a_worker_killed_in_a_trial_and_in_a_final_run_loses_nothing(ray_address
     assert {r.info.run_id for r in _runs() if r.data.tags.get("rethink.kind") in ("final", "confirm")} == trained
 
 
+@pytest.mark.slow  # kills and signals processes: the slow step's kind (about 40 s each)
 def test_ctrl_c_on_a_driver_over_postgresql_stops_the_tasks_and_a_rerun_resumes(
     ray_address, postgres, tracking_uri, tmp_path, monkeypatch
 ):

@@ -1,7 +1,13 @@
 """ImageNet models of the paper's ImageNet half, width-configurable: ResNet-34/50 and VGG-11/16 with BN, laid
 out as torchvision builds them (the official code's `resnet34`, `resnet50`, `vgg11_bn`, `vgg16_bn`), so that at
 full width their parameter counts equal torchvision's. Widths are the inner channels of each residual block
-(what the L1-norm and ThiNet ImageNet code prune; block outputs keep their width) and every VGG conv."""
+(what the L1-norm and ThiNet ImageNet code prune; block outputs keep their width) and every VGG conv.
+
+`vgg16_nobn` is torchvision's `vgg16`, VGG-16 without BN: the predefined architectures the official code
+trains from scratch for ThiNet (imagenet/thinet/models/thinetconv.py, thinetvgg.py) and regression-based
+pruning (imagenet/regression-pruning/models/vgg_5x.py) are its widths with the 4096-4096 head (VGG-Conv,
+VGG-16-5x) or the "gap" head (VGG-GAP, VGG-Tiny). Its units have no BN: filter-ranking methods (L1-norm,
+ThiNet) and weight-level ones prune it, slimming (which ranks BN scales) refuses it."""
 
 from __future__ import annotations
 
@@ -19,7 +25,10 @@ VGG_POOL = 7  # torchvision's AdaptiveAvgPool2d((7, 7)) before the classifier, a
 VGG_HIDDEN = 4096
 # "torchvision": Linear-ReLU-Dropout twice, then Linear (torchvision's vgg*_bn; weight-level code).
 # "slimming": BN1d after each hidden Linear, no dropout (imagenet/network-slimming/vgg.py).
-VGG_CLASSIFIERS = ("torchvision", "slimming")
+# "gap": ThiNet's VGG-GAP/-Tiny head (imagenet/thinet/models/thinetvgg.py): no max-pool after the last stage,
+# the 14×14 map averaged (AvgPool2d(14, 2) at 224; a global average here, the same at 224 and defined at any
+# size), one Linear(last width, classes).
+VGG_CLASSIFIERS = ("torchvision", "slimming", "gap")
 
 
 class Basic(nn.Module):
@@ -126,31 +135,35 @@ def pooled_side(input_size: int) -> int:
 
 
 class ImageNetVGG(nn.Module):
-    """torchvision's VGG with BN: conv(bias)-BN-ReLU units, a max-pool after every stage (ceil mode: the same
-    on 224×224, and small inputs still reach 1×1), a 7×7 adaptive pool (at 224) and a 4096-4096 classifier."""
+    """torchvision's VGG: conv(bias)-BN-ReLU units (conv-ReLU without BN), a max-pool after every stage (ceil
+    mode: the same on 224×224, and small inputs still reach 1×1), a 7×7 adaptive pool (at 224) and a 4096-4096
+    classifier; or the "gap" head (see VGG_CLASSIFIERS)."""
 
     def __init__(
-        self, depth: int, in_channels: int, num_classes: int, widths: Sequence[int], classifier: str, input_size: int
+        self,
+        depth: int,
+        in_channels: int,
+        num_classes: int,
+        widths: Sequence[int],
+        classifier: str,
+        input_size: int,
+        batch_norm: bool = True,
     ):
         super().__init__()
         layers: list[nn.Module] = []
         c, i = in_channels, 0
-        for n in STAGES[depth]:
+        for s, n in enumerate(STAGES[depth]):
             for _ in range(n):
-                layers += [nn.Conv2d(c, widths[i], 3, padding=1), nn.BatchNorm2d(widths[i]), nn.ReLU(inplace=True)]
+                norm = [nn.BatchNorm2d(widths[i])] if batch_norm else []
+                layers += [nn.Conv2d(c, widths[i], 3, padding=1), *norm, nn.ReLU(inplace=True)]
                 c, i = widths[i], i + 1
-            layers.append(nn.MaxPool2d(2, ceil_mode=True))
+            if classifier != "gap" or s < len(STAGES[depth]) - 1:
+                layers.append(nn.MaxPool2d(2, ceil_mode=True))
         self.features = nn.Sequential(*layers)
-        pool = pooled_side(input_size)
+        pool = 1 if classifier == "gap" else pooled_side(input_size)
         self.avgpool = nn.AdaptiveAvgPool2d(pool)
         flat = c * pool * pool
-        if classifier == "slimming":
-            hidden = [nn.Linear(flat, VGG_HIDDEN), nn.BatchNorm1d(VGG_HIDDEN), nn.ReLU(True)]
-            hidden += [nn.Linear(VGG_HIDDEN, VGG_HIDDEN), nn.BatchNorm1d(VGG_HIDDEN), nn.ReLU(True)]
-        else:
-            hidden = [nn.Linear(flat, VGG_HIDDEN), nn.ReLU(True), nn.Dropout()]
-            hidden += [nn.Linear(VGG_HIDDEN, VGG_HIDDEN), nn.ReLU(True), nn.Dropout()]
-        self.classifier = nn.Sequential(*hidden, nn.Linear(VGG_HIDDEN, num_classes))
+        self.classifier = _vgg_head(classifier, flat, num_classes)
         if next(self.parameters()).is_meta:
             return
         for m in self.modules():
@@ -165,6 +178,18 @@ class ImageNetVGG(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
+def _vgg_head(classifier: str, flat: int, num_classes: int) -> nn.Sequential:
+    if classifier == "gap":
+        return nn.Sequential(nn.Linear(flat, num_classes))
+    if classifier == "slimming":
+        hidden = [nn.Linear(flat, VGG_HIDDEN), nn.BatchNorm1d(VGG_HIDDEN), nn.ReLU(True)]
+        hidden += [nn.Linear(VGG_HIDDEN, VGG_HIDDEN), nn.BatchNorm1d(VGG_HIDDEN), nn.ReLU(True)]
+    else:
+        hidden = [nn.Linear(flat, VGG_HIDDEN), nn.ReLU(True), nn.Dropout()]
+        hidden += [nn.Linear(VGG_HIDDEN, VGG_HIDDEN), nn.ReLU(True), nn.Dropout()]
+    return nn.Sequential(*hidden, nn.Linear(VGG_HIDDEN, num_classes))
+
+
 def _register_resnet(depth: int) -> None:
     @register_model(f"resnet{depth}", "resnet", resnet_widths(depth), resnet_units, input_size=224)
     def build(in_channels: int, num_classes: int, widths: Sequence[int], input_size: int = 224) -> nn.Module:
@@ -177,6 +202,15 @@ def _register_vgg(depth: int) -> None:
         in_channels: int, num_classes: int, widths: Sequence[int], classifier: str = "torchvision", input_size=224
     ) -> nn.Module:
         return ImageNetVGG(depth, in_channels, num_classes, widths, classifier, input_size)
+
+
+@register_model(
+    "vgg16_nobn", "vgg", vgg_widths(16), vgg_units, ("torchvision", "gap"), input_size=224, batch_norm=False
+)
+def _vgg16_nobn(
+    in_channels: int, num_classes: int, widths: Sequence[int], classifier: str = "torchvision", input_size=224
+) -> nn.Module:
+    return ImageNetVGG(16, in_channels, num_classes, widths, classifier, input_size, batch_norm=False)
 
 
 for _depth in RESNET_STAGES:

@@ -64,17 +64,23 @@ def canonical_json(value: dict | str | None) -> str:
 class Unit:
     """A prunable group of channels, the unit of structured pruning and surgery.
 
-    Plain unit: the output channels of `conv`, normalized by `bn`, read (dim 1) by `consumers`.
+    Plain unit: the output channels of `conv`, normalized by `bn` (None in a model without BN), read (dim 1)
+    by `consumers`.
     Selection unit (conv is None): the channels of `bn`'s output that `select` passes on to `consumers`
     (PreResNet and DenseNet pre-activation); `bn` keeps its width, only the selection shrinks.
     `width` is the index in ArchSpec.widths that this unit's channel count sets.
     """
 
-    bn: str
+    bn: str | None
     consumers: tuple[str, ...]
     width: int
     conv: str | None = None
     select: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The module that names the unit in messages and maps: its BN, or its conv where it has none."""
+        return self.bn or self.conv  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ class ModelEntry:
     classifiers: tuple[str, ...] = ()  # the heads `build(..., classifier=NAME)` offers, the default first
     conv_inits: tuple[str, ...] = ()  # the conv styles `build(..., conv_init=NAME)` offers besides "default"
     input_size: int = 32  # the image size it is made for (CIFAR 32, ImageNet 224); it runs on any from 8
+    batch_norm: bool = True  # whether its units have BNs (slimming ranks their scales)
 
 
 MODELS: dict[str, ModelEntry] = {}
@@ -100,6 +107,7 @@ def register_model(
     classifiers: Sequence[str] = (),
     conv_inits: Sequence[str] = (),
     input_size: int = 32,
+    batch_norm: bool = True,
 ):
     """Decorator: register `fn(in_channels, num_classes, widths) -> nn.Module` under `name`.
 
@@ -117,6 +125,7 @@ def register_model(
             tuple(classifiers),
             tuple(conv_inits),
             input_size,
+            batch_norm,
         )
         return fn
 

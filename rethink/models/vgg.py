@@ -86,12 +86,13 @@ def init_weights(model: nn.Module, conv_mode: str = "fan_out") -> None:
 
 
 def vgg_units(model: VGG) -> list[Unit]:
-    """Every conv is a unit; its consumer is the next conv, or the first classifier layer for the last."""
+    """Every conv is a unit (with the BN after it, if any); its consumer is the next conv, or the first
+    classifier layer for the last."""
     convs = [i for i, m in enumerate(model.features) if isinstance(m, nn.Conv2d)]
     consumers = [f"features.{j}" for j in convs[1:]] + ["classifier.0"]
+    bns = [f"features.{i + 1}" if isinstance(model.features[i + 1], nn.BatchNorm2d) else None for i in convs]
     return [
-        Unit(f"features.{i + 1}", (c,), k, conv=f"features.{i}")
-        for k, (i, c) in enumerate(zip(convs, consumers, strict=True))
+        Unit(bn, (c,), k, conv=f"features.{i}") for k, (i, c, bn) in enumerate(zip(convs, consumers, bns, strict=True))
     ]
 
 

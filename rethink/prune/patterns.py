@@ -56,10 +56,10 @@ def width_groups(spec: ArchSpec) -> tuple[str, ...]:
     with torch.device("meta"):
         model = build_model(spec)
     units = prunable_units(spec, model)
-    sizes = output_sizes(model, spec, [u.bn for u in units])
+    sizes = output_sizes(model, spec, [u.label for u in units])
     groups: list[str | None] = [None] * len(spec.widths)
     for u in units:
-        h, w = sizes[u.bn]
+        h, w = sizes[u.label]
         groups[u.width] = f"{h}x{w}/{'conv' if u.conv is not None else 'select'}"
     if None in groups:
         raise PatternError(f"{spec.model}: widths {[i for i, g in enumerate(groups) if g is None]} have no unit")

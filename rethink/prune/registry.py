@@ -91,6 +91,7 @@ class MethodEntry:
     families: tuple[str, ...]
     structured: bool = True
     needs_data: bool | Callable[[PruneConfig], bool] = False  # calibration images (always, or for some configs)
+    needs_bn: bool = False  # ranks BN scales: refused for a model without BN
     # Raised whenever a fix changes what the method returns: it enters the digests of the pruned model, the
     # studies and the final runs, so results of the old code are never found again as if they were current.
     version: int = 1
@@ -105,9 +106,10 @@ def register_method(
     structured: bool = True,
     needs_data: bool | Callable[[PruneConfig], bool] = False,
     version: int = 1,
+    needs_bn: bool = False,
 ):
     def wrap(fn: PruneFn) -> PruneFn:
-        METHODS[name] = MethodEntry(name, fn, families, structured, needs_data, version)
+        METHODS[name] = MethodEntry(name, fn, families, structured, needs_data, needs_bn, version)
         return fn
 
     return wrap
@@ -135,6 +137,10 @@ def prune(model: nn.Module, spec: ArchSpec, config: PruneConfig, data: torch.Ten
     family = model_entry(spec.model).family
     if family not in entry.families:
         raise PruneError(f"{config.method} does not support {spec.model}; it supports: {', '.join(entry.families)}")
+    if entry.needs_bn and not model_entry(spec.model).batch_norm:
+        raise PruneError(
+            f"{config.method} ranks BN scales and {spec.model} has no BN; use l1-norm, thinet or magnitude"
+        )
     if needs_data(config) and data is None:
         raise PruneError(f"{config.method} needs calibration images (data=...)")
     was_training = model.training

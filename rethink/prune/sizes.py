@@ -33,7 +33,7 @@ def _layers(spec: ArchSpec) -> tuple[tuple[_Layer, ...], int]:
         model = build_model(spec)
     units = prunable_units(spec, model)
     producer = {u.conv: u.width for u in units if u.conv is not None}
-    plain_bn = {u.bn: u.width for u in units if u.conv is not None}  # a selection unit's BN keeps its width
+    plain_bn = {u.bn: u.width for u in units if u.conv is not None and u.bn}  # a selection unit's BN keeps its width
     consumer = {c: u.width for u in units for c in u.consumers}
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     pixels = {n: h * w for n, (h, w) in output_sizes(model, spec, convs).items()}

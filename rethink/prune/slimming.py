@@ -38,7 +38,7 @@ class SparsityPenalty(Callback):
                 g.grad.add_(torch.sign(g), alpha=self.strength)
 
 
-@register_method("slimming", families=("vgg", "resnet", "preresnet", "densenet"))
+@register_method("slimming", families=("vgg", "resnet", "preresnet", "densenet"), needs_bn=True)
 def slimming(model, spec: ArchSpec, config: PruneConfig, data=None) -> PrunedModel:
     if config.ratio is None:
         raise PruneError("slimming needs a ratio: the fraction of channels removed by the global threshold")
@@ -58,7 +58,7 @@ def slimming(model, spec: ArchSpec, config: PruneConfig, data=None) -> PrunedMod
         if not kept:
             raise PruneError(
                 f"slimming threshold {float(threshold):.4g} (ratio {config.ratio}) removes every channel of "
-                f"{units[k].bn}; lower the ratio or set min_channels >= 1"
+                f"{units[k].label}; lower the ratio or set min_channels >= 1"
             )
         keep[k] = kept
     small, pruned_spec = apply_keep(model, spec, keep)

@@ -25,7 +25,7 @@ def new_spec(spec: ArchSpec, units: Sequence[Unit], keep: Keep) -> ArchSpec:
     widths = list(spec.widths)
     for k, kept in keep.items():
         if len(kept) == 0:
-            raise PruneError(f"unit {k} ({units[k].bn}) would lose every channel; keep at least one")
+            raise PruneError(f"unit {k} ({units[k].label}) would lose every channel; keep at least one")
         widths[units[k].width] = len(kept)
     return spec.with_widths(widths)
 
@@ -40,12 +40,12 @@ def apply_keep(model: nn.Module, spec: ArchSpec, keep: Keep) -> tuple[nn.Module,
     for k, kept in keep.items():
         u = units[k]
         idx = torch.as_tensor(sorted(kept), dtype=torch.long)
-        width = len(state[f"{u.select}.index"]) if u.conv is None else len(state[f"{u.bn}.weight"])
+        width = len(state[f"{u.select}.index"]) if u.conv is None else len(state[f"{u.conv}.weight"])
         if u.conv is not None:
             for p in ("weight", "bias"):  # a conv bias (weight-level VGG) follows its kept filters
                 if f"{u.conv}.{p}" in state:
                     state[f"{u.conv}.{p}"] = state[f"{u.conv}.{p}"][idx]
-            for p in ("weight", "bias", "running_mean", "running_var"):
+            for p in ("weight", "bias", "running_mean", "running_var") if u.bn else ():
                 state[f"{u.bn}.{p}"] = state[f"{u.bn}.{p}"][idx]
         else:
             state[f"{u.select}.index"] = state[f"{u.select}.index"][idx]
@@ -66,12 +66,11 @@ def consumer_columns(idx: torch.Tensor, width: int, inputs: int) -> torch.Tensor
 
 @torch.no_grad()
 def zero_pruned_channels(model: nn.Module, spec: ArchSpec, keep: Keep) -> nn.Module:
-    """Silence the pruned channels in place: filter, BN scale and BN shift to zero, so each pruned
-    activation is exactly zero (a zeroed filter alone still passes its BN shift on)."""
+    """Silence the pruned channels in place: filter (and its bias), BN scale and BN shift to zero, so each
+    pruned activation is exactly zero (a zeroed filter alone still passes its BN shift on)."""
     units = prunable_units(spec, model)
     for k, kept in keep.items():
         u = units[k]
-        bn = _get(model, u.bn)
         width = unit_width(model, u)
         dropped = torch.as_tensor(sorted(set(range(width)) - set(kept)), dtype=torch.long)
         if u.conv is not None:
@@ -82,14 +81,16 @@ def zero_pruned_channels(model: nn.Module, spec: ArchSpec, keep: Keep) -> nn.Mod
             channels = dropped
         else:
             channels = _get(model, u.select).index[dropped]
-        bn.weight[channels] = 0
-        bn.bias[channels] = 0
+        if u.bn is not None:
+            bn = _get(model, u.bn)
+            bn.weight[channels] = 0
+            bn.bias[channels] = 0
     return model
 
 
 def unit_width(model: nn.Module, u: Unit) -> int:
     """The unit's current channel count: its conv's filters, or its selection's size (not its BN's)."""
-    return _get(model, u.select).index.numel() if u.conv is None else _get(model, u.bn).num_features
+    return _get(model, u.select).index.numel() if u.conv is None else _get(model, u.conv).out_channels
 
 
 def top_k(scores: torch.Tensor, k: int) -> list[int]:
@@ -100,12 +101,14 @@ def top_k(scores: torch.Tensor, k: int) -> list[int]:
 
 def bn_scale(model: nn.Module, u: Unit) -> torch.Tensor:
     """|gamma| of each of the unit's current channels."""
+    if u.bn is None:
+        raise PruneError(f"{u.conv} has no BatchNorm whose scales slimming ranks; use l1-norm, thinet or magnitude")
     gamma = _get(model, u.bn).weight.detach().abs()
     return gamma[_get(model, u.select).index] if u.conv is None else gamma
 
 
 def filter_norm(model: nn.Module, u: Unit, p: int = 1) -> torch.Tensor:
     if u.conv is None:
-        raise PruneError(f"{u.bn}: a channel-selection unit has no filters to rank; use slimming")
+        raise PruneError(f"{u.label}: a channel-selection unit has no filters to rank; use slimming")
     w = _get(model, u.conv).weight.detach()
     return w.flatten(1).norm(p=p, dim=1)

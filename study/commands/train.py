@@ -34,7 +34,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width-scale", type=float, default=1.0, help="scale every registered width")
     p.add_argument("--widths", default=None, help="comma-separated per-layer widths (overrides --width-scale)")
     p.add_argument(
-        "--classifier", default="default", help="VGG head: bn-mlp (Li et al., the default) or linear (slimming code)"
+        "--classifier",
+        default="default",
+        help="VGG head: CIFAR VGGs bn-mlp (Li et al., the default) or linear (slimming code); ImageNet VGGs "
+        "torchvision (the default), slimming, or gap (ThiNet's VGG-GAP/-Tiny, vgg16_nobn)",
     )
     p.add_argument("--bn-init", type=float, default=1.0, help="conv BN scale at init (official slimming models: 0.5)")
     p.add_argument(

@@ -374,7 +374,9 @@ class Spec(_Strict):
         {}, description="a library model's constructor arguments (e.g. img_size, patch_size for a ViT)"
     )
     width_scale: float = Field(1.0, gt=0)
-    classifier: str = "default"  # VGG: "bn-mlp" (Li et al.) or "linear" (the slimming and weight-level code)
+    # VGG: "bn-mlp" (Li et al.) or "linear" (the slimming and weight-level code); ImageNet VGGs: "torchvision",
+    # "slimming" or "gap" (ThiNet's VGG-GAP/-Tiny head)
+    classifier: str = "default"
     bn_init: float = Field(1.0, gt=0)  # conv BN scale at init: 0.5 in the official slimming and L1-norm VGGs
     conv_init: str = "default"  # VGG: "weight-level" = the weight-level code's convs (bias, He init over fan-in)
     normalize: Annotated[str, one_of("normalization", NORMALIZATIONS)] = "split"
@@ -421,6 +423,13 @@ class Spec(_Strict):
         if entry.family not in METHODS[self.prune.method].families:
             valid = ", ".join(m for m, e in METHODS.items() if entry.family in e.families)
             raise ValueError(f"prune.method {self.prune.method!r} does not support {self.model}; valid: {valid}")
+        if METHODS[self.prune.method].needs_bn and not entry.batch_norm:
+            valid = ", ".join(m for m, e in METHODS.items() if entry.family in e.families and not e.needs_bn)
+            raise ValueError(
+                f"prune.method {self.prune.method!r} ranks BN scales and {self.model} has none; valid: {valid}"
+            )
+        if self.base.sparsity > 0 and not entry.batch_norm:
+            raise ValueError(f"base.sparsity is an L1 penalty on BN scales; {self.model} has no BN: set it to 0")
         if entry.family == "external":
             self._check_library_model()
         elif self.model_args:
