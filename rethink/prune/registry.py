@@ -109,7 +109,7 @@ def register_method(
     needs_bn: bool = False,
 ):
     def wrap(fn: PruneFn) -> PruneFn:
-        METHODS[name] = MethodEntry(name, fn, families, structured, needs_data, needs_bn, version)
+        METHODS[name] = MethodEntry(name, fn, families, structured, needs_data, needs_bn=needs_bn, version=version)
         return fn
 
     return wrap
