@@ -25,10 +25,11 @@ VGG_POOL = 7  # torchvision's AdaptiveAvgPool2d((7, 7)) before the classifier, a
 VGG_HIDDEN = 4096
 # "torchvision": Linear-ReLU-Dropout twice, then Linear (torchvision's vgg*_bn; weight-level code).
 # "slimming": BN1d after each hidden Linear, no dropout (imagenet/network-slimming/vgg.py).
-# "gap": ThiNet's VGG-GAP/-Tiny head (imagenet/thinet/models/thinetvgg.py): no max-pool after the last stage,
-# the 14×14 map averaged (AvgPool2d(14, 2) at 224; a global average here, the same at 224 and defined at any
-# size), one Linear(last width, classes).
-VGG_CLASSIFIERS = ("torchvision", "slimming", "gap")
+VGG_CLASSIFIERS = ("torchvision", "slimming")
+# vgg16_nobn's heads: torchvision's, or "gap", ThiNet's VGG-GAP/-Tiny head (imagenet/thinet/models/thinetvgg.py):
+# no max-pool after the last stage, the 14×14 map averaged (AvgPool2d(14, 2) at 224; a global average here, the
+# same at 224 and defined at any size), one Linear(last width, classes).
+NOBN_CLASSIFIERS = ("torchvision", "gap")
 
 
 class Basic(nn.Module):
@@ -137,7 +138,7 @@ def pooled_side(input_size: int) -> int:
 class ImageNetVGG(nn.Module):
     """torchvision's VGG: conv(bias)-BN-ReLU units (conv-ReLU without BN), a max-pool after every stage (ceil
     mode: the same on 224×224, and small inputs still reach 1×1), a 7×7 adaptive pool (at 224) and a 4096-4096
-    classifier; or the "gap" head (see VGG_CLASSIFIERS)."""
+    classifier; or the "gap" head (see NOBN_CLASSIFIERS)."""
 
     def __init__(
         self,
@@ -204,9 +205,7 @@ def _register_vgg(depth: int) -> None:
         return ImageNetVGG(depth, in_channels, num_classes, widths, classifier, input_size)
 
 
-@register_model(
-    "vgg16_nobn", "vgg", vgg_widths(16), vgg_units, ("torchvision", "gap"), input_size=224, batch_norm=False
-)
+@register_model("vgg16_nobn", "vgg", vgg_widths(16), vgg_units, NOBN_CLASSIFIERS, input_size=224, batch_norm=False)
 def _vgg16_nobn(
     in_channels: int, num_classes: int, widths: Sequence[int], classifier: str = "torchvision", input_size=224
 ) -> nn.Module:

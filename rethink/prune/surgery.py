@@ -101,8 +101,6 @@ def top_k(scores: torch.Tensor, k: int) -> list[int]:
 
 def bn_scale(model: nn.Module, u: Unit) -> torch.Tensor:
     """|gamma| of each of the unit's current channels."""
-    if u.bn is None:
-        raise PruneError(f"{u.conv} has no BatchNorm whose scales slimming ranks; use l1-norm, thinet or magnitude")
     gamma = _get(model, u.bn).weight.detach().abs()
     return gamma[_get(model, u.select).index] if u.conv is None else gamma
 
