@@ -13,7 +13,7 @@ tp = pytest.importorskip("torch_pruning", reason="the 'models' extra (timm, torc
 from rethink.flops import _counted, forward_flops, param_count  # noqa: E402
 from rethink.models import build_model, default_spec, model_entry, prunable_units  # noqa: E402
 from rethink.prune import PruneConfig, prune  # noqa: E402
-from rethink.prune.l1_norm import unit_ratios  # noqa: E402
+from rethink.prune.variants import unit_ratios  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*non-singleton.*")
 

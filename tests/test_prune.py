@@ -10,7 +10,16 @@ from rethink.arms import build_arm
 from rethink.data import train_val_split
 from rethink.flops import forward_flops, nonzero_forward_flops, param_count
 from rethink.models import MODELS, ArchSpec, build_model, default_spec, prunable_units
-from rethink.prune import METHODS, VARIANTS, KeepMasked, PruneConfig, PruneError, prune, zero_pruned_channels
+from rethink.prune import (
+    METHODS,
+    VARIANTS,
+    KeepMasked,
+    PruneConfig,
+    PruneError,
+    prune,
+    variants_of,
+    zero_pruned_channels,
+)
 from rethink.prune.sfp import SoftFilterPruning
 from rethink.prune.slimming import SparsityPenalty
 from rethink.prune.surgery import apply_keep
@@ -84,7 +93,7 @@ def test_pruned_model_equals_original_with_pruned_channels_silenced(method, name
         assert not torch.allclose(model(x), reference(x), atol=1e-3)  # the pruning did change the function
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", variants_of("l1-norm"))
 def test_l1_variants_equal_silenced_original(variant):
     spec = default_spec(VARIANTS[variant].model, 3, 10, 8)
     model = _randomized(spec)
@@ -407,6 +416,7 @@ def test_thinet_reconstructs_better_than_random_choice():
         (PruneConfig("pruneall", ratio=0.5), "vgg16", "valid names"),
         (PruneConfig("sfp", ratio=0.5), "densenet40", "does not support densenet40"),
         (PruneConfig("l1-norm"), "vgg11", "ratio or a variant"),
+        (PruneConfig("l1-norm", variant="vgg-conv"), "vgg16_nobn", "unknown l1-norm variant 'vgg-conv'"),
         (PruneConfig("slimming", ratio=0.5), "vgg16_nobn", "slimming ranks BN scales and vgg16_nobn has no BN"),
     ],
 )
@@ -438,6 +448,39 @@ def test_thinet_on_resnet50_gives_the_thinet_papers_models(ratio, params_m, flop
     assert param_count(pruned.model) / 1e6 == pytest.approx(params_m, abs=0.01)
     shape = (3, 224, 224)
     assert forward_flops(pruned.model, shape) / forward_flops(model, shape) == pytest.approx(flops_share, rel=0.01)
+
+
+# imagenet/thinet/models/thinetconv.py's `conv` list: ThiNet's VGG-Conv (conv1_1 to conv4_3 halved)
+THINET_VGG_CONV = [32, 32, 64, 64, 128, 128, 128, 256, 256, 256, 512, 512, 512]
+
+
+def test_thinet_vgg_conv_variant_gives_the_official_vgg_conv():
+    """`prune.variant = "vgg-conv"`: ThiNet on the first 10 convs of VGG-16 (no BN) gives the official
+    ThiNet-Conv widths, the 4096-4096 head whole, and the ThiNet paper's 131.44 M weights (±0.01 M) and
+    9.58 GFLOPs (4.79 G multiply-adds) at 224 px; the last three convs and the head keep their trained weights."""
+    spec = default_spec("vgg16_nobn", 3, 1000, 224)
+    model = build_model(spec)
+    config = PruneConfig("thinet", variant="vgg-conv", calibration_images=4)
+    pruned = prune(model, spec, config, torch.rand(4, 3, 32, 32))
+    assert list(pruned.spec.widths) == THINET_VGG_CONV and sorted(pruned.keep) == list(range(10))
+    weights = sum(p.numel() for p in pruned.model.parameters() if p.dim() > 1)  # ThiNet counts no biases
+    assert weights / 1e6 == pytest.approx(131.44, abs=0.01)
+    assert forward_flops(pruned.model, (3, 224, 224)) / 1e9 == pytest.approx(4.79, abs=0.01)
+    convs = [m for m in pruned.model.features if isinstance(m, nn.Conv2d)]
+    old = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    assert torch.equal(convs[-1].weight, old[-1].weight) and torch.equal(convs[-2].bias, old[-2].bias)
+    assert torch.equal(pruned.model.classifier[0].weight, model.classifier[0].weight)
+
+
+@pytest.mark.parametrize(
+    "variant, name, match",
+    [("vgg16-a", "vgg16", "unknown thinet variant 'vgg16-a'; valid names: vgg-conv"),
+     ("vgg-conv", "vgg16", "defined for vgg16_nobn, not vgg16")],
+)  # fmt: skip
+def test_a_thinet_variant_of_another_method_or_model_is_refused(variant, name, match):
+    spec = default_spec(name, 3, 10, 8)
+    with pytest.raises(PruneError, match=match):
+        prune(build_model(spec), spec, PruneConfig("thinet", variant=variant), torch.rand(2, 3, 8, 8))
 
 
 def test_thinet_needs_calibration_images():

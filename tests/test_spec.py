@@ -48,6 +48,10 @@ def test_errors_name_the_field_and_file(tmp_path, extra, field):
         ("space.epochs={low=5, high=2}", "space.epochs"),
         ("study.arms=['finetune', 'warm-start']", "study.arms"),
         ("prune.variant='resnet56-a'", "prune.variant"),
+        (
+            "prune.variant='vgg-conv'",
+            "prune.variant 'vgg-conv' is a thinet layout and prune.method prunes with l1-norm",
+        ),
         ("model='alexnet'", "valid names"),
         ("prune.method='prunall'", "prune.method: unknown method 'prunall'; valid names"),
         ("space.augment=['flip', 'blur']", "space.augment.1: unknown augmentation 'blur'"),

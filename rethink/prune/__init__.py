@@ -2,10 +2,10 @@
 
 from . import depgraph, l1_norm, lottery, magnitude, random_control, sfp, slimming, thinet  # noqa: F401  (registration)
 from .iterative import Round, check_iterative, iterative_magnitude, round_share
-from .l1_norm import VARIANTS
 from .masks import KeepMasked, apply_masks
 from .registry import METHODS, PruneConfig, PrunedModel, method_version, needs_data, prune, register_method
 from .surgery import PruneError, apply_keep, zero_pruned_channels
+from .variants import VARIANTS, variants_of
 
 __all__ = [
     "METHODS",
@@ -24,5 +24,6 @@ __all__ = [
     "prune",
     "register_method",
     "round_share",
+    "variants_of",
     "zero_pruned_channels",
 ]

@@ -8,7 +8,8 @@ contribution is computed; channels are removed greedily, each time the one whose
 to the squared norm of the removed contributions' sum; then the kept channels are rescaled by the least-
 squares weights that best rebuild the full output (the consumer's filters are multiplied by them).
 The official code fine-tunes between layers; here the finetune arm follows the whole pruning instead.
-Units whose consumer is not a conv (VGG's last conv, read by the classifier) are left whole.
+Units whose consumer is not a conv (VGG's last conv, read by the classifier) are left whole. `prune.variant`
+"vgg-conv" prunes ThiNet's VGG-Conv layout instead of every unit (rethink.prune.variants).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from torch import nn
 from rethink.models import ArchSpec, prunable_units
 
 from .registry import PruneConfig, PrunedModel, register_method
-from .surgery import PruneError, apply_keep
+from .surgery import apply_keep
+from .variants import unit_ratios
 
 SAMPLES_PER_IMAGE = 10  # the official code samples 10 locations per image
 
@@ -86,10 +88,9 @@ def n_kept(width: int, ratio: float) -> int:
 
 @register_method("thinet", families=("vgg", "resnet"), needs_data=True)
 def thinet(model, spec: ArchSpec, config: PruneConfig, data: torch.Tensor) -> PrunedModel:
-    if config.ratio is None:
-        raise PruneError("thinet needs a ratio: the fraction of channels removed per layer")
     units = prunable_units(spec, model)
-    targets = [k for k, u in enumerate(units) if isinstance(model.get_submodule(u.consumers[0]), nn.Conv2d)]
+    ratios = unit_ratios(spec, len(units), config)  # one ratio for every unit, or a variant's (VGG-Conv)
+    targets = [k for k in ratios if isinstance(model.get_submodule(units[k].consumers[0]), nn.Conv2d)]
     device = next(model.parameters()).device
     images = data[: config.calibration_images].to(device)
     g = torch.Generator().manual_seed(config.seed)
@@ -107,7 +108,7 @@ def thinet(model, spec: ArchSpec, config: PruneConfig, data: torch.Tensor) -> Pr
         finally:
             hook.remove()
         z = contributions(recorded[0].cpu(), consumer, SAMPLES_PER_IMAGE, g)
-        choice = choose_channels(z, n_kept(consumer.in_channels, config.ratio))
+        choice = choose_channels(z, n_kept(consumer.in_channels, ratios[k]))
         keep[k] = choice.kept
         scale = torch.zeros(consumer.in_channels, dtype=torch.float64)
         scale[choice.kept] = choice.scale

@@ -17,7 +17,7 @@ from rethink.errors import UserError
 from rethink.imagefolder import FOLDER_UNSUPPORTED
 from rethink.models import MODELS, ModelError, model_entry
 from rethink.models.external import check_name, is_external
-from rethink.prune import METHODS, VARIANTS
+from rethink.prune import METHODS, VARIANTS, variants_of
 from rethink.prune.depgraph import CRITERIA, REDUCTIONS
 from rethink.train import TrainConfig, config_digest
 
@@ -417,8 +417,17 @@ class Spec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if self.prune.variant and VARIANTS[self.prune.variant].model != self.model:
-            raise ValueError(f"prune.variant {self.prune.variant!r} is for {VARIANTS[self.prune.variant].model}")
+        if self.prune.variant:
+            variant = VARIANTS[self.prune.variant]
+            owner = self.prune.method if self.prune.method != "random" else (self.prune.like or "l1-norm")
+            if variant.method != owner:
+                own = ", ".join(variants_of(owner)) or "none"
+                raise ValueError(
+                    f"prune.variant {self.prune.variant!r} is a {variant.method} layout and prune.method prunes "
+                    f"with {owner}; {owner}'s variants: {own}"
+                )
+            if variant.model != self.model:
+                raise ValueError(f"prune.variant {self.prune.variant!r} is for {variant.model}")
         entry = model_entry(self.model)
         if entry.family not in METHODS[self.prune.method].families:
             valid = ", ".join(m for m, e in METHODS.items() if entry.family in e.families)

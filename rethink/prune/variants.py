@@ -1,0 +1,67 @@
+"""Predefined layouts of the paper's code: which units a method prunes, and by how much.
+
+L1-norm's follow rethinking-network-pruning's cifar/ and imagenet/l1-norm-pruning: layer ids count 3×3 convs
+from 1 (the stem); even ids are the first conv of each residual block, the only ones pruned. ThiNet's VGG-Conv
+follows imagenet/thinet/models/thinetconv.py (ThiNet's Table 1): the first 10 convs halved, the last 3 whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rethink.models import ArchSpec
+
+from .registry import PruneConfig
+from .surgery import PruneError
+
+
+@dataclass(frozen=True)
+class Variant:
+    model: str
+    skip: tuple[int, ...] = ()  # ResNet layer ids left alone
+    stage_ratios: tuple[float, ...] = ()  # ResNet: ratio per stage
+    vgg_layers: tuple[int, ...] = ()  # VGG: 1-based conv indices pruned by half
+    stages: tuple[int, ...] = ()  # ResNet: blocks per stage (default: three equal stages, the CIFAR ResNets)
+    method: str = "l1-norm"  # the method whose layout it is
+
+
+VARIANTS = {
+    "vgg16-a": Variant("vgg16", vgg_layers=(1, 8, 9, 10, 11, 12, 13)),
+    "resnet56-a": Variant("resnet56", (16, 20, 38, 54), (0.1, 0.1, 0.1)),
+    "resnet56-b": Variant("resnet56", (16, 18, 20, 34, 38, 54), (0.6, 0.3, 0.1)),
+    "resnet110-a": Variant("resnet110", (36,), (0.5, 0.0, 0.0)),
+    "resnet110-b": Variant("resnet110", (36, 38, 74), (0.5, 0.4, 0.3)),
+    # imagenet/l1-norm-pruning/prune.py: the same skips for A and B, ratios per stage of ResNet-34 (3, 4, 6, 3)
+    "resnet34-a": Variant("resnet34", (2, 8, 14, 16, 26, 28, 30, 32), (0.3, 0.3, 0.3, 0.0), stages=(3, 4, 6, 3)),
+    "resnet34-b": Variant("resnet34", (2, 8, 14, 16, 26, 28, 30, 32), (0.5, 0.6, 0.4, 0.0), stages=(3, 4, 6, 3)),
+    # imagenet/thinet/models/thinetconv.py: conv1_1 to conv4_3 at half their width (ThiNet compresses a layer
+    # through the next conv's input, so conv5_1 to conv5_3 keep theirs); the 4096-4096 head kept
+    "vgg-conv": Variant("vgg16_nobn", vgg_layers=tuple(range(1, 11)), method="thinet"),
+}
+
+
+def variants_of(method: str) -> list[str]:
+    return sorted(name for name, v in VARIANTS.items() if v.method == method)
+
+
+def unit_ratios(spec: ArchSpec, n_units: int, config: PruneConfig) -> dict[int, float]:
+    """The removal ratio of each unit: a named variant of the method, or one uniform ratio for every unit."""
+    own = ", ".join(variants_of(config.method)) or "none"
+    if config.variant is None:
+        if config.ratio is None:
+            raise PruneError(f"{config.method} needs a ratio or a variant ({own})")
+        return dict.fromkeys(range(n_units), config.ratio)
+    if config.variant not in VARIANTS or VARIANTS[config.variant].method != config.method:
+        raise PruneError(f"unknown {config.method} variant {config.variant!r}; valid names: {own}")
+    v = VARIANTS[config.variant]
+    if v.model != spec.model:
+        raise PruneError(f"variant {config.variant!r} is defined for {v.model}, not {spec.model}")
+    if v.vgg_layers:
+        return {i - 1: 0.5 for i in v.vgg_layers}
+    stages = v.stages or (n_units // 3,) * 3
+    stage_of = [s for s, n in enumerate(stages) for _ in range(n)]
+    ratios = {}
+    for k in range(n_units):
+        if 2 + 2 * k not in v.skip:  # block k's first conv is layer id 2 + 2k
+            ratios[k] = v.stage_ratios[stage_of[k]]
+    return ratios
