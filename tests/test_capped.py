@@ -53,6 +53,20 @@ def test_an_epoch_range_below_a_budget_is_refused_on_load_naming_the_epochs_need
     assert epoch_range(spec, "scratch-b@B", _budgets(10, 38)) == (2, 38, False)  # clipped to the cap
 
 
+def test_the_low_offered_for_a_baseline_below_the_range_admits_it_when_taken():
+    """ThiNet-Tiny: B = 1,385 epochs, so the literature baseline's E = 90 lies below 1/8 of the scratch-b@B cap;
+    the space.epochs.low the message offers (rounded down, not to the nearest) admits it when taken."""
+    import re
+
+    name, caps = "imagenet-thinet-vgg16-tiny", _budgets(90, 1385)
+    spec = load_spec(name, ['space.epochs={ of = "cap", low = 0.125 }'])
+    (problem,) = [p for p in reach_problems(spec, caps) if "'literature'" in p]
+    low = float(re.search(r"space\.epochs\.low <= ([0-9.]+) \(of the cap\)", problem).group(1))
+    assert 0 < low <= 90 / 1385
+    spec = load_spec(name, [f'space.epochs={{ of = "cap", low = {low} }}'])
+    assert not [p for p in reach_problems(spec, caps) if "'literature'" in p]
+
+
 def test_a_pareto_range_that_stops_short_of_b_is_refused_before_any_trial(tracking_uri, tmp_path, capsys):
     """tiny (pareto): B = 10 and P = 13 epochs of its pruned model, known once it is pruned; the refusal
     comes then, one line, before any trial trains."""

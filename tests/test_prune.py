@@ -26,7 +26,8 @@ from rethink.prune.surgery import apply_keep
 from rethink.prune.thinet import SAMPLES_PER_IMAGE, choose_channels, contributions, greedy_remove, n_kept
 from rethink.train import TrainConfig, seed_everything, train
 
-STRUCTURED = sorted(n for n, e in METHODS.items() if e.structured)
+# methods that prune a trained model (predefined names an architecture and reads no weights: tests/test_predefined.py)
+STRUCTURED = sorted(n for n, e in METHODS.items() if e.structured and e.inherits)
 
 
 def _randomized(spec: ArchSpec) -> nn.Module:

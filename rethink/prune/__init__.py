@@ -1,6 +1,6 @@
 """The paper's pruning methods in a registry; importing this package registers every method."""
 
-from . import depgraph, l1_norm, lottery, magnitude, random_control, sfp, slimming, thinet  # noqa: F401  (registration)
+from . import depgraph, l1_norm, lottery, magnitude, predefined, random_control, sfp, slimming, thinet  # noqa: F401
 from .iterative import Round, check_iterative, iterative_magnitude, round_share
 from .masks import KeepMasked, apply_masks
 from .registry import METHODS, PruneConfig, PrunedModel, method_version, needs_data, prune, register_method

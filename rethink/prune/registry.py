@@ -92,6 +92,7 @@ class MethodEntry:
     structured: bool = True
     needs_data: bool | Callable[[PruneConfig], bool] = False  # calibration images (always, or for some configs)
     needs_bn: bool = False  # ranks BN scales: refused for a model without BN
+    inherits: bool = True  # the pruned model keeps trained weights (False: an architecture only, nothing to fine-tune)
     # Raised whenever a fix changes what the method returns: it enters the digests of the pruned model, the
     # studies and the final runs, so results of the old code are never found again as if they were current.
     version: int = 1
@@ -107,9 +108,12 @@ def register_method(
     needs_data: bool | Callable[[PruneConfig], bool] = False,
     version: int = 1,
     needs_bn: bool = False,
+    inherits: bool = True,
 ):
     def wrap(fn: PruneFn) -> PruneFn:
-        METHODS[name] = MethodEntry(name, fn, families, structured, needs_data, needs_bn=needs_bn, version=version)
+        METHODS[name] = MethodEntry(
+            name, fn, families, structured, needs_data, needs_bn=needs_bn, inherits=inherits, version=version
+        )
         return fn
 
     return wrap

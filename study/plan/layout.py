@@ -117,6 +117,11 @@ def budgets(
     """The caps of one setting; `prune_train`: the pruning's own training MACs after the base (iterative)."""
     e = base_config.epochs
     b = arm_epochs("scratch-b", base_config, base_flops, pruned_flops)
+    if b < 1:
+        raise SpecError(
+            f"Scratch-B would train {b} epochs: the pruned model's {pruned_flops:.3g} MACs per image are "
+            f"{pruned_flops / base_flops:.2f}x the base's {base_flops:.3g}; prune to a smaller model"
+        )
     base_train = training_flops(base_flops, e * n_train)
     train_e = training_flops(pruned_flops, e * n_train)
     epochs_prune = round(prune_train / training_flops(pruned_flops, n_train)) if prune_train else 0
@@ -329,7 +334,8 @@ def _baseline_problems(spec: Spec, budgets_: Budgets, arch: dict[str, Budgets] |
                 field = "space.epochs.low" if ep < rng[0] else "space.epochs.high"
                 fix = f"{field} {'<=' if ep < rng[0] else '>='} {ep}"
                 if isinstance(space.epochs, CapFraction) and ep < rng[0]:
-                    fix = f"space.epochs.low <= {ep / (rng[1] or 1):.3g} (of the cap)"
+                    low = math.floor(1000 * ep / (rng[1] or 1)) / 1000 or ep / (rng[1] or 1)  # rounded down: it fits
+                    fix = f"space.epochs.low <= {low:g} (of the cap)"
                 elif ep > rng[1] and spec.study.mode == "capped":
                     fix = f"its epochs <= {rng[1]} (the study's cap)"
                 out.append(f"{where}: {ep} epochs lie outside the study's epochs [{rng[0]}, {rng[1]}]; set {fix}")

@@ -142,6 +142,10 @@ class Pruning(_Strict):
                 raise ValueError("prune.ratios and prune.variant exclude each other")
         elif self.ratio is None and self.variant is None:
             raise ValueError("give a ratio, a list of ratios or a variant")
+        if not METHODS[self.method].inherits and self.variant is None:
+            raise ValueError(f"prune.method {self.method!r} names its architecture in prune.variant; give one")
+        if self.like is not None and not METHODS[self.like].inherits:
+            raise ValueError(f"prune.like {self.like!r} keeps no channels whose widths random could copy")
         graph_only = {"criterion": None, "group_reduction": "mean", "max_ratio": 1.0, "round_to": None, "steps": 1,
                       "ignore": ()}  # fmt: skip
         set_here = [k for k, v in graph_only.items() if getattr(self, k) != v]
@@ -471,12 +475,25 @@ class Spec(_Strict):
             )
         self._check_arch_arms()
         self._check_weights()
+        self._check_inheriting_arms()
         if "lottery" in self.study.arms and self.prune.method not in ("lottery", "magnitude", "l1-norm"):
             raise ValueError(
                 f"study.arms: the lottery arm needs a method that keeps the base's init (magnitude, lottery or "
                 f"l1-norm), not {self.prune.method!r}; drop 'lottery' from study.arms or change prune.method"
             )
         return self
+
+    def _check_inheriting_arms(self) -> None:
+        """A method that gives an architecture only (predefined) leaves nothing to fine-tune or copy."""
+        method = self.prune.method
+        if METHODS[method].inherits:
+            return
+        if inheriting := [a for a in self.study.arms if a in ("finetune", "finetune-random")]:
+            raise ValueError(
+                f"study.arms: {inheriting[0]!r} starts from the pruned model's trained weights, and prune.method "
+                f"{method!r} gives an architecture only; drop it (the published fine-tuned number, where a source "
+                f"states it, is set beside the scratch arms from study/specs/paper_numbers.csv)"
+            )
 
     def _check_weights(self) -> None:
         """A base loaded from a file is not trained here: nothing that shapes its training or rewinds it."""

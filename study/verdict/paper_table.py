@@ -29,8 +29,13 @@ MISSING_NOTE = (
 )
 
 
+PUBLISHED_ONLY = "published model"  # an arm the spec does not train (a predefined architecture's fine-tune)
+
+
 def _row_name(choice: str) -> str:
     """A pick as a reader names it: `best@B` -> 'tuned (best at B)', a baseline by its name."""
+    if choice == PUBLISHED_ONLY:
+        return "published model, not trained here"
     if choice.startswith("best@"):
         return f"tuned (best at {choice.partition('@')[2]})"
     return "tuned" if choice == "best" else f"{choice} recipe"
@@ -61,8 +66,10 @@ def paper_shaped(
     out, notes, sources = [], [], {}
     for setting, v in settings:
         h = v["header"]
-        rows = sorted(v["table"], key=_order)
         row_key = h.get("paper_row")
+        trained = {r["arm"] for r in v["table"]}
+        untrained = [a for a in numbers.get(row_key, {}) if a not in trained] if row_key else []
+        rows = sorted([*v["table"], *({"arm": a, "choice": PUBLISHED_ONLY, "seeds": 0} for a in untrained)], key=_order)
         marks = dict.fromkeys(range(len(rows)), "")
         for arm in dict.fromkeys(r["arm"] for r in rows):
             p = numbers.get(row_key, {}).get(arm) if row_key else None
@@ -82,7 +89,7 @@ def paper_shaped(
                     "row": _row_name(r["choice"]),
                     "test acc (%)": _accuracy(r.get("test_acc_mean"), r.get("test_acc_std"), int(r["seeds"])),
                     "n": int(r["seeds"]),
-                    "epochs": int(r["epochs"]) if r.get("epochs") == r.get("epochs") else DASH,
+                    "epochs": int(r["epochs"]) if r.get("epochs", float("nan")) == r.get("epochs") else DASH,
                     "training MACs": plain(r.get("final_train_flops")),
                     "params −": h.get("params_reduction", DASH) if pruned else "0%",
                     "FLOPs −": h.get("flops_reduction", DASH) if pruned else "0%",

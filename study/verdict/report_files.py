@@ -190,7 +190,8 @@ def write_report(
     lines += ["## Verdicts", "", f"Analysis: {header.get('analysis', '')}", ""]
     lines += [
         "The primary comparison is tested alone; every other claim is secondary, its one-sided p Holm-adjusted; "
-        "the random-selection control (where the spec has it) is a two-sided check outside that family.",
+        "the random-selection control (where the spec has it) is a two-sided check outside that family, as is a "
+        "comparison with a published (external) model.",
         "",
     ]
     for v in verdicts:
@@ -199,6 +200,8 @@ def write_report(
         lines.append(f"- {role}Claim {v['claim']}: **{v['verdict']}**" + _numbers(v) + holm)
         for part in v.get("parts", {}).values():
             lines.append(f"  - {part['part']}: {'holds' if part['holds'] else 'not established'}" + _numbers(part))
+        if "caveat" in v:
+            lines.append(f"  - {v['caveat']}")
         for key in ("small_lr", "interaction", "tuned"):
             if key in v:
                 lines.append(f"  - {v[key]['what']}" + _numbers(v[key]))

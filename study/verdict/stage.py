@@ -19,7 +19,7 @@ from rethink.prune import round_share
 from study.final.picks import Missing
 from study.final.stage import FinalEvaluation
 from study.plan.layout import arm_of, cap_of, study_name
-from study.plan.paper import row_key
+from study.plan.paper import published, row_key
 from study.plan.spec import Spec
 from study.search.finished import FinishedSearch
 from study.search.trunk import Trunk
@@ -28,6 +28,7 @@ from .analysis import analyse
 from .architectures import ARCH_FIGURE, EFFICIENCY_FIGURE, architecture_section
 from .carryover import BUDGET_NOTE, carryover_section
 from .claims import Analysis, lr_bands, tuning_gaps
+from .external import external_claims
 from .figures import figures, lr_sensitivity_figure
 from .report_files import VERDICT_PNG, importances, results_table, write_report
 from .report_html import write_html
@@ -182,6 +183,13 @@ def write_verdicts(
     by_arm = {arm_of(k): v for k, v in points.items() if cap_of(k) in (None, "E")}  # claim 2's cells are at E
     bands = lr_bands(by_arm, spec.space.lr.low, spec.space.lr.high) if "lottery" in by_arm else []
     verdicts, primary = analyse(results, analysis, mode, bands)  # as `rethink verdict` on runs.csv
+    external = external_claims(results, analysis, mode, published().get(row_key(spec), {}).get("finetune"))
+    if external and not any(v.get("role") == "primary" for v in verdicts):
+        primary = primary.removesuffix(".") + (
+            " (no fine-tune arm: prune.method gives an architecture only); the comparisons with the published "
+            "fine-tuned model below are external and descriptive."
+        )
+    verdicts += external
     out = out_dir / report_folder(spec, search.names)
     arch_lines, arch_data = architecture_section(trunk, results, analysis.budgets, out)
     for v in verdicts:  # claim 4 names the sizes matched and the architectures trained

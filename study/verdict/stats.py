@@ -188,3 +188,30 @@ def noninferiority_verdict(test: dict, margin: float) -> str:
     if test["ci_high"] < -margin - TOLERANCE:
         return "contradicted"
     return f"inconclusive at this sample size (n={test['n_a']}, {test['n_b']})"
+
+
+def against_published(
+    a: list[float], reference: float, margin: float, confidence: float, n_test: int | None, min_seeds: int = 2
+) -> dict:
+    """One-sample non-inferiority of a's seeds against a published accuracy (a fraction): H0 mean(a) -
+    reference <= -margin. se² = s²/n (s² floored as any cell's) + the reference's binomial variance on the same
+    test set size (one model's test score); df n - 1. The published model's seed-to-seed spread is unknown
+    and is not in the interval."""
+    test = contrast([a], [1.0], 2 * confidence - 1, n_test)
+    se = test["se"]
+    if not math.isnan(se):
+        se = math.sqrt(se**2 + binomial_floor(reference, n_test))
+        t = stats.t.ppf(confidence, test["dof"]) if se > 0 else 0.0
+        diff = test["diff"] - reference
+        test.update(diff=diff, se=se, ci_low=diff - t * se, ci_high=diff + t * se, p_value=math.nan)
+    else:
+        test["diff"] = test["diff"] - reference
+    test |= {"margin": margin, "reference": reference, "n_b": 0}
+    test["test"] = "one-sample t (df n - 1) against the published number, one-sided"
+    test["p_noninferiority"] = one_sided(test, -margin, "above")
+    test["verdict"] = noninferiority_verdict(test, margin)
+    if len(a) < max(2, min_seeds):
+        test["verdict"] = f"inconclusive (too few seeds: n={len(a)}; the spec asks for {min_seeds})"
+    elif test["verdict"].startswith("inconclusive at this sample size"):
+        test["verdict"] = f"inconclusive at this sample size (n={len(a)} seeds against one published number)"
+    return test

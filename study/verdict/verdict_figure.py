@@ -58,6 +58,8 @@ def row_label(entry: dict) -> str:
         what = f"claim 2: {what}"
     elif cid == "control":
         what = f"control: {what}"
+    elif cid.startswith("ext@"):
+        what = f"external at {cid[4:]}: {what}"
     return ("PRIMARY  " if entry.get("role") == "primary" else "") + what
 
 
