@@ -92,7 +92,10 @@ def test_parameter_counts_equal_the_official_models(name, classes):
     assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[(name, classes)]
 
 
-@pytest.mark.parametrize("name", sorted(n for n, e in MODELS.items() if e.input_size == 224))
+TORCHVISION_LAYOUTS = sorted(n for n, e in MODELS.items() if e.input_size == 224 and n != "resnet50_2x")
+
+
+@pytest.mark.parametrize("name", TORCHVISION_LAYOUTS)
 def test_imagenet_models_equal_torchvisions_at_full_width(name):
     """The official ImageNet code builds torchvision's resnet34/resnet50/vgg11_bn/vgg16_bn/vgg16: same tensors."""
     torchvision = pytest.importorskip("torchvision")
@@ -163,3 +166,40 @@ def test_the_official_predefined_vgg16s_are_vgg16_nobn_at_their_widths(row):
     assert ratio > {"thinet-conv": 3.2, "thinet-gap": 3.3, "thinet-tiny": 15, "vgg16-5x": 4.4}[row]
     small = build_model(default_spec("vgg16_nobn", 3, 10, 32, classifier=head).with_widths(spec.widths))
     assert small(torch.randn(2, 3, 32, 32)).shape == (2, 10)  # the gap head is defined at any image size
+
+
+def test_resnet50_2x_equals_the_official_definition_and_reads_only_its_selected_channels():
+    """imagenet/regression-pruning/models/resnet_2x.py: bottleneck k's conv1 reads cfg_2x[3k] input channels (the
+    ones filter.pkl marks), its convs are cfg_2x[3k+1] and [3k+2] wide, the rest is ResNet-50 (the official
+    downsample conv also has a bias, redundant before its BN, left out here). 2.73 G multiply-adds against
+    ResNet-50's 4.09: Scratch-B 134 epochs for E = 90 (the official 132 from a counter that also counts BN, ReLU
+    and pooling)."""
+    from rethink.arms import arm_epochs
+    from rethink.flops import forward_flops
+    from rethink.models.resnet_2x import CFG_2X, selections
+    from rethink.train import TrainConfig
+
+    model = build_model(default_spec("resnet50_2x", 3, 1000, 224))
+    full = build_model(default_spec("resnet50", 3, 1000, 224))
+    assert len(model.blocks) == 16
+    for k, (block, ref) in enumerate(zip(model.blocks, full.blocks, strict=True)):
+        reads, w1, w2 = CFG_2X[3 * k : 3 * k + 3]
+        assert tuple(block.conv1.weight.shape) == (w1, reads, 1, 1) and tuple(block.conv2.weight.shape) == (
+            w2,
+            w1,
+            3,
+            3,
+        )
+        assert block.conv3.weight.shape[0] == ref.conv3.weight.shape[0] and block.select.index.tolist() == list(
+            selections()[k]
+        )
+        assert (block.downsample is None) == (ref.downsample is None)
+    block, x = model.blocks[1].eval(), torch.randn(2, 256, 8, 8)
+    unselected = next(i for i in range(256) if i not in selections()[1])
+    y = x.clone()
+    y[:, unselected] += 5.0
+    torch.testing.assert_close(block.select(x), x[:, list(selections()[1])])
+    torch.testing.assert_close(block.conv1(block.select(y)), block.conv1(block.select(x)))
+    macs, base = forward_flops(model, (3, 224, 224)), forward_flops(full, (3, 224, 224))
+    assert macs / 1e9 == pytest.approx(2.73, abs=0.005)
+    assert arm_epochs("scratch-b", TrainConfig(epochs=90), base, macs) == 134

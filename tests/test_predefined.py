@@ -34,7 +34,21 @@ OFFICIAL = {
 
 
 def test_every_predefined_variant_is_checked_here():
-    assert variants_of("predefined") == sorted(OFFICIAL)
+    assert variants_of("predefined") == sorted([*OFFICIAL, "resnet50-2x"])
+
+
+def test_resnet50_2x_is_a_model_of_its_own_built_fresh_from_resnet50():
+    """The regression-based ResNet-50-2x: the registry's resnet50_2x (its selections and widths: test_models.py),
+    from a resnet50 base; at a width scale its inner widths follow, its channel selections do not change."""
+    from rethink.models.resnet_2x import WIDTHS_2X
+
+    spec = default_spec("resnet50", 3, 1000, 224)
+    pruned = prune(build_model(spec), spec, PruneConfig("predefined", variant="resnet50-2x"))
+    assert pruned.spec == replace(spec, model="resnet50_2x", widths=WIDTHS_2X) and pruned.keep == {}
+    small = default_spec("resnet50", 3, 10, 32, 0.25)
+    quarter = prune(build_model(small), small, PruneConfig("predefined", variant="resnet50-2x"))
+    assert quarter.spec.widths == tuple(max(1, round(w / 4)) for w in WIDTHS_2X)
+    assert quarter.model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +86,10 @@ def test_the_seed_alone_decides_a_predefined_init(imagenet_vgg16):
     "config, match",
     [
         (PruneConfig("predefined"), "predefined needs a variant"),
-        (PruneConfig("predefined", variant="vgg-conv"), "unknown predefined variant 'vgg-conv'; valid names: vgg-gap"),
+        (
+            PruneConfig("predefined", variant="vgg-conv"),
+            "unknown predefined variant 'vgg-conv'; valid names: resnet50-2x, vgg-gap",
+        ),
     ],
 )
 def test_a_predefined_request_without_its_own_variant_is_refused(config, match):

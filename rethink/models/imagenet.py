@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .registry import Unit, register_model
+from .selection import ChannelSelection
 from .vgg import STAGES, vgg_units, vgg_widths  # vgg_units: the last conv read by classifier.0 (7×7 each)
 
 RESNET_STAGES = {34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
@@ -53,11 +54,15 @@ class Basic(nn.Module):
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, cin: int, widths: Sequence[int], planes: int, stride: int):
+    def __init__(self, cin: int, widths: Sequence[int], planes: int, stride: int, select: Sequence[int] | None = None):
         super().__init__()
         w1, w2 = widths
         out = planes * self.expansion
-        self.conv1 = nn.Conv2d(cin, w1, 1, bias=False)
+        self.select = None  # ResNet-50-2x: conv1 reads a fixed subset of the block's input channels
+        if select is not None:
+            self.select = ChannelSelection(cin, len(select))
+            self.select.index.copy_(torch.as_tensor(select))
+        self.conv1 = nn.Conv2d(cin if select is None else len(select), w1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(w1)
         self.conv2 = nn.Conv2d(w1, w2, 3, stride, 1, bias=False)  # stride on the 3×3, as torchvision (v1.5)
         self.bn2 = nn.BatchNorm2d(w2)
@@ -67,7 +72,7 @@ class Bottleneck(nn.Module):
         self.downsample = _downsample(cin, out, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn1(self.conv1(x if self.select is None else self.select(x))))
         out = self.bn3(self.conv3(self.relu(self.bn2(self.conv2(out)))))
         return self.relu(out + (x if self.downsample is None else self.downsample(x)))
 
@@ -79,9 +84,17 @@ def _downsample(cin: int, cout: int, stride: int) -> nn.Module | None:
 
 
 class ImageNetResNet(nn.Module):
-    """torchvision's ResNet: 7×7/2 stem, max-pool, four stages, global pool, fc (torchvision's init)."""
+    """torchvision's ResNet: 7×7/2 stem, max-pool, four stages, global pool, fc (torchvision's init).
+    `selections`: per bottleneck, the input channels its conv1 reads (ResNet-50-2x; None: all)."""
 
-    def __init__(self, depth: int, in_channels: int, num_classes: int, widths: Sequence[int]):
+    def __init__(
+        self,
+        depth: int,
+        in_channels: int,
+        num_classes: int,
+        widths: Sequence[int],
+        selections: Sequence[Sequence[int]] | None = None,
+    ):
         super().__init__()
         block = Bottleneck if depth == 50 else Basic
         per = 2 if block is Bottleneck else 1
@@ -92,7 +105,8 @@ class ImageNetResNet(nn.Module):
         blocks, c, i = [], 64, 0
         for s, (n, planes) in enumerate(zip(RESNET_STAGES[depth], RESNET_PLANES, strict=True)):
             for b in range(n):
-                blocks.append(block(c, widths[i : i + per], planes, 2 if s > 0 and b == 0 else 1))
+                extra = {"select": selections[len(blocks)]} if selections is not None else {}
+                blocks.append(block(c, widths[i : i + per], planes, 2 if s > 0 and b == 0 else 1, **extra))
                 c, i = planes * block.expansion, i + per
         self.blocks = nn.Sequential(*blocks)
         self.avgpool = nn.AdaptiveAvgPool2d(1)

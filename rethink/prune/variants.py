@@ -5,7 +5,8 @@ L1-norm's follow rethinking-network-pruning's cifar/ and imagenet/l1-norm-prunin
 from 1 (the stem); even ids are the first conv of each residual block, the only ones pruned. ThiNet's VGG-Conv
 follows imagenet/thinet/models/thinetconv.py: the first 10 convs halved, the last 3 whole. The predefined
 architectures are the official code's models that its pruning methods' authors released (imagenet/thinet/
-models/thinetvgg.py, imagenet/regression-pruning/models/vgg_5x.py): widths per conv and the head.
+models/thinetvgg.py, imagenet/regression-pruning/models/vgg_5x.py and resnet_2x.py): widths per conv, the head,
+or a model of their own.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Variant:
     method: str = "l1-norm"  # the method whose layout it is
     widths: tuple[int, ...] = ()  # predefined: every conv's width
     classifier: str | None = None  # predefined: the head (None: the base's)
+    arch_model: str | None = None  # predefined: a registry model of its own (None: the base's model)
 
 
 VGG_CONV = (32, 32, 64, 64, 128, 128, 128, 256, 256, 256, 512, 512, 512)  # thinetconv.py's `conv` list
@@ -53,6 +55,8 @@ VARIANTS = {
         classifier="gap",
         widths=(16, 16, 32, 32, 64, 64, 64, 128, 128, 128, 128, 128, 256),
     ),
+    # resnet_2x.py: ResNet-50 with each bottleneck reading a fixed subset of its input (rethink/models/resnet_2x.py)
+    "resnet50-2x": Variant("resnet50", method="predefined", arch_model="resnet50_2x"),
     # vgg_5x.py's cfg: the regression-based (channel pruning, He et al. 2017) VGG-16 at 5x fewer FLOPs
     "vgg16-5x": Variant(
         "vgg16_nobn", method="predefined", widths=(24, 22, 41, 51, 108, 89, 111, 184, 276, 228, 512, 512, 512)
