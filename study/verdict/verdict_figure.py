@@ -88,6 +88,7 @@ def verdict_plot(entries: list[dict], analysis: Analysis):
             ax.plot(lo, y, marker=mark, markersize=8, color=colour, markerfacecolor="white")
         p = f", Holm p = {e['p_holm']:.3g}" if "p_holm" in e else ""
         said = f"same runs as {e['same_as']}" if "same_as" in e else word
+        said += " (external, descriptive)" if e.get("role") == "external" else ""
         ax.annotate(
             f"{said}{p}",
             (1.01, y),
