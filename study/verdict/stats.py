@@ -124,17 +124,16 @@ def needed_n(
         return None
     if pair:  # one cell of per-seed differences: se = s_d / sqrt(n), df n - 1
         _, vd, _ = _cell(Paired(tuple(a), tuple(b)), n_test)
-        for n in range(len(a) + 1, MAX_SEEDS + 1):
-            if (stats.t.ppf(confidence, n - 1) + stats.t.ppf(POWER, n - 1)) * math.sqrt(vd / n) <= diff + margin:
-                return n
-        return MAX_SEEDS + 1
-    va, vb = cell_variance(np.asarray(a, float), n_test), cell_variance(np.asarray(b, float), n_test)
-    for n in range(max(len(a), len(b)) + 1, MAX_SEEDS + 1):
-        se = math.sqrt((va + vb) / n)
-        dof = (va + vb) ** 2 / ((va**2 + vb**2) / (n - 1)) if va + vb > 0 else math.inf
-        if (stats.t.ppf(confidence, dof) + stats.t.ppf(POWER, dof)) * se <= diff + margin:
-            return n
-    return MAX_SEEDS + 1
+        n = np.arange(len(a) + 1, MAX_SEEDS + 1)
+        se, dof = np.sqrt(vd / n), n - 1.0
+    else:
+        va, vb = cell_variance(np.asarray(a, float), n_test), cell_variance(np.asarray(b, float), n_test)
+        n = np.arange(max(len(a), len(b)) + 1, MAX_SEEDS + 1)
+        se = np.sqrt((va + vb) / n)
+        dof = (va + vb) ** 2 / ((va**2 + vb**2) / (n - 1)) if va + vb > 0 else np.full(len(n), np.inf)
+    # every candidate n at once (one vectorised quantile call each, not two per n): the first that holds
+    holds = (stats.t.ppf(confidence, dof) + stats.t.ppf(POWER, dof)) * se <= diff + margin
+    return int(n[holds.argmax()]) if holds.any() else MAX_SEEDS + 1
 
 
 def noninferiority(
