@@ -357,3 +357,24 @@ def test_the_guided_architecture_keeps_the_pruned_stage_pattern_at_the_pruned_si
     assert max(factors) / min(factors) < 1.1, {s: (round(kept[s], 3), round(pruned_shares[s], 3)) for s in kept}
     spread = [f for f in uniform.pattern.fractions.values()]
     assert max(spread) - min(spread) < 0.1  # the uniform twin of the same model has none
+
+
+def test_a_second_derive_on_the_same_model_reuses_its_counts_and_finds_the_same_architecture(monkeypatch):
+    """The cost check, the trunk and each final seed's base derive on the same library model: the sizes each
+    candidate cut has are counted once, and a repeat finds what the first derive found without cutting."""
+    import rethink.prune.library_arch as library_arch
+
+    torch.manual_seed(0)
+    spec = _spec("timm:mobilenetv3_small_050")
+    pruned = prune(build_model(spec), spec, PruneConfig("depgraph", 0.5, criterion="l1", scope="global"))
+    library_arch._SIZES.clear()
+    cuts = []
+    real_cut = library_arch._cut
+    monkeypatch.setattr(library_arch, "_cut", lambda *a: cuts.append(a[-1]) or real_cut(*a))
+    first = derive("uniform", spec, pruned)
+    counted = len(cuts)
+    assert counted > 2 and len(set(cuts)) == counted - 1  # each candidate cut once; the answer cut again to keep
+    again = derive("uniform", spec, pruned)
+    assert again == first and len(cuts) == counted + 1  # only the answer, cut to be kept
+    other = derive("uniform", spec, pruned, match="flops")  # another target: the sizes counted so far still count
+    assert abs(other.error) <= 0.01 and len(set(cuts)) < len(cuts) - 1

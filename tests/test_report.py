@@ -454,7 +454,9 @@ def test_a_changed_dataset_is_refused_before_training_and_the_offered_name_gets_
     assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == before
     assert not list((tmp_path / "runs").glob("tiny-mirrored*"))
 
-    assert main([*changed, "--set", "name=tiny-mirrored", "--report-dir", str(tmp_path / "reports")]) == 0
+    # taken (with one searched trial and the paper baseline per study: the path, not the search, is under test)
+    smaller = ["--set", "study.n_trials=1", "--set", 'study.baselines=["paper"]']
+    assert main([*changed, "--set", "name=tiny-mirrored", *smaller, "--report-dir", str(tmp_path / "reports")]) == 0
     verdict = json.loads((tmp_path / "reports" / "tiny-mirrored" / "verdict.json").read_text())
     assert verdict["header"]["spec"] == "tiny-mirrored" and "npz:" in verdict["header"]["dataset"]
     assert json.loads((tmp_path / "reports" / "tiny" / "verdict.json").read_text())["header"]["dataset"] == "digits"

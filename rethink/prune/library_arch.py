@@ -88,6 +88,11 @@ def stage_shares(groups: list[Group], pruned: nn.Module) -> dict[str, float]:
     return {s: sum(v) / len(v) for s, v in shares.items()}
 
 
+# (parameters, forward MACs) of each set of group widths cut from a model (its spec and the cutting config):
+# the cost check, the trunk and every final seed's base solve for nearby targets on the same model
+_SIZES: dict[tuple[ArchSpec, str], dict[tuple[int, ...], tuple[int, int]]] = {}
+
+
 def library_layout(
     kind: str, spec: ArchSpec, config: PruneConfig, pruned: nn.Module, target: int, match: str
 ) -> tuple[ArchSpec, int, int, dict[str, float]]:
@@ -101,7 +106,7 @@ def library_layout(
         full = build_model(spec)
         groups, ignored = channel_groups(full, spec, config)
         pattern = stage_shares(groups, pruned) if kind == "guided" else {}
-        counted: dict[tuple[int, ...], tuple[int, int]] = {}
+        counted = _SIZES.setdefault((spec, repr(config)), {})  # shared by every derive of this model
 
         def count(widths: tuple[int, ...]) -> float:
             if widths not in counted:

@@ -269,6 +269,8 @@ GPU_SOURCE = (
 _RATES: dict[tuple, float] = {}
 RATE_SIDE = 112  # the largest image side the rate is timed at
 RATE_STEP_MACS = 4e10  # the most training MACs one timed step spends (32 CIFAR images of VGG-19; 1 of VGG-16 at 224)
+# Smaller steps would time a catalogue in less than half the time but time the rate low (VGG-16 at 64 px, two
+# images a step: 0.27-0.43 of this rate): benchmarks/machine_rate.py, benchmarks/results/machine_rate.json
 
 
 def machine_rate(spec: Spec, data: DatasetShape, steps: int = 2) -> float:
