@@ -38,12 +38,16 @@ SMALLER = (64, 1e10)  # (largest side, training MACs a step) of the quicker timi
 
 def timed(spec, data, side: int, step_macs: float) -> tuple[float, float]:
     """(rate, seconds) of one machine_rate timing at these settings, on a freshly built model."""
-    cost.RATE_SIDE, cost.RATE_STEP_MACS = side, step_macs
     torch.manual_seed(0)
     model = build_model(base_arch(spec, data))
-    start = time.perf_counter()
-    rate = cost._timed_rate(model, spec, data, steps=2)
-    return rate, time.perf_counter() - start
+    kept = cost.RATE_SIDE, cost.RATE_STEP_MACS
+    cost.RATE_SIDE, cost.RATE_STEP_MACS = side, step_macs
+    try:
+        start = time.perf_counter()
+        rate = cost._timed_rate(model, spec, data, steps=2)
+        return rate, time.perf_counter() - start
+    finally:
+        cost.RATE_SIDE, cost.RATE_STEP_MACS = kept  # the catalogue's own settings, whatever was timed
 
 
 def main() -> None:
