@@ -92,7 +92,7 @@ def test_parameter_counts_equal_the_official_models(name, classes):
     assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[(name, classes)]
 
 
-TORCHVISION_LAYOUTS = sorted(n for n, e in MODELS.items() if e.input_size == 224 and n != "resnet50_2x")
+TORCHVISION_LAYOUTS = ["resnet34", "resnet50", "vgg11_bn", "vgg16_bn", "vgg16_nobn"]
 
 
 @pytest.mark.parametrize("name", TORCHVISION_LAYOUTS)
@@ -105,6 +105,29 @@ def test_imagenet_models_equal_torchvisions_at_full_width(name):
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
     shapes = sorted(tuple(t.shape) for t in ours.state_dict().values())
     assert shapes == sorted(tuple(t.shape) for t in theirs.state_dict().values())
+
+
+def test_sss_preact_resnet50_has_torchvisions_convs_and_its_own_bns():
+    """SSS's MXNet ResNet-50 (symbol/resnet.py) is pre-activation: torchvision's conv and fc tensors; a BN before
+    every block's first conv and one before the pool instead of one after each conv, none on the projection."""
+    torchvision = pytest.importorskip("torchvision")
+    with torch.device("meta"):
+        ours = build_model(default_spec("resnet50_preact", 3, 1000, 224))
+        theirs = torchvision.models.resnet50()
+
+    def convs(model):
+        return sorted(
+            tuple(m.weight.shape) for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)
+        )
+
+    def bns(model):
+        return sorted(m.num_features for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+    assert convs(ours) == convs(theirs)
+    inputs = [b.conv1.in_channels for b in ours.blocks]
+    inner = [w for b in theirs.modules() if isinstance(b, torchvision.models.resnet.Bottleneck) for w in (
+        b.conv1.out_channels, b.conv2.out_channels)]  # fmt: skip
+    assert bns(ours) == sorted([64, *inputs, *inner, 2048])
 
 
 def test_imagenet_vgg_slimming_head_and_resnet_flops():

@@ -34,7 +34,46 @@ OFFICIAL = {
 
 
 def test_every_predefined_variant_is_checked_here():
-    assert variants_of("predefined") == sorted([*OFFICIAL, "resnet50-2x"])
+    assert variants_of("predefined") == sorted([*OFFICIAL, "resnet50-2x", *SSS_SCRATCH_B])
+
+
+# imagenet/sparse-structure-selection/README.md's Scratch-B epochs, 100 epochs x the FLOPs ratio to the unpruned
+# ResNet-50 (rounded down), and the sizes of its released MXNet models of Scratch-E (float32 parameters and BN
+# statistics; "57 MB", "55 MB" as MiB). ResNet-41's link (130 MB, the same file for E and B) does not fit a
+# float32 model of any layout, so it is not checked here.
+SSS_SCRATCH_B = {"sss-resnet41": (117, None), "sss-resnet32": (145, 55), "sss-resnet26": (179, 57)}
+
+
+@pytest.mark.parametrize("variant", sorted(SSS_SCRATCH_B))
+def test_sss_models_are_the_official_layouts(variant):
+    """The README's `config.units` layouts: their FLOPs give its Scratch-B epochs and their sizes its files'."""
+    epochs, mib = SSS_SCRATCH_B[variant]
+    spec = default_spec("resnet50_preact", 3, 1000, 224)
+    with torch.device("meta"):
+        base = build_model(spec)
+    pruned = prune(base, spec, PruneConfig("predefined", variant=variant, seed=0))
+    assert pruned.spec.model == variant.replace("sss-", "") + "_sss" and pruned.keep == {}
+    ratio = forward_flops(base, (3, 224, 224)) / forward_flops(pruned.model, (3, 224, 224))
+    assert math.floor(100 * ratio) == epochs
+    if mib is not None:
+        stored = sum(t.numel() for k, t in pruned.model.state_dict().items() if not k.endswith("num_batches_tracked"))
+        assert round(4 * stored / 2**20) == mib
+    small = default_spec("resnet50_preact", 3, 10, 32, 0.25)  # a smoke run's width scale reaches the kept blocks
+    quarter = prune(build_model(small), small, PruneConfig("predefined", variant=variant))
+    assert quarter.spec.widths == tuple(max(1, round(w / 4)) for w in default_spec(quarter.spec.model).widths)
+    assert quarter.model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_a_pruned_sss_block_is_its_projection_alone():
+    """ResNet-26's first stage keeps no residual function: its block is BN-ReLU-conv1×1 (symbol/resnet.py's
+    shortcut of act1), and the network's output follows from it alone."""
+    from rethink.models.resnet_sss import PreActBottleneck
+
+    torch.manual_seed(0)
+    block = PreActBottleneck(64, None, 64, 1).eval()
+    x = torch.randn(2, 64, 8, 8)
+    expected = torch.nn.functional.conv2d(torch.relu(block.bn1(x)), block.downsample.weight)
+    assert torch.allclose(block(x), expected) and not hasattr(block, "conv1")
 
 
 def test_resnet50_2x_is_a_model_of_its_own_built_fresh_from_resnet50():
@@ -88,7 +127,8 @@ def test_the_seed_alone_decides_a_predefined_init(imagenet_vgg16):
         (PruneConfig("predefined"), "predefined needs a variant"),
         (
             PruneConfig("predefined", variant="vgg-conv"),
-            "unknown predefined variant 'vgg-conv'; valid names: resnet50-2x, vgg-gap",
+            "unknown predefined variant 'vgg-conv'; valid names: resnet50-2x, sss-resnet26, sss-resnet32, "
+            "sss-resnet41, vgg-gap",
         ),
     ],
 )
@@ -199,9 +239,13 @@ def test_the_paper_table_shows_a_published_arm_the_spec_does_not_train():
     assert any("github.com/x/y README.md line 20" in n for n in notes)
 
 
-@pytest.mark.parametrize(
-    "name", ["imagenet-thinet-vgg16-gap", "imagenet-thinet-vgg16-tiny", "imagenet-regression-vgg16-5x"]
-)
+def _predefined_specs() -> list[str]:
+    from study.commands.specs import shipped
+
+    return [n for n in shipped() if load_spec(n).prune.method == "predefined"]
+
+
+@pytest.mark.parametrize("name", _predefined_specs())
 def test_each_predefined_spec_names_its_paper_row_and_a_sourced_fine_tuned_number(name):
     from study.plan.paper import published, row_key
 

@@ -1,7 +1,7 @@
 """Width-configurable CIFAR and ImageNet models in a registry; importing this package registers every family."""
 
 from . import densenet, preresnet, resnet, vgg  # noqa: F401, I001  (registration side effects)
-from . import imagenet, resnet_2x  # noqa: F401, I001  (after the CIFAR models: each family's first entry is a CIFAR one)
+from . import imagenet, resnet_2x, resnet_sss  # noqa: F401, I001  (after the CIFAR models: each family's first entry is a CIFAR one)
 from .registry import (
     MODELS,
     ArchSpec,

@@ -5,8 +5,8 @@ L1-norm's follow rethinking-network-pruning's cifar/ and imagenet/l1-norm-prunin
 from 1 (the stem); even ids are the first conv of each residual block, the only ones pruned. ThiNet's VGG-Conv
 follows imagenet/thinet/models/thinetconv.py: the first 10 convs halved, the last 3 whole. The predefined
 architectures are the official code's models that its pruning methods' authors released (imagenet/thinet/
-models/thinetvgg.py, imagenet/regression-pruning/models/vgg_5x.py and resnet_2x.py): widths per conv, the head,
-or a model of their own.
+models/thinetvgg.py, imagenet/regression-pruning/models/vgg_5x.py and resnet_2x.py; SSS's ResNet-26/32/41):
+widths per conv, the head, or a model of their own.
 """
 
 from __future__ import annotations
@@ -57,6 +57,12 @@ VARIANTS = {
     ),
     # resnet_2x.py: ResNet-50 with each bottleneck reading a fixed subset of its input (rethink/models/resnet_2x.py)
     "resnet50-2x": Variant("resnet50", method="predefined", arch_model="resnet50_2x"),
+    # imagenet/sparse-structure-selection/README.md: the pre-activation ResNet-50 of SSS's MXNet code with whole
+    # residual functions removed (rethink/models/resnet_sss.py)
+    **{
+        f"sss-resnet{d}": Variant("resnet50_preact", method="predefined", arch_model=f"resnet{d}_sss")
+        for d in (26, 32, 41)
+    },
     # vgg_5x.py's cfg: the regression-based (channel pruning, He et al. 2017) VGG-16 at 5x fewer FLOPs
     "vgg16-5x": Variant(
         "vgg16_nobn", method="predefined", widths=(24, 22, 41, 51, 108, 89, 111, 184, 276, 228, 512, 512, 512)
