@@ -272,3 +272,19 @@ def test_a_pruned_model_that_costs_more_than_the_base_is_refused_naming_scratch_
     with pytest.raises(SpecError, match=r"Scratch-B would train 0 epochs: the pruned model's 300 MACs .* 3.00x"):
         budgets(TrainConfig(epochs=2), base_flops=100, pruned_flops=300, n_train=10)
     assert budgets(TrainConfig(epochs=2), base_flops=100, pruned_flops=150, n_train=10).epochs_b == 1
+
+
+def test_only_a_search_that_inherits_or_ranks_weights_trains_a_base_and_the_cost_follows():
+    """A predefined architecture with scratch arms reads nothing of the base: its search trains none (the smoke
+    sweep checks the runs and files), and its cost has no search base; a method that ranks the trained weights
+    (L1-norm) or an arm that inherits them still trains one."""
+    from study.plan.arch import search_trains_base
+    from study.plan.cost import spec_cost
+
+    spec = load_spec("imagenet-sss-resnet32", smoke=True)
+    assert not search_trains_base(spec)
+    assert search_trains_base(load_spec("imagenet-l1-resnet34-a", smoke=True))
+    assert search_trains_base(load_spec(TINY, ["study.arms=['scratch-e', 'scratch-b']"]))
+    stages = {s.name: s for s in spec_cost(spec).stages}
+    assert stages["base (search: none, no arm inherits from it)"].runs == 0 and "base (search split)" not in stages
+    assert stages["final: bases (train+val)"].runs == spec.final.seeds  # the unpruned row's bases still train

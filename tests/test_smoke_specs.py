@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 
 from study.commands.cli import main
 from study.commands.specs import shipped
+from study.plan.arch import search_trains_base
 from study.plan.load import load_spec
 
 pytestmark = pytest.mark.smoke
@@ -37,3 +38,13 @@ def test_every_shipped_spec_runs_end_to_end_in_smoke_mode(name, tracking_uri, tm
     client = mlflow.MlflowClient()
     for exp in client.search_experiments():
         assert not client.search_runs([exp.experiment_id], "attributes.status != 'FINISHED'")
+    kinds = {
+        r.data.tags.get("rethink.kind")
+        for e in client.search_experiments()
+        for r in client.search_runs([e.experiment_id])
+    }
+    bases = list((tmp_path / "runs").glob("*/base-*/model.pt"))
+    if search_trains_base(spec):
+        assert "base" in kinds and bases
+    else:  # no arm inherits: the search trains no base; the final seeds' bases give the unpruned row (above)
+        assert "base" not in kinds and not bases

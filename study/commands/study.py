@@ -165,10 +165,8 @@ def _run_level(args: argparse.Namespace, spec: Spec, level: Spec, runtime, clust
             for a in result.arms
         ]
     )
-    print(
-        f"\nspec {spec.name}: base val acc {result.trunk.base_val_acc:.4f}; pruned FLOPs "
-        f"{result.trunk.pruned_flops:.3g} of {result.trunk.base_flops:.3g}"
-    )
+    base = f"base val acc {result.trunk.base_val_acc:.4f}" if result.trunk.base_trained else "no base trained"
+    print(f"\nspec {spec.name}: {base}; pruned FLOPs {result.trunk.pruned_flops:.3g} of {result.trunk.base_flops:.3g}")
     print(table.to_string(index=False))
     overheads = [a.overhead_fraction for a in result.arms if a.overhead_fraction is not None]
     if overheads:

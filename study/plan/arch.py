@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from rethink.arms import INHERITING_ARMS
 from rethink.models.probe import check_runs
 from rethink.models.registry import ArchSpec, ModelError, build_model, default_spec, model_entry
 from rethink.models.weights import load_weights
-from rethink.prune.registry import PruneConfig
+from rethink.prune.registry import METHODS, PruneConfig, needs_data
 
 from .spec import Spec, SpecError
 
@@ -91,3 +92,12 @@ def prune_config(spec: Spec) -> PruneConfig:
         ignore=p.ignore,
         calibration_images=p.calibration_images,
     )
+
+
+def search_trains_base(spec: Spec) -> bool:
+    """Whether the search needs a trained base: some arm inherits its weights, or the method reads them (a
+    predefined architecture with scratch arms only needs neither: its search trains no base, and the final
+    evaluation's per-seed bases give the unpruned row). A weights file's base is scored, not trained, either way."""
+    if spec.weights or METHODS[spec.prune.method].inherits or needs_data(prune_config(spec)):
+        return True
+    return any(arm in INHERITING_ARMS for arm in spec.study.arms)

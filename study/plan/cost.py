@@ -22,7 +22,7 @@ from rethink.prune.matched import derive
 from rethink.prune.patterns import PatternError, pattern_of
 from rethink.prune.registry import PrunedModel, needs_data, prune
 
-from .arch import base_arch, prune_config
+from .arch import base_arch, prune_config, search_trains_base
 from .layout import (
     Budgets,
     arch_budgets,
@@ -221,6 +221,8 @@ def _spec_cost(spec: Spec, data: DatasetShape) -> Cost:
     stages = [Stage("base (search split)", 1, caps.base_train)]
     if spec.weights:  # loaded and scored, not trained
         stages = [Stage("base (the weights file: not trained)", 0, 0.0)]
+    elif not search_trains_base(spec):
+        stages = [Stage("base (search: none, no arm inherits from it)", 0, 0.0)]
     if round_macs:
         stages.append(Stage("pruning rounds (search split)", len(round_macs), caps.prune_train))
     picks: list[tuple[str, float]] = []  # (arm, expected epochs) of each tuned pick, for the later stages

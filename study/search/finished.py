@@ -75,6 +75,8 @@ def open_finished(spec: Spec, opts: RunOptions, partial: bool = False) -> Finish
     if not is_shared(opts.storage):
         close_stale_runs(tree, root)
     found = {a: s for a, s in studies.items() if s is not None}
-    if problem := chance_problem(trunk.base_val_acc, len(trunk.split.y_eval), trunk.split.num_classes):
+    if trunk.base_trained and (
+        problem := chance_problem(trunk.base_val_acc, len(trunk.split.y_eval), trunk.split.num_classes)
+    ):
         caveats = [f"{problem}: read no verdict as evidence", *caveats]  # first, at the top of the report
     return FinishedSearch(spec, found, names, trunk, tree, root, workdir, caveats)

@@ -169,8 +169,10 @@ def run_spec(spec: Spec, opts: RunOptions) -> SpecResult:
     # B and P are known now (and the architecture arms' own); before any trial trains
     check_reach(spec, trunk.budgets, f"spec {spec.name}: ", trunk.arch_caps)
     n_val, classes = len(trunk.split.y_eval), trunk.split.num_classes
-    if not opts.worker and (
-        caveat := check_base_learned(spec.name, trunk.base_val_acc, n_val, classes, opts.allow_chance_base)
+    if (
+        not opts.worker
+        and trunk.base_trained
+        and (caveat := check_base_learned(spec.name, trunk.base_val_acc, n_val, classes, opts.allow_chance_base))
     ):
         print(f"warning: {caveat}", file=sys.stderr, flush=True)
     tree.log_params(root, {"spec": spec.name, "spec_digest": spec.digest(), "storage": redact(opts.storage)})

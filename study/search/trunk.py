@@ -30,7 +30,7 @@ from rethink.train import (
     seed_everything,
     train,
 )
-from study.plan.arch import base_arch, prune_config
+from study.plan.arch import base_arch, prune_config, search_trains_base
 from study.plan.layout import Budgets, budgets, caps_of
 from study.plan.spec import Spec, SpecError
 from study.records.progress import PrintProgress
@@ -59,6 +59,7 @@ class Trunk:
     arch: dict[str, DerivedArch] = field(default_factory=dict)  # Section 5's arms: their architectures
     arch_caps: dict[str, Budgets] = field(default_factory=dict)  # and their budgets
     pattern: Pattern | None = None  # the transferred arm's layer pattern (another spec's)
+    base_trained: bool = True  # False: nothing in the search inherits from the base, so it stays at its init
 
     def pruned_for(self, arm: str) -> PrunedModel:
         return self.control if arm == "finetune-random" else self.pruned
@@ -161,6 +162,13 @@ def build_trunk(
         init_state = load_cached(base_dir / "init.pt", base_digest)[1].state_dict
         base_run = tree.find({"rethink.kind": "base", **tags}, root) or _reused(tree, root, "base", tags, base_dir)
         base_val_acc = float(base_ckpt.meta.get("val_acc", float("nan")))
+    elif not search_trains_base(spec):  # no arm inherits: the base only sets the budgets, at its seeded init
+        seed_everything(spec.seed)
+        base = build_model(base_spec)
+        init_state = {k: v.clone() for k, v in base.state_dict().items()}
+        base_run, base_val_acc = "", float("nan")
+        if train_missing:
+            print(f"[base] not trained in the search: no arm of {spec.name} inherits from it", flush=True)
     elif spec.weights and train_missing:  # the file's base: scored and recorded, not trained
         stale = tree.find({"rethink.kind": "base", **tags}, root)
         if stale:
@@ -223,7 +231,8 @@ def build_trunk(
         tree.end(base_run)
     base.cpu().eval()
     base_flops = forward_flops(base, shape)
-    if base_val_acc != base_val_acc:  # a checkpoint that does not say (made by hand, or before it was kept)
+    base_trained = search_trains_base(spec)
+    if base_trained and base_val_acc != base_val_acc:  # a checkpoint that does not say (made by hand, or earlier)
         base_val_acc = score(base, split, base_config)
 
     pconfig = prune_config(spec)
@@ -300,4 +309,5 @@ def build_trunk(
         arch,
         arch_caps,
         pattern,
+        base_trained,
     )

@@ -84,6 +84,11 @@ def method_notes(spec: Spec, trunk: Trunk) -> list[str]:
         "the unpruned 'paper' row is the untuned paper recipe"
         + (" (the tuned large model is its 'best' row)" if unpruned_tuned else "; the arms below it were tuned"),
     ]
+    if not trunk.base_trained:
+        notes.append(
+            "no base was trained for the search: no arm inherits its weights and the method does not read "
+            "them, so its architecture only set the budgets; the unpruned row is the final seeds' bases"
+        )
     if "finetune-random" in spec.study.arms:
         notes.append(
             "control: `finetune-random` fine-tunes randomly selected channels (or weights) at the method's "
