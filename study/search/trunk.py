@@ -156,13 +156,14 @@ def build_trunk(
     base_digest = spec.base_digest()
     base_dir = workdir / f"base-{base_digest}"
     tags = {"rethink.digest": base_digest}
+    base_trained = search_trains_base(spec)
 
     if (base_dir / "model.pt").is_file():
         base, base_ckpt = load_cached(base_dir / "model.pt", base_digest)
         init_state = load_cached(base_dir / "init.pt", base_digest)[1].state_dict
         base_run = tree.find({"rethink.kind": "base", **tags}, root) or _reused(tree, root, "base", tags, base_dir)
         base_val_acc = float(base_ckpt.meta.get("val_acc", float("nan")))
-    elif not search_trains_base(spec):  # no arm inherits: the base only sets the budgets, at its seeded init
+    elif not base_trained:  # no arm inherits: the base only sets the budgets, at its seeded init
         seed_everything(spec.seed)
         base = build_model(base_spec)
         init_state = {k: v.clone() for k, v in base.state_dict().items()}
@@ -231,7 +232,6 @@ def build_trunk(
         tree.end(base_run)
     base.cpu().eval()
     base_flops = forward_flops(base, shape)
-    base_trained = search_trains_base(spec)
     if base_trained and base_val_acc != base_val_acc:  # a checkpoint that does not say (made by hand, or earlier)
         base_val_acc = score(base, split, base_config)
 
