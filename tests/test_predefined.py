@@ -288,3 +288,20 @@ def test_only_a_search_that_inherits_or_ranks_weights_trains_a_base_and_the_cost
     stages = {s.name: s for s in spec_cost(spec).stages}
     assert stages["base (search: none, no arm inherits from it)"].runs == 0 and "base (search split)" not in stages
     assert stages["final: bases (train+val)"].runs == spec.final.seeds  # the unpruned row's bases still train
+
+
+def test_a_worker_joins_a_prepared_search_without_a_base_checkpoint_only_where_none_is_trained(tmp_path):
+    """`--worker` checks what `--prepare-only` made: the studies, and the base checkpoint only where the search
+    trains a base."""
+    import optuna
+
+    from study.search.runner import check_prepared
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    for name in ("imagenet-sss-resnet32", "imagenet-l1-resnet34-a"):
+        optuna.create_study(study_name=f"{name}.scratch-e", storage=storage)
+    names = {"scratch-e@E": "imagenet-sss-resnet32.scratch-e"}
+    check_prepared(load_spec("imagenet-sss-resnet32", smoke=True), storage, names, tmp_path)  # no base: none needed
+    names = {"scratch-e@E": "imagenet-l1-resnet34-a.scratch-e"}
+    with pytest.raises(SpecError, match="the base checkpoint .*model.pt not found"):
+        check_prepared(load_spec("imagenet-l1-resnet34-a", smoke=True), storage, names, tmp_path)

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from rethink.arms import default_recipe
 from rethink.train import NonFiniteLoss, Runtime
-from study.plan.arch import check_model_fits
+from study.plan.arch import check_model_fits, search_trains_base
 from study.plan.layout import arm_of, check_reach, epoch_range, rows_of, study_arms
 from study.plan.spec import Spec, SpecError
 from study.records.cluster import Cluster
@@ -133,7 +133,7 @@ def check_prepared(spec: Spec, storage, names: dict[str, str], workdir: Path) ->
     existing = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     missing = [n for n in names.values() if n not in existing]
     base = workdir / f"base-{spec.base_digest()}" / "model.pt"
-    if missing or not base.is_file():
+    if missing or (search_trains_base(spec) and not base.is_file()):  # else the search has no base to find
         what = f"studies {missing}" if missing else f"the base checkpoint {base}"
         raise SpecError(
             f"--worker: {what} not found; run `rethink study {spec.name} --prepare-only` with the same "
