@@ -125,8 +125,8 @@ def test_sss_preact_resnet50_has_torchvisions_convs_and_its_own_bns():
 
     assert convs(ours) == convs(theirs)
     inputs = [b.conv1.in_channels for b in ours.blocks]
-    inner = [w for b in theirs.modules() if isinstance(b, torchvision.models.resnet.Bottleneck) for w in (
-        b.conv1.out_channels, b.conv2.out_channels)]  # fmt: skip
+    blocks = [b for b in theirs.modules() if isinstance(b, torchvision.models.resnet.Bottleneck)]
+    inner = [w for b in blocks for w in (b.conv1.out_channels, b.conv2.out_channels)]
     assert bns(ours) == sorted([64, *inputs, *inner, 2048])
 
 
