@@ -177,7 +177,9 @@ def _trained_base(spec, path: Path) -> torch.nn.Module:
 def test_a_study_from_a_weights_file_inherits_that_model_everywhere_and_says_so(tracking_uri, tmp_path):
     path = tmp_path / "base.pt"
     model = _trained_base(load_spec(TINY), path)
-    sets = ["--set", f"weights='{path}'", "--set", "study.n_trials=1"]
+    sets = ["--set", f"weights='{path}'", "--set", "study.n_trials=1", "--set", 'study.baselines=["paper"]']
+    sets += ["--set", 'study.arms=["finetune", "scratch-e"]', "--set", 'verdict.budgets=["E"]']
+    sets += ["--set", 'verdict.primary="1@E"']  # the base's path under test, not the search: two arms at E
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     args = study_args(storage, tmp_path / "runs", *sets, "--report-dir", str(tmp_path / "reports"))
     assert main(args) == 0

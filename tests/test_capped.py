@@ -326,6 +326,8 @@ def test_claim2_protocol_runs_in_the_final_evaluation_on_a_tiny_spec_with_the_lo
         "study.n_trials=1",
         'verdict.budgets=["E"]',
         'verdict.primary="2"',
+        'study.baselines=["paper"]',  # claim 2's runs at the base lr are the paper baseline's
+        "select.seeds=0",  # no confirmation: claim 2 runs in the final evaluation
     ]
     argv = ["study", TINY, "--storage", storage, "--workdir", str(tmp_path / "runs"), "--report-dir", str(tmp_path)]
     assert main([*argv, *[x for s in sets for x in ("--set", s)]]) == 0

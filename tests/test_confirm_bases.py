@@ -55,7 +55,7 @@ def _plant_lucky_base(spec, workdir) -> None:
     model = build_model(arch)
     init = build_model(arch)
     init.load_state_dict(model.state_dict())
-    config = replace(spec.base.train_config(spec.seed), epochs=40, lr=0.05)
+    config = replace(spec.base.train_config(spec.seed), epochs=20, lr=0.05)
     train(model, leaky, config, [], Runtime())
     folder = workdir / spec.name / f"base-{spec.base_digest()}"
     meta = {"digest": spec.base_digest(), "val_acc": float("nan")}

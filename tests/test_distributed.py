@@ -76,6 +76,7 @@ def _follower_pids() -> list[int]:
     return [p.pid for p in team._team.procs] if team._team else []
 
 
+@pytest.mark.slow  # spawns a follower process (about 14 s): with the process-level tests, off the default suite
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
 def test_a_run_asked_for_two_processes_trains_as_one_process_and_its_team_follows_each_run():
     """train(..., Runtime(processes=2)): this process leads, a spawned follower trains its share; the same

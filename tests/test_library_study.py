@@ -30,6 +30,8 @@ LIBRARY = [
     "study.n_trials=1",
     "final.seeds=2",
     "select.top_k=1",
+    "select.seeds=0",  # the layout's path under test: no confirmation, the paper baseline alone
+    "study.baselines=['paper']",
     "space.epochs={ low = 1, high = 16 }",
 ]
 

@@ -27,6 +27,15 @@ PROXY += [
     "--set",
     "select.bases=0",
 ]
+# two arms judged at E: the proxy's path under test, not every arm's
+PROXY += [
+    "--set",
+    'study.arms=["finetune", "scratch-e"]',
+    "--set",
+    'verdict.budgets=["E"]',
+    "--set",
+    'verdict.primary="1@E"',
+]
 
 
 def test_the_proxy_split_keeps_a_seeded_class_subset_at_the_lower_resolution():

@@ -78,13 +78,14 @@ def _studies(storage: str) -> dict[str, list]:
 # ---- the tiny spec end to end, against the local engine ----------------------------------------------------
 
 
+@pytest.mark.slow  # a whole study twice, once in Ray worker processes (about 60 s): the process-level step
 def test_tiny_spec_under_ray_matches_the_local_engine(ray_address, tracking_uri, tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     """One run at a time (2 CPUs each on the 2-CPU instance) and unfused, as the local engine trains with
     --fuse off: the same studies trial by trial (state, kind, parameters, value), the same run tree (kind ×
     status), the same report numbers; nothing RUNNING; Optuna and MLflow agree trial by trial; every trial
     and final run ran in a Ray worker, and the checkpoints reached the tasks' own folder (no shared
     --workdir) byte for byte."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
     def args(folder):  # each engine its own stores
         folder.mkdir()
@@ -130,6 +131,7 @@ def test_tiny_spec_under_ray_matches_the_local_engine(ray_address, tracking_uri,
     ]
 
 
+@pytest.mark.slow  # trials in Ray worker processes (about 14 s): the process-level step
 def test_fixed_budget_tasks_use_the_studys_own_hpo_pruner(ray_address, tracking_uri, tmp_path):
     """A task reports each epoch to the study's own pruner: with `hpo_pruner = "none"` no trial is pruned (a
     study loaded with Optuna's default, a median pruner, would prune the weak ones), and every trial's
@@ -401,6 +403,7 @@ def test_bad_engine_options_are_one_line_errors_before_anything_runs(extra, expe
     assert not (tmp_path / "runs" / "tiny").exists()
 
 
+@pytest.mark.slow  # needs a Ray instance (about 8 s to start and stop): with the server tests
 def test_resources_no_node_has_are_refused(ray_address, tmp_path, capsys):
     args = study_args(f"sqlite:///{tmp_path / 'o.db'}", tmp_path / "runs", "--engine", "ray", "--cpus-per-run", "64")
     assert main(args) == 2
@@ -408,6 +411,7 @@ def test_resources_no_node_has_are_refused(ray_address, tmp_path, capsys):
     assert "--cpus-per-run 64.0 / --gpus-per-run 0: no node of the Ray cluster has that much" in err
 
 
+@pytest.mark.slow  # needs a Ray instance (about 8 s to start and stop): with the server tests
 def test_a_task_folder_that_cannot_be_written_is_one_line_before_any_training(
     ray_address, tracking_uri, tmp_path, capsys, monkeypatch
 ):

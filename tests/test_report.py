@@ -454,8 +454,11 @@ def test_a_changed_dataset_is_refused_before_training_and_the_offered_name_gets_
     assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == before
     assert not list((tmp_path / "runs").glob("tiny-mirrored*"))
 
-    # taken (with one searched trial and the paper baseline per study: the path, not the search, is under test)
-    smaller = ["--set", "study.n_trials=1", "--set", 'study.baselines=["paper"]']
+    # taken (the path, not the search, is under test: one searched trial and the paper baseline per study, two
+    # arms judged at E, no confirmation seeds)
+    smaller = ["--set", "study.n_trials=1", "--set", 'study.baselines=["paper"]', "--set", "select.seeds=0"]
+    smaller += ["--set", 'study.arms=["finetune", "scratch-e"]', "--set", 'verdict.budgets=["E"]']
+    smaller += ["--set", 'verdict.primary="1@E"']
     assert main([*changed, "--set", "name=tiny-mirrored", *smaller, "--report-dir", str(tmp_path / "reports")]) == 0
     verdict = json.loads((tmp_path / "reports" / "tiny-mirrored" / "verdict.json").read_text())
     assert verdict["header"]["spec"] == "tiny-mirrored" and "npz:" in verdict["header"]["dataset"]

@@ -30,8 +30,8 @@ from .objective import ArmContext, OverBudget, make_objective, outcome
 from .reconcile import close_stale_runs, close_stale_trial_runs, recover_interrupted, requeue_lost
 from .remote import run_trials_on_cluster
 from .studies import (
-    ATTEMPTS_PER_TRIAL,
     enqueue_baselines,
+    next_move,
     open_study,
     resolve_study_names,
     searched_done,
@@ -84,14 +84,14 @@ def run_trials(study: optuna.Study, ctx: ArmContext) -> None:
     objective = make_objective(ctx)
     budget = ctx.n_trials
     run_waiting_together(study, ctx)  # its baselines (and trials enqueued again) as one group, where exact
-    while True:
-        done, running, total = trial_counts(study)
-        if done >= budget:
-            return
-        if total >= budget * ATTEMPTS_PER_TRIAL:
+    seen: dict[int, float] = {}
+    while (move := next_move(study, budget, seen)) != "done":
+        if move == "give up":
+            total = len(study.get_trials(deepcopy=False))
+            done, _, _ = trial_counts(study)
             print(f"[{ctx.arm}] giving up after {total} attempts ({done}/{budget} finished)", file=sys.stderr)
             return
-        if done + running >= budget:
+        if move == "wait":
             optuna.storages.fail_stale_trials(study)  # a dead worker's trial (RDB heartbeats) is retried
             time.sleep(1.0)  # the last trials run in other workers; wait in case one of them fails
             continue

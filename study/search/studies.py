@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import mlflow
 import optuna
@@ -12,6 +13,7 @@ from optuna.trial import TrialState
 
 from study.plan.layout import LAYOUT, baseline_trials, rows_of, study_arms, study_name
 from study.plan.spec import Spec, SpecError
+from study.records.storage import MAX_RETRIES
 
 from .trunk import Trunk
 
@@ -182,6 +184,40 @@ def trial_counts(study: optuna.Study) -> tuple[int, int, int]:
     done = sum(settled(t) for t in trials)
     running = sum(t.state == TrialState.RUNNING for t in trials)
     return done, running, len(trials)
+
+
+RETRY_WAIT_S = 30.0  # how long a worker waits for a stale trial's retry to appear before it samples afresh
+
+
+def retries_due(study: optuna.Study, seen: dict[int, float], now: float | None = None) -> int:
+    """Trials that a stale heartbeat failed and whose retry is not enqueued yet. Optuna fails such a trial first
+    and runs the callback that enqueues its retry after, so for a moment it is neither running nor retried: a
+    worker counting the budget then must wait for the retry, or a freshly sampled trial takes its place and the
+    retry is left waiting. `seen` holds when this worker first saw each one (its own clock): after
+    RETRY_WAIT_S it stops waiting (the process that failed the trial died before it enqueued the retry)."""
+    now = time.monotonic() if now is None else now
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retried_from") for t in trials}
+    due = [
+        t.number
+        for t in trials
+        if t.state == TrialState.FAIL
+        and "fail_reason" not in t.user_attrs  # every failure seen by a live process records its reason
+        and int(t.user_attrs.get("retry_count", 0)) < MAX_RETRIES
+        and t.number not in retried
+    ]
+    return sum(now - seen.setdefault(n, now) < RETRY_WAIT_S for n in due)
+
+
+def next_move(study: optuna.Study, budget: int, seen: dict[int, float]) -> str:
+    """What a worker does next for a study of `budget` trials: "done", "give up" (too many failed attempts),
+    "wait" (other workers run the last trials, or a dead worker's retry is due) or "run" a trial."""
+    done, running, total = trial_counts(study)
+    if done >= budget:
+        return "done"
+    if total >= budget * ATTEMPTS_PER_TRIAL:
+        return "give up"
+    return "wait" if done + running + retries_due(study, seen) >= budget else "run"
 
 
 def searched_done(study: optuna.Study) -> int:
