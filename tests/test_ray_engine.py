@@ -19,6 +19,7 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from conftest import (
@@ -94,13 +95,20 @@ def test_tiny_spec_under_ray_matches_the_local_engine(ray_address, tracking_uri,
         return study_args(storage, folder / "runs", *SMALL, *extra)
 
     local = tmp_path / "local"
-    assert main(args(local)) == 0
+    task_dir = tmp_path / "task-folder"
+    ray_dir = tmp_path / "ray"
+    # every training on 2 threads, as each Ray task trains (--cpus-per-run 2), whatever OMP_NUM_THREADS the step
+    # sets: the trunk (in this process under either engine) and the local engine's runs
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main(args(local)) == 0
+        monkeypatch.setenv("RETHINK_RAY_WORKDIR", str(task_dir))
+        assert main([*args(ray_dir), "--engine", "ray", "--cpus-per-run", "2"]) == 0
+    finally:
+        torch.set_num_threads(threads)
     local_runs = _runs(uri=f"sqlite:///{local / 'mlflow.db'}")
     local_studies = _studies(f"sqlite:///{local / 'optuna.db'}")
-    task_dir = tmp_path / "task-folder"
-    monkeypatch.setenv("RETHINK_RAY_WORKDIR", str(task_dir))
-    ray_dir = tmp_path / "ray"
-    assert main([*args(ray_dir), "--engine", "ray", "--cpus-per-run", "2"]) == 0
     storage = f"sqlite:///{ray_dir / 'optuna.db'}"
     mlflow.set_tracking_uri(f"sqlite:///{ray_dir / 'mlflow.db'}")
     runs = _runs()
