@@ -66,9 +66,9 @@ def test_a_due_retry_is_waited_for_only_so_long_and_only_where_one_comes(tmp_pat
     optuna.storages.fail_stale_trials(study)
     assert next_move(study, 2, {}) == "wait"
     seen: dict[int, float] = {}
-    assert retries_due(study, seen, now=100.0) == 1
-    assert retries_due(study, seen, now=100.0 + RETRY_WAIT_S - 1) == 1
-    assert retries_due(study, seen, now=100.0 + RETRY_WAIT_S) == 0  # then the worker samples afresh
+    assert retries_due(study.get_trials(), seen, now=100.0) == 1
+    assert retries_due(study.get_trials(), seen, now=100.0 + RETRY_WAIT_S - 1) == 1
+    assert retries_due(study.get_trials(), seen, now=100.0 + RETRY_WAIT_S) == 0  # then the worker samples afresh
     # a failure a live process saw records its reason (diverged, interrupted, over budget): no retry is due
     t = study.ask()
     t.set_user_attr("fail_reason", "NonFiniteLoss: loss nan at epoch 1")
@@ -77,7 +77,7 @@ def test_a_due_retry_is_waited_for_only_so_long_and_only_where_one_comes(tmp_pat
     t = study.ask()
     t.set_user_attr("retry_count", MAX_RETRIES)
     study.tell(t, state=optuna.trial.TrialState.FAIL)
-    assert retries_due(study, {}, now=0.0) == 1  # only the heartbeat-failed one, seen afresh
+    assert retries_due(study.get_trials(), {}, now=0.0) == 1  # only the heartbeat-failed one, seen afresh
     assert next_move(study, 2, {}) == "wait"
     assert next_move(study, 1, {}) == "done"
     assert next_move(study, 3, {}) == "run"

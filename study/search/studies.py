@@ -180,7 +180,11 @@ def settled(t: optuna.trial.FrozenTrial) -> bool:
 
 
 def trial_counts(study: optuna.Study) -> tuple[int, int, int]:
-    trials = study.get_trials(deepcopy=False)
+    return counts_of(study.get_trials(deepcopy=False))
+
+
+def counts_of(trials: list[optuna.trial.FrozenTrial]) -> tuple[int, int, int]:
+    """Trials settled (toward the budget), running, and in all."""
     done = sum(settled(t) for t in trials)
     running = sum(t.state == TrialState.RUNNING for t in trials)
     return done, running, len(trials)
@@ -189,14 +193,13 @@ def trial_counts(study: optuna.Study) -> tuple[int, int, int]:
 RETRY_WAIT_S = 30.0  # how long a worker waits for a stale trial's retry to appear before it samples afresh
 
 
-def retries_due(study: optuna.Study, seen: dict[int, float], now: float | None = None) -> int:
+def retries_due(trials: list[optuna.trial.FrozenTrial], seen: dict[int, float], now: float | None = None) -> int:
     """Trials that a stale heartbeat failed and whose retry is not enqueued yet. Optuna fails such a trial first
     and runs the callback that enqueues its retry after, so for a moment it is neither running nor retried: a
     worker counting the budget then must wait for the retry, or a freshly sampled trial takes its place and the
     retry is left waiting. `seen` holds when this worker first saw each one (its own clock): after
     RETRY_WAIT_S it stops waiting (the process that failed the trial died before it enqueued the retry)."""
     now = time.monotonic() if now is None else now
-    trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retried_from") for t in trials}
     due = [
         t.number
@@ -212,12 +215,13 @@ def retries_due(study: optuna.Study, seen: dict[int, float], now: float | None =
 def next_move(study: optuna.Study, budget: int, seen: dict[int, float]) -> str:
     """What a worker does next for a study of `budget` trials: "done", "give up" (too many failed attempts),
     "wait" (other workers run the last trials, or a dead worker's retry is due) or "run" a trial."""
-    done, running, total = trial_counts(study)
+    trials = study.get_trials(deepcopy=False)  # one read of the storage per decision
+    done, running, total = counts_of(trials)
     if done >= budget:
         return "done"
     if total >= budget * ATTEMPTS_PER_TRIAL:
         return "give up"
-    return "wait" if done + running + retries_due(study, seen) >= budget else "run"
+    return "wait" if done + running + retries_due(trials, seen) >= budget else "run"
 
 
 def searched_done(study: optuna.Study) -> int:
