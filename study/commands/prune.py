@@ -16,7 +16,7 @@ from rethink.data import load_dataset, normalized, train_val_split
 from rethink.flops import forward_flops, param_count
 from rethink.prune import METHODS, VARIANTS, PruneConfig, PruneError, prune
 from rethink.train import TrainConfig
-from study.records.tracking import configure
+from study.records.tracking import configure, start_run
 
 from .options import add_tracking_args
 
@@ -89,7 +89,7 @@ def run_prune(args: argparse.Namespace) -> int:
     save_checkpoint(out, pruned.model, pruned.spec, pruned.masks, meta)
 
     uri = configure(args.tracking_uri, args.experiment)
-    with mlflow.start_run(run_name=f"prune-{args.method}-{args.variant or args.ratio}"):
+    with start_run(f"prune-{args.method}-{args.variant or args.ratio}"):
         mlflow.set_tags({"rethink.kind": "prune", "method": args.method})
         mlflow.log_params(
             {f"prune.{k}": v for k, v in config.to_dict().items()}

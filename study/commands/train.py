@@ -19,7 +19,7 @@ from rethink.prune.sfp import SoftFilterPruning
 from rethink.prune.slimming import SparsityPenalty
 from rethink.train import ConfigError, NonFiniteLoss, TrainConfig, config_digest, seed_everything, train
 from study.records.progress import PrintProgress
-from study.records.tracking import MlflowEpochLogger, configure, end_failed, log_dataset
+from study.records.tracking import MlflowEpochLogger, configure, end_failed, log_dataset, start_run
 
 from .options import add_runtime_args, add_tracking_args, runtime_from_args
 
@@ -120,7 +120,7 @@ def run_train(args: argparse.Namespace) -> int:
         {"dataset": ds.name, "arch": spec.to_dict(), "train": config.to_dict(), "val_fraction": args.val_fraction}
         | extras
     )
-    with mlflow.start_run(run_name=f"train-{spec.model}-{digest[:6]}") as run:
+    with start_run(f"train-{spec.model}-{digest[:6]}") as run:
         mlflow.log_params(
             {
                 **{f"train.{k}": v for k, v in config.to_dict().items()},

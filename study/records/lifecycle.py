@@ -5,25 +5,24 @@ says it too. Exit codes: 0 done, 1 a bug (traceback), 2 a user error (one line),
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Callable
 
+from . import signals
 from .secrets import redact
+from .signals import Terminated
 
 EXIT_OK, EXIT_BUG, EXIT_USER, EXIT_SERVICE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 3, 130, 143
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the process is, so every handler that ends runs KILLED on Ctrl-C runs too."""
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated("terminated (SIGTERM)")
-
-
 def _close_runs(status: str, reason: str | None) -> None:
-    """End what is still open; a no-op when MLflow was never imported (e.g. `rethink --help`)."""
+    """End what is still open; a no-op when MLflow was never imported (e.g. `rethink --help`). A signal that
+    comes meanwhile is dropped once the write it came in is done: the process is ending already."""
+    with signals.shielded(raise_held=False):
+        _close(status, reason)
+
+
+def _close(status: str, reason: str | None) -> None:
     tracking = sys.modules.get("study.records.tracking")
     if tracking is not None:
         tracking.close_open_runs(status, reason)
@@ -58,12 +57,13 @@ def one_line(e: BaseException) -> str:
 
 
 def run_guarded(command: str, call: Callable[[], int], user_errors: tuple[type[BaseException], ...]) -> int:
-    """Run `call` (a command) and turn how it ended into run statuses and an exit code."""
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    """Run `call` (a command) and turn how it ended into run statuses and an exit code. SIGINT and SIGTERM
+    are held while a tracking record is written (signals.py)."""
+    previous = signals.install()
     try:
         return _run(command, call, user_errors)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signals.restore(previous)
         if (ownership := sys.modules.get("study.records.ownership")) is not None:
             ownership.release_all()  # in-process callers (tests, notebooks) get the spec back at once
         if (team := sys.modules.get("rethink.team")) is not None:

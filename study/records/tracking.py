@@ -16,6 +16,7 @@ from rethink.data import Dataset
 from rethink.train import Callback, EpochMetrics
 
 from .secrets import redact
+from .signals import shielded
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
@@ -24,7 +25,9 @@ MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
 HTTP_TIMEOUT_S, HTTP_RETRIES = 4, 2
 
 # Every run this process opened (created, or set RUNNING again) and has not ended: whatever ends the
-# process, `close_open_runs` ends them with the right status (see study/lifecycle.py).
+# process, `close_open_runs` ends them with the right status (see study/lifecycle.py). Each write that makes,
+# reopens or ends a run and notes it here runs under `shielded()`: a Ctrl-C in between cannot leave a run
+# made in the store but missing here (RUNNING for ever) or a store transaction half done.
 _OPEN: dict[str, mlflow.MlflowClient] = {}
 
 
@@ -96,9 +99,17 @@ def close_open_runs(status: str, reason: str | None = None) -> list[str]:
 
 def _terminate(client: mlflow.MlflowClient, run_id: str, status: str, reason: str | None) -> None:
     """End a run with `status`; the reason goes in `failure_reason` (or `note` when it finished)."""
-    if reason:
-        client.set_tag(run_id, "failure_reason" if status != "FINISHED" else "note", reason[:5000])
-    client.set_terminated(run_id, status)
+    with shielded():
+        if reason:
+            client.set_tag(run_id, "failure_reason" if status != "FINISHED" else "note", reason[:5000])
+        client.set_terminated(run_id, status)
+
+
+def start_run(run_name: str) -> mlflow.ActiveRun:
+    """`mlflow.start_run` (the fluent run of `rethink train` / `prune`), made and noted as active in one
+    shielded step, so that a Ctrl-C cannot leave it made but unknown to `close_open_runs`' fluent pass."""
+    with shielded():
+        return mlflow.start_run(run_name=run_name)
 
 
 def epoch_metrics_dict(m: EpochMetrics, eval_name: str = "val") -> dict[str, float]:
@@ -143,9 +154,11 @@ class MlflowEpochLogger(Callback):
 
     def flush(self) -> None:
         start = time.perf_counter()
-        for i in range(0, len(self.pending), MAX_METRICS_PER_BATCH):
-            self.client.log_batch(self.run_id, metrics=self.pending[i : i + MAX_METRICS_PER_BATCH], synchronous=True)
-        self.pending = []
+        with shielded():
+            for i in range(0, len(self.pending), MAX_METRICS_PER_BATCH):
+                batch = self.pending[i : i + MAX_METRICS_PER_BATCH]
+                self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+            self.pending = []
         self.last_flush = time.monotonic()
         self.seconds += time.perf_counter() - start
 
@@ -223,14 +236,14 @@ class RunTree:
         project_run = os.environ.get("MLFLOW_RUN_ID")
         run_id = project_run or self.find({"rethink.kind": "spec", **tags})
         if run_id is None:
-            run_id = self.client.create_run(
-                self.experiment_id, run_name=name, tags={"rethink.kind": "spec", **tags}
-            ).info.run_id
-            _OPEN[run_id] = self.client
+            with shielded():
+                run_id = self.client.create_run(
+                    self.experiment_id, run_name=name, tags={"rethink.kind": "spec", **tags}
+                ).info.run_id
+                _OPEN[run_id] = self.client
         elif reopen:
             if not project_run:  # the project run belongs to `mlflow run`, which ends it
-                self.client.update_run(run_id, status="RUNNING")
-                _OPEN[run_id] = self.client
+                self.reopen(run_id)
             else:  # a readable name in the UI instead of MLflow's random one, and the spec run's kind
                 self.client.update_run(run_id, name=name)
                 self.client.set_tag(run_id, "rethink.kind", "spec")
@@ -244,14 +257,16 @@ class RunTree:
         if reuse and (run_id := self.find(tags, parent)):
             return run_id
         tags["mlflow.parentRunId"] = parent
-        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
-        _OPEN[run_id] = self.client
+        with shielded():
+            run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+            _OPEN[run_id] = self.client
         return run_id
 
     def reopen(self, run_id: str) -> None:
         """Set a found run RUNNING again while this process works in it (its end is then guaranteed)."""
-        self.client.update_run(run_id, status="RUNNING")
-        _OPEN[run_id] = self.client
+        with shielded():
+            self.client.update_run(run_id, status="RUNNING")
+            _OPEN[run_id] = self.client
 
     def record(self, parent: str, name: str, kind: str, tags: dict[str, str], note: str) -> str:
         """A child run that only points at work done elsewhere: made and ended FINISHED at once."""
@@ -266,15 +281,17 @@ class RunTree:
         have = {} if fresh else self.client.get_run(run_id).data.params
         new = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in have]
         if new:
-            self.client.log_batch(run_id, params=new, synchronous=True)
+            with shielded():
+                self.client.log_batch(run_id, params=new, synchronous=True)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         ts = mlflow.utils.time.get_current_time_millis()
-        self.client.log_batch(
-            run_id,
-            metrics=[mlflow.entities.Metric(k, float(v), ts, step) for k, v in metrics.items()],
-            synchronous=True,
-        )
+        with shielded():
+            self.client.log_batch(
+                run_id,
+                metrics=[mlflow.entities.Metric(k, float(v), ts, step) for k, v in metrics.items()],
+                synchronous=True,
+            )
 
     def finish(
         self,
@@ -291,16 +308,18 @@ class RunTree:
         batch = [*pending, *(mlflow.entities.Metric(k, float(v), ts, step) for k, v in metrics.items())]
         run_tags = [mlflow.entities.RunTag(k, str(v)[:5000]) for k, v in tags.items()]
         room = MAX_METRICS_PER_BATCH - len(run_tags)
-        while len(batch) > room:
-            self.client.log_batch(run_id, metrics=batch[:MAX_METRICS_PER_BATCH], synchronous=True)
-            batch = batch[MAX_METRICS_PER_BATCH:]
-        self.client.log_batch(run_id, metrics=batch, tags=run_tags, synchronous=True)
-        self.client.set_terminated(run_id, status)
-        _OPEN.pop(run_id, None)
+        with shielded():
+            while len(batch) > room:
+                self.client.log_batch(run_id, metrics=batch[:MAX_METRICS_PER_BATCH], synchronous=True)
+                batch = batch[MAX_METRICS_PER_BATCH:]
+            self.client.log_batch(run_id, metrics=batch, tags=run_tags, synchronous=True)
+            self.client.set_terminated(run_id, status)
+            _OPEN.pop(run_id, None)
 
     def end(self, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
-        _terminate(self.client, run_id, status, reason)
-        _OPEN.pop(run_id, None)
+        with shielded():
+            _terminate(self.client, run_id, status, reason)
+            _OPEN.pop(run_id, None)
 
     def end_quietly(self, run_id: str, status: str, reason: str) -> None:
         """End a run while something else has gone wrong: a tracking error here must not hide that one."""
