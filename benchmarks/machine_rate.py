@@ -1,4 +1,4 @@
-"""The catalogue's "here" estimate times training steps of each model (study.plan.cost.machine_rate, up to
+"""The catalogue's "here" estimate times training steps of each model (study.plan.rate.machine_rate, up to
 RATE_SIDE px and RATE_STEP_MACS training MACs a step). This times it at those settings and at smaller,
 quicker ones (64 px, 1e10 MACs a step), on the models of a few shipped specs, same run: the rate each gives
 (MACs/s; the median of --repeats timings of a fresh model) and the seconds each timing takes. Smaller steps
@@ -16,7 +16,7 @@ from datetime import date
 
 import torch
 
-import study.plan.cost as cost
+import study.plan.rate as rates
 from rethink.data import dataset_shape
 from rethink.models.registry import build_model
 from study.plan.arch import base_arch
@@ -40,14 +40,14 @@ def timed(spec, data, side: int, step_macs: float) -> tuple[float, float]:
     """(rate, seconds) of one machine_rate timing at these settings, on a freshly built model."""
     torch.manual_seed(0)
     model = build_model(base_arch(spec, data))
-    kept = cost.RATE_SIDE, cost.RATE_STEP_MACS
-    cost.RATE_SIDE, cost.RATE_STEP_MACS = side, step_macs
+    kept = rates.RATE_SIDE, rates.RATE_STEP_MACS
+    rates.RATE_SIDE, rates.RATE_STEP_MACS = side, step_macs
     try:
         start = time.perf_counter()
-        rate = cost._timed_rate(model, spec, data, steps=2)
+        rate = rates._timed_rate(model, spec, data, steps=2)
         return rate, time.perf_counter() - start
     finally:
-        cost.RATE_SIDE, cost.RATE_STEP_MACS = kept  # the catalogue's own settings, whatever was timed
+        rates.RATE_SIDE, rates.RATE_STEP_MACS = kept  # the catalogue's own settings, whatever was timed
 
 
 def main() -> None:
@@ -55,7 +55,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("specs", nargs="*", default=SPECS)
     args = p.parse_args()
-    now = (cost.RATE_SIDE, cost.RATE_STEP_MACS)
+    now = (rates.RATE_SIDE, rates.RATE_STEP_MACS)
     rows = {}
     for name in args.specs:
         spec = load_spec(name)

@@ -10,7 +10,6 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from .errors import DataError  # noqa: F401 (rethink.data.DataError: where it was first)
 from .imagefolder import IMAGENET_MEAN_STD, FolderError, scan_folder
@@ -271,6 +270,7 @@ def load_folder(name: str, folder: Path, resolution: int) -> Dataset:
 def load_digits(root: Path | None = None, download: bool = False) -> Dataset:
     """scikit-learn's bundled 8×8 digits (1,797 images; no download), with a fixed stratified 20% test split."""
     from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
 
     d = sk_digits()
     x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)
@@ -434,6 +434,8 @@ def train_val_split(ds: Dataset, val_fraction: float = 0.1, seed: int = 0) -> Sp
             f"{int(counts.min())} image(s), validation would get {n_val} for {len(counts)} classes; "
             f"add images or change val_fraction"
         )
+    from sklearn.model_selection import train_test_split  # imported here: a --dry-run never splits (1 s saved)
+
     idx_tr, idx_val = train_test_split(
         np.arange(len(ds.y_train)), test_size=val_fraction, stratify=ds.y_train, random_state=seed
     )

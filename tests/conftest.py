@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import gc
@@ -33,6 +34,9 @@ CIFAR5K = Path(os.environ.get("RETHINK_CIFAR5K", REPO.parent / "shared" / "data"
 
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+# Timed machine rates (study/plan/rate.py) go to a folder of this test session, never to the user's ~/.cache
+os.environ["RETHINK_CACHE_DIR"] = tempfile.mkdtemp(prefix="rethink-cache-")
+atexit.register(shutil.rmtree, os.environ["RETHINK_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """A spec's cost before it runs: the compute of every stage from the architectures and the layout alone,
-`rethink study SPEC --dry-run` (no training, no run, no file left behind), and the `rethink specs` catalogue."""
+`rethink study SPEC --dry-run` (no training, no run, no file left behind but the timed rate it keeps), and the
+`rethink specs` catalogue."""
 
 import math
 import re
@@ -121,7 +122,40 @@ def test_estimating_a_cost_leaves_the_callers_random_state_alone():
     state = torch.get_rng_state()
     spec = load_spec("quick", ["seed=7"])
     cost = spec_cost(spec)
-    from study.plan.cost import machine_rate
+    from study.plan.rate import machine_rate
 
     assert machine_rate(spec, cost.data) > 0
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_a_timed_rate_is_kept_on_disk_per_machine_setting_and_read_back(tmp_path, monkeypatch):
+    """`rethink specs` and --dry-run time each model once per machine setting; a later process reads it."""
+    import json
+
+    from study.plan import rate
+
+    monkeypatch.setenv("RETHINK_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(rate, "_RATES", {})
+    spec = load_spec("quick")
+    data = spec_cost(spec).data
+    timed = rate.machine_rate(spec, data)
+    path = tmp_path / "machine_rates.json"
+    stored = json.loads(path.read_text())
+    [entry] = stored.values()
+    assert entry["rate"] == timed and entry["model"] == spec.model and entry["threads"] == torch.get_num_threads()
+    entry["rate"] = 123.0  # what a later process finds there, it uses instead of timing again
+    path.write_text(json.dumps(stored))
+    monkeypatch.setattr(rate, "_RATES", {})
+    assert rate.machine_rate(spec, data) == 123.0
+    monkeypatch.setattr(rate, "_RATES", {})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2 if threads == 1 else 1)
+    try:
+        assert rate.machine_rate(spec, data) != 123.0  # another thread count is another setting: timed
+    finally:
+        torch.set_num_threads(threads)
+    assert len(json.loads(path.read_text())) == 2
+    monkeypatch.setenv("RETHINK_CACHE_DIR", "")  # set empty: timed every time, nothing read or written
+    monkeypatch.setattr(rate, "_RATES", {})
+    assert rate.machine_rate(spec, data) != 123.0 and rate.rates_file() is None
+    assert len(json.loads(path.read_text())) == 2

@@ -19,8 +19,8 @@ from rethink.reference import reference_train
 from rethink.train import TrainConfig, make_loaders
 from study.commands.cli import main
 from study.plan.arch import check_model_fits
-from study.plan.cost import machine_rate
 from study.plan.load import load_spec
+from study.plan.rate import machine_rate
 from study.plan.smoke import smoke_spec
 from study.plan.spec import SpecError
 

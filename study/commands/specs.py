@@ -7,9 +7,10 @@ import argparse
 
 import pandas as pd
 
-from study.plan.cost import GPU_RATE, GPU_SOURCE, Cost, machine_rate, spec_cost
+from study.plan.cost import Cost, spec_cost
 from study.plan.load import load_spec
 from study.plan.paper import published, row_key
+from study.plan.rate import GPU_RATE, GPU_SOURCE, machine_rate, rates_file
 from study.plan.spec import SPECS_DIR, Spec
 from study.verdict.tables import markdown
 
@@ -57,8 +58,8 @@ def cost_lines(spec: Spec, gpus_per_run: int = 1) -> list[str]:
     total, here, gpu = _estimates(spec, costs)
     lines += [
         f"total: {total:.3g} training MACs (3 × forward MACs × images; searched trials at the mean of their epoch "
-        f"range); about {here} on this machine (its measured fp32 training rate for {spec.model}), at least {gpu} "
-        f"on {GPU_SOURCE}",
+        f"range); about {here} on this machine (its measured fp32 training rate for {spec.model}{_kept()}), at "
+        f"least {gpu} on {GPU_SOURCE}",
     ]
     if gpus_per_run > 1:
         wall = duration(total / GPU_RATE / gpus_per_run)
@@ -67,6 +68,11 @@ def cost_lines(spec: Spec, gpus_per_run: int = 1) -> list[str]:
             "(the same GPU time at perfect scaling; DistributedDataParallel scales below it)"
         )
     return lines
+
+
+def _kept() -> str:
+    path = rates_file()
+    return f", timed once per model and thread count and kept in {path}" if path else ""
 
 
 def _published(spec: Spec) -> str:
@@ -117,8 +123,8 @@ def run_specs(args: argparse.Namespace) -> int:
     table = catalogue(args.specs or shipped())
     print(markdown(table))
     print(
-        f"\nhere: this machine's measured fp32 training rate per model; 1 GPU: {GPU_SOURCE}. published: numbers "
-        "in study/specs/paper_numbers.csv for the spec's row (missing: no source states them yet). "
+        f"\nhere: this machine's measured fp32 training rate per model{_kept()}; 1 GPU: {GPU_SOURCE}. published: "
+        "numbers in study/specs/paper_numbers.csv for the spec's row (missing: no source states them yet). "
         "`rethink study SPEC --dry-run` gives a spec's cost stage by stage."
     )
     if args.csv:

@@ -6,9 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import optuna
-import pandas as pd
-
 from rethink.data import dataset_shape
 from study.plan.arch import check_model_fits
 from study.plan.cost import check_architectures
@@ -16,12 +13,8 @@ from study.plan.load import load_spec, resolve_spec_path
 from study.plan.spec import Spec, SpecError
 from study.records.paths import writable_dir
 from study.records.secrets import redact
-from study.records.storage import dashboard_command, storage_url
-from study.search.runner import RunOptions, run_spec
-from study.verdict.tradeoff import tradeoff_report
 
 from .options import add_engine_args, add_runtime_args, engine_from_args, open_engine, runtime_argv, runtime_from_args
-from .report import report_spec
 from .specs import cost_lines
 
 
@@ -85,7 +78,6 @@ def level_overrides(spec: Spec, level: Spec) -> list[str]:
 
 
 def run_study(args: argparse.Namespace) -> int:
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # progress lines, and failures, come from rethink
     spec = load_spec(args.spec, args.set, args.smoke)  # every spec error is raised before any training
     check_architectures(spec)  # Section 5's arms: sizes that cannot be matched, refused naming the field
     if args.dry_run:
@@ -93,6 +85,13 @@ def run_study(args: argparse.Namespace) -> int:
         check_model_fits(spec, dataset_shape(spec.dataset, spec.data_root))
         print("\n".join(cost_lines(spec, args.gpus_per_trial)))
         return 0
+    # what runs a study (Optuna, MLflow, the report) is imported now: a --dry-run never needs it
+    import optuna
+
+    from study.records.storage import storage_url
+    from study.verdict.tradeoff import tradeoff_report
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # progress lines, and failures, come from rethink
     if args.smoke:
         args.allow_chance_base = True  # a base on noise learns little; the report says so
         print(f"smoke mode: {spec.name} on {spec.dataset}; checks the pipeline, not the claims", flush=True)
@@ -124,6 +123,13 @@ def run_study(args: argparse.Namespace) -> int:
 
 def _run_level(args: argparse.Namespace, spec: Spec, level: Spec, runtime, cluster=None) -> bool:
     """One setting end to end: studies, then (unless told not to) the final evaluation and report."""
+    import pandas as pd
+
+    from study.records.storage import dashboard_command
+    from study.search.runner import RunOptions, run_spec
+
+    from .report import report_spec
+
     worker_cmd = (
         sys.executable,
         "-m",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from dataclasses import dataclass, replace
 
 import torch
@@ -96,8 +95,7 @@ def untrained_pruned(spec: Spec, data: DatasetShape):
 
 
 def _untrained_pruned(spec: Spec, data: DatasetShape, arch, config):
-    torch.manual_seed(spec.seed)
-    model = build_model(arch)
+    model = _fresh_base(arch, spec.seed)
     if config.method == "slimming":
         gen = torch.Generator().manual_seed(spec.seed)
         with torch.no_grad():
@@ -111,6 +109,24 @@ def _untrained_pruned(spec: Spec, data: DatasetShape, arch, config):
         size = (min(config.calibration_images, ESTIMATE_IMAGES), data.in_channels, side, side)
         calib = torch.rand(size, generator=torch.Generator().manual_seed(spec.seed))
     return model, arch, prune(model, arch, config, calib)
+
+
+_BASE: dict[tuple, tuple[torch.nn.Module, torch.Tensor]] = {}  # the last base built, and the RNG state after it
+
+
+def _fresh_base(arch: ArchSpec, seed: int) -> torch.nn.Module:
+    """`build_model(arch)` after `torch.manual_seed(seed)`, global RNG state after it included; a copy of the
+    last one built when asked again (a spec's operating points, a catalogue's specs share one base: an
+    ImageNet VGG-16 takes a second to initialise). One kept at a time: it can hold half a gigabyte."""
+    key = (arch, seed)
+    if key not in _BASE:
+        _BASE.clear()
+        torch.manual_seed(seed)
+        model = build_model(arch)
+        _BASE[key] = (model, torch.get_rng_state())
+    model, state = _BASE[key]
+    torch.set_rng_state(state)
+    return copy.deepcopy(model)
 
 
 def _round_macs(model: torch.nn.Module, spec: Spec, data: DatasetShape) -> list[int]:
@@ -258,53 +274,3 @@ def _spec_cost(spec: Spec, data: DatasetShape) -> Cost:
     exact = exact_architecture(spec)
     problems = tuple(reach_problems(spec, caps, arch_caps))
     return Cost(spec.name, data, base_fwd, pruned_fwd, exact, caps, tuple(stages), problems)
-
-
-# One GPU's training rate, quoted: a standard ResNet-18 CIFAR-10 training, 32.3 PFLOPs in 7 min on one 400 W
-# A100 (2 FLOPs per MAC: 16.15e15 MACs in 420 s). Small CIFAR networks keep a GPU less busy than a ResNet-18,
-# so their time is longer: read a GPU estimate from this rate as a lower bound.
-GPU_RATE = 16.15e15 / 420
-GPU_SOURCE = (
-    "one A100 at a standard ResNet-18 CIFAR-10 training's rate (32.3 PFLOPs in 7 min: github.com/KellerJordan/"
-    "cifar10-airbench@f1c599c4af24 README.md line 16); small networks run slower, so a lower bound"
-)
-_RATES: dict[tuple, float] = {}
-RATE_SIDE = 112  # the largest image side the rate is timed at
-RATE_STEP_MACS = 4e10  # the most training MACs one timed step spends (32 CIFAR images of VGG-19; 1 of VGG-16 at 224)
-# Smaller steps would time a catalogue in less than half the time but time the rate low (VGG-16 at 64 px, two
-# images a step: 0.27-0.43 of this rate): benchmarks/machine_rate.py, benchmarks/results/machine_rate.json
-
-
-def machine_rate(spec: Spec, data: DatasetShape, steps: int = 2) -> float:
-    """This machine's training MACs per second for the spec's unpruned model (CPU, fp32): the median of
-    `steps` timed steps of a batch of up to 32 synthetic images after one untimed step; cached per model."""
-    arch = base_arch(spec, data)
-    if arch not in _RATES:
-        with torch.random.fork_rng():  # the caller's random state is left alone
-            torch.manual_seed(0)
-            _RATES[arch] = _timed_rate(build_model(arch), spec, data, steps)
-    return _RATES[arch]
-
-
-def _timed_rate(model: torch.nn.Module, spec: Spec, data: DatasetShape, steps: int) -> float:
-    side = min(data.input_size, RATE_SIDE)  # ImageNet: timed at 112 px (their convs keep a CPU as busy)
-    shape = (data.in_channels, side, side)
-    try:
-        per_image = training_flops(forward_flops(model, shape), 1)  # ImageNet models: a few images keep it quick
-    except (RuntimeError, AssertionError, ValueError):  # a model made for one size only (a ViT): timed at it
-        shape = (data.in_channels, data.input_size, data.input_size)
-        per_image = training_flops(forward_flops(model, shape), 1)
-    batch = max(2, min(32, spec.base.batch_size, int(RATE_STEP_MACS // per_image)))  # 2: BN1d needs a pair
-    x = torch.rand(batch, *shape)
-    y = torch.arange(batch) % data.num_classes
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    times = []
-    for i in range(steps + 1):
-        start = time.perf_counter()
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-        if i:
-            times.append(time.perf_counter() - start)
-    macs = training_flops(forward_flops(model, tuple(x.shape[1:])), batch)
-    return macs / sorted(times)[len(times) // 2]
