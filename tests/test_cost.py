@@ -155,7 +155,11 @@ def test_a_timed_rate_is_kept_on_disk_per_machine_setting_and_read_back(tmp_path
     finally:
         torch.set_num_threads(threads)
     assert len(json.loads(path.read_text())) == 2
+    ten, hundred = load_spec("cifar10-magnitude-vgg19-30"), load_spec("cifar100-magnitude-vgg19").levels()[0]
+    on_ten = rate.machine_rate(ten, spec_cost(ten).data)
+    assert rate.machine_rate(hundred, spec_cost(hundred).data) == on_ten  # one model, other classes: one timing
+    assert len(json.loads(path.read_text())) == 3
     monkeypatch.setenv("RETHINK_CACHE_DIR", "")  # set empty: timed every time, nothing read or written
     monkeypatch.setattr(rate, "_RATES", {})
     assert rate.machine_rate(spec, data) != 123.0 and rate.rates_file() is None
-    assert len(json.loads(path.read_text())) == 2
+    assert len(json.loads(path.read_text())) == 3
