@@ -163,3 +163,22 @@ def test_a_timed_rate_is_kept_on_disk_per_machine_setting_and_read_back(tmp_path
     monkeypatch.setattr(rate, "_RATES", {})
     assert rate.machine_rate(spec, data) != 123.0 and rate.rates_file() is None
     assert len(json.loads(path.read_text())) == 3
+
+
+def test_an_estimate_from_a_shared_base_is_the_one_a_fresh_build_gives():
+    """`shared_bases` copies one untrained base per architecture and seed: the same weights, masks and random
+    state after it as a fresh build; nothing is kept once it closes."""
+    from study.plan import cost
+
+    spec = load_spec("cifar10-magnitude-vgg19-30")  # magnitude: the estimate reads the init's weights
+    data = spec_cost(spec).data
+    _, _, fresh = cost.untrained_pruned(spec, data)
+    after = torch.get_rng_state()
+    with cost.shared_bases():
+        for _ in range(2):  # built, then copied
+            _, _, shared = cost.untrained_pruned(spec, data)
+            assert torch.equal(torch.get_rng_state(), after)
+            for name, value in fresh.model.state_dict().items():
+                assert torch.equal(shared.model.state_dict()[name], value), name
+            assert all(torch.equal(shared.masks[n], m) for n, m in fresh.masks.items())
+    assert cost._BASE is None

@@ -7,7 +7,7 @@ import argparse
 
 import pandas as pd
 
-from study.plan.cost import Cost, spec_cost
+from study.plan.cost import Cost, shared_bases, spec_cost
 from study.plan.load import load_spec
 from study.plan.paper import published, row_key
 from study.plan.rate import GPU_RATE, GPU_SOURCE, machine_rate, rates_file
@@ -35,7 +35,8 @@ def _estimates(spec: Spec, costs: list[Cost]) -> tuple[float, str, str]:
 def cost_lines(spec: Spec, gpus_per_run: int = 1) -> list[str]:
     """What the spec will train, stage by stage, per setting; the total and the time estimates (with
     `gpus_per_run` > 1, also the wall time on that many GPUs per run at perfect scaling)."""
-    costs = [spec_cost(level) for level in spec.levels()]
+    with shared_bases():
+        costs = [spec_cost(level) for level in spec.levels()]
     lines = []
     for c in costs:
         stages = pd.DataFrame(
@@ -82,6 +83,11 @@ def _published(spec: Spec) -> str:
 
 
 def catalogue(names: list[str]) -> pd.DataFrame:
+    with shared_bases():
+        return _catalogue(names)
+
+
+def _catalogue(names: list[str]) -> pd.DataFrame:
     rows = []
     for name in names:
         spec = load_spec(name)

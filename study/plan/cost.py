@@ -4,8 +4,10 @@ the layout alone: no data is read for CIFAR, nothing is trained, no run is made.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import torch
@@ -111,19 +113,34 @@ def _untrained_pruned(spec: Spec, data: DatasetShape, arch, config):
     return model, arch, prune(model, arch, config, calib)
 
 
-_BASE: dict[tuple, tuple[torch.nn.Module, torch.Tensor]] = {}  # the last base built, and the RNG state after it
+_BASE: dict[tuple, tuple[torch.nn.Module, torch.Tensor]] | None = None  # open `shared_bases`: the last base built
+
+
+@contextlib.contextmanager
+def shared_bases() -> Iterator[None]:
+    """While open, an untrained base is built once per architecture and seed and copied for each estimate (a
+    spec's operating points, a catalogue's specs: an ImageNet VGG-16 takes a second to initialise). One is kept
+    at a time, and only while open: a study's own checks hold no half-gigabyte copy through days of training."""
+    global _BASE
+    outer = _BASE
+    _BASE = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _BASE = outer
 
 
 def _fresh_base(arch: ArchSpec, seed: int) -> torch.nn.Module:
-    """`build_model(arch)` after `torch.manual_seed(seed)`, global RNG state after it included; a copy of the
-    last one built when asked again (a spec's operating points, a catalogue's specs share one base: an
-    ImageNet VGG-16 takes a second to initialise). One kept at a time: it can hold half a gigabyte."""
+    """`build_model(arch)` after `torch.manual_seed(seed)`, the global RNG state after it included (from the
+    `shared_bases` copy when one is open)."""
+    if _BASE is None:
+        torch.manual_seed(seed)
+        return build_model(arch)
     key = (arch, seed)
     if key not in _BASE:
         _BASE.clear()
         torch.manual_seed(seed)
-        model = build_model(arch)
-        _BASE[key] = (model, torch.get_rng_state())
+        _BASE[key] = (build_model(arch), torch.get_rng_state())
     model, state = _BASE[key]
     torch.set_rng_state(state)
     return copy.deepcopy(model)
