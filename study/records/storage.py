@@ -42,16 +42,13 @@ def retry_and_close_run(study: optuna.Study, trial: optuna.trial.FrozenTrial) ->
     """A trial whose worker stopped beating: enqueue its retry and end its MLflow run FAILED."""
     import mlflow
 
-    from .signals import shielded
-    from .tracking import trial_run_id
+    from .tracking import terminate, trial_run_id
 
     retried = retry_trial(study, trial)
     client = mlflow.MlflowClient()
     if run_id := trial_run_id(client, study.study_name, trial):
         note = "the trial was retried" if retried else f"not retried: {MAX_RETRIES} retries already"
-        with shielded():
-            client.set_tag(run_id, "failure_reason", f"its worker stopped (heartbeat stale); {note}")
-            client.set_terminated(run_id, "FAILED")
+        terminate(client, run_id, "FAILED", f"its worker stopped (heartbeat stale); {note}")
 
 
 def is_shared(url: str) -> bool:

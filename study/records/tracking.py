@@ -91,13 +91,13 @@ def close_open_runs(status: str, reason: str | None = None) -> list[str]:
     closed = []
     for run_id, client in list(_OPEN.items()):
         with contextlib.suppress(Exception):  # the process is ending; the next run reconciles
-            _terminate(client, run_id, status, reason)
+            terminate(client, run_id, status, reason)
             closed.append(run_id)
         _OPEN.pop(run_id, None)
     return closed
 
 
-def _terminate(client: mlflow.MlflowClient, run_id: str, status: str, reason: str | None) -> None:
+def terminate(client: mlflow.MlflowClient, run_id: str, status: str, reason: str | None) -> None:
     """End a run with `status`; the reason goes in `failure_reason` (or `note` when it finished)."""
     with shielded():
         if reason:
@@ -318,7 +318,7 @@ class RunTree:
 
     def end(self, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
         with shielded():
-            _terminate(self.client, run_id, status, reason)
+            terminate(self.client, run_id, status, reason)
             _OPEN.pop(run_id, None)
 
     def end_quietly(self, run_id: str, status: str, reason: str) -> None:
