@@ -29,9 +29,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rethink.data import Split, load_dataset  # noqa: E402
+from rethink.data import load_dataset  # noqa: E402
 from rethink.fuse import train_group  # noqa: E402
 from rethink.models import build_model, default_spec  # noqa: E402
+from rethink.splits import Split  # noqa: E402
 from rethink.train import Job, Runtime, TrainConfig, seed_everything  # noqa: E402
 
 CIFAR5K = REPO.parent / "shared" / "data" / "cifar10-5k.npz"

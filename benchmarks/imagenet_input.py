@@ -26,8 +26,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from rethink.data import IMAGENET_MEAN_STD
-from rethink.imagefolder import FolderLoader, scan_folder
+from rethink.imagefolder import IMAGENET_MEAN_STD, FolderLoader, scan_folder
 
 RESULTS = Path(__file__).resolve().parent / "results" / "imagenet_input.json"
 

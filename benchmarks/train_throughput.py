@@ -22,10 +22,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rethink.data import Split, load_dataset  # noqa: E402
+from rethink.data import load_dataset  # noqa: E402
 from rethink.models import build_model, default_spec  # noqa: E402
 from rethink.prune import PruneConfig, prune  # noqa: E402
 from rethink.reference import reference_train  # noqa: E402
+from rethink.splits import Split  # noqa: E402
 from rethink.train import Runtime, TrainConfig, seed_everything, train  # noqa: E402
 
 SETTINGS = [("vgg16", None), ("vgg16", "vgg16-a"), ("resnet56", None), ("resnet56", "resnet56-b")]

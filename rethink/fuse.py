@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .data import Split
 from .runtime import Runtime
+from .splits import Split
 from .stacked import StackedStep, stack_key
 from .train import Callback, History, Job, PlainStep, train_jobs
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from .data import Split
+from .splits import Split
 
 
 def downsample(x: np.ndarray, size: int) -> np.ndarray:

@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .augment import EpochDraws, default_pad, draw_epoch
 from .budget import PER_STEP_SCHEDULES, lr_at
-from .data import Split, channel_stats
 from .errors import ConfigError
+from .splits import Split, channel_stats
 from .train import EpochMetrics, History, NonFiniteLoss, TrainConfig, make_optimizer
 
 

@@ -20,10 +20,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from .data import Split
 from .distributed import DDPStep
 from .history import History
 from .runtime import Runtime
+from .splits import Split
 from .train import Job, train_jobs
 
 JOIN_TIMEOUT = timedelta(minutes=30)  # how long a collective waits for a process (rank 0 writing an epoch's records)

@@ -16,7 +16,6 @@ from torch import nn
 from .augment import DeviceLoader
 from .budget import PER_STEP_SCHEDULES, lr_at
 from .config import TrainConfig, config_digest  # noqa: F401 (re-exported: they lived here first)
-from .data import Split
 from .erasing import batch_eraser
 from .errors import ConfigError  # noqa: F401 (re-exported)
 from .history import Callback, EpochMetrics, History, NonFiniteLoss, StopTraining  # noqa: F401 (re-exported)
@@ -24,6 +23,7 @@ from .imagefolder import FolderLoader
 from .mixing import batch_mixer, hard_labels
 from .resume import restore
 from .runtime import Runtime
+from .splits import Split
 
 FUSED_DEVICES = ("cpu", "cuda")  # where torch has fused SGD and AdamW kernels
 

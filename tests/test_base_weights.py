@@ -11,11 +11,12 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import TINY, assert_stores_agree, study_args
-from rethink.data import load_dataset, normalized, train_test
+from rethink.data import load_dataset
 from rethink.models import MODELS, build_model, default_spec
 from rethink.models.external import is_external
 from rethink.models.weights import WeightsError, load_weights, read_state_dict
 from rethink.prune import prune
+from rethink.splits import normalized, train_test
 from rethink.train import TrainConfig, evaluate, make_loaders, seed_everything, train
 from study.commands.cli import main
 from study.plan.arch import base_arch, prune_config

@@ -196,7 +196,8 @@ def test_thinet_calibration_is_normalized_as_the_checkpoint_was_trained(cifar_ma
     """`rethink prune` reads `normalize` from the checkpoint's meta (rethink train records it)."""
     import numpy as np
 
-    from rethink.data import load_dataset, train_val_split
+    from rethink.data import load_dataset
+    from rethink.splits import train_val_split
     from study.commands.prune import calibration_images
 
     x = calibration_images(f"npz:{cifar_made}", "data", 4, 0, "liu2019")

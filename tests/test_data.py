@@ -5,14 +5,8 @@ import pytest
 import torch
 
 from rethink.augment import AUGMENTATIONS, DeviceLoader, cutout_mask, random_crop
-from rethink.data import (
-    DataError,
-    channel_stats,
-    load_dataset,
-    normalized,
-    train_test,
-    train_val_split,
-)
+from rethink.data import DataError, load_dataset
+from rethink.splits import channel_stats, normalized, train_test, train_val_split
 from rethink.train import TrainConfig, make_loaders
 
 

@@ -9,13 +9,14 @@ import torch.distributed as dist
 from torch import nn
 
 from rethink import team
-from rethink.data import load_dataset, normalized, train_val_split
+from rethink.data import load_dataset
 from rethink.distributed import plain_batchnorm, plain_kind, sync_batchnorm
 from rethink.history import Callback, StopTraining
 from rethink.models import build_model, default_spec
 from rethink.prune.masks import KeepMasked
 from rethink.resume import EpochCheckpoint, prior_epochs
 from rethink.runtime import ConfigError, Runtime
+from rethink.splits import normalized, train_val_split
 from rethink.train import TrainConfig, train
 
 # Batch 48 over 1,437 images: the last batch (45) splits 23/22, so unequal shares are covered too.

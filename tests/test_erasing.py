@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from rethink.data import Split, train_val_split
 from rethink.erasing import BatchEraser, batch_eraser
 from rethink.models import build_model, default_spec
 from rethink.reference import reference_train
+from rethink.splits import Split, train_val_split
 from rethink.train import ConfigError, TrainConfig, seed_everything, train
 
 N, SIDE = 20_000, 32

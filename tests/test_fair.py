@@ -10,10 +10,10 @@ import torch
 from conftest import TINY
 from rethink.arms import build_arm, derive_seed, final_seeds, scratch_init_seed
 from rethink.budget import SCHEDULES, lr_at
-from rethink.data import train_val_split
 from rethink.flops import forward_flops
 from rethink.models import build_model, default_spec
 from rethink.prune import PruneConfig, prune
+from rethink.splits import train_val_split
 from rethink.train import Callback, TrainConfig, seed_everything, train
 from study.plan.layout import baseline_trials, budgets, rows_of, study_arms
 from study.plan.load import load_spec

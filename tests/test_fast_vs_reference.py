@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from rethink.augment import AUGMENTATIONS, DeviceLoader
-from rethink.data import Split, channel_stats, train_val_split
 from rethink.models import build_model, default_spec
 from rethink.reference import reference_loader, reference_train
+from rethink.splits import Split, channel_stats, train_val_split
 from rethink.train import TrainConfig, seed_everything, train
 
 

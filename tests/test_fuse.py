@@ -20,13 +20,13 @@ import pytest
 import torch
 from torch import nn
 
-from rethink.data import Split, train_val_split
 from rethink.fuse import fusion_plan, train_group
 from rethink.models import MODELS, build_model, default_spec
 from rethink.prune import KeepMasked, PruneConfig, prune
 from rethink.prune.random_control import random_like
 from rethink.prune.slimming import SparsityPenalty
 from rethink.runtime import Runtime
+from rethink.splits import Split, train_val_split
 from rethink.stacked import StackedStep, stack_key
 from rethink.train import (
     Callback,

@@ -8,9 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from rethink.data import DataError, dataset_shape, load_dataset, normalized, train_test, train_val_split
+from rethink.data import DataError, dataset_shape, load_dataset
 from rethink.imagefolder import FolderError, FolderLoader, _rrc_box
 from rethink.models import build_model, default_spec
+from rethink.splits import normalized, train_test, train_val_split
 from rethink.train import TrainConfig, make_loaders, train
 
 CLASSES = ("ant", "bee", "cat")

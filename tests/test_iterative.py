@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from conftest import TINY, assert_stores_agree
-from rethink.data import train_val_split
 from rethink.flops import training_flops
 from rethink.models import build_model, default_spec
 from rethink.prune import KeepMasked, PruneConfig, PruneError, iterative_magnitude, prune, round_share
 from rethink.prune.magnitude import conv_weights, magnitude_masks
+from rethink.splits import train_val_split
 from rethink.train import TrainConfig, seed_everything, train
 from study.commands.cli import main
 from study.plan.layout import budgets

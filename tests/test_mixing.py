@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from rethink.data import Split, train_val_split
 from rethink.fuse import train_group
 from rethink.mixing import BatchMixer, EpochMix, batch_mixer, cutmix
 from rethink.models import build_model, default_spec
 from rethink.runtime import Runtime
+from rethink.splits import Split, train_val_split
 from rethink.stacked import StackedStep
 from rethink.train import Job, TrainConfig, seed_everything, train, train_jobs
 

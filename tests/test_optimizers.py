@@ -10,10 +10,10 @@ from torch import nn
 from conftest import TINY
 from rethink.arms import default_recipe
 from rethink.config import ConfigError, TrainConfig
-from rethink.data import train_val_split
 from rethink.fuse import fusion_plan
 from rethink.models import build_model, default_spec
 from rethink.runtime import Runtime
+from rethink.splits import train_val_split
 from rethink.train import Job, make_optimizer, seed_everything, train
 from study.plan.load import load_spec
 from study.plan.spec import SpecError

@@ -10,8 +10,9 @@ import optuna
 import pytest
 
 from conftest import TINY, assert_stores_agree
-from rethink.data import load_dataset, normalized, train_val_split
+from rethink.data import load_dataset
 from rethink.proxy import proxy_classes, proxy_split
+from rethink.splits import normalized, train_val_split
 from study.commands.cli import main
 from study.final.confirm import Candidate, Confirmation
 from study.plan.load import load_spec

@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from rethink.arms import build_arm
-from rethink.data import train_val_split
 from rethink.flops import forward_flops, nonzero_forward_flops, param_count
 from rethink.models import MODELS, ArchSpec, build_model, default_spec, prunable_units
 from rethink.prune import (
@@ -24,6 +23,7 @@ from rethink.prune.sfp import SoftFilterPruning
 from rethink.prune.slimming import SparsityPenalty
 from rethink.prune.surgery import apply_keep
 from rethink.prune.thinet import SAMPLES_PER_IMAGE, choose_channels, contributions, greedy_remove, n_kept
+from rethink.splits import train_val_split
 from rethink.train import TrainConfig, seed_everything, train
 
 # methods that prune a trained model (predefined names an architecture and reads no weights: tests/test_predefined.py)

@@ -10,12 +10,13 @@ import torchvision.transforms.functional as TF
 
 from conftest import REPO, TINY
 from rethink.augment import DeviceLoader
-from rethink.data import DataError, dataset_shape, load_dataset, normalization, split_resolution, train_val_split
+from rethink.data import DataError, dataset_shape, load_dataset, split_resolution
 from rethink.errors import ConfigError
 from rethink.flops import forward_flops
 from rethink.models.registry import build_model, default_spec
 from rethink.proxy import proxy_cost, proxy_split
 from rethink.reference import reference_train
+from rethink.splits import normalization, train_val_split
 from rethink.train import TrainConfig, make_loaders
 from study.commands.cli import main
 from study.plan.arch import check_model_fits

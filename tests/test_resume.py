@@ -6,10 +6,11 @@ import io
 import pytest
 import torch
 
-from rethink.data import load_dataset, normalized, train_val_split
+from rethink.data import load_dataset
 from rethink.history import Callback
 from rethink.models import build_model, default_spec
 from rethink.resume import EpochCheckpoint, prior_epochs, valid_state
+from rethink.splits import normalized, train_val_split
 from rethink.train import TrainConfig, seed_everything, train
 
 CONFIG = TrainConfig(epochs=4, batch_size=64, lr=0.05, augment="crop-flip", schedule="step", seed=3)
@@ -160,8 +161,8 @@ def test_a_killed_final_run_resumes_in_the_next_attempt_to_the_uninterrupted_sco
     uninterrupted run scores."""
     import mlflow
 
-    from rethink.data import train_test
     from rethink.runtime import Runtime
+    from rethink.splits import train_test
     from study.final.groups import Pending, train_pending
     from study.records.tracking import RunTree
 

@@ -4,8 +4,8 @@ import mlflow
 import pytest
 import torch
 
-from rethink.data import train_val_split
 from rethink.models import build_model, default_spec
+from rethink.splits import train_val_split
 from rethink.train import Callback, NonFiniteLoss, TrainConfig, seed_everything, train
 from study.records.tracking import MlflowEpochLogger
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from rethink.budget import lr_at, milestone_epochs, scratch_b_epochs
-from rethink.data import train_val_split
 from rethink.models import build_model, default_spec
+from rethink.splits import train_val_split
 from rethink.train import Callback, ConfigError, NonFiniteLoss, StopTraining, TrainConfig, seed_everything, train
 
 

@@ -12,9 +12,10 @@ import torch
 
 from rethink.arms import arm_epochs, pruned_flops
 from rethink.checkpoint import load_checkpoint, save_checkpoint
-from rethink.data import load_dataset, normalized, train_val_split
+from rethink.data import load_dataset
 from rethink.flops import forward_flops, param_count
 from rethink.prune import METHODS, VARIANTS, PruneConfig, PruneError, prune
+from rethink.splits import normalized, train_val_split
 from rethink.train import TrainConfig
 from study.records.tracking import configure, start_run
 

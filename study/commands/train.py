@@ -12,11 +12,12 @@ import mlflow
 from rethink.augment import AUGMENTATIONS
 from rethink.budget import SCHEDULES
 from rethink.checkpoint import save_checkpoint
-from rethink.data import NORMALIZATIONS, dataset_names, load_dataset, normalized, train_val_split
+from rethink.data import dataset_names, load_dataset
 from rethink.flops import forward_flops, param_count, training_flops
 from rethink.models import MODELS, ArchSpec, ModelError, build_model, default_spec
 from rethink.prune.sfp import SoftFilterPruning
 from rethink.prune.slimming import SparsityPenalty
+from rethink.splits import NORMALIZATIONS, normalized, train_val_split
 from rethink.train import ConfigError, NonFiniteLoss, TrainConfig, config_digest, seed_everything, train
 from study.records.progress import PrintProgress
 from study.records.tracking import MlflowEpochLogger, configure, end_failed, log_dataset, start_run

@@ -8,7 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-from study.plan.spec import Verdict
+from study.plan.study_tables import Verdict
 from study.verdict.analysis import analyse, infer_mode
 from study.verdict.claims import Analysis, accs, claim1_cells
 from study.verdict.runs_table import TableError, pooled_by_seed, read_runs

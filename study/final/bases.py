@@ -13,11 +13,11 @@ import torch
 
 from rethink.arms import pruned_flops
 from rethink.checkpoint import load_cached, save_checkpoint
-from rethink.data import Split
 from rethink.flops import training_flops
 from rethink.models import build_model
 from rethink.prune import PrunedModel, needs_data
 from rethink.prune.matched import DerivedArch
+from rethink.splits import Split
 from rethink.train import History, Runtime, config_digest, seed_everything
 from study.records.cluster import Cluster
 from study.records.tracking import RunTree

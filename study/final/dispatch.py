@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from rethink.data import Split
+from rethink.splits import Split
 from rethink.train import History, Runtime
 from study.plan.spec import SpecError
 from study.records.cluster import Cluster, Endpoints, connect_task, state_digest, worker_tags

@@ -15,8 +15,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rethink.arms import ARCH_ARMS, INHERITING_ARMS, SCRATCH_ARMS, default_recipe, final_seeds
-from rethink.data import Split, load_dataset, normalized, train_test
+from rethink.data import load_dataset
 from rethink.prune import needs_data
+from rethink.splits import Split, normalized, train_test
 from rethink.train import Runtime, config_digest
 from study.plan.arch import prune_config
 from study.plan.layout import arch_budgets, arm_of, budgets, caps_of, seed_epochs

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from rethink.data import Split
 from rethink.flops import training_flops
 from rethink.fuse import fusion_plan, train_group
 from rethink.resume import EpochCheckpoint, prior_epochs
+from rethink.splits import Split
 from rethink.train import Callback, History, Job, Runtime, TrainConfig, train_jobs
 from study.records.lifecycle import ending
 from study.records.progress import PrintProgress

@@ -11,7 +11,8 @@ from rethink.arms import ARCH_ARMS, SCRATCH_ARMS, arm_epochs, default_recipe
 from rethink.flops import training_flops
 from rethink.train import TrainConfig
 
-from .spec import CapFraction, Spec, SpecError
+from .spec import Spec, SpecError
+from .training_tables import CapFraction
 
 LAYOUT = 2  # 2: searched schedules, baselines on top of n_trials, one `scratch` study in pareto mode
 BUDGET_SLACK = 1.0001  # float noise: a run of exactly the budget is within it

@@ -9,7 +9,7 @@ import optuna
 
 from rethink.train import TrainConfig
 
-from .spec import SearchSpace
+from .training_tables import SearchSpace
 
 
 def suggest(trial: optuna.Trial, space: SearchSpace, epochs: tuple[int, int, bool] | int) -> dict[str, Any]:

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from rethink.checkpoint import save_checkpoint
-from rethink.data import Split
 from rethink.flops import forward_flops, param_count, training_flops
 from rethink.models import ArchSpec, build_model
 from rethink.models.weights import load_weights
+from rethink.splits import Split
 from rethink.train import TrainConfig, evaluate, make_loaders, seed_everything
 from study.plan.spec import Spec
 from study.records.tracking import RunTree

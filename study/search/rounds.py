@@ -13,10 +13,10 @@ from torch import nn
 
 from rethink.arms import derive_seed
 from rethink.checkpoint import load_cached, save_checkpoint
-from rethink.data import Split
 from rethink.flops import nonzero_forward_flops, training_flops
 from rethink.models import ArchSpec
 from rethink.prune import KeepMasked, PruneConfig, PrunedModel, Round, iterative_magnitude, method_version, prune
+from rethink.splits import Split
 from rethink.train import Runtime, TrainConfig, config_digest, train
 from study.records.progress import PrintProgress
 from study.records.tracking import MlflowEpochLogger, RunTree

@@ -12,7 +12,7 @@ import torch
 
 from rethink.arms import Arm, build_arm, derive_seed, pruned_flops
 from rethink.checkpoint import load_cached, save_checkpoint
-from rethink.data import Dataset, Split, load_dataset, normalized, train_val_split
+from rethink.data import Dataset, load_dataset
 from rethink.flops import forward_flops, param_count, training_flops
 from rethink.models import ArchSpec, build_model
 from rethink.proxy import proxy_split
@@ -22,6 +22,7 @@ from rethink.prune.patterns import Pattern
 from rethink.prune.random_control import random_like
 from rethink.prune.sfp import SoftFilterPruning
 from rethink.prune.slimming import SparsityPenalty
+from rethink.splits import Split, normalized, train_val_split
 from rethink.train import (
     Callback,
     Runtime,
