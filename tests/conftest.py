@@ -26,6 +26,22 @@ def _memory_back_to_the_system(request):
             ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+@pytest.fixture(autouse=True)
+def _threads_as_they_were():
+    """A test that sets torch's thread count (to fuse runs side by side, or to time one thread) leaves the
+    next test the count it found: under `-n 2` with OMP_NUM_THREADS=1 that is one thread, in a plain run
+    the machine's cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+STUDY_THREADS = 2  # the session's template studies run on at least two threads (a 2-core machine's default)
+# whatever OMP_NUM_THREADS says, so their baselines fuse side by side (`parallel`) under `-n 2` as in a plain run
+
+
 REPO = Path(__file__).resolve().parents[1]
 # The real CIFAR-10 subset beside the checkout: CI and the project's machines have it, a user's clone does not.
 # Tests reach it only through the `cifar5k` fixture (which skips, with the reason, when it is absent);
@@ -212,7 +228,14 @@ def run_once(tmp_path_factory):
                 mp.chdir(folder)
                 before = mlflow.get_tracking_uri()
                 mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
-                assert main(args_for(folder)) == 0
+                import torch
+
+                threads = torch.get_num_threads()
+                torch.set_num_threads(max(STUDY_THREADS, threads))
+                try:
+                    assert main(args_for(folder)) == 0
+                finally:
+                    torch.set_num_threads(threads)
                 mlflow.set_tracking_uri(before)  # the calling test's store, not the template's
             made[key] = folder
         return made[key]
