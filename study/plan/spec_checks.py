@@ -20,7 +20,7 @@ class CrossTableChecks:
     """Mixed into `Spec`: the checks that read more than one of its tables, run by its validator."""
 
     def _check_across_tables(self) -> None:
-        """Every check that reads more than one table of the self."""
+        """Every check that reads more than one table of the spec."""
         if self.prune.variant:
             variant = VARIANTS[self.prune.variant]
             owner = self.prune.method if self.prune.method != "random" else (self.prune.like or "l1-norm")
