@@ -165,6 +165,46 @@ def test_a_timed_rate_is_kept_on_disk_per_machine_setting_and_read_back(tmp_path
     assert len(json.loads(path.read_text())) == 3
 
 
+def test_a_cost_is_kept_on_disk_by_content_and_computed_anew_when_spec_or_code_changes(tmp_path, monkeypatch):
+    """A second look (another process: nothing in memory) reads a spec's cost instead of building its models;
+    another spec content, or a change to the code that computes costs, computes it anew (and the entries of
+    the old code go); RETHINK_CACHE_DIR set empty keeps nothing."""
+    import json
+
+    from study.plan import cost, kept
+
+    monkeypatch.setenv("RETHINK_CACHE_DIR", str(tmp_path))
+    builds = []
+
+    def counted(arch):
+        builds.append(arch.model)
+        return build_model(arch)
+
+    monkeypatch.setattr(cost, "build_model", counted)
+    monkeypatch.setattr(cost, "_COSTS", {})
+    spec = load_spec("cifar10-l1-resnet56-a")
+    first = spec_cost(spec)
+    path = tmp_path / "costs.json"
+    [entry] = json.loads(path.read_text()).values()
+    assert entry["spec"] == spec.name and entry["code"] == kept.code_digest() and builds == ["resnet56"]
+
+    monkeypatch.setattr(cost, "_COSTS", {})  # a later process
+    assert spec_cost(spec) == first and builds == ["resnet56"]  # read back whole, nothing built
+    seeded = load_spec("cifar10-l1-resnet56-a", ["seed=1"])
+    assert spec_cost(seeded).total == first.total and len(builds) == 2  # another content: computed
+    assert len(json.loads(path.read_text())) == 2
+
+    monkeypatch.setattr(cost, "code_digest", lambda: "changed-code")
+    monkeypatch.setattr(cost, "_COSTS", {})
+    assert spec_cost(spec) == first and len(builds) == 3  # the code changed: computed again
+    assert [e["code"] for e in json.loads(path.read_text()).values()] == ["changed-code"]  # the old ones gone
+
+    monkeypatch.setenv("RETHINK_CACHE_DIR", "")
+    monkeypatch.setattr(cost, "_COSTS", {})
+    assert spec_cost(seeded) == spec_cost(seeded) and len(builds) == 4  # computed, kept in memory only
+    assert len(json.loads(path.read_text())) == 1
+
+
 def test_an_estimate_from_a_shared_base_is_the_one_a_fresh_build_gives():
     """`shared_bases` copies one untrained base per architecture and seed: the same weights, masks and random
     state after it as a fresh build; nothing is kept once it closes."""

@@ -7,7 +7,8 @@ import argparse
 
 import pandas as pd
 
-from study.plan.cost import Cost, shared_bases, spec_cost
+from study.plan.cost import shared_bases, spec_cost
+from study.plan.cost_record import Cost
 from study.plan.load import load_spec
 from study.plan.paper import published, row_key
 from study.plan.rate import GPU_RATE, GPU_SOURCE, machine_rate, rates_file

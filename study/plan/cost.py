@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
+import json
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, replace
 
 import torch
 
@@ -24,8 +26,9 @@ from rethink.prune.patterns import PatternError, pattern_of
 from rethink.prune.registry import PrunedModel, needs_data, prune
 
 from .arch import base_arch, prune_config, search_trains_base
+from .cost_record import Cost, Stage, cost_from
+from .kept import code_digest, keep, kept_file, read_kept
 from .layout import (
-    Budgets,
     arch_budgets,
     baseline_trials,
     budgets,
@@ -38,43 +41,6 @@ from .spec import Spec, SpecError
 
 # Methods whose per-layer widths (or weights) follow the trained base: before training, estimated.
 FROM_TRAINED_WEIGHTS = ("slimming", "magnitude", "lottery")
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One stage of a spec's compute: how many training runs and their MACs in all."""
-
-    name: str
-    runs: int
-    macs: float
-
-
-@dataclass(frozen=True)
-class Cost:
-    spec: str
-    data: DatasetShape
-    base_macs: int  # forward MACs of one image, unpruned
-    pruned_macs: int  # the same, pruned (non-zero weights for weight-level methods)
-    exact: bool  # False: the pruned architecture is an estimate (the method decides it from trained weights)
-    budgets: Budgets
-    stages: tuple[Stage, ...]
-    problems: tuple[str, ...] = ()  # why the search could not reach its budgets (refused once the base is pruned)
-
-    @property
-    def total(self) -> float:
-        return sum(s.macs for s in self.stages)
-
-    @property
-    def runs(self) -> int:
-        return sum(s.runs for s in self.stages)
-
-    def how_pruned(self) -> str:
-        if self.exact:
-            return "exact: the method's architecture does not depend on the trained weights"
-        return (
-            "estimated: the method picks its widths (or weights) from the trained base; here from an untrained "
-            "one (slimming: random BN scales, magnitude: the init's weights), so B's epochs are estimates too"
-        )
 
 
 def exact_architecture(spec: Spec) -> bool:
@@ -224,13 +190,35 @@ def proxy_share(spec: Spec, data: DatasetShape) -> float:
 
 def spec_cost(spec: Spec, data: DatasetShape | None = None) -> Cost:
     """The compute of one setting, stage by stage. Searched trials count at the mean of their epoch range
-    (every trial at its cap is the most it can cost); baselines at their own epochs."""
+    (every trial at its cap is the most it can cost); baselines at their own epochs. Kept in memory and on
+    disk by content (`kept.py`: costs.json), so a second look builds nothing."""
     data = data or dataset_shape(spec.dataset, spec.data_root)
     key = (spec.model_dump_json(), data)
     if key not in _COSTS:
-        with torch.random.fork_rng():  # the untrained base's init leaves the caller's random state alone
-            _COSTS[key] = _spec_cost(spec, data)
+        path, disk_key = kept_file(COSTS_FILE), _disk_key(spec, data)
+        kept = read_kept(path).get(disk_key, {})
+        if kept.get("code") == code_digest() and isinstance(kept.get("cost"), dict):
+            _COSTS[key] = cost_from(kept["cost"])
+        else:
+            with torch.random.fork_rng():  # the untrained base's init leaves the caller's random state alone
+                _COSTS[key] = _spec_cost(spec, data)
+            entry = {"code": code_digest(), "spec": spec.name, "cost": asdict(_COSTS[key])}
+            keep(path, disk_key, entry, stale=lambda e: e.get("code") != code_digest())
     return _COSTS[key]
+
+
+COSTS_FILE = "costs.json"
+
+
+def _disk_key(spec: Spec, data: DatasetShape) -> str:
+    """What a cost depends on besides the code: the spec's content, the data's shape, and the content of the
+    spec `[arch] pattern_from` names (the transferred arm takes its pattern)."""
+    parts = [spec.model_dump_json(), asdict(data)]
+    if spec.arch.pattern_from:
+        from .load import load_spec  # load checks a spec's cost, so it imports this module
+
+        parts.append(load_spec(spec.arch.pattern_from).model_dump_json())
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
 
 def _spec_cost(spec: Spec, data: DatasetShape) -> Cost:

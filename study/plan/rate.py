@@ -1,7 +1,6 @@
 """This machine's training rate per model, for the "here" estimate of `rethink specs` and `--dry-run`: timed
-once per model, thread count, torch version and CPU, and kept on disk (RETHINK_CACHE_DIR, else
-$XDG_CACHE_HOME/rethink or ~/.cache/rethink: machine_rates.json), so a second look at a spec is quick; and one
-GPU's rate, quoted with its source."""
+once per model, thread count, torch version and CPU, and kept on disk (`kept.py`: machine_rates.json), so a
+second look at a spec is quick; and one GPU's rate, quoted with its source."""
 
 from __future__ import annotations
 
@@ -21,6 +20,7 @@ from rethink.flops import forward_flops, training_flops
 from rethink.models.registry import build_model
 
 from .arch import base_arch
+from .kept import keep, kept_file, read_kept
 from .spec import Spec
 
 # One GPU's training rate, quoted: a standard ResNet-18 CIFAR-10 training, 32.3 PFLOPs in 7 min on one 400 W
@@ -38,9 +38,6 @@ RATE_STEP_MACS = 4e10  # the most training MACs one timed step spends (32 CIFAR 
 # images a step: 0.27-0.43 of this rate): benchmarks/machine_rate.py, benchmarks/results/machine_rate.json
 
 
-CACHE_ENV = "RETHINK_CACHE_DIR"  # set to an empty string: rates are timed every time, nothing is written
-
-
 def machine_rate(spec: Spec, data: DatasetShape, steps: int = 2) -> float:
     """This machine's training MACs per second for the spec's unpruned model (CPU, fp32): the median of
     `steps` timed steps of a batch of up to 32 synthetic images after one untimed step; timed once per model
@@ -48,7 +45,7 @@ def machine_rate(spec: Spec, data: DatasetShape, steps: int = 2) -> float:
     arch = base_arch(spec, data)
     key = _key(arch, spec, data, steps)
     if key not in _RATES:
-        stored = _read(rates_file()).get(key, {}).get("rate")
+        stored = read_kept(rates_file()).get(key, {}).get("rate")
         if isinstance(stored, (int, float)) and stored > 0:
             _RATES[key] = float(stored)
         else:
@@ -61,11 +58,7 @@ def machine_rate(spec: Spec, data: DatasetShape, steps: int = 2) -> float:
 
 def rates_file() -> Path | None:
     """Where timed rates are kept; None when RETHINK_CACHE_DIR is set empty."""
-    root = os.environ.get(CACHE_ENV)
-    if root == "":
-        return None
-    folder = Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rethink"
-    return folder / "machine_rates.json"
+    return kept_file("machine_rates.json")
 
 
 def _key(arch, spec: Spec, data: DatasetShape, steps: int) -> str:
@@ -89,31 +82,11 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
-def _read(path: Path | None) -> dict:
-    if path is None:
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):  # none yet, or unreadable: the rate is timed again
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _store(path: Path | None, key: str, model: str, rate: float) -> None:
-    """Add one rate (written whole through a temporary file: a reader never sees half a file); a folder that
-    cannot be written only costs the next look a timing."""
-    if path is None:
-        return
+    """Add one rate; a folder that cannot be written only costs the next look a timing."""
     entry = {"rate": rate, "model": model, "threads": torch.get_num_threads(), "torch": torch.__version__,
              "cpu": _cpu(), "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}  # fmt: skip
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = _read(path) | {key: entry}
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    keep(path, key, entry)
 
 
 def _timed_rate(model: torch.nn.Module, spec: Spec, data: DatasetShape, steps: int) -> float:
