@@ -195,7 +195,8 @@ def spec_cost(spec: Spec, data: DatasetShape | None = None) -> Cost:
     data = data or dataset_shape(spec.dataset, spec.data_root)
     key = (spec.model_dump_json(), data)
     if key not in _COSTS:
-        path, disk_key = kept_file(COSTS_FILE), _disk_key(spec, data)
+        path = kept_file(COSTS_FILE)
+        disk_key = _disk_key(spec, data) if path else ""  # nothing kept: no key to compute
         kept = read_kept(path).get(disk_key, {})
         if kept.get("code") == code_digest() and isinstance(kept.get("cost"), dict):
             _COSTS[key] = cost_from(kept["cost"])
